@@ -1,0 +1,3 @@
+from banking_es.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""One typed `Settings`, read from the environment (see API.md, "Configuration").
+
+Nothing here connects to anything; `bootstrap` builds the adapters from a `Settings`.
+A bad value stops start-up with one line naming the variable (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite:///./data/banking.db"
+
+
+class SettingsError(Exception):
+    """A configuration variable has a value the service cannot run with."""
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+    TEST = "test"
+
+
+class Settings(BaseSettings):
+    """Every configuration variable of API.md, typed, with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str = DEFAULT_SQLITE_URL
+    redis_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic_prefix: str = "banking-es"
+    kafka_idempotent_producer: Literal["true", "false", "auto"] = "auto"
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    banking_env: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path("./data")
+
+    jwt_secret: str | None = None
+    refresh_token_secret: str | None = None
+    access_token_expiry: int = Field(3600, ge=1)
+    refresh_token_expiry: int = Field(604800, ge=1)
+    max_login_attempts: int = Field(5, ge=1)
+    lockout_duration: int = Field(300, ge=1)
+    password_reset_ttl: int = Field(1800, ge=1)
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_cost: int = Field(65536, ge=8)
+
+    rate_limit_enabled: bool = True
+    rate_limit_per_minute: int = Field(60, ge=1)
+    rate_limit_burst: int = Field(10, ge=0)
+    rate_limit_per_ip_per_minute: int = Field(600, ge=1)
+    auth_rate_limit_per_minute: int = Field(10, ge=1)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    cache_l1_size: int = Field(10000, ge=1)
+    cache_ttl: int = Field(300, ge=1)
+    cache_eviction: Literal["lru", "lfu", "ttl"] = "lru"
+    redis_timeout_ms: int = Field(100, ge=1)
+    redis_breaker_failures: int = Field(5, ge=1)
+    redis_breaker_reset: float = Field(2.0, gt=0)
+
+    batch_max_size: int = Field(500, ge=1, le=10000)
+    batch_max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    snapshot_threshold: int = Field(100, ge=1)
+    command_retry_budget_s: float = Field(5.0, gt=0)
+
+    projection_lag_degraded: float = Field(30.0, gt=0)
+    outbox_age_degraded: float = Field(60.0, gt=0)
+    projection_poll_interval_ms: float = Field(100.0, gt=0)
+    idempotency_ttl_hours: float = Field(24.0, gt=0)
+    dlq_max_attempts: int = Field(5, ge=1)
+
+    default_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["console", "json"] | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://", "memory://")):
+            raise ValueError("must start with sqlite://, postgresql:// or memory://")
+        return value
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgres", "memory"]:
+        if self.database_url.startswith("sqlite://"):
+            return "sqlite"
+        if self.database_url.startswith("memory://"):
+            return "memory"
+        return "postgres"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file of `sqlite:///relative` or `sqlite:////absolute` URLs."""
+        return Path(self.database_url.removeprefix("sqlite://").removeprefix("/") or "banking.db")
+
+    @property
+    def effective_log_format(self) -> str:
+        if self.log_format:
+            return self.log_format
+        return "json" if self.banking_env is Environment.PRODUCTION else "console"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; turn pydantic's report into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+            lines.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid configuration: " + "; ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Database access shared by every SQL-backed part: connections, dialects, migrations, leases."""

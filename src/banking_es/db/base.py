@@ -1,0 +1,52 @@
+"""The `Database` port: a few async query methods over PostgreSQL or SQLite.
+
+SQL is written once with PostgreSQL's `$1` placeholders; the SQLite adapter turns them
+into `?1`. Values: datetimes (aware, UTC), Decimals, str, int and JSON (dict/list) go
+in and come back as the same Python types on both backends.
+
+    DatabaseError
+    ├── UniqueViolation     a unique or primary key constraint said no
+    └── DatabaseUnavailable the server cannot be reached or the connection broke
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, Protocol
+
+Row = Mapping[str, Any]
+
+
+class DatabaseError(Exception):
+    """Base of translated driver errors."""
+
+
+class UniqueViolation(DatabaseError):
+    """A unique constraint rejected the write."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached, or the connection was lost mid-way."""
+
+
+class Connection(Protocol):
+    """Queries on one connection, inside a transaction when obtained from `transaction()`."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
+
+
+class Database(Connection, Protocol):
+    """A pool (PostgreSQL) or a pair of connections (SQLite) behind one interface."""
+
+    dialect: Literal["postgres", "sqlite"]
+
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A write transaction; on SQLite it holds the database's write lock throughout."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,170 @@
+"""PostgreSQL through an asyncpg pool; driver errors are translated here and only here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+
+from banking_es.db.base import Connection, DatabaseError, DatabaseUnavailable, Row, UniqueViolation
+
+#: Errors that mean "the server or the connection is gone", not "your query is wrong".
+TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.ConnectionFailureError,
+)
+
+
+def translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return UniqueViolation(str(exc))
+    if isinstance(exc, TRANSIENT):
+        return DatabaseUnavailable(f"PostgreSQL unavailable: {exc}")
+    if isinstance(exc, asyncpg.PostgresError):
+        return DatabaseError(str(exc))
+    return exc
+
+
+def _encode_json(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+def normalize_url(url: str) -> str:
+    return "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
+
+
+class _PgConnection:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.raw = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            return list(await self.raw.fetch(sql, *args))
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        try:
+            row: Row | None = await self.raw.fetchrow(sql, *args)
+            return row
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self.raw.fetchval(sql, *args)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self.raw.execute(sql, *args)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self.raw.executemany(sql, args)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+
+class PostgresDatabase:
+    """An asyncpg pool; `transaction()` checks out one connection for its duration."""
+
+    dialect: Literal["postgres"] = "postgres"
+
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        self.pool = pool
+        self.url = url
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, min_size: int = 2, max_size: int = 20, timeout: float = 10.0
+    ) -> PostgresDatabase:
+        url = normalize_url(url)
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                init=init_connection,
+                timeout=timeout,
+                command_timeout=60,
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+        return cls(pool, url)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[_PgConnection]:
+        try:
+            conn = await self.pool.acquire(timeout=10)
+        except Exception as exc:
+            raise translate(exc) from exc
+        try:
+            yield _PgConnection(conn)
+        finally:
+            await self.pool.release(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.connection() as conn:
+            tx = conn.raw.transaction()
+            try:
+                await tx.start()
+            except Exception as exc:
+                raise translate(exc) from exc
+            try:
+                yield conn
+            except BaseException:
+                try:
+                    await tx.rollback()
+                except Exception:  # the connection is already broken; the pool drops it
+                    pass
+                raise
+            try:
+                await tx.commit()
+            except Exception as exc:
+                raise translate(exc) from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self.connection() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self.connection() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        async with self.connection() as conn:
+            await conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        async with self.connection() as conn:
+            await conn.executemany(sql, args)
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,199 @@
+"""The Account aggregate: check, then emit, then apply.
+
+Command methods check the rules and return the new events without changing state;
+`apply` is the only mutation, and replaying events never re-checks a rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from banking_es.domain import errors
+from banking_es.domain.events import (
+    AccountClosed,
+    AccountCreated,
+    DomainEvent,
+    MoneyDeposited,
+    MoneyWithdrawn,
+    TransferReceived,
+    TransferSent,
+)
+from banking_es.domain.money import MAX_AMOUNT, ZERO, format_money, positive_money, to_money
+
+OPEN = "open"
+CLOSED = "closed"
+MAX_OWNER_NAME = 200
+MAX_DESCRIPTION = 500
+
+
+@dataclass(slots=True)
+class Account:
+    """The state of one account, folded from its events. `version` = events applied."""
+
+    id: str
+    owner_name: str = ""
+    owner_id: str | None = None
+    balance: Decimal = ZERO
+    currency: str = "USD"
+    status: str = OPEN
+    version: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    closed_reason: str | None = field(default=None)
+
+    # ---- commands: check and emit -------------------------------------------------
+
+    @staticmethod
+    def open(
+        account_id: str,
+        owner_name: str,
+        initial_balance: Decimal,
+        currency: str,
+        owner_id: str | None = None,
+    ) -> AccountCreated:
+        name = owner_name.strip()
+        if not name:
+            raise errors.InvalidAccountData("owner_name is required")
+        if len(name) > MAX_OWNER_NAME:
+            raise errors.InvalidAccountData(f"owner_name must be at most {MAX_OWNER_NAME} chars")
+        if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+            raise errors.InvalidAccountData("currency must be an ISO 4217 code such as USD")
+        balance = to_money(initial_balance)
+        if balance < ZERO:
+            raise errors.InvalidAmount("initial_balance must be non-negative")
+        return AccountCreated(account_id, name, balance, currency, owner_id)
+
+    def deposit(self, amount: Decimal, description: str | None = None) -> MoneyDeposited:
+        amount = positive_money(amount)
+        self._require_open()
+        self._require_within_limit(amount)
+        return MoneyDeposited(amount, description)
+
+    def withdraw(self, amount: Decimal, description: str | None = None) -> MoneyWithdrawn:
+        amount = positive_money(amount)
+        self._require_open()
+        self._require_funds(amount)
+        return MoneyWithdrawn(amount, description)
+
+    def close(self, reason: str) -> AccountClosed:
+        self._require_open()
+        if self.balance != ZERO:
+            raise errors.BalanceNotZero(self.id, self.balance)
+        return AccountClosed(reason)
+
+    def send_transfer(
+        self, transfer_id: str, target: Account, amount: Decimal, description: str | None = None
+    ) -> tuple[TransferSent, TransferReceived]:
+        """Check both sides of a transfer and return the pair of events."""
+        amount = positive_money(amount)
+        if target.id == self.id:
+            raise errors.SameAccount("cannot transfer to the same account")
+        self._require_open()
+        target._require_open()
+        if target.currency != self.currency:
+            raise errors.CurrencyMismatch(
+                f"cannot transfer {self.currency} to an account kept in {target.currency}"
+            )
+        self._require_funds(amount)
+        target._require_within_limit(amount)
+        return (
+            TransferSent(transfer_id, target.id, amount, description),
+            TransferReceived(transfer_id, self.id, amount, description),
+        )
+
+    # ---- apply: the only mutation --------------------------------------------------
+
+    def apply(self, event: DomainEvent, at: datetime | None = None) -> None:
+        """Fold one event into the state. Never checks a rule."""
+        match event:
+            case AccountCreated():
+                self.owner_name = event.owner_name
+                self.owner_id = event.owner_id
+                self.balance = event.initial_balance
+                self.currency = event.currency
+                self.status = OPEN
+                self.created_at = at
+            case MoneyDeposited() | TransferReceived():
+                self.balance += event.amount
+            case MoneyWithdrawn() | TransferSent():
+                self.balance -= event.amount
+            case AccountClosed():
+                self.status = CLOSED
+                self.closed_reason = event.reason
+            case _:
+                raise ValueError(f"Account cannot apply {type(event).__name__}")
+        self.version += 1
+        self.updated_at = at
+
+    @classmethod
+    def replay(cls, account_id: str, events: list[tuple[DomainEvent, datetime | None]]) -> Account:
+        account = cls(account_id)
+        for event, at in events:
+            account.apply(event, at)
+        return account
+
+    def copy(self) -> Account:
+        return replace(self)
+
+    @property
+    def exists(self) -> bool:
+        return self.version > 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == OPEN
+
+    # ---- snapshot form ----------------------------------------------------------------
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "owner_name": self.owner_name,
+            "owner_id": self.owner_id,
+            "balance": format_money(self.balance),
+            "currency": self.currency,
+            "status": self.status,
+            "version": self.version,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "closed_reason": self.closed_reason,
+        }
+
+    @classmethod
+    def from_snapshot(cls, state: dict[str, Any]) -> Account:
+        return cls(
+            id=state["id"],
+            owner_name=state["owner_name"],
+            owner_id=state.get("owner_id"),
+            balance=Decimal(state["balance"]),
+            currency=state["currency"],
+            status=state["status"],
+            version=int(state["version"]),
+            created_at=_parse_time(state.get("created_at")),
+            updated_at=_parse_time(state.get("updated_at")),
+            closed_reason=state.get("closed_reason"),
+        )
+
+    # ---- guards -------------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self.status != OPEN:
+            raise errors.AccountClosed(self.id)
+
+    def _require_funds(self, amount: Decimal) -> None:
+        if amount > self.balance:
+            raise errors.InsufficientFunds(self.id, self.balance, amount)
+
+    def _require_within_limit(self, amount: Decimal) -> None:
+        if self.balance + amount > MAX_AMOUNT:
+            raise errors.BalanceLimitExceeded(
+                "the balance would exceed 15 integer digits "
+                f"({format_money(self.balance)} + {format_money(amount)})"
+            )
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -1,0 +1,48 @@
+"""Commands: what a caller asks the bank to do, imperative and immutable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAccount:
+    owner_name: str
+    initial_balance: Decimal
+    currency: str
+    owner_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    account_id: str
+    amount: Decimal
+    description: str | None = None
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    account_id: str
+    amount: Decimal
+    description: str | None = None
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAccount:
+    account_id: str
+    reason: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    from_account_id: str
+    to_account_id: str
+    amount: Decimal
+    description: str | None = None
+
+
+StreamCommand = Deposit | Withdraw | CloseAccount

@@ -1,0 +1,1 @@
+"""The event store: contract types, adapters (memory, SQLite, PostgreSQL) and group commit."""

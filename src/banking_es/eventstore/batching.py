@@ -1,0 +1,219 @@
+"""Group commit: concurrent appends in one process share one transaction.
+
+`GroupCommitter` gathers appends while a commit is in flight (and for up to
+`max_wait_ms` under load) and hands them to the backend as one batch. `plan_batch`
+decides, inside the backend's locked transaction, which appends of the batch may be
+written: a version conflict or a known idempotency key fails only its own append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from banking_es.eventstore.base import (
+    EVENTS_TOPIC,
+    AppendRequest,
+    ConcurrencyError,
+    EventStoreError,
+    IdempotencyKeyExists,
+    IdempotencyRecord,
+    RecordedEvent,
+    Snapshot,
+)
+
+BatchOutcome = list[RecordedEvent] | EventStoreError
+CommitBatch = Callable[[list[AppendRequest]], Awaitable[list[BatchOutcome]]]
+
+
+@dataclass(slots=True)
+class OutboxRow:
+    topic: str
+    key: str
+    payload: dict[str, object] | None
+    event_position: int | None
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """What one locked transaction writes, and the outcome of every request."""
+
+    events: list[RecordedEvent] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    idempotency: list[IdempotencyRecord] = field(default_factory=list)
+    replaced_keys: list[tuple[str, str]] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    outcomes: list[BatchOutcome] = field(default_factory=list)
+
+
+def plan_batch(
+    requests: Sequence[AppendRequest],
+    *,
+    head: int,
+    now: datetime,
+    versions: dict[str, int],
+    existing_keys: dict[tuple[str, str], IdempotencyRecord],
+    outbox_events: bool,
+) -> BatchPlan:
+    """Check every request against the current state and assign positions in order.
+
+    `versions` holds the current version of every stream the batch touches (absent: 0);
+    `existing_keys` the stored idempotency records (expired ones are replaced).
+    """
+    plan = BatchPlan()
+    versions = dict(versions)
+    taken = {k for k, rec in existing_keys.items() if rec.expires_at > now}
+    position = head
+    for request in requests:
+        failure = _check(request, versions, taken, existing_keys)
+        if failure is not None:
+            plan.outcomes.append(failure)
+            continue
+        recorded: list[RecordedEvent] = []
+        for stream in request.streams:
+            version = stream.expected_version
+            for event in stream.events:
+                position += 1
+                version += 1
+                recorded.append(
+                    RecordedEvent(
+                        position=position,
+                        stream_id=stream.stream_id,
+                        version=version,
+                        event_id=event.event_id,
+                        type=event.type,
+                        data=event.data,
+                        metadata=event.metadata,
+                        recorded_at=now,
+                    )
+                )
+                if outbox_events:
+                    plan.outbox.append(OutboxRow(EVENTS_TOPIC, stream.stream_id, None, position))
+            versions[stream.stream_id] = version
+            if stream.snapshot is not None:
+                plan.snapshots.append(stream.snapshot)
+        for record in request.idempotency:
+            identity = (record.scope, record.key)
+            taken.add(identity)
+            if identity in existing_keys:
+                plan.replaced_keys.append(identity)
+            plan.idempotency.append(record)
+        for message in request.messages:
+            plan.outbox.append(OutboxRow(message.topic, message.key, message.payload, None))
+        plan.events.extend(recorded)
+        plan.outcomes.append(recorded)
+    return plan
+
+
+def _check(
+    request: AppendRequest,
+    versions: dict[str, int],
+    taken: set[tuple[str, str]],
+    existing: dict[tuple[str, str], IdempotencyRecord],
+) -> EventStoreError | None:
+    for stream in request.streams:
+        actual = versions.get(stream.stream_id, 0)
+        if actual != stream.expected_version:
+            return ConcurrencyError(stream.stream_id, stream.expected_version, actual)
+    for record in request.idempotency:
+        identity = (record.scope, record.key)
+        if identity in taken:
+            return IdempotencyKeyExists(existing.get(identity, record))
+    return None
+
+
+def touched_streams(requests: Sequence[AppendRequest]) -> list[str]:
+    return sorted({s.stream_id for r in requests for s in r.streams})
+
+
+def touched_keys(requests: Sequence[AppendRequest]) -> list[tuple[str, str]]:
+    return sorted({(i.scope, i.key) for r in requests for i in r.idempotency})
+
+
+class GroupCommitter:
+    """Gathers concurrent appends into batches and commits each batch once.
+
+    While `concurrency` commits are in flight new appends wait in the queue, so batches
+    grow with load by themselves; under load the flusher also waits `max_wait_ms` for
+    more before it commits. An outcome is delivered to each caller separately.
+    """
+
+    def __init__(
+        self,
+        commit: CommitBatch,
+        *,
+        max_size: int = 500,
+        max_wait_ms: float = 2.0,
+        concurrency: int = 1,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._commit = commit
+        self._max_size = max_size
+        self._max_wait = max_wait_ms / 1000
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queue: deque[tuple[AppendRequest, asyncio.Future[list[RecordedEvent]]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_batch = 0
+        self._on_batch = on_batch
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, request: AppendRequest) -> list[RecordedEvent]:
+        future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop())
+        return await future
+
+    async def _flush_loop(self) -> None:
+        while self._queue:
+            await self._slots.acquire()
+            if self._max_wait and self._last_batch > 1 and len(self._queue) < self._max_size:
+                await asyncio.sleep(self._max_wait)
+            if not self._queue:
+                self._slots.release()
+                break
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_size))]
+            self._last_batch = len(batch)
+            task = asyncio.create_task(self._run(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _run(
+        self, batch: list[tuple[AppendRequest, asyncio.Future[list[RecordedEvent]]]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            outcomes = await self._commit([request for request, _ in batch])
+        except BaseException as exc:  # the whole transaction failed: every caller hears it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self._slots.release()
+            if self._queue and (self._flusher is None or self._flusher.done()):
+                self._flusher = asyncio.create_task(self._flush_loop())
+        if self._on_batch is not None:
+            self._on_batch(len(batch), loop.time() - started)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, EventStoreError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    async def drain(self) -> None:
+        """Wait until every queued append has been committed (used at shutdown)."""
+        while self._queue or self._in_flight:
+            await asyncio.sleep(0.005)

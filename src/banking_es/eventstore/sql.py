@@ -1,0 +1,377 @@
+"""The SQL event store, shared by PostgreSQL and SQLite; dialect hooks live in subclasses.
+
+Each batch of appends is one transaction that first takes the store's write lock
+(PostgreSQL: `pg_advisory_xact_lock`; SQLite: `BEGIN IMMEDIATE`), so batches commit one
+at a time and positions are assigned in commit order: a reader following
+`position > checkpoint` never misses an event (DESIGN.md guarantee 3). Inside the lock
+the current stream versions and idempotency keys are read and `plan_batch` decides
+which appends go in; the unique constraint on (stream_id, version) stays the last line
+of defence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from banking_es.db.base import (
+    Connection,
+    Database,
+    DatabaseError,
+    DatabaseUnavailable,
+    Row,
+    UniqueViolation,
+)
+from banking_es.eventstore.base import (
+    AppendRequest,
+    ConcurrencyError,
+    IdempotencyRecord,
+    OutboxEntry,
+    OutboxStats,
+    RecordedEvent,
+    Snapshot,
+    StoreUnavailable,
+)
+from banking_es.eventstore.batching import (
+    BatchOutcome,
+    BatchPlan,
+    GroupCommitter,
+    plan_batch,
+    touched_keys,
+    touched_streams,
+)
+
+_EVENT_COLUMNS = "position, stream_id, version, event_id, type, data, metadata, recorded_at"
+
+
+def row_to_event(row: Row) -> RecordedEvent:
+    return RecordedEvent(
+        position=row["position"],
+        stream_id=row["stream_id"],
+        version=row["version"],
+        event_id=row["event_id"],
+        type=row["type"],
+        data=row["data"],
+        metadata=row["metadata"],
+        recorded_at=row["recorded_at"],
+    )
+
+
+def _row_to_record(row: Row) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        scope=row["scope"],
+        key=row["key"],
+        fingerprint=row["fingerprint"],
+        status=row["status"],
+        body=row["body"].encode(),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class SqlEventStore:
+    """Reads and the batch transaction; subclasses supply the dialect-specific SQL."""
+
+    commit_concurrency = 1
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        outbox_events: bool = True,
+        batch_max_size: int = 500,
+        batch_max_wait_ms: float = 2.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.db = db
+        self._outbox_events = outbox_events
+        self._committer = GroupCommitter(
+            self._commit_batch,
+            max_size=batch_max_size,
+            max_wait_ms=batch_max_wait_ms,
+            concurrency=self.commit_concurrency,
+            on_batch=on_batch,
+        )
+
+    @property
+    def queue_length(self) -> int:
+        return self._committer.queue_length
+
+    # ---- writes ---------------------------------------------------------------------
+
+    async def append(self, request: AppendRequest) -> list[RecordedEvent]:
+        return await self._committer.submit(request)
+
+    async def _commit_batch(self, requests: list[AppendRequest]) -> list[BatchOutcome]:
+        try:
+            async with self.db.transaction() as conn:
+                await self._lock(conn)
+                head, now = await self._head_and_now(conn)
+                versions = await self._current_versions(conn, touched_streams(requests))
+                keys = touched_keys(requests)
+                existing = await self._existing_keys(conn, keys) if keys else {}
+                plan = plan_batch(
+                    requests,
+                    head=head,
+                    now=now,
+                    versions=versions,
+                    existing_keys=existing,
+                    outbox_events=self._outbox_events,
+                )
+                await self._write(conn, plan)
+                return plan.outcomes
+        except UniqueViolation as exc:
+            # Only reachable if a writer bypassed the lock: the constraint decides.
+            first = requests[0].streams[0] if requests and requests[0].streams else None
+            raise ConcurrencyError(first.stream_id if first else "?", -1, -1) from exc
+        except (DatabaseUnavailable, DatabaseError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def _write(self, conn: Connection, plan: BatchPlan) -> None:
+        if plan.events:
+            await self._insert_events(conn, plan.events)
+        for scope, key in plan.replaced_keys:
+            await conn.execute(
+                "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key
+            )
+        if plan.idempotency:
+            await conn.executemany(
+                "INSERT INTO idempotency_keys"
+                " (scope, key, fingerprint, status, body, created_at, expires_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                [
+                    (r.scope, r.key, r.fingerprint, r.status, r.body.decode(), r.created_at,
+                     r.expires_at)
+                    for r in plan.idempotency
+                ],
+            )
+        if plan.snapshots:
+            await conn.executemany(
+                "INSERT INTO snapshots (stream_id, version, state) VALUES ($1, $2, $3)"
+                " ON CONFLICT (stream_id, version) DO NOTHING",
+                [(s.stream_id, s.version, dumps(s.state)) for s in plan.snapshots],
+            )
+        if plan.outbox:
+            now = plan.events[0].recorded_at if plan.events else None
+            await self._insert_outbox(conn, plan, now)
+
+    async def _insert_outbox(self, conn: Connection, plan: BatchPlan, now: datetime | None) -> None:
+        created = now or await self._now(conn)
+        await conn.executemany(
+            "INSERT INTO outbox (topic, key, payload, event_position, created_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            [
+                (row.topic, row.key, dumps(row.payload) if row.payload is not None else None,
+                 row.event_position, created)
+                for row in plan.outbox
+            ],
+        )
+
+    async def save_idempotency(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        try:
+            async with self.db.transaction() as conn:
+                row = await conn.fetchrow(
+                    "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                    record.scope,
+                    record.key,
+                )
+                if row is not None:
+                    existing = _row_to_record(row)
+                    if existing.expires_at > record.created_at:
+                        return existing
+                    await conn.execute(
+                        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                        record.scope,
+                        record.key,
+                    )
+                await conn.execute(
+                    "INSERT INTO idempotency_keys"
+                    " (scope, key, fingerprint, status, body, created_at, expires_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    record.scope,
+                    record.key,
+                    record.fingerprint,
+                    record.status,
+                    record.body.decode(),
+                    record.created_at,
+                    record.expires_at,
+                )
+                return None
+        except UniqueViolation:
+            # A concurrent writer stored the same key first: theirs is the outcome.
+            row = await self.db.fetchrow(
+                "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                record.scope,
+                record.key,
+            )
+            return _row_to_record(row) if row else None
+        except (DatabaseUnavailable, DatabaseError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def purge_idempotency(self, now: datetime) -> int:
+        async with self.db.transaction() as conn:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM idempotency_keys WHERE expires_at <= $1", now
+            )
+            await conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= $1", now)
+        return int(count or 0)
+
+    async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE outbox SET published_at = $1 WHERE id = $2", [(at, i) for i in ids]
+            )
+
+    # ---- reads ----------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        after_version: int = 0,
+        *,
+        to_version: int | None = None,
+        recorded_until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2"
+        args: list[Any] = [stream_id, after_version]
+        if to_version is not None:
+            args.append(to_version)
+            sql += f" AND version <= ${len(args)}"
+        if recorded_until is not None:
+            args.append(recorded_until)
+            sql += f" AND recorded_at <= ${len(args)}"
+        sql += " ORDER BY version"
+        if limit is not None:
+            args.append(limit)
+            sql += f" LIMIT ${len(args)}"
+        return [row_to_event(r) for r in await self._read(sql, *args)]
+
+    async def read_all(
+        self, after_position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        if types:
+            marks = ", ".join(f"${i + 3}" for i in range(len(types)))
+            sql = (
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > $1 AND type IN ({marks})"
+                " ORDER BY position LIMIT $2"
+            )
+            rows = await self._read(sql, after_position, limit, *types)
+        else:
+            rows = await self._read(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > $1"
+                " ORDER BY position LIMIT $2",
+                after_position,
+                limit,
+            )
+        return [row_to_event(r) for r in rows]
+
+    async def get_event(self, event_id: str) -> RecordedEvent | None:
+        rows = await self._read(f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = $1", event_id)
+        return row_to_event(rows[0]) if rows else None
+
+    async def head_position(self) -> int:
+        rows = await self._read("SELECT max(position) AS head FROM events")
+        return int(rows[0]["head"] or 0)
+
+    async def latest_snapshot(
+        self, stream_id: str, max_version: int | None = None
+    ) -> Snapshot | None:
+        rows = await self._read(
+            "SELECT stream_id, version, state FROM snapshots WHERE stream_id = $1"
+            " AND version <= $2 ORDER BY version DESC LIMIT 1",
+            stream_id,
+            max_version if max_version is not None else 2**31 - 1,
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return Snapshot(row["stream_id"], row["version"], row["state"])
+
+    async def get_idempotency(self, scope: str, key: str, now: datetime) -> IdempotencyRecord | None:
+        rows = await self._read(
+            "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2 AND expires_at > $3",
+            scope,
+            key,
+            now,
+        )
+        return _row_to_record(rows[0]) if rows else None
+
+    async def outbox_pending(self, limit: int) -> list[OutboxEntry]:
+        rows = await self._read(
+            "SELECT o.id, o.topic, o.key, o.payload, o.created_at,"
+            " e.position, e.stream_id, e.version, e.event_id, e.type, e.data, e.metadata,"
+            " e.recorded_at"
+            " FROM outbox o LEFT JOIN events e ON e.position = o.event_position"
+            " WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
+            limit,
+        )
+        return [
+            OutboxEntry(
+                id=r["id"],
+                topic=r["topic"],
+                key=r["key"],
+                payload=r["payload"],
+                event=row_to_event(r) if r["position"] is not None else None,
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    async def outbox_stats(self) -> OutboxStats:
+        rows = await self._read(
+            "SELECT count(*) AS backlog, min(created_at) AS oldest FROM outbox"
+            " WHERE published_at IS NULL"
+        )
+        oldest = rows[0]["oldest"]
+        if isinstance(oldest, str):  # SQLite: an aggregate has no declared type
+            oldest = datetime.fromisoformat(oldest)
+        return OutboxStats(int(rows[0]["backlog"]), oldest)
+
+    async def ping(self) -> None:
+        await self._read("SELECT 1 AS ok")
+
+    async def close(self) -> None:
+        await self._committer.drain()
+
+    async def _read(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            return await self.db.fetch(sql, *args)
+        except (DatabaseUnavailable, DatabaseError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    # ---- dialect hooks -------------------------------------------------------------------
+
+    async def _lock(self, conn: Connection) -> None:
+        raise NotImplementedError
+
+    async def _head_and_now(self, conn: Connection) -> tuple[int, datetime]:
+        raise NotImplementedError
+
+    async def _now(self, conn: Connection) -> datetime:
+        raise NotImplementedError
+
+    async def _current_versions(self, conn: Connection, streams: list[str]) -> dict[str, int]:
+        raise NotImplementedError
+
+    async def _existing_keys(
+        self, conn: Connection, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], IdempotencyRecord]:
+        found = {}
+        for scope, key in keys:
+            row = await conn.fetchrow(
+                "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key
+            )
+            if row is not None:
+                found[(scope, key)] = _row_to_record(row)
+        return found
+
+    async def _insert_events(self, conn: Connection, events: list[RecordedEvent]) -> None:
+        raise NotImplementedError
