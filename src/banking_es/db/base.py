@@ -43,7 +43,8 @@ class Connection(Protocol):
 class Database(Connection, Protocol):
     """A pool (PostgreSQL) or a pair of connections (SQLite) behind one interface."""
 
-    dialect: Literal["postgres", "sqlite"]
+    @property
+    def dialect(self) -> Literal["postgres", "sqlite"]: ...
 
     def transaction(self) -> AbstractAsyncContextManager[Connection]:
         """A write transaction; on SQLite it holds the database's write lock throughout."""

@@ -79,5 +79,9 @@ async def status(db: Database) -> list[tuple[Migration, bool]]:
         if db.dialect == "postgres"
         else "SELECT count(*) FROM sqlite_master WHERE name = 'schema_migrations'"
     )
-    done = {int(r["version"]) for r in await db.fetch("SELECT version FROM schema_migrations")} if exists else set()
+    done = (
+        {int(r["version"]) for r in await db.fetch("SELECT version FROM schema_migrations")}
+        if exists
+        else set()
+    )
     return [(m, m.version in done) for m in available(db.dialect)]

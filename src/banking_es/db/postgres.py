@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import asyncpg
 import orjson
@@ -48,7 +48,9 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 def normalize_url(url: str) -> str:
-    return "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
+    return (
+        "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
+    )
 
 
 class _PgConnection:
@@ -57,14 +59,13 @@ class _PgConnection:
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         try:
-            return list(await self.raw.fetch(sql, *args))
+            return cast(list[Row], await self.raw.fetch(sql, *args))
         except Exception as exc:
             raise translate(exc) from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         try:
-            row: Row | None = await self.raw.fetchrow(sql, *args)
-            return row
+            return cast(Row | None, await self.raw.fetchrow(sql, *args))
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -121,7 +122,7 @@ class PostgresDatabase:
         except Exception as exc:
             raise translate(exc) from exc
         try:
-            yield _PgConnection(conn)
+            yield _PgConnection(cast(asyncpg.Connection, conn))
         finally:
             await self.pool.release(conn)
 

@@ -12,7 +12,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +26,17 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 BUSY_TIMEOUT_MS = 30_000
 
 
+def _adapt_datetime(value: datetime) -> str:
+    """ISO 8601 text, aware values in UTC: SQLite compares these columns as text, so one
+    instant must have one spelling (12:00+02:00 and 10:00+00:00 would order wrongly)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.isoformat()
+
+
 def _register_types() -> None:
     sqlite3.register_adapter(Decimal, str)
-    sqlite3.register_adapter(datetime, datetime.isoformat)
+    sqlite3.register_adapter(datetime, _adapt_datetime)
     sqlite3.register_adapter(dict, lambda v: orjson.dumps(v).decode())
     sqlite3.register_adapter(list, lambda v: orjson.dumps(v).decode())
     sqlite3.register_converter("TIMESTAMPTZ", lambda b: datetime.fromisoformat(b.decode()))

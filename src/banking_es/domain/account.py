@@ -6,6 +6,7 @@ Command methods check the rules and return the new events without changing state
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -23,6 +24,7 @@ from banking_es.domain.events import (
 )
 from banking_es.domain.money import MAX_AMOUNT, ZERO, format_money, positive_money, to_money
 
+_CURRENCY = re.compile(r"[A-Z]{3}")
 OPEN = "open"
 CLOSED = "closed"
 MAX_OWNER_NAME = 200
@@ -59,7 +61,7 @@ class Account:
             raise errors.InvalidAccountData("owner_name is required")
         if len(name) > MAX_OWNER_NAME:
             raise errors.InvalidAccountData(f"owner_name must be at most {MAX_OWNER_NAME} chars")
-        if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+        if not _CURRENCY.fullmatch(currency):
             raise errors.InvalidAccountData("currency must be an ISO 4217 code such as USD")
         balance = to_money(initial_balance)
         if balance < ZERO:
@@ -68,17 +70,20 @@ class Account:
 
     def deposit(self, amount: Decimal, description: str | None = None) -> MoneyDeposited:
         amount = positive_money(amount)
+        _check_text("description", description)
         self._require_open()
         self._require_within_limit(amount)
         return MoneyDeposited(amount, description)
 
     def withdraw(self, amount: Decimal, description: str | None = None) -> MoneyWithdrawn:
         amount = positive_money(amount)
+        _check_text("description", description)
         self._require_open()
         self._require_funds(amount)
         return MoneyWithdrawn(amount, description)
 
     def close(self, reason: str) -> AccountClosed:
+        _check_text("reason", reason)
         self._require_open()
         if self.balance != ZERO:
             raise errors.BalanceNotZero(self.id, self.balance)
@@ -89,6 +94,7 @@ class Account:
     ) -> tuple[TransferSent, TransferReceived]:
         """Check both sides of a transfer and return the pair of events."""
         amount = positive_money(amount)
+        _check_text("description", description)
         if target.id == self.id:
             raise errors.SameAccount("cannot transfer to the same account")
         self._require_open()
@@ -193,6 +199,11 @@ class Account:
                 "the balance would exceed 15 integer digits "
                 f"({format_money(self.balance)} + {format_money(amount)})"
             )
+
+
+def _check_text(name: str, value: str | None) -> None:
+    if value is not None and len(value) > MAX_DESCRIPTION:
+        raise errors.InvalidAccountData(f"{name} must be at most {MAX_DESCRIPTION} characters")
 
 
 def _parse_time(value: str | None) -> datetime | None:

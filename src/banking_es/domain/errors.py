@@ -1,14 +1,14 @@
 """Domain errors: a rule of the bank said no.
 
-    DomainError
-    ├── InvalidAmount           amount not > 0, more than 2 decimals, or too many digits
-    ├── InvalidAccountData      owner name or currency unusable
-    ├── InsufficientFunds       withdrawal or transfer beyond the balance
-    ├── BalanceLimitExceeded    a balance would exceed 15 integer digits
-    ├── AccountClosed           any write to a closed account
-    ├── BalanceNotZero          closing an account that still holds money
-    ├── CurrencyMismatch        transfer between accounts of different currencies
-    └── SameAccount             transfer from an account to itself
+DomainError
+├── InvalidAmount           amount not > 0, more than 2 decimals, or too many digits
+├── InvalidAccountData      owner name or currency unusable
+├── InsufficientFunds       withdrawal or transfer beyond the balance
+├── BalanceLimitExceeded    a balance would exceed 15 integer digits
+├── AccountClosed           any write to a closed account
+├── BalanceNotZero          closing an account that still holds money
+├── CurrencyMismatch        transfer between accounts of different currencies
+└── SameAccount             transfer from an account to itself
 """
 
 from __future__ import annotations

@@ -20,19 +20,22 @@ def to_money(value: Decimal | int | str) -> Decimal:
     than 15 integer digits. Sign is the caller's business.
     """
     if isinstance(value, bool):
-        raise InvalidAmount("amount must be a number")
+        raise InvalidAmount("amount must be a number, not a boolean")
+    if isinstance(value, float):
+        raise InvalidAmount("amount must be an exact number (Decimal, int or string), not a float")
     try:
         amount = value if isinstance(value, Decimal) else Decimal(value)
     except (InvalidOperation, ValueError):
         raise InvalidAmount(f"amount {value!r} is not a number") from None
     if not amount.is_finite():
         raise InvalidAmount("amount must be a finite number")
+    # The magnitude first: quantizing a 30-digit number would overflow the context.
+    if abs(amount) >= MAX_AMOUNT + CENT:
+        raise InvalidAmount(f"amount must have at most {MAX_INTEGER_DIGITS} integer digits")
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2 and amount != amount.quantize(CENT):
         raise InvalidAmount("amount must have at most 2 decimal places")
-    if abs(amount) > MAX_AMOUNT:
-        raise InvalidAmount(f"amount must have at most {MAX_INTEGER_DIGITS} integer digits")
-    return amount.quantize(CENT)
+    return amount.quantize(CENT) + 0  # "+ 0" turns a negative zero into zero
 
 
 def positive_money(value: Decimal | int | str) -> Decimal:
@@ -45,4 +48,4 @@ def positive_money(value: Decimal | int | str) -> Decimal:
 
 def format_money(amount: Decimal) -> str:
     """The wire form of an amount: a string with exactly two decimals, e.g. "1500.00"."""
-    return f"{amount.quantize(CENT):f}"
+    return f"{amount.quantize(CENT) + 0:f}"

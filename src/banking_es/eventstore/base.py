@@ -11,7 +11,7 @@ records and outbox rows are committed together or not at all (DESIGN.md guarante
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -70,13 +70,21 @@ class RecordedEvent:
     recorded_at: datetime
 
 
+#: Some parts of an append depend on what the store assigns (positions, times); they may be
+#: given as a function of the request's recorded events, called inside the transaction.
+Rendered = Callable[[Sequence["RecordedEvent"]], Any]
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """An aggregate's state at `version`, so loading needs only the events after it."""
+    """An aggregate's state at `version`, so loading needs only the events after it.
+
+    `state` may be a function of the append's recorded events (see `Rendered`).
+    """
 
     stream_id: str
     version: int
-    state: dict[str, Any]
+    state: dict[str, Any] | Rendered
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +99,16 @@ class StreamAppend:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
-    """The stored outcome of a command, replayed for a retry with the same key."""
+    """The stored outcome of a command, replayed for a retry with the same key.
+
+    In an append, `body` may be a function of the recorded events (see `Rendered`).
+    """
 
     scope: str
     key: str
     fingerprint: str
     status: int
-    body: bytes
+    body: bytes | Rendered
     created_at: datetime
     expires_at: datetime
 
@@ -173,7 +184,9 @@ class EventStore(Protocol):
         self, stream_id: str, max_version: int | None = None
     ) -> Snapshot | None: ...
 
-    async def get_idempotency(self, scope: str, key: str, now: datetime) -> IdempotencyRecord | None:
+    async def get_idempotency(
+        self, scope: str, key: str, now: datetime
+    ) -> IdempotencyRecord | None:
         """The unexpired record for (scope, key), if any."""
         ...
 

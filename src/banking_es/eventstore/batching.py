@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from banking_es.eventstore.base import (
@@ -66,9 +66,11 @@ def plan_batch(
     plan = BatchPlan()
     versions = dict(versions)
     taken = {k for k, rec in existing_keys.items() if rec.expires_at > now}
+    # The record that holds each key: stored, or planned by an earlier request of this batch.
+    holders = dict(existing_keys)
     position = head
     for request in requests:
-        failure = _check(request, versions, taken, existing_keys)
+        failure = _check(request, versions, taken, holders)
         if failure is not None:
             plan.outcomes.append(failure)
             continue
@@ -94,12 +96,18 @@ def plan_batch(
                     plan.outbox.append(OutboxRow(EVENTS_TOPIC, stream.stream_id, None, position))
             versions[stream.stream_id] = version
             if stream.snapshot is not None:
-                plan.snapshots.append(stream.snapshot)
+                snapshot = stream.snapshot
+                if callable(snapshot.state):
+                    snapshot = replace(snapshot, state=snapshot.state(recorded))
+                plan.snapshots.append(snapshot)
         for record in request.idempotency:
             identity = (record.scope, record.key)
             taken.add(identity)
             if identity in existing_keys:
                 plan.replaced_keys.append(identity)
+            if callable(record.body):
+                record = replace(record, body=record.body(recorded))
+            holders[identity] = record
             plan.idempotency.append(record)
         for message in request.messages:
             plan.outbox.append(OutboxRow(message.topic, message.key, message.payload, None))
@@ -112,16 +120,23 @@ def _check(
     request: AppendRequest,
     versions: dict[str, int],
     taken: set[tuple[str, str]],
-    existing: dict[tuple[str, str], IdempotencyRecord],
+    holders: dict[tuple[str, str], IdempotencyRecord],
 ) -> EventStoreError | None:
+    # A stream may appear twice in one request: the second part continues from the first.
+    ahead: dict[str, int] = {}
     for stream in request.streams:
-        actual = versions.get(stream.stream_id, 0)
+        actual = ahead.get(stream.stream_id, versions.get(stream.stream_id, 0))
         if actual != stream.expected_version:
             return ConcurrencyError(stream.stream_id, stream.expected_version, actual)
+        ahead[stream.stream_id] = actual + len(stream.events)
+    own: set[tuple[str, str]] = set()
     for record in request.idempotency:
         identity = (record.scope, record.key)
         if identity in taken:
-            return IdempotencyKeyExists(existing.get(identity, record))
+            return IdempotencyKeyExists(holders.get(identity, record))
+        if identity in own:  # one request carrying the same key twice
+            return IdempotencyKeyExists(record)
+        own.add(identity)
     return None
 
 
@@ -216,4 +231,8 @@ class GroupCommitter:
     async def drain(self) -> None:
         """Wait until every queued append has been committed (used at shutdown)."""
         while self._queue or self._in_flight:
-            await asyncio.sleep(0.005)
+            pending = [t for t in (self._flusher, *self._in_flight) if t and not t.done()]
+            if pending:
+                await asyncio.wait(pending)
+            else:
+                await asyncio.sleep(0)

@@ -43,7 +43,9 @@ class MemoryEventStore:
         self._by_id: dict[str, RecordedEvent] = {}
         self._snapshots: dict[str, list[Snapshot]] = {}
         self._keys: dict[tuple[str, str], IdempotencyRecord] = {}
-        self._outbox: dict[int, tuple[str, str, dict[str, object] | None, int | None, datetime]] = {}
+        self._outbox: dict[
+            int, tuple[str, str, dict[str, object] | None, int | None, datetime]
+        ] = {}
         self._outbox_seq = 0
         self._outbox_events = outbox_events
         self._lock = asyncio.Lock()
@@ -133,7 +135,9 @@ class MemoryEventStore:
         ]
         return max(candidates, key=lambda s: s.version, default=None)
 
-    async def get_idempotency(self, scope: str, key: str, now: datetime) -> IdempotencyRecord | None:
+    async def get_idempotency(
+        self, scope: str, key: str, now: datetime
+    ) -> IdempotencyRecord | None:
         record = self._keys.get((scope, key))
         return record if record is not None and record.expires_at > now else None
 

@@ -28,6 +28,7 @@ from banking_es.db.base import (
 from banking_es.eventstore.base import (
     AppendRequest,
     ConcurrencyError,
+    EventStoreError,
     IdempotencyRecord,
     OutboxEntry,
     OutboxStats,
@@ -72,6 +73,12 @@ def _row_to_record(row: Row) -> IdempotencyRecord:
     )
 
 
+def _text(body: object) -> str:
+    if not isinstance(body, bytes):
+        raise TypeError("an idempotency body must be rendered to bytes before it is stored")
+    return body.decode()
+
+
 def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -92,6 +99,8 @@ class SqlEventStore:
     ) -> None:
         self.db = db
         self._outbox_events = outbox_events
+        #: Called after every committed batch (wakes projection runners and the relay).
+        self.on_commit: Callable[[], object] | None = None
         self._committer = GroupCommitter(
             self._commit_batch,
             max_size=batch_max_size,
@@ -109,7 +118,9 @@ class SqlEventStore:
     async def append(self, request: AppendRequest) -> list[RecordedEvent]:
         return await self._committer.submit(request)
 
-    async def _commit_batch(self, requests: list[AppendRequest]) -> list[BatchOutcome]:
+    async def _commit_batch(
+        self, requests: list[AppendRequest], *, replan: bool = True
+    ) -> list[BatchOutcome]:
         try:
             async with self.db.transaction() as conn:
                 await self._lock(conn)
@@ -126,13 +137,28 @@ class SqlEventStore:
                     outbox_events=self._outbox_events,
                 )
                 await self._write(conn, plan)
-                return plan.outcomes
+            if self.on_commit is not None and plan.events:
+                self.on_commit()
+            return plan.outcomes
         except UniqueViolation as exc:
-            # Only reachable if a writer bypassed the lock: the constraint decides.
+            # Only reachable if a row was written outside the append lock (e.g. a concurrent
+            # `save_idempotency` of the same key, or a duplicate event id): the constraint
+            # decides. It rolled back the whole batch, so commit its appends again one at a
+            # time: the conflict then fails only its own append, never its neighbours, and the
+            # re-plan sees the row that won (IdempotencyKeyExists with the stored record).
+            if replan:
+                return [await self._commit_alone(request) for request in requests]
             first = requests[0].streams[0] if requests and requests[0].streams else None
             raise ConcurrencyError(first.stream_id if first else "?", -1, -1) from exc
         except (DatabaseUnavailable, DatabaseError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    async def _commit_alone(self, request: AppendRequest) -> BatchOutcome:
+        try:
+            [outcome] = await self._commit_batch([request], replan=False)
+        except EventStoreError as exc:
+            return exc
+        return outcome
 
     async def _write(self, conn: Connection, plan: BatchPlan) -> None:
         if plan.events:
@@ -147,8 +173,15 @@ class SqlEventStore:
                 " (scope, key, fingerprint, status, body, created_at, expires_at)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 [
-                    (r.scope, r.key, r.fingerprint, r.status, r.body.decode(), r.created_at,
-                     r.expires_at)
+                    (
+                        r.scope,
+                        r.key,
+                        r.fingerprint,
+                        r.status,
+                        _text(r.body),
+                        r.created_at,
+                        r.expires_at,
+                    )
                     for r in plan.idempotency
                 ],
             )
@@ -168,8 +201,13 @@ class SqlEventStore:
             "INSERT INTO outbox (topic, key, payload, event_position, created_at)"
             " VALUES ($1, $2, $3, $4, $5)",
             [
-                (row.topic, row.key, dumps(row.payload) if row.payload is not None else None,
-                 row.event_position, created)
+                (
+                    row.topic,
+                    row.key,
+                    dumps(row.payload) if row.payload is not None else None,
+                    row.event_position,
+                    created,
+                )
                 for row in plan.outbox
             ],
         )
@@ -199,7 +237,7 @@ class SqlEventStore:
                     record.key,
                     record.fingerprint,
                     record.status,
-                    record.body.decode(),
+                    _text(record.body),
                     record.created_at,
                     record.expires_at,
                 )
@@ -274,7 +312,9 @@ class SqlEventStore:
         return [row_to_event(r) for r in rows]
 
     async def get_event(self, event_id: str) -> RecordedEvent | None:
-        rows = await self._read(f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = $1", event_id)
+        rows = await self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = $1", event_id
+        )
         return row_to_event(rows[0]) if rows else None
 
     async def head_position(self) -> int:
@@ -295,7 +335,9 @@ class SqlEventStore:
         row = rows[0]
         return Snapshot(row["stream_id"], row["version"], row["state"])
 
-    async def get_idempotency(self, scope: str, key: str, now: datetime) -> IdempotencyRecord | None:
+    async def get_idempotency(
+        self, scope: str, key: str, now: datetime
+    ) -> IdempotencyRecord | None:
         rows = await self._read(
             "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2 AND expires_at > $3",
             scope,

@@ -37,8 +37,16 @@ class SqliteEventStore(SqlEventStore):
             "INSERT INTO events (position, stream_id, version, event_id, type, data, metadata,"
             " recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             [
-                (e.position, e.stream_id, e.version, e.event_id, e.type, dumps(e.data),
-                 dumps(e.metadata), e.recorded_at)
+                (
+                    e.position,
+                    e.stream_id,
+                    e.version,
+                    e.event_id,
+                    e.type,
+                    dumps(e.data),
+                    dumps(e.metadata),
+                    e.recorded_at,
+                )
                 for e in events
             ],
         )

@@ -1,0 +1,62 @@
+"""The FastAPI application: routers, error handlers, middleware and the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from banking_es import __version__
+from banking_es.api import errors, openapi
+from banking_es.api.middleware import RequestContextMiddleware
+from banking_es.api.routes import accounts, health, transfers
+from banking_es.bootstrap import Services, build_services
+from banking_es.config import Settings, load_settings
+
+DESCRIPTION = """
+An event-sourced banking service. Every change to an account is an immutable event;
+balances and histories are derived from them.
+
+Amounts are sent as JSON numbers or strings with at most 2 decimals and returned as
+strings with exactly 2 decimals. Errors are `application/problem+json` with a stable
+`code`. Write endpoints accept an `Idempotency-Key` header.
+"""
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the app. Services are built in the lifespan unless given (tests may pass them)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = services is None
+        if own:
+            from banking_es.logging_setup import configure_logging
+
+            configure_logging(settings)
+        built = services or await build_services(settings, run_migrations=True)
+        app.state.services = built
+        if own:
+            await built.start()
+        try:
+            yield
+        finally:
+            if own:
+                await built.close()
+
+    app = FastAPI(
+        title="banking-es",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services
+    app.include_router(accounts.router)
+    app.include_router(transfers.router)
+    app.include_router(health.router)
+    errors.install(app)
+    openapi.install(app)
+    app.add_middleware(RequestContextMiddleware)
+    return app

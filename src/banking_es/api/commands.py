@@ -1,0 +1,103 @@
+"""Running a write command from a route, with `Idempotency-Key` semantics (API.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import Request
+from starlette.responses import Response
+
+from banking_es.api.deps import Caller
+from banking_es.api.errors import render_known_error
+from banking_es.api.problems import ApiError
+from banking_es.application.accounts import CommandContext, IdempotencyIntent, Replayed
+from banking_es.application.errors import ApplicationError, ServiceUnavailable
+from banking_es.application.idempotency import IdempotencyService, fingerprint
+from banking_es.domain.errors import DomainError
+from banking_es.eventstore.base import IdempotencyRecord
+
+T = TypeVar("T")
+MAX_KEY = 255
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_KEY or not all(33 <= ord(c) <= 126 or c == " " for c in key):
+        raise ApiError(
+            400,
+            "validation_error",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+            errors=[
+                {"field": "Idempotency-Key", "message": "must be 1-255 printable ASCII characters"}
+            ],
+        )
+    return key
+
+
+def _replay(record: IdempotencyRecord, location_prefix: str | None) -> Response:
+    assert isinstance(record.body, bytes)
+    media = "application/json" if record.status < 400 else "application/problem+json"
+    headers = {"Idempotent-Replayed": "true"}
+    if record.status == 201 and location_prefix:
+        created = orjson.loads(record.body).get("id")
+        if created:
+            headers["Location"] = f"{location_prefix}/{created}"
+    return Response(record.body, status_code=record.status, media_type=media, headers=headers)
+
+
+async def run_command(
+    request: Request,
+    caller: Caller,
+    idempotency: IdempotencyService,
+    body: Any,
+    *,
+    status: int,
+    action: Callable[[CommandContext], Awaitable[T | Replayed]],
+    render: Callable[[T], bytes],
+    headers: Callable[[T], dict[str, str]] | None = None,
+    location_prefix: str | None = None,
+) -> Response:
+    """Execute `action` once per Idempotency-Key and answer with `status` and `render(result)`."""
+    key = idempotency_key(request)
+    if key is None:
+        result = await action(CommandContext(caller.user_id, caller.request_id))
+        assert not isinstance(result, Replayed)
+        return _respond(status, render(result), headers(result) if headers else None)
+
+    scope = caller.idempotency_scope
+    print_ = fingerprint(request.method, request.url.path, body)
+    existing = await idempotency.lookup(scope, key, print_)
+    if existing is not None:
+        return _replay(existing, location_prefix)
+    with idempotency.in_flight(scope, key):
+        intent = IdempotencyIntent(scope, key, print_, status, render, idempotency.ttl_seconds)
+        try:
+            result = await action(CommandContext(caller.user_id, caller.request_id, intent))
+        except ServiceUnavailable:
+            raise  # never executed: nothing to remember
+        except (DomainError, ApplicationError) as exc:
+            code, problem, extra_headers = render_known_error(exc)
+            if code == 400 or code >= 500:
+                raise  # never executed: nothing to remember
+            earlier = await idempotency.save_outcome(scope, key, print_, code, problem)
+            if earlier is not None:
+                idempotency.check_same_request(earlier, print_)
+                return _replay(earlier, location_prefix)
+            return Response(
+                problem,
+                status_code=code,
+                media_type="application/problem+json",
+                headers=extra_headers,
+            )
+        if isinstance(result, Replayed):
+            idempotency.check_same_request(result.record, print_)
+            return _replay(result.record, location_prefix)
+        return _respond(status, render(result), headers(result) if headers else None)
+
+
+def _respond(status: int, body: bytes, headers: dict[str, str] | None) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers=headers)

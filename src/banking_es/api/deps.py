@@ -1,0 +1,84 @@
+"""Dependencies for routes: the services container, the caller, the JSON route class."""
+
+from __future__ import annotations
+
+import email.message
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from banking_es.api.jsonbody import DecimalJSONRequest
+from banking_es.api.problems import ApiError
+
+if TYPE_CHECKING:
+    from banking_es.bootstrap import Services
+
+
+class JSONRoute(APIRoute):
+    """Routes whose JSON bodies keep exact decimals and must be sent as JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        has_body = self.body_field is not None
+
+        async def route_handler(request: Request) -> Response:
+            request = DecimalJSONRequest(request.scope, request.receive)
+            if has_body:
+                content_type = request.headers.get("content-type")
+                if content_type and not _is_json(content_type):
+                    raise ApiError(
+                        415, "unsupported_media_type", "send the body as application/json"
+                    )
+            return await handler(request)
+
+        return route_handler
+
+
+def _is_json(content_type: str) -> bool:
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated["Services", Depends(get_services)]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling. Identity arrives with the identity issue; until then all are anonymous."""
+
+    user_id: str | None
+    client_id: str | None
+    request_id: str | None
+
+    @property
+    def idempotency_scope(self) -> str:
+        if self.user_id:
+            return f"user:{self.user_id}"
+        if self.client_id:
+            return f"client:{self.client_id}"
+        return "anonymous"
+
+
+def get_caller(request: Request) -> Caller:
+    client_id = request.headers.get("x-client-id")
+    return Caller(
+        user_id=None,
+        client_id=client_id[:255] if client_id else None,
+        request_id=request.scope.get("state", {}).get("request_id"),
+    )
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -1,0 +1,92 @@
+"""Domain and read-model objects to response JSON bytes (amounts as 2-decimal strings)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from banking_es.api.problems import ApiError
+from banking_es.application.accounts import TransferResult
+from banking_es.domain.account import Account
+from banking_es.domain.money import format_money
+from banking_es.eventstore.base import RecordedEvent
+
+
+def _time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def account_dict(account: Account, warnings: Sequence[str] = ()) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": account.id,
+        "owner_name": account.owner_name,
+        "balance": format_money(account.balance),
+        "currency": account.currency,
+        "status": account.status,
+        "version": account.version,
+        "created_at": _time(account.created_at),
+        "updated_at": _time(account.updated_at),
+    }
+    if warnings:
+        body["warnings"] = list(warnings)
+    return body
+
+
+def account_json(account: Account) -> bytes:
+    return orjson.dumps(account_dict(account))
+
+
+def transfer_dict(transfer: TransferResult) -> dict[str, Any]:
+    return {
+        "id": transfer.id,
+        "from_account_id": transfer.from_account_id,
+        "to_account_id": transfer.to_account_id,
+        "amount": format_money(transfer.amount),
+        "currency": transfer.currency,
+        "status": transfer.status,
+        "created_at": _time(transfer.created_at),
+    }
+
+
+def transfer_json(transfer: TransferResult) -> bytes:
+    return orjson.dumps(transfer_dict(transfer))
+
+
+def event_dict(event: RecordedEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "position": event.position,
+        "version": event.version,
+        "type": event.type,
+        "data": event.data,
+        "recorded_at": _time(event.recorded_at),
+    }
+
+
+def page(data: list[dict[str, Any]], has_more: bool, next_cursor: str | None) -> bytes:
+    return orjson.dumps({"data": data, "has_more": has_more, "next_cursor": next_cursor})
+
+
+def encode_cursor(kind: str, value: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str | None) -> int | None:
+    """The integer in a cursor made by `encode_cursor(kind, ...)`; 400 for anything else."""
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, number = text.partition(":")
+        if prefix != kind or not number.isdigit() or len(number) > 18:
+            raise ValueError(text)
+        return int(number)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "invalid_cursor", "the cursor is not valid for this list") from None

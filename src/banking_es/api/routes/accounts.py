@@ -1,0 +1,261 @@
+"""/accounts: open, read (now, at a version, as of a time), deposit, withdraw, close, history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from banking_es.api import render
+from banking_es.api.commands import run_command
+from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
+from banking_es.api.problems import ApiError
+from banking_es.api.schemas import (
+    AccountOut,
+    AccountPage,
+    CloseAccountRequest,
+    CreateAccountRequest,
+    EventPage,
+    MoneyRequest,
+    Problem,
+    TransactionPage,
+)
+from banking_es.domain import commands as cmd
+from banking_es.domain.account import Account
+from banking_es.domain.money import format_money
+
+router = APIRouter(prefix="/accounts", tags=["accounts"], route_class=JSONRoute)
+
+AccountId = Annotated[UUID, "account id"]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
+Cursor = Annotated[str | None, Query(max_length=200, description="Opaque cursor from next_cursor")]
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, object]]:
+    return {code: {"model": Problem, "content": {"application/problem+json": {}}} for code in codes}
+
+
+def _location(account: Account) -> dict[str, str]:
+    return {"Location": f"/accounts/{account.id}"}
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Open an account",
+    response_model=AccountOut,
+    responses=_problems(400, 409, 413, 415, 422, 503),
+)
+async def open_account(
+    body: CreateAccountRequest, request: Request, services: ServicesDep, caller: CallerDep
+) -> Response:
+    command = cmd.OpenAccount(
+        body.owner_name,
+        body.initial_balance,
+        body.currency or services.settings.default_currency,
+        caller.user_id,
+    )
+    return await run_command(
+        request,
+        caller,
+        services.idempotency,
+        body.model_dump(),
+        status=201,
+        action=lambda ctx: services.accounts.open_account(command, ctx),
+        render=render.account_json,
+        headers=_location,
+        location_prefix="/accounts",
+    )
+
+
+@router.get(
+    "",
+    summary="List accounts (oldest first; read model, may lag a moment)",
+    response_model=AccountPage,
+    responses=_problems(400),
+)
+async def list_accounts(
+    services: ServicesDep, caller: CallerDep, limit: Limit = 20, cursor: Cursor = None
+) -> Response:
+    after = render.decode_cursor("a", cursor)
+    rows, has_more = await services.read_models.list_accounts(caller.user_id, after, limit)
+    data = [
+        {
+            "id": r.account_id,
+            "owner_name": r.owner_name,
+            "balance": format_money(r.balance),
+            "currency": r.currency,
+            "status": r.status,
+            "version": r.version,
+            "created_at": render._time(r.created_at),
+            "updated_at": render._time(r.updated_at),
+        }
+        for r in rows
+    ]
+    next_cursor = render.encode_cursor("a", rows[-1].created_position) if has_more else None
+    return Response(render.page(data, has_more, next_cursor), media_type="application/json")
+
+
+@router.get(
+    "/{account_id}",
+    summary="Get an account, now or at a moment or version",
+    response_model=AccountOut,
+    responses=_problems(400, 404),
+)
+async def get_account(
+    account_id: UUID,
+    services: ServicesDep,
+    as_of: Annotated[
+        datetime | None, Query(description="RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
+    ] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+) -> Response:
+    if as_of is not None and version is not None:
+        raise ApiError(
+            400,
+            "validation_error",
+            "give either as_of or version, not both",
+            errors=[{"field": "as_of", "message": "cannot be combined with version"}],
+        )
+    if as_of is not None and as_of.tzinfo is None:
+        raise ApiError(
+            400,
+            "validation_error",
+            "as_of must include a time zone (e.g. Z)",
+            errors=[{"field": "as_of", "message": "must include a time zone"}],
+        )
+    accounts = services.accounts
+    if as_of is not None:
+        account = await accounts.account_as_of(str(account_id), as_of)
+    elif version is not None:
+        account = await accounts.account_at_version(str(account_id), version)
+    else:
+        account = await accounts.get_account(str(account_id))
+    return Response(render.account_json(account), media_type="application/json")
+
+
+@router.post(
+    "/{account_id}/deposit",
+    summary="Deposit money",
+    response_model=AccountOut,
+    responses=_problems(400, 404, 409, 413, 415, 422, 503),
+)
+async def deposit(
+    account_id: UUID,
+    body: MoneyRequest,
+    request: Request,
+    services: ServicesDep,
+    caller: CallerDep,
+) -> Response:
+    command = cmd.Deposit(str(account_id), body.amount, body.description, body.expected_version)
+    return await run_command(
+        request,
+        caller,
+        services.idempotency,
+        body.model_dump(),
+        status=200,
+        action=lambda ctx: services.accounts.deposit(command, ctx),
+        render=render.account_json,
+    )
+
+
+@router.post(
+    "/{account_id}/withdraw",
+    summary="Withdraw money",
+    response_model=AccountOut,
+    responses=_problems(400, 404, 409, 413, 415, 422, 503),
+)
+async def withdraw(
+    account_id: UUID,
+    body: MoneyRequest,
+    request: Request,
+    services: ServicesDep,
+    caller: CallerDep,
+) -> Response:
+    command = cmd.Withdraw(str(account_id), body.amount, body.description, body.expected_version)
+    return await run_command(
+        request,
+        caller,
+        services.idempotency,
+        body.model_dump(),
+        status=200,
+        action=lambda ctx: services.accounts.withdraw(command, ctx),
+        render=render.account_json,
+    )
+
+
+@router.post(
+    "/{account_id}/close",
+    summary="Close an account (its balance must be zero)",
+    response_model=AccountOut,
+    responses=_problems(400, 404, 409, 413, 415, 422, 503),
+)
+async def close_account(
+    account_id: UUID,
+    body: CloseAccountRequest,
+    request: Request,
+    services: ServicesDep,
+    caller: CallerDep,
+) -> Response:
+    command = cmd.CloseAccount(str(account_id), body.reason or "", body.expected_version)
+    return await run_command(
+        request,
+        caller,
+        services.idempotency,
+        body.model_dump(),
+        status=200,
+        action=lambda ctx: services.accounts.close_account(command, ctx),
+        render=render.account_json,
+    )
+
+
+@router.get(
+    "/{account_id}/events",
+    summary="The account's audit log, from the event store (oldest first)",
+    response_model=EventPage,
+    responses=_problems(400, 404),
+)
+async def account_events(
+    account_id: UUID, services: ServicesDep, limit: Limit = 20, cursor: Cursor = None
+) -> Response:
+    after = render.decode_cursor("v", cursor) or 0
+    events = await services.accounts.account_events(str(account_id), after, limit + 1)
+    has_more = len(events) > limit
+    events = events[:limit]
+    next_cursor = render.encode_cursor("v", events[-1].version) if has_more else None
+    return Response(
+        render.page([render.event_dict(e) for e in events], has_more, next_cursor),
+        media_type="application/json",
+    )
+
+
+@router.get(
+    "/{account_id}/transactions",
+    summary="Money movements, newest first (read model, may lag a moment)",
+    response_model=TransactionPage,
+    responses=_problems(400, 404),
+)
+async def account_transactions(
+    account_id: UUID, services: ServicesDep, limit: Limit = 20, cursor: Cursor = None
+) -> Response:
+    before = render.decode_cursor("t", cursor)
+    await services.accounts.get_account(str(account_id))  # 404 for unknown accounts
+    rows, has_more = await services.read_models.list_transactions(str(account_id), before, limit)
+    data = [
+        {
+            "id": r.id,
+            "type": r.type,
+            "amount": format_money(r.amount),
+            "balance_after": format_money(r.balance_after),
+            "description": r.description,
+            "version": r.version,
+            "transfer_id": r.transfer_id,
+            "occurred_at": render._time(r.occurred_at),
+        }
+        for r in rows
+    ]
+    next_cursor = render.encode_cursor("t", rows[-1].version) if has_more else None
+    return Response(render.page(data, has_more, next_cursor), media_type="application/json")

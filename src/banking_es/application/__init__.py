@@ -1,0 +1,1 @@
+"""Application layer: command handlers and queries over the ports (event store, cache, clock)."""

@@ -1,0 +1,587 @@
+"""Command handlers and store-backed queries for accounts and transfers.
+
+Writes for one account are queued per stream inside the process: a drain task takes
+every queued command, decides them one after another on the cached state and appends
+all their events in one append (so a hot account costs one round trip per batch, not
+per command). A version conflict caused by another process reloads the state from the
+store (fast-forward) and decides again, until `retry_budget` seconds have passed.
+Rejections are only final when made on a state known to be current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from banking_es.application.codec import to_domain, to_new_event
+from banking_es.application.errors import NotFound, ServiceUnavailable, VersionConflict
+from banking_es.application.locks import StreamLocks
+from banking_es.application.ports import AggregateCache, Clock, IdGenerator
+from banking_es.domain import commands as cmd
+from banking_es.domain.account import Account
+from banking_es.domain.errors import DomainError, SameAccount
+from banking_es.domain.events import DomainEvent, TransferSent
+from banking_es.eventstore.base import (
+    AppendRequest,
+    ConcurrencyError,
+    EventStore,
+    IdempotencyKeyExists,
+    IdempotencyRecord,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StoreUnavailable,
+    StreamAppend,
+)
+
+MAX_CHUNK = 256
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyIntent:
+    """Store this command's outcome under (scope, key), rendered by `render`."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    status: int
+    render: Callable[[Any], bytes]
+    ttl_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """Who asks, and how to remember the answer."""
+
+    user_id: str | None = None
+    request_id: str | None = None
+    idempotency: IdempotencyIntent | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """The command was already executed (perhaps by another process): its stored outcome."""
+
+    record: IdempotencyRecord
+
+
+@dataclass(slots=True)
+class TransferResult:
+    id: str
+    from_account_id: str
+    to_account_id: str
+    amount: Decimal
+    currency: str
+    description: str | None
+    created_at: datetime | None
+    status: str = "completed"
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: cmd.StreamCommand
+    context: CommandContext
+    future: asyncio.Future[Account | Replayed]
+    outcome: Exception | Account | None = field(default=None)
+
+
+class AccountService:
+    """Create, deposit, withdraw, close, transfer; and read accounts from the store."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        cache: AggregateCache,
+        *,
+        clock: Clock,
+        ids: IdGenerator,
+        snapshot_threshold: int = 100,
+        retry_budget: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._clock = clock
+        self._ids = ids
+        self._snapshot_threshold = snapshot_threshold
+        self._retry_budget = retry_budget
+        self._locks = StreamLocks()
+        self._pending: dict[str, deque[_Pending]] = {}
+        self._draining: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Called with (command name, outcome) for metrics; outcome in ok|rejected|conflict|failed.
+        self.on_command: Callable[[str, str], None] = lambda name, outcome: None
+
+    # ---- commands ----------------------------------------------------------------------
+
+    async def open_account(
+        self, command: cmd.OpenAccount, context: CommandContext
+    ) -> Account | Replayed:
+        account_id = self._ids.new_id()
+        event = Account.open(
+            account_id,
+            command.owner_name,
+            command.initial_balance,
+            command.currency,
+            command.owner_id,
+        )
+        state = Account(account_id)
+        state.apply(event)
+        new_event = to_new_event(event, self._ids.new_id(), self._metadata(context, "OpenAccount"))
+
+        def finish(recorded: Sequence[RecordedEvent]) -> Account:
+            done = state.copy()
+            done.created_at = done.updated_at = recorded[0].recorded_at
+            return done
+
+        request = AppendRequest(
+            [StreamAppend(account_id, 0, [new_event], self._snapshot(0, state, finish))],
+            idempotency=self._records(context, finish),
+        )
+        try:
+            recorded = await self._store.append(request)
+        except IdempotencyKeyExists as exc:
+            return Replayed(exc.existing)
+        result = finish(recorded)
+        self._cache.put(result)
+        self.on_command("OpenAccount", "ok")
+        return result
+
+    async def deposit(self, command: cmd.Deposit, context: CommandContext) -> Account | Replayed:
+        return await self._submit(command.account_id, command, context)
+
+    async def withdraw(self, command: cmd.Withdraw, context: CommandContext) -> Account | Replayed:
+        return await self._submit(command.account_id, command, context)
+
+    async def close_account(
+        self, command: cmd.CloseAccount, context: CommandContext
+    ) -> Account | Replayed:
+        return await self._submit(command.account_id, command, context)
+
+    async def transfer(
+        self, command: cmd.Transfer, context: CommandContext
+    ) -> TransferResult | Replayed:
+        if command.from_account_id == command.to_account_id:
+            raise SameAccount("cannot transfer to the same account")
+        try:
+            return await self._transfer(command, context)
+        except StoreUnavailable as exc:
+            raise _as_unavailable(exc) from exc
+
+    async def _transfer(
+        self, command: cmd.Transfer, context: CommandContext
+    ) -> TransferResult | Replayed:
+        transfer_id = self._ids.new_id()
+        deadline = asyncio.get_running_loop().time() + self._retry_budget
+        async with self._locks.hold(command.from_account_id, command.to_account_id):
+            fresh = False
+            attempt = 0
+            while True:
+                source, source_fresh = await self._load(command.from_account_id, fresh)
+                target, target_fresh = await self._load(command.to_account_id, fresh)
+                known_current = source_fresh and target_fresh
+                try:
+                    if not source.exists or not target.exists:
+                        missing = (
+                            command.from_account_id if not source.exists else command.to_account_id
+                        )
+                        raise NotFound(f"account {missing} not found")
+                    sent, received = source.send_transfer(
+                        transfer_id, target, command.amount, command.description
+                    )
+                except (DomainError, NotFound):
+                    if not known_current:
+                        fresh = True
+                        continue
+                    self.on_command("Transfer", "rejected")
+                    raise
+                new_source, new_target = source.copy(), target.copy()
+                new_source.apply(sent)
+                new_target.apply(received)
+                result = TransferResult(
+                    transfer_id,
+                    source.id,
+                    target.id,
+                    sent.amount,
+                    source.currency,
+                    command.description,
+                    None,
+                )
+
+                def finish(
+                    recorded: Sequence[RecordedEvent], result: TransferResult = result
+                ) -> TransferResult:
+                    return replace(result, created_at=recorded[0].recorded_at)
+
+                metadata = self._metadata(context, "Transfer")
+                request = AppendRequest(
+                    [
+                        StreamAppend(
+                            source.id,
+                            source.version,
+                            [to_new_event(sent, transfer_id, metadata)],
+                            self._snapshot(source.version, new_source, _stamp(new_source)),
+                        ),
+                        StreamAppend(
+                            target.id,
+                            target.version,
+                            [to_new_event(received, self._ids.new_id(), metadata)],
+                            self._snapshot(target.version, new_target, _stamp(new_target)),
+                        ),
+                    ],
+                    idempotency=self._records(context, finish),
+                )
+                try:
+                    recorded = await self._store.append(request)
+                except IdempotencyKeyExists as exc:
+                    return Replayed(exc.existing)
+                except ConcurrencyError:
+                    self.on_command("Transfer", "conflict")
+                    self._cache.invalidate(source.id)
+                    self._cache.invalidate(target.id)
+                    attempt += 1
+                    await self._backoff(deadline, attempt)
+                    fresh = True
+                    continue
+                at = recorded[0].recorded_at
+                new_source.updated_at = new_target.updated_at = at
+                self._cache.put(new_source)
+                self._cache.put(new_target)
+                self.on_command("Transfer", "ok")
+                return finish(recorded)
+
+    # ---- the per-stream queue ----------------------------------------------------------------
+
+    async def _submit(
+        self, stream_id: str, command: cmd.StreamCommand, context: CommandContext
+    ) -> Account | Replayed:
+        future: asyncio.Future[Account | Replayed] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(stream_id, deque()).append(_Pending(command, context, future))
+        if stream_id not in self._draining:
+            self._draining.add(stream_id)
+            task = asyncio.create_task(self._drain(stream_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self, stream_id: str) -> None:
+        try:
+            while queue := self._pending.get(stream_id):
+                chunk = [queue.popleft() for _ in range(min(len(queue), MAX_CHUNK))]
+                if not queue:
+                    del self._pending[stream_id]
+                async with self._locks.hold(stream_id):
+                    try:
+                        await self._execute(stream_id, chunk)
+                    except Exception as exc:
+                        failure = _as_unavailable(exc)
+                        for pending in chunk:
+                            if not pending.future.done():
+                                pending.future.set_exception(failure)
+        finally:
+            self._draining.discard(stream_id)
+
+    async def _execute(self, stream_id: str, chunk: list[_Pending]) -> None:
+        deadline = asyncio.get_running_loop().time() + self._retry_budget
+        todo = list(chunk)
+        fresh = False
+        attempt = 0
+        while todo:
+            account, is_fresh = await self._load(stream_id, fresh)
+            if not account.exists:
+                if not is_fresh:
+                    fresh = True
+                    continue
+                for pending in todo:
+                    _fail(pending, NotFound(f"account {stream_id} not found"))
+                return
+            state = account.copy()
+            accepted: list[tuple[_Pending, Account]] = []
+            new_events: list[NewEvent] = []
+            keys: set[tuple[str, str]] = set()
+            deferred: list[_Pending] = []
+            for pending in todo:
+                pending.outcome = None
+                intent = pending.context.idempotency
+                if intent is not None:
+                    if (intent.scope, intent.key) in keys:
+                        # The same key twice in one chunk: the second waits for the first's
+                        # outcome and then replays it (next chunk).
+                        deferred.append(pending)
+                        continue
+                    keys.add((intent.scope, intent.key))
+                expected = pending.command.expected_version
+                if expected is not None and expected != state.version:
+                    pending.outcome = VersionConflict(stream_id, expected, state.version)
+                    continue
+                try:
+                    event = _decide(state, pending.command)
+                except DomainError as exc:
+                    pending.outcome = exc
+                    continue
+                state.apply(event)
+                new_events.append(
+                    to_new_event(
+                        event,
+                        self._ids.new_id(),
+                        self._metadata(pending.context, type(pending.command).__name__),
+                    )
+                )
+                accepted.append((pending, state.copy()))
+            if not accepted and not is_fresh and len(deferred) < len(todo):
+                fresh = True  # rejections made on a cached state: check against the store
+                continue
+            if accepted:
+                try:
+                    recorded = await self._append_chunk(account, state, accepted, new_events)
+                except ConcurrencyError:
+                    self._cache.invalidate(stream_id)
+                    for pending, _ in accepted:
+                        self.on_command(type(pending.command).__name__, "conflict")
+                    attempt += 1
+                    await self._backoff(deadline, attempt)
+                    fresh = True
+                    continue
+                except IdempotencyKeyExists as exc:
+                    hit = _owner_of(exc.existing, accepted)
+                    _succeed(hit, Replayed(exc.existing))
+                    todo = [p for p in todo if p is not hit]
+                    fresh = True
+                    continue
+                for index, (pending, after) in enumerate(accepted):
+                    after.updated_at = recorded[index].recorded_at
+                    pending.outcome = after
+                state.updated_at = recorded[-1].recorded_at
+                self._cache.put(state)
+            if deferred:
+                self._pending.setdefault(stream_id, deque()).extendleft(reversed(deferred))
+            for pending in todo:
+                if pending in deferred:
+                    continue
+                name = type(pending.command).__name__
+                if isinstance(pending.outcome, Account):
+                    self.on_command(name, "ok")
+                    _succeed(pending, pending.outcome)
+                elif pending.outcome is not None:
+                    self.on_command(name, "rejected")
+                    _fail(pending, pending.outcome)
+            return
+
+    async def _append_chunk(
+        self,
+        base: Account,
+        final: Account,
+        accepted: list[tuple[_Pending, Account]],
+        new_events: list[NewEvent],
+    ) -> list[RecordedEvent]:
+        records: list[IdempotencyRecord] = []
+        for index, (pending, after) in enumerate(accepted):
+
+            def finish(
+                recorded: Sequence[RecordedEvent], after: Account = after, index: int = index
+            ) -> Account:
+                done = after.copy()
+                done.updated_at = recorded[index].recorded_at
+                return done
+
+            records.extend(self._records(pending.context, finish))
+
+        def final_state(recorded: Sequence[RecordedEvent]) -> Account:
+            done = final.copy()
+            done.updated_at = recorded[-1].recorded_at
+            return done
+
+        request = AppendRequest(
+            [
+                StreamAppend(
+                    base.id,
+                    base.version,
+                    new_events,
+                    self._snapshot(base.version, final, final_state),
+                )
+            ],
+            idempotency=records,
+        )
+        return await self._store.append(request)
+
+    # ---- queries -------------------------------------------------------------------------------
+
+    async def get_account(self, account_id: str) -> Account:
+        """The current state, including every write acknowledged before the call (any process)."""
+        account, _ = await self._load(account_id, fresh=True)
+        if not account.exists:
+            raise NotFound(f"account {account_id} not found")
+        return account
+
+    async def account_at_version(self, account_id: str, version: int) -> Account:
+        snapshot = await self._store.latest_snapshot(account_id, max_version=version)
+        account = (
+            Account.from_snapshot(snapshot.state)
+            if snapshot and isinstance(snapshot.state, dict)
+            else Account(account_id)
+        )
+        events = await self._store.read_stream(
+            account_id, after_version=account.version, to_version=version
+        )
+        _fold(account, events)
+        if not account.exists or account.version != version:
+            raise NotFound(f"account {account_id} has no version {version}")
+        return account
+
+    async def account_as_of(self, account_id: str, moment: datetime) -> Account:
+        account = Account(account_id)
+        _fold(account, await self._store.read_stream(account_id, recorded_until=moment))
+        if not account.exists:
+            raise NotFound(f"account {account_id} did not exist at {moment.isoformat()}")
+        return account
+
+    async def account_events(
+        self, account_id: str, after_version: int, limit: int
+    ) -> list[RecordedEvent]:
+        events = await self._store.read_stream(account_id, after_version, limit=limit)
+        if not events and not await self._store.read_stream(account_id, 0, limit=1):
+            raise NotFound(f"account {account_id} not found")
+        return events
+
+    async def get_transfer(self, transfer_id: str) -> TransferResult:
+        event = await self._store.get_event(transfer_id)
+        if event is None or event.type != TransferSent.type:
+            raise NotFound(f"transfer {transfer_id} not found")
+        sent = to_domain(event)
+        assert isinstance(sent, TransferSent)
+        source = await self.get_account(event.stream_id)
+        return TransferResult(
+            transfer_id,
+            event.stream_id,
+            sent.to_account_id,
+            sent.amount,
+            source.currency,
+            sent.description,
+            event.recorded_at,
+        )
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    async def _load(self, account_id: str, fresh: bool) -> tuple[Account, bool]:
+        """The account from the cache (as is, unless `fresh`) or the store, fast-forwarded."""
+        cached = self._cache.get(account_id)
+        if cached is not None and not fresh:
+            return cached, False
+        if cached is None:
+            snapshot = await self._store.latest_snapshot(account_id)
+            if snapshot is not None and isinstance(snapshot.state, dict):
+                cached = Account.from_snapshot(snapshot.state)
+            else:
+                cached = Account(account_id)
+        _fold(cached, await self._store.read_stream(account_id, after_version=cached.version))
+        if cached.exists:
+            self._cache.put(cached)
+        return cached, True
+
+    def _snapshot(
+        self,
+        base_version: int,
+        final: Account,
+        render: Callable[[Sequence[RecordedEvent]], Account],
+    ) -> Snapshot | None:
+        threshold = self._snapshot_threshold
+        if final.version // threshold == base_version // threshold:
+            return None
+        return Snapshot(final.id, final.version, lambda recorded: render(recorded).to_snapshot())
+
+    def _records(
+        self, context: CommandContext, finish: Callable[[Sequence[RecordedEvent]], Any]
+    ) -> list[IdempotencyRecord]:
+        intent = context.idempotency
+        if intent is None:
+            return []
+        now = self._clock.now()
+        return [
+            IdempotencyRecord(
+                scope=intent.scope,
+                key=intent.key,
+                fingerprint=intent.fingerprint,
+                status=intent.status,
+                body=lambda recorded: intent.render(finish(recorded)),
+                created_at=now,
+                expires_at=now + timedelta(seconds=intent.ttl_seconds),
+            )
+        ]
+
+    def _metadata(self, context: CommandContext, command: str) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"command": command}
+        if context.user_id:
+            metadata["user_id"] = context.user_id
+        if context.request_id:
+            metadata["request_id"] = metadata["correlation_id"] = context.request_id
+        if context.idempotency:
+            metadata["idempotency_key"] = context.idempotency.key
+        return metadata
+
+    async def _backoff(self, deadline: float, attempt: int) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            raise ServiceUnavailable("the account is too busy right now; retry shortly")
+        await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * attempt)))
+
+    async def drain(self) -> None:
+        """Wait for queued commands to finish (graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _decide(state: Account, command: cmd.StreamCommand) -> DomainEvent:
+    match command:
+        case cmd.Deposit():
+            return state.deposit(command.amount, command.description)
+        case cmd.Withdraw():
+            return state.withdraw(command.amount, command.description)
+        case cmd.CloseAccount():
+            return state.close(command.reason)
+    raise TypeError(f"unknown command {command!r}")
+
+
+def _fold(account: Account, events: list[RecordedEvent]) -> None:
+    for event in events:
+        account.apply(to_domain(event), event.recorded_at)
+
+
+def _stamp(account: Account) -> Callable[[Sequence[RecordedEvent]], Account]:
+    """A render function: `account` with the time the store recorded its last event."""
+
+    def render(recorded: Sequence[RecordedEvent]) -> Account:
+        done = account.copy()
+        done.updated_at = recorded[-1].recorded_at
+        return done
+
+    return render
+
+
+def _succeed(pending: _Pending, result: Account | Replayed) -> None:
+    # A caller may have gone away (client disconnected): its command still happened.
+    if not pending.future.done():
+        pending.future.set_result(result)
+
+
+def _fail(pending: _Pending, exc: Exception) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(exc)
+
+
+def _owner_of(record: IdempotencyRecord, accepted: list[tuple[_Pending, Account]]) -> _Pending:
+    for pending, _ in accepted:
+        intent = pending.context.idempotency
+        if intent and (intent.scope, intent.key) == (record.scope, record.key):
+            return pending
+    return accepted[0][0]
+
+
+def _as_unavailable(exc: Exception) -> Exception:
+    if isinstance(exc, StoreUnavailable):
+        return ServiceUnavailable("the event store is unavailable; retry shortly")
+    return exc

@@ -1,0 +1,44 @@
+"""Ports the application depends on, besides the `EventStore` (eventstore/base.py)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Protocol
+
+from banking_es.domain.account import Account
+
+
+class Clock(Protocol):
+    """Where the application reads the time; tests use a fake one."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real clock, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class IdGenerator(Protocol):
+    def new_id(self) -> str: ...
+
+
+class UuidGenerator:
+    """Random UUID4 strings."""
+
+    def new_id(self) -> str:
+        return str(uuid.uuid4())
+
+
+class AggregateCache(Protocol):
+    """Recently seen account states. An entry is a starting point, never the truth:
+    readers fast-forward it from the store, writers append against its version."""
+
+    def get(self, account_id: str) -> Account | None: ...
+
+    def put(self, account: Account) -> None: ...
+
+    def invalidate(self, account_id: str) -> None: ...

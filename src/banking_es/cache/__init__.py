@@ -1,0 +1,1 @@
+"""Caches of account state: L1 in-process (and L2 Redis when configured)."""

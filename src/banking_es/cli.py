@@ -1,0 +1,257 @@
+"""The `banking-es` command line: serve the API, migrate the database, manage projections."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from banking_es.config import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help=(
+        "banking-es: an event-sourced banking service.\n\n"
+        "Configuration comes from environment variables (DATABASE_URL, REDIS_URL, ...; see "
+        "the README). With none set it uses an SQLite file under ./data/."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+projections_app = typer.Typer(
+    help="Inspect and rebuild the read models (account summaries, transactions).",
+    no_args_is_help=True,
+)
+app.add_typer(projections_app, name="projections")
+
+console = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    from banking_es.db.base import DatabaseError
+
+    try:
+        return asyncio.run(coro)
+    except DatabaseError as exc:
+        console.print(f"[red]error:[/red] cannot use the database: {exc}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot reach the database: {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [env HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env PORT, default 3000]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes sharing the port [env WORKERS]")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (migrates the database first). Docs at /docs."""
+    settings = _settings(host=host, port=port, workers=workers)
+    from banking_es.logging_setup import configure_logging
+
+    configure_logging(settings)
+    applied = _run(_migrate(settings))
+    log = logging.getLogger("banking_es")
+    log.info("database %s ready (%d migrations applied now)", settings.backend, len(applied))
+    import os
+
+    import uvicorn
+
+    # Workers re-read settings from the environment: pass the CLI overrides down.
+    os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
+    os.environ["WORKERS"] = str(settings.workers)
+    console.print(
+        f"banking-es serving on http://{settings.host}:{settings.port} "
+        f"(docs: http://{settings.host}:{settings.port}/docs, workers: {settings.workers})"
+    )
+    uvicorn.run(
+        "banking_es.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
+
+
+async def _migrate(settings: Settings) -> list[Any]:
+    from banking_es.bootstrap import connect_database
+    from banking_es.db.migrate import migrate
+
+    db = await connect_database(settings, pool_size=2)
+    try:
+        return await migrate(db)
+    finally:
+        await db.close()
+
+
+@app.command("migrate")
+def migrate_command(
+    show_status: Annotated[
+        bool, typer.Option("--status", help="Only show what is applied")
+    ] = False,
+) -> None:
+    """Apply pending database migrations (safe to run twice, or from two servers at once)."""
+    settings = _settings()
+
+    async def show() -> list[tuple[Any, bool]]:
+        from banking_es.bootstrap import connect_database
+        from banking_es.db.migrate import status as migration_status
+
+        db = await connect_database(settings, pool_size=2)
+        try:
+            return await migration_status(db)
+        finally:
+            await db.close()
+
+    if show_status:
+        table = Table("version", "name", "applied")
+        for migration, is_applied in _run(show()):
+            table.add_row(f"{migration.version:04d}", migration.name, "yes" if is_applied else "no")
+        Console().print(table)
+        return
+    applied = _run(_migrate(settings))
+    if applied:
+        for migration in applied:
+            typer.echo(f"applied {migration.version:04d}_{migration.name}")
+    else:
+        typer.echo("database is up to date")
+
+
+async def _with_runner(settings: Settings, work: Any) -> Any:
+    from banking_es.bootstrap import build_store, connect_database
+    from banking_es.db.migrate import migrate
+    from banking_es.projections import default_projections
+    from banking_es.projections.runner import ProjectionRunner
+
+    db = await connect_database(settings, pool_size=4)
+    try:
+        await migrate(db)
+        store = build_store(settings, db)
+        runner = ProjectionRunner(db, store, default_projections())
+        return await work(runner)
+    finally:
+        await db.close()
+
+
+@projections_app.command("status")
+def projections_status() -> None:
+    """Show each projection's checkpoint and how far it lags behind the event store."""
+    settings = _settings()
+
+    async def work(runner: Any) -> Any:
+        return await runner.status()
+
+    rows = _run(_with_runner(settings, work))
+    table = Table("projection", "position", "head", "lag (events)", "lag (seconds)")
+    for row in rows:
+        table.add_row(
+            row.name,
+            str(row.position),
+            str(row.head),
+            str(row.lag_events),
+            f"{row.lag_seconds:.1f}",
+        )
+    Console().print(table)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Projections to rebuild (default: all): account_summaries, transactions"
+        ),
+    ] = None,
+    from_position: Annotated[
+        int, typer.Option("--from-position", min=0, help="Replay events after this position only")
+    ] = 0,
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Replay only events of this type (repeatable)"),
+    ] = None,
+) -> None:
+    """Rebuild read models by replaying the event store, with a progress bar.
+
+    Safe while servers run: each batch takes the projection's lock.
+    """
+    settings = _settings()
+    from banking_es.projections import default_projections
+
+    known = [p.name for p in default_projections()]
+    chosen = names or known
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        console.print(
+            f"[red]error:[/red] unknown projection {unknown[0]!r}; known: {', '.join(known)}"
+        )
+        raise typer.Exit(2)
+    from banking_es.domain.events import EVENT_TYPES
+
+    bad_types = [t for t in event_type or [] if t not in EVENT_TYPES]
+    if bad_types:
+        known_types = ", ".join(EVENT_TYPES)
+        console.print(
+            f"[red]error:[/red] unknown event type {bad_types[0]!r}; known: {known_types}"
+        )
+        raise typer.Exit(2)
+
+    async def work(runner: Any) -> dict[str, int]:
+        done: dict[str, int] = {}
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} events/s"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            loop = asyncio.get_running_loop()
+            for name in chosen:
+                task = progress.add_task(name, total=None, rate="-")
+                started = loop.time()
+
+                def report(
+                    count: int, total: int, task: Any = task, started: float = started
+                ) -> None:
+                    elapsed = max(loop.time() - started, 1e-6)
+                    progress.update(
+                        task, completed=count, total=total, rate=f"{count / elapsed:,.0f}"
+                    )
+
+                done[name] = await runner.rebuild(
+                    name, from_position=from_position, types=event_type or None, progress=report
+                )
+        return done
+
+    results = _run(_with_runner(settings, work))
+    for name, count in results.items():
+        typer.echo(f"{name}: replayed {count} events")
+
+
+def main() -> None:
+    app()

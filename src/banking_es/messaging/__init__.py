@@ -1,0 +1,1 @@
+"""Messages leaving the service: the outbox relay (and Kafka when configured)."""

@@ -1,0 +1,91 @@
+"""The outbox relay: hands outbox rows to a publisher in id order, then marks them sent.
+
+Without Kafka the publisher only logs notifications (a password-reset link in
+development) and the relay keeps the backlog at zero; with Kafka it publishes
+(see the Kafka issue). A row is marked only after the publisher returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from banking_es.application.ports import Clock
+from banking_es.eventstore.base import EVENTS_TOPIC, EventStore, OutboxEntry
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None: ...
+
+
+class LogPublisher:
+    """Development publisher: notifications go to the log; events go nowhere else."""
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        for entry in entries:
+            if entry.topic != EVENTS_TOPIC:
+                log.info("notification on %s for %s: %s", entry.topic, entry.key, entry.payload)
+
+
+class OutboxRelay:
+    """Polls the outbox and publishes pending rows; survives database errors."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        publisher: Publisher,
+        clock: Clock,
+        *,
+        poll_interval: float = 0.2,
+        batch_size: int = 500,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._clock = clock
+        self._poll = poll_interval
+        self._batch = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        entries = await self._store.outbox_pending(self._batch)
+        if entries:
+            await self._publisher.publish(entries)
+            await self._store.mark_published([e.id for e in entries], self._clock.now())
+        return len(entries)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                while await self.run_once() >= self._batch:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep relaying after the database comes back
+                log.warning("outbox relay failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            except TimeoutError:
+                pass
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

@@ -1,0 +1,271 @@
+"""`account_summaries`: one row per account, the fold of all of its events.
+
+A batch costs a constant number of statements whatever its size: the rows of the
+accounts it touches are loaded in one query, the events are folded in memory, and the
+changed rows are written back in one multi-row upsert (PostgreSQL: `unnest`; SQLite:
+`executemany`, which runs in-process). An event whose version is not above the row's
+`version` is already in the row and is skipped, so re-applying a batch changes nothing.
+
+A summary depends on every event of its account, so `only_types` does not narrow what
+is folded: a type-selected replay brings back exactly the rows that `reset` rolled back.
+`reset` rolls a row back to its state at `from_position` by folding that account's
+events up to it again, read from the `events` table of the same database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from banking_es.application.codec import to_domain
+from banking_es.db.base import Connection, Row
+from banking_es.domain.events import (
+    AccountClosed,
+    AccountCreated,
+    MoneyDeposited,
+    MoneyWithdrawn,
+    TransferReceived,
+    TransferSent,
+)
+from banking_es.eventstore.base import RecordedEvent
+from banking_es.projections._sql import Dialect, dialect_of, in_set
+
+log = logging.getLogger(__name__)
+
+OPEN = "open"
+CLOSED = "closed"
+
+#: The event types this projection folds; any other type is ignored.
+HANDLED_TYPES = frozenset(
+    {
+        AccountCreated.type,
+        MoneyDeposited.type,
+        MoneyWithdrawn.type,
+        AccountClosed.type,
+        TransferSent.type,
+        TransferReceived.type,
+    }
+)
+
+_COLUMNS = (
+    "account_id, owner_name, owner_id, balance, currency, status, version,"
+    " created_position, created_at, updated_at"
+)
+_UPDATE = (
+    " ON CONFLICT (account_id) DO UPDATE SET owner_name = excluded.owner_name,"
+    " owner_id = excluded.owner_id, balance = excluded.balance, currency = excluded.currency,"
+    " status = excluded.status, version = excluded.version,"
+    " created_position = excluded.created_position, created_at = excluded.created_at,"
+    " updated_at = excluded.updated_at"
+)
+_UPSERT_PG = (
+    f"INSERT INTO account_summaries ({_COLUMNS})"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]::numeric[], $5::text[],"
+    " $6::text[], $7::int[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])" + _UPDATE
+)
+_UPSERT_SQLITE = (
+    f"INSERT INTO account_summaries ({_COLUMNS})"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)" + _UPDATE
+)
+#: Accounts per statement when rolling rows back (keeps parameter lists and reads bounded).
+_RESET_CHUNK = 500
+
+
+@dataclass(slots=True)
+class _Summary:
+    account_id: str
+    owner_name: str
+    owner_id: str | None
+    balance: Decimal
+    currency: str
+    status: str
+    version: int
+    created_position: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> _Summary:
+        return cls(
+            account_id=row["account_id"],
+            owner_name=row["owner_name"],
+            owner_id=row["owner_id"],
+            balance=row["balance"],
+            currency=row["currency"],
+            status=row["status"],
+            version=row["version"],
+            created_position=row["created_position"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def values(self) -> tuple[Any, ...]:
+        return (
+            self.account_id,
+            self.owner_name,
+            self.owner_id,
+            self.balance,
+            self.currency,
+            self.status,
+            self.version,
+            self.created_position,
+            self.created_at,
+            self.updated_at,
+        )
+
+
+def _fold(states: dict[str, _Summary], events: Iterable[RecordedEvent], changed: set[str]) -> None:
+    """Fold `events` into `states` (by account id), adding every changed account to `changed`."""
+    for recorded in events:
+        if recorded.type not in HANDLED_TYPES:
+            continue
+        account_id = recorded.stream_id
+        state = states.get(account_id)
+        if state is not None and recorded.version <= state.version:
+            continue  # already folded into the row
+        event = to_domain(recorded)
+        if isinstance(event, AccountCreated):
+            if state is not None:
+                log.warning(
+                    "account %s: AccountCreated at version %d after version %d; ignored",
+                    account_id,
+                    recorded.version,
+                    state.version,
+                )
+                continue
+            states[account_id] = _Summary(
+                account_id=account_id,
+                owner_name=event.owner_name,
+                owner_id=event.owner_id,
+                balance=event.initial_balance,
+                currency=event.currency,
+                status=OPEN,
+                version=recorded.version,
+                created_position=recorded.position,
+                created_at=recorded.recorded_at,
+                updated_at=recorded.recorded_at,
+            )
+            changed.add(account_id)
+            continue
+        if state is None:
+            log.warning(
+                "account %s: %s at version %d but no summary row; ignored",
+                account_id,
+                recorded.type,
+                recorded.version,
+            )
+            continue
+        if isinstance(event, MoneyDeposited | TransferReceived):
+            state.balance += event.amount
+        elif isinstance(event, MoneyWithdrawn | TransferSent):
+            state.balance -= event.amount
+        elif isinstance(event, AccountClosed):
+            state.status = CLOSED
+        state.version = recorded.version
+        state.updated_at = recorded.recorded_at
+        changed.add(account_id)
+
+
+class AccountSummariesProjection:
+    """Keeps `account_summaries` (see the module docstring)."""
+
+    name: str = "account_summaries"
+
+    async def apply(
+        self,
+        conn: Connection,
+        events: Sequence[RecordedEvent],
+        *,
+        only_types: frozenset[str] | None = None,
+    ) -> None:
+        relevant = [e for e in events if e.type in HANDLED_TYPES]
+        if not relevant:
+            return
+        dialect = dialect_of(conn)
+        account_ids = list(dict.fromkeys(e.stream_id for e in relevant))
+        states = await self._load(conn, dialect, account_ids)
+        changed: set[str] = set()
+        _fold(states, relevant, changed)
+        await self._write(conn, dialect, [states[a] for a in account_ids if a in changed])
+
+    async def reset(
+        self, conn: Connection, from_position: int, types: frozenset[str] | None
+    ) -> None:
+        dialect = dialect_of(conn)
+        if from_position <= 0 and types is None:
+            await conn.execute(
+                "TRUNCATE account_summaries"
+                if dialect == "postgres"
+                else "DELETE FROM account_summaries"
+            )
+            return
+        # The accounts whose rows took in an event (of `types`) after the position.
+        if types is None:
+            rows = await conn.fetch(
+                "SELECT DISTINCT stream_id FROM events WHERE position > $1", from_position
+            )
+        else:
+            rows = await conn.fetch(
+                "SELECT DISTINCT stream_id FROM events WHERE position > $1"
+                f" AND type {in_set(dialect, 2)}",
+                from_position,
+                sorted(types),
+            )
+        affected = [r["stream_id"] for r in rows]
+        for start in range(0, len(affected), _RESET_CHUNK):
+            chunk = affected[start : start + _RESET_CHUNK]
+            states: dict[str, _Summary] = {}
+            if from_position > 0:
+                history = await conn.fetch(
+                    "SELECT position, stream_id, version, event_id, type, data, metadata,"
+                    f" recorded_at FROM events WHERE stream_id {in_set(dialect, 1)}"
+                    " AND position <= $2 ORDER BY position",
+                    chunk,
+                    from_position,
+                )
+                _fold(states, (_event(r) for r in history), set())
+            await conn.execute(
+                f"DELETE FROM account_summaries WHERE account_id {in_set(dialect, 1)}", chunk
+            )
+            await self._write(conn, dialect, list(states.values()))
+
+    @staticmethod
+    async def _load(
+        conn: Connection, dialect: Dialect, account_ids: list[str]
+    ) -> dict[str, _Summary]:
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM account_summaries WHERE account_id {in_set(dialect, 1)}",
+            account_ids,
+        )
+        return {r["account_id"]: _Summary.from_row(r) for r in rows}
+
+    @staticmethod
+    async def _write(conn: Connection, dialect: Dialect, states: list[_Summary]) -> None:
+        if not states:
+            return
+        if dialect == "postgres":
+            columns: list[list[Any]] = [[] for _ in range(10)]
+            for state in states:
+                for column, value in zip(columns, state.values(), strict=True):
+                    column.append(value)
+            columns[3] = [str(v) for v in columns[3]]  # as text: cheaper than binary numeric
+            await conn.execute(_UPSERT_PG, *columns)
+        else:
+            await conn.executemany(_UPSERT_SQLITE, [s.values() for s in states])
+
+
+def _event(row: Row) -> RecordedEvent:
+    return RecordedEvent(
+        position=row["position"],
+        stream_id=row["stream_id"],
+        version=row["version"],
+        event_id=row["event_id"],
+        type=row["type"],
+        data=row["data"],
+        metadata=row["metadata"],
+        recorded_at=row["recorded_at"],
+    )

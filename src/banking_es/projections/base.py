@@ -1,0 +1,45 @@
+"""The `Projection` port: a read model fed by batches of recorded events.
+
+The runner (`runner.py`) calls `apply` inside the transaction that also moves the
+projection's checkpoint, so a batch takes effect exactly once. `reset` deletes what
+was derived from events after a position, before a rebuild replays them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from banking_es.db.base import Connection
+from banking_es.eventstore.base import RecordedEvent
+
+
+class Projection(Protocol):
+    """A read model kept in the database, derived from the event store."""
+
+    #: The checkpoint's name; unique among the projections of a runner.
+    name: str
+
+    async def apply(
+        self,
+        conn: Connection,
+        events: Sequence[RecordedEvent],
+        *,
+        only_types: frozenset[str] | None = None,
+    ) -> None:
+        """Apply `events` (in position order) inside the caller's transaction.
+
+        With `only_types`, write rows only for events of those types, but still use the
+        other events for running state (such as balances). Applying an event twice has
+        no further effect.
+        """
+        ...
+
+    async def reset(
+        self, conn: Connection, from_position: int, types: frozenset[str] | None
+    ) -> None:
+        """Delete the rows derived from events with position > `from_position`.
+
+        With `types`, only what was derived from events of those types.
+        """
+        ...

@@ -1,0 +1,428 @@
+"""Runs projections from the event store: exactly once, and one active runner each.
+
+Every batch is one `db.transaction()` that
+
+1. takes the projection's lock: on PostgreSQL `pg_try_advisory_xact_lock(<key of the
+   name>)` (false: another process is on it, the batch is skipped); on SQLite the
+   transaction already holds the database's write lock;
+2. reads the checkpoint (`projection_checkpoints`) inside the transaction;
+3. reads the events after it from the store, applies them, and
+4. moves the checkpoint, in the same transaction.
+
+A crash therefore never applies an event twice or skips one. Before opening the
+transaction the runner looks (without any lock) for events after the checkpoint, so
+an idle projection costs one cheap read per poll and never takes a write lock; the
+events read then are used only if the checkpoint is unchanged once the lock is held.
+While a full batch is applied the next one is read on another connection (read-ahead),
+so reading and writing overlap during a catch-up; rebuilds use batches of at least
+`REBUILD_BATCH_SIZE` events.
+
+Background loops (`start`) process the available batches, then wait `poll_interval` or
+until `notify()`; errors are logged and retried with a growing back-off. `rebuild`
+uses the same lock, so a server and the CLI may be active at the same time:
+
+- full (`from_position=0`) and from-position rebuilds reset the rows after the position
+  and move the checkpoint back to it in one locked transaction, then catch up in
+  ordinary batches (any runner may take some of them);
+- a type-selected rebuild deletes the rows of those types after the position and
+  replays the events up to the current checkpoint in ONE locked transaction, without
+  moving the checkpoint. Were it split into batches, a live runner could in between
+  apply a new event on top of rows that are deleted but not yet replayed (a wrong
+  `balance_after`), so correctness wins over lock duration here: the projection's
+  own batches wait meanwhile (on SQLite so do other writers, since the transaction
+  holds the database's write lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from banking_es.db.base import Connection, Database
+from banking_es.eventstore.base import EventStore, RecordedEvent
+from banking_es.projections.base import Projection
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The longest wait between retries after an error.
+MAX_BACKOFF = 5.0
+#: The shortest wait after an error, whatever the poll interval.
+MIN_BACKOFF = 0.05
+#: How long `stop()` lets a loop finish its batch before cancelling it.
+STOP_GRACE = 5.0
+#: The smallest batch of a rebuild's catch-up: larger batches amortise each statement and
+#: commit (measured on PostgreSQL: about +20% events/s from 1000 to 5000).
+REBUILD_BATCH_SIZE = 5000
+
+Progress = Callable[[int, int], None]
+
+
+def lock_key(name: str) -> int:
+    """The PostgreSQL advisory-lock key (a signed bigint) of the projection `name`."""
+    digest = hashlib.blake2b(f"banking_es.projection:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    name: str
+    #: The checkpoint: every event up to this global position is applied.
+    position: int
+    #: The store's head position.
+    head: int
+    lag_events: int
+    #: Age of the oldest event not yet applied; 0 when caught up.
+    lag_seconds: float
+    #: When the checkpoint last moved (None: never).
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    applied: int
+    #: The checkpoint after the batch.
+    position: int
+    #: The events after `position`, read while the batch was applied (a full batch only).
+    ahead: list[RecordedEvent] | None = None
+
+
+async def read_checkpoint(conn: Connection, name: str) -> int:
+    value = await conn.fetchval("SELECT position FROM projection_checkpoints WHERE name = $1", name)
+    return int(value) if value is not None else 0
+
+
+async def write_checkpoint(conn: Connection, name: str, position: int) -> None:
+    await conn.execute(
+        "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
+        " updated_at = excluded.updated_at",
+        name,
+        position,
+        datetime.now(UTC),
+    )
+
+
+class ProjectionRunner:
+    """Keeps `projections` up to date with `store`; their rows and checkpoints live in `db`."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: EventStore,
+        projections: Sequence[Projection],
+        *,
+        poll_interval: float = 0.1,
+        batch_size: int = 1000,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self._db = db
+        self._store = store
+        self._projections: dict[str, Projection] = {}
+        for projection in projections:
+            if projection.name in self._projections:
+                raise ValueError(f"two projections are named {projection.name!r}")
+            self._projections[projection.name] = projection
+        self._poll = poll_interval
+        self._batch_size = batch_size
+        # One batch at a time per projection within this process (loop, run_once, rebuild).
+        self._local = {name: asyncio.Lock() for name in self._projections}
+        self._wake = {name: asyncio.Event() for name in self._projections}
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._projections)
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start one background loop per projection (no-op when already running)."""
+        if self._tasks:
+            return
+        self._stopping.clear()
+        self._tasks = [
+            asyncio.create_task(self._loop(name), name=f"projection:{name}")
+            for name in self._projections
+        ]
+
+    async def stop(self) -> None:
+        """Let every loop finish its current batch, then end it."""
+        if not self._tasks:
+            return
+        self._stopping.set()
+        for wake in self._wake.values():
+            wake.set()
+        tasks, self._tasks = self._tasks, []
+        _done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def notify(self) -> None:
+        """Wake the loops now (new events were appended)."""
+        for wake in self._wake.values():
+            wake.set()
+
+    # ---- one projection ---------------------------------------------------------------
+
+    async def run_once(self, name: str) -> int:
+        """Apply every event available now to projection `name`; return how many."""
+        self._get(name)
+        target = await self._store.head_position()
+        return await self._catch_up(name, target, 0, None, self._batch_size)
+
+    async def rebuild(
+        self,
+        name: str,
+        *,
+        from_position: int = 0,
+        types: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Rebuild projection `name`; return the number of events applied.
+
+        Full (from 0) or from a position: the rows after it are reset and the checkpoint
+        moved back to it, then the projection catches up. With `types`: the rows of those
+        types after the position are deleted and those events replayed up to the current
+        checkpoint, which does not move. `progress(done, total)` is called after each batch
+        (done and total count positions, i.e. events). Rebuilds read batches of at least
+        `REBUILD_BATCH_SIZE` events.
+        """
+        projection = self._get(name)
+        start = max(0, from_position)
+        if types is not None:
+            selected = frozenset(types)
+            if not selected:
+                raise ValueError("types must name at least one event type")
+            return await self._locked(
+                name, lambda conn: self._replay(conn, projection, start, selected, progress)
+            )
+
+        async def reset(conn: Connection) -> int:
+            # Never move the checkpoint forward: that would skip events.
+            position = min(start, await read_checkpoint(conn, name))
+            await projection.reset(conn, position, None)
+            await write_checkpoint(conn, name, position)
+            return position
+
+        position = await self._locked(name, reset)
+        target = await self._store.head_position()
+        if progress is not None:
+            progress(0, max(0, target - position))
+        size = max(self._batch_size, REBUILD_BATCH_SIZE)
+        return await self._catch_up(name, target, position, progress, size)
+
+    # ---- several projections ----------------------------------------------------------
+
+    async def status(self) -> list[ProjectionStatus]:
+        rows = await self._db.fetch("SELECT name, position, updated_at FROM projection_checkpoints")
+        found = {r["name"]: r for r in rows}
+        head = await self._store.head_position()
+        now = datetime.now(UTC)
+        result = []
+        for name in self._projections:
+            row = found.get(name)
+            position = int(row["position"]) if row is not None else 0
+            lag_seconds = 0.0
+            if position < head:
+                oldest = await self._store.read_all(position, 1)
+                if oldest:
+                    lag_seconds = max(0.0, (now - oldest[0].recorded_at).total_seconds())
+            result.append(
+                ProjectionStatus(
+                    name=name,
+                    position=position,
+                    head=head,
+                    lag_events=max(0, head - position),
+                    lag_seconds=lag_seconds,
+                    updated_at=row["updated_at"] if row is not None else None,
+                )
+            )
+        return result
+
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait until every projection's checkpoint is at `position` or beyond."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            rows = await self._db.fetch("SELECT name, position FROM projection_checkpoints")
+            positions = {r["name"]: int(r["position"]) for r in rows}
+            if all(positions.get(name, 0) >= position for name in self._projections):
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self.notify()
+            await asyncio.sleep(min(0.02, remaining))
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _get(self, name: str) -> Projection:
+        try:
+            return self._projections[name]
+        except KeyError:
+            raise KeyError(f"unknown projection {name!r}") from None
+
+    async def _try_lock(self, conn: Connection, name: str) -> bool:
+        if self._db.dialect != "postgres":
+            return True  # the SQLite transaction holds the database's write lock
+        return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key(name)))
+
+    async def _step(self, name: str, size: int, previous: _Batch | None = None) -> _Batch | None:
+        """One batch; None when another process holds the projection's lock.
+
+        While a full batch is applied, the next one is read from the store (on another
+        connection), so reading and writing overlap during a catch-up; it is used by the
+        next step only if the checkpoint is still where this batch left it.
+        """
+        projection = self._projections[name]
+        async with self._local[name]:
+            if previous is not None and previous.ahead is not None:
+                seen, events = previous.position, previous.ahead
+            else:
+                seen = await read_checkpoint(self._db, name)
+                events = await self._store.read_all(seen, size)
+            if not events:
+                return _Batch(0, seen)
+            prefetch: asyncio.Task[list[RecordedEvent]] | None = None
+            try:
+                async with self._db.transaction() as conn:
+                    if not await self._try_lock(conn, name):
+                        return None
+                    checkpoint = await read_checkpoint(conn, name)
+                    if checkpoint != seen:
+                        events = await self._store.read_all(checkpoint, size)
+                        if not events:
+                            return _Batch(0, checkpoint)
+                    position = events[-1].position
+                    if len(events) >= size:
+                        prefetch = asyncio.create_task(self._store.read_all(position, size))
+                    await projection.apply(conn, events)
+                    await write_checkpoint(conn, name, position)
+            except BaseException:
+                if prefetch is not None:
+                    prefetch.cancel()
+                    with contextlib.suppress(BaseException):
+                        await prefetch
+                raise
+            ahead = None
+            if prefetch is not None:
+                try:
+                    ahead = await prefetch
+                except Exception:  # the next step reads again
+                    log.debug("projection %s: read-ahead failed", name, exc_info=True)
+            return _Batch(len(events), position, ahead)
+
+    async def _catch_up(
+        self, name: str, target: int, start: int, progress: Progress | None, size: int
+    ) -> int:
+        """Batches until the checkpoint reaches `target` or nothing is left to apply."""
+        applied = 0
+        delay = MIN_BACKOFF
+        batch: _Batch | None = None
+        while True:
+            batch = await self._step(name, size, batch)
+            if batch is None:  # another process is applying this projection's batches
+                if await read_checkpoint(self._db, name) >= target:
+                    return applied
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max(self._poll, MIN_BACKOFF))
+                continue
+            delay = MIN_BACKOFF
+            applied += batch.applied
+            if batch.applied and progress is not None:
+                done = batch.position - start
+                progress(done, max(done, target - start))
+            if batch.applied == 0 or batch.position >= target:
+                return applied
+
+    async def _locked(self, name: str, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `work` in one transaction holding the projection's lock, waiting for it."""
+        delay = MIN_BACKOFF / 5
+        async with self._local[name]:
+            while True:
+                async with self._db.transaction() as conn:
+                    if await self._try_lock(conn, name):
+                        return await work(conn)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    async def _replay(
+        self,
+        conn: Connection,
+        projection: Projection,
+        from_position: int,
+        types: frozenset[str],
+        progress: Progress | None,
+    ) -> int:
+        checkpoint = await read_checkpoint(conn, projection.name)
+        start = min(from_position, checkpoint)
+        await projection.reset(conn, start, types)
+        total = checkpoint - start
+        if progress is not None:
+            progress(0, total)
+        replayed = 0
+        cursor = start
+        size = max(self._batch_size, REBUILD_BATCH_SIZE)
+        while cursor < checkpoint:
+            events = [
+                e for e in await self._store.read_all(cursor, size) if e.position <= checkpoint
+            ]
+            if not events:
+                break
+            await projection.apply(conn, events, only_types=types)
+            replayed += sum(1 for e in events if e.type in types)
+            cursor = events[-1].position
+            if progress is not None:
+                progress(cursor - start, total)
+        return replayed
+
+    async def _loop(self, name: str) -> None:
+        wake = self._wake[name]
+        failures = 0
+        batch: _Batch | None = None
+        while not self._stopping.is_set():
+            wake.clear()
+            try:
+                batch = await self._step(name, self._batch_size, batch)
+            except Exception:
+                batch = None
+                failures += 1
+                delay = min(MAX_BACKOFF, max(self._poll, MIN_BACKOFF) * 2 ** min(failures - 1, 8))
+                log.exception(
+                    "projection %s: batch failed (attempt %d); retrying in %.2f s",
+                    name,
+                    failures,
+                    delay,
+                )
+                await self._sleep(delay)
+                continue
+            if failures:
+                log.info("projection %s: recovered after %d failed attempts", name, failures)
+                failures = 0
+            if batch is None:
+                # Another process is the active runner; look again later (a notify does
+                # not help: that process tails the store itself).
+                await self._sleep(self._poll)
+            elif batch.applied >= self._batch_size:
+                await asyncio.sleep(0)  # more is waiting; let others run, then go on
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._poll)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, ending early only when the runner stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)

@@ -1,0 +1,219 @@
+"""`transactions`: one row per money movement, with the balance right after it.
+
+| event              | row type       | amount            |
+|--------------------|----------------|-------------------|
+| `AccountCreated`   | `opening`      | `initial_balance` |
+| `MoneyDeposited`   | `deposit`      | `amount`          |
+| `MoneyWithdrawn`   | `withdrawal`   | `amount`          |
+| `TransferSent`     | `transfer_out` | `amount`          |
+| `TransferReceived` | `transfer_in`  | `amount`          |
+
+`AccountClosed` makes no row (and does not move the balance); other types are ignored.
+
+`balance_after` continues from the projection's own rows: for each account of a batch,
+one query finds the row with the greatest version below the batch's first event of that
+account, and the batch carries the balance forward in memory, through every event of
+the batch, also those of types a selective replay (`only_types`) does not write. Rows
+are de-duplicated by (account_id, version) with `ON CONFLICT DO NOTHING`, so re-applying
+an event has no effect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from banking_es.application.codec import to_domain
+from banking_es.db.base import Connection
+from banking_es.domain.events import (
+    AccountCreated,
+    MoneyDeposited,
+    MoneyWithdrawn,
+    TransferReceived,
+    TransferSent,
+)
+from banking_es.domain.money import ZERO
+from banking_es.eventstore.base import RecordedEvent
+from banking_es.projections._sql import Dialect, dialect_of, in_set
+
+log = logging.getLogger(__name__)
+
+#: Event type -> the `type` of the row it makes.
+ROW_TYPES: dict[str, str] = {
+    AccountCreated.type: "opening",
+    MoneyDeposited.type: "deposit",
+    MoneyWithdrawn.type: "withdrawal",
+    TransferSent.type: "transfer_out",
+    TransferReceived.type: "transfer_in",
+}
+
+_COLUMNS = (
+    "id, account_id, type, amount, balance_after, description, version, transfer_id,"
+    " position, occurred_at"
+)
+# Amounts travel as text and are cast by the server: asyncpg's binary numeric encoder is
+# slower than str(Decimal).
+_INSERT_PG = (
+    f"INSERT INTO transactions ({_COLUMNS})"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]::numeric[],"
+    " $5::text[]::numeric[], $6::text[], $7::int[], $8::text[], $9::bigint[],"
+    " $10::timestamptz[])"
+)
+_INSERT_SQLITE = (
+    f"INSERT INTO transactions ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+)
+_DEDUPLICATE = " ON CONFLICT DO NOTHING"
+# For each account of a batch: the balance of its row with the greatest version below the
+# batch's first event of that account, and whether a row at or above that version exists.
+_PREVIOUS_PG = (
+    "SELECT k.account_id,"
+    " (SELECT t.balance_after FROM transactions t WHERE t.account_id = k.account_id"
+    "  AND t.version < k.first_version ORDER BY t.version DESC LIMIT 1) AS balance_after,"
+    " EXISTS (SELECT 1 FROM transactions t WHERE t.account_id = k.account_id"
+    "  AND t.version >= k.first_version) AS later"
+    " FROM unnest($1::text[], $2::int[]) AS k(account_id, first_version)"
+)
+_PREVIOUS_SQLITE = (
+    "SELECT j.key AS account_id,"
+    " (SELECT t.balance_after FROM transactions t WHERE t.account_id = j.key"
+    "  AND t.version < j.value ORDER BY t.version DESC LIMIT 1) AS balance_after,"
+    " EXISTS (SELECT 1 FROM transactions t WHERE t.account_id = j.key"
+    "  AND t.version >= j.value) AS later"
+    " FROM json_each($1) AS j"
+)
+
+
+class TransactionsProjection:
+    """Keeps `transactions` (see the module docstring)."""
+
+    name: str = "transactions"
+
+    async def apply(
+        self,
+        conn: Connection,
+        events: Sequence[RecordedEvent],
+        *,
+        only_types: frozenset[str] | None = None,
+    ) -> None:
+        relevant = [e for e in events if e.type in ROW_TYPES]
+        if only_types is not None and not any(e.type in only_types for e in relevant):
+            return
+        if not relevant:
+            return
+        dialect = dialect_of(conn)
+        first: dict[str, int] = {}
+        for e in relevant:
+            first.setdefault(e.stream_id, e.version)
+        balances, later = await self._previous(conn, dialect, first)
+        rows: list[tuple[Any, ...]] = []
+        for recorded in relevant:
+            event = to_domain(recorded)
+            account_id = recorded.stream_id
+            transfer_id: str | None = None
+            description: str | None = None
+            if isinstance(event, AccountCreated):
+                amount = event.initial_balance
+                balance = amount
+            else:
+                previous = balances.get(account_id)
+                if previous is None:
+                    log.warning(
+                        "account %s: no transaction before version %d; balance taken as 0",
+                        account_id,
+                        recorded.version,
+                    )
+                    previous = ZERO
+                if isinstance(event, MoneyDeposited):
+                    amount, description = event.amount, event.description
+                    balance = previous + amount
+                elif isinstance(event, MoneyWithdrawn):
+                    amount, description = event.amount, event.description
+                    balance = previous - amount
+                elif isinstance(event, TransferReceived):
+                    amount, description = event.amount, event.description
+                    transfer_id = event.transfer_id
+                    balance = previous + amount
+                elif isinstance(event, TransferSent):
+                    amount, description = event.amount, event.description
+                    transfer_id = event.transfer_id
+                    balance = previous - amount
+                else:  # pragma: no cover - ROW_TYPES and the branches above agree
+                    raise TypeError(f"unexpected event {type(event).__name__}")
+            balances[account_id] = balance
+            if only_types is None or recorded.type in only_types:
+                rows.append(
+                    (
+                        recorded.event_id,
+                        account_id,
+                        ROW_TYPES[recorded.type],
+                        amount,
+                        balance,
+                        description,
+                        recorded.version,
+                        transfer_id,
+                        recorded.position,
+                        recorded.recorded_at,
+                    )
+                )
+        # Re-applied events conflict on (account_id, version); when no row exists at or after
+        # the batch's versions nothing can conflict, and the plain INSERT is cheaper.
+        await self._insert(conn, dialect, rows, deduplicate=later)
+
+    async def reset(
+        self, conn: Connection, from_position: int, types: frozenset[str] | None
+    ) -> None:
+        dialect = dialect_of(conn)
+        if types is None:
+            if from_position <= 0:
+                await conn.execute(
+                    "TRUNCATE transactions" if dialect == "postgres" else "DELETE FROM transactions"
+                )
+            else:
+                await conn.execute("DELETE FROM transactions WHERE position > $1", from_position)
+            return
+        row_types = sorted({ROW_TYPES[t] for t in types if t in ROW_TYPES})
+        if row_types:
+            await conn.execute(
+                f"DELETE FROM transactions WHERE position > $1 AND type {in_set(dialect, 2)}",
+                from_position,
+                row_types,
+            )
+
+    @staticmethod
+    async def _previous(
+        conn: Connection, dialect: Dialect, first: dict[str, int]
+    ) -> tuple[dict[str, Decimal], bool]:
+        """The balance before each account's first event (by account) and whether any of
+        these accounts already has a row at or after that event's version."""
+        if dialect == "postgres":
+            rows = await conn.fetch(_PREVIOUS_PG, list(first), list(first.values()))
+        else:
+            rows = await conn.fetch(_PREVIOUS_SQLITE, first)
+        balances: dict[str, Decimal] = {}
+        later = False
+        for row in rows:
+            later = later or bool(row["later"])
+            value = row["balance_after"]
+            if value is not None:
+                # SQLite gives the stored text (a subquery's column has no declared type).
+                balances[row["account_id"]] = (
+                    value if isinstance(value, Decimal) else Decimal(value)
+                )
+        return balances, later
+
+    @staticmethod
+    async def _insert(
+        conn: Connection, dialect: Dialect, rows: list[tuple[Any, ...]], *, deduplicate: bool
+    ) -> None:
+        if not rows:
+            return
+        suffix = _DEDUPLICATE if deduplicate else ""
+        if dialect == "postgres":
+            columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+            columns[3] = [str(v) for v in columns[3]]
+            columns[4] = [str(v) for v in columns[4]]
+            await conn.execute(_INSERT_PG + suffix, *columns)
+        else:
+            await conn.executemany(_INSERT_SQLITE + suffix, rows)

@@ -1,0 +1,213 @@
+"""Fixtures shared by every test suite.
+
+Backends
+    `backend` is parametrised as ``memory``, ``sqlite`` and ``postgres`` (the last one marked
+    `postgres`); `event_store` yields a migrated store of that backend and closes it afterwards.
+    A test that covers fewer backends overrides the parameter directly::
+
+        @pytest.mark.parametrize("backend", SQL_BACKENDS)  # tests/contract/eventstore_helpers.py
+
+    `open_event_store` opens more stores on the same database (another "server process"),
+    `open_database` a raw, unmigrated `Database` on it.
+
+PostgreSQL
+    `pg_url` creates a uniquely named database on the server of `pg_admin_url`
+    (``TEST_DATABASE_URL``, default ``postgresql://postgres@127.0.0.1:5432/postgres``) and drops
+    it afterwards, so tests never share state and may run in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from banking_es.db.base import Database
+from banking_es.db.migrate import migrate
+from banking_es.db.postgres import PostgresDatabase, normalize_url
+from banking_es.db.sqlite import SqliteDatabase
+from banking_es.eventstore.base import EventStore
+from banking_es.eventstore.memory import MemoryEventStore
+from banking_es.eventstore.postgres import PostgresEventStore
+from banking_es.eventstore.sqlite import SqliteEventStore
+
+T = TypeVar("T")
+
+DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion from synchronous code, whether or not a loop is running here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def database_url(admin_url: str, name: str) -> str:
+    """`admin_url` pointing at database `name` instead."""
+    parts = urlsplit(normalize_url(admin_url))
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def _admin_execute(admin_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(normalize_url(admin_url), timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+# ---- locations ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_PG_ADMIN_URL)
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of its own, dropped after the test."""
+    name = f"test_bes_{uuid.uuid4().hex[:12]}"
+    run_sync(_admin_execute(pg_admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield database_url(pg_admin_url, name)
+    finally:
+        run_sync(_admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    return tmp_path / "banking.db"
+
+
+# ---- event store backends -------------------------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The event-store backend of this test: ``memory``, ``sqlite`` or ``postgres``."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def store_location(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """Where the backend keeps its data: the SQLite file, the PostgreSQL URL, or None (memory).
+
+    Resolved in a synchronous fixture so that `pg_url` is only created for PostgreSQL tests.
+    """
+    if backend == "sqlite":
+        return str(request.getfixturevalue("sqlite_path"))
+    if backend == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return None
+
+
+async def connect_database(backend: str, location: str) -> Database:
+    """A `Database` for an SQL backend (not migrated)."""
+    if backend == "sqlite":
+        return await SqliteDatabase.connect(location)
+    if backend == "postgres":
+        return await PostgresDatabase.connect(location)
+    raise ValueError(f"{backend} has no database")
+
+
+def sql_event_store(db: Database, **options: Any) -> SqliteEventStore | PostgresEventStore:
+    if db.dialect == "sqlite":
+        return SqliteEventStore(db, **options)
+    return PostgresEventStore(db, **options)
+
+
+StoreOpener = Callable[..., Awaitable[EventStore]]
+DatabaseOpener = Callable[[], Awaitable[Database]]
+
+
+@pytest.fixture
+async def open_database(backend: str, store_location: str | None) -> AsyncIterator[DatabaseOpener]:
+    """Open a new, *unmigrated* `Database` on this test's SQL backend; closed at teardown."""
+    opened: list[Database] = []
+
+    async def open_db() -> Database:
+        if store_location is None:
+            raise ValueError(f"the {backend} backend has no database")
+        db = await connect_database(backend, store_location)
+        opened.append(db)
+        return db
+
+    try:
+        yield open_db
+    finally:
+        for db in reversed(opened):
+            await db.close()
+
+
+@pytest.fixture
+async def open_event_store(backend: str, store_location: str | None) -> AsyncIterator[StoreOpener]:
+    """Open (another) migrated store on this test's backend; all are closed at teardown.
+
+    SQL backends get a new connection (pool) on the same database each call, like another
+    server process would; the memory backend has one store, returned each time. Keyword
+    arguments go to the store's constructor.
+    """
+    memory: MemoryEventStore | None = None
+    opened: list[tuple[EventStore, Database | None]] = []
+
+    async def open_store(**options: Any) -> EventStore:
+        nonlocal memory
+        if backend == "memory":
+            if memory is None:
+                memory = MemoryEventStore(**options)
+                opened.append((memory, None))
+            return memory
+        assert store_location is not None
+        db = await connect_database(backend, store_location)
+        try:
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        store = sql_event_store(db, **options)
+        opened.append((store, db))
+        return store
+
+    try:
+        yield open_store
+    finally:
+        for store, db in reversed(opened):
+            try:
+                await store.close()
+            finally:
+                if db is not None:
+                    await db.close()
+
+
+@pytest.fixture
+async def event_store(open_event_store: StoreOpener) -> EventStore:
+    """A migrated, empty event store of the `backend` under test."""
+    return await open_event_store()
+
+
+@pytest.fixture
+def event_store_db(event_store: EventStore) -> Database | None:
+    """The `Database` under `event_store` (None for the memory backend)."""
+    db: Database | None = getattr(event_store, "db", None)
+    return db

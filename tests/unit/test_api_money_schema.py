@@ -1,0 +1,39 @@
+"""The HTTP request schema's money field must refuse bad amounts with a validation error."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from banking_es.api.schemas import MoneyRequest
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [("500", "500.00"), ("500.5", "500.50"), (Decimal("0.1"), "0.10"), (7, "7.00")],
+)
+def test_money_request_accepts_exact_amounts(amount: object, expected: str) -> None:
+    assert str(MoneyRequest.model_validate({"amount": amount}).amount) == expected
+
+
+@pytest.mark.parametrize(
+    "amount", ["0", "-1", "0.001", "1e3", "1000000000000000", True, None, "", "NaN"]
+)
+def test_money_request_rejects_invalid_amounts_as_validation_errors(amount: object) -> None:
+    with pytest.raises(ValidationError):
+        MoneyRequest.model_validate({"amount": amount})
+
+
+@pytest.mark.parametrize("amount", ["1" * 30 + ".001", Decimal("9" * 27 + ".125")])
+def test_money_request_rejects_huge_amounts_with_extra_decimals_as_validation_errors(
+    amount: object,
+) -> None:
+    try:
+        MoneyRequest.model_validate({"amount": amount})
+    except ValidationError:
+        return
+    except Exception as exc:
+        raise AssertionError(f"{type(exc).__name__} escaped instead of ValidationError") from exc
+    raise AssertionError("accepted")
