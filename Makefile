@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 STAMP  := $(VENV)/.installed
+LINT   := src tests $(wildcard bench)
 
 .PHONY: install run test test-fast lint fmt typecheck bench clean
 
@@ -22,8 +23,8 @@ run: $(STAMP)
 
 ## make test: the whole suite (needs PostgreSQL and Redis on loopback; see README)
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(LINT)
+	$(BIN)/ruff format --check $(LINT)
 	$(BIN)/mypy src
 	$(BIN)/pytest
 
@@ -31,12 +32,12 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(LINT)
+	$(BIN)/ruff format --check $(LINT)
 
 fmt: $(STAMP)
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format $(LINT)
+	$(BIN)/ruff check --fix $(LINT)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
