@@ -28,11 +28,9 @@ async def connect_database(settings: Settings, *, pool_size: int = 20) -> Databa
         from banking_es.db.postgres import PostgresDatabase
 
         return await PostgresDatabase.connect(settings.database_url, max_size=pool_size)
-    if settings.backend == "sqlite":
-        from banking_es.db.sqlite import SqliteDatabase
+    from banking_es.db.sqlite import SqliteDatabase
 
-        return await SqliteDatabase.connect(settings.sqlite_path)
-    raise ValueError("memory:// has no SQL database; use sqlite:// or postgresql://")
+    return await SqliteDatabase.connect(settings.sqlite_path)
 
 
 def build_store(settings: Settings, db: Database) -> SqlEventStore:

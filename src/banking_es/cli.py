@@ -32,7 +32,7 @@ projections_app = typer.Typer(
 )
 app.add_typer(projections_app, name="projections")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _settings(**overrides: Any) -> Settings:

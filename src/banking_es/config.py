@@ -98,17 +98,13 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if not value.startswith(("sqlite://", "postgresql://", "postgres://", "memory://")):
-            raise ValueError("must start with sqlite://, postgresql:// or memory://")
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
         return value
 
     @property
-    def backend(self) -> Literal["sqlite", "postgres", "memory"]:
-        if self.database_url.startswith("sqlite://"):
-            return "sqlite"
-        if self.database_url.startswith("memory://"):
-            return "memory"
-        return "postgres"
+    def backend(self) -> Literal["sqlite", "postgres"]:
+        return "sqlite" if self.database_url.startswith("sqlite://") else "postgres"
 
     @property
     def sqlite_path(self) -> Path:
