@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from banking_es import __version__
 from banking_es.api import errors, openapi
 from banking_es.api.middleware import RequestContextMiddleware
-from banking_es.api.routes import accounts, health, transfers
+from banking_es.api.routes import accounts, health, metrics, transfers
 from banking_es.bootstrap import Services, build_services
 from banking_es.config import Settings, load_settings
+from banking_es.observability.tracing import configure_tracing, shutdown_tracing
 
 DESCRIPTION = """
 An event-sourced banking service. Every change to an account is an immutable event;
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             from banking_es.logging_setup import configure_logging
 
             configure_logging(settings)
+            configure_tracing(settings.otel_exporter_otlp_endpoint)
         built = services or await build_services(settings, run_migrations=True)
         app.state.services = built
         if own:
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             if own:
                 await built.close()
+                shutdown_tracing()
 
     app = FastAPI(
         title="banking-es",
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(accounts.router)
     app.include_router(transfers.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     errors.install(app)
     openapi.install(app)
     app.add_middleware(RequestContextMiddleware)
