@@ -13,6 +13,7 @@ from typing import Protocol
 
 from banking_es.application.ports import Clock
 from banking_es.eventstore.base import OutboxStats
+from banking_es.observability.health import bounded
 from banking_es.observability.metrics import Metrics
 from banking_es.projections.runner import ProjectionStatus
 
@@ -60,8 +61,8 @@ async def refresh_gauges(
         metrics.outbox_oldest_age.set(age)
 
     results = await asyncio.gather(
-        asyncio.wait_for(projection_gauges(), timeout),
-        asyncio.wait_for(outbox_gauges(), timeout),
+        bounded(projection_gauges(), timeout),
+        bounded(outbox_gauges(), timeout),
         return_exceptions=True,
     )
     for source, result in zip(("projections", "outbox"), results, strict=True):

@@ -23,17 +23,44 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from banking_es.application.ports import Clock
 from banking_es.eventstore.base import OutboxStats
 from banking_es.projections.runner import ProjectionStatus
 
+T = TypeVar("T")
 Status = Literal["ok", "degraded", "down"]
 Check = Callable[[], Awaitable[dict[str, Any]]]
 
 #: Each check's budget; they run concurrently, so the whole answer stays under a second.
 CHECK_TIMEOUT = 0.8
+
+
+_abandoned: set[asyncio.Task[Any]] = set()
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+async def bounded(work: Awaitable[T], timeout: float) -> T:
+    """`work`'s result, or TimeoutError after `timeout` seconds, whatever `work` does then.
+
+    Unlike `asyncio.wait_for`, this does not wait for the cancelled work to finish: a
+    driver cleaning up a connection to a hung server (asyncpg releasing it to the pool,
+    say) may itself hang, and the caller must still answer in time.
+    """
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if task in done:
+        return task.result()
+    task.cancel()
+    _abandoned.add(task)
+    task.add_done_callback(_forget)
+    raise TimeoutError(f"no answer within {timeout}s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +101,7 @@ class HealthChecks:
 
     async def _timed(self, check: Check) -> dict[str, Any]:
         try:
-            result = await asyncio.wait_for(check(), self.timeout)
+            result = await bounded(check(), self.timeout)
         except TimeoutError:
             return {"status": "down", "error": f"no answer within {self.timeout}s"}
         except Exception as exc:
