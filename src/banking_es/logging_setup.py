@@ -39,6 +39,8 @@ SECRET_FIELDS = frozenset(
     }
 )
 REDACTED = "[redacted]"
+#: Libraries whose DEBUG output contains query parameters.
+QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiokafka", "redis", "httpcore", "httpx")
 
 
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
@@ -99,3 +101,7 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # Drivers that log every statement with its parameters (account data, idempotency
+    # records) at DEBUG: never below INFO, whatever LOG_LEVEL says.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
