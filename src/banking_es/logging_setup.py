@@ -45,6 +45,7 @@ QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiokafka", "redis", "httpcore", "htt
 
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
     """Mask the values of secret-looking fields (also one level down in dicts)."""
+    event_dict.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
     for key, value in event_dict.items():
         if key.lower() in SECRET_FIELDS:
             event_dict[key] = REDACTED
