@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -121,3 +124,22 @@ async def test_a_hanging_database_does_not_hang_the_scrape() -> None:
     assert time.perf_counter() - started < 0.5
     assert sample(metrics, "banking_es_gauge_refresh_errors_total", source="outbox") == 1
     assert sample(metrics, "banking_es_projection_position", projection="transactions") == 7
+
+
+def test_dashboard_and_alerts_use_only_metrics_that_exist() -> None:
+    root = Path(__file__).resolve().parents[2]
+    defined = {
+        metric.name for metric in Metrics().registry.collect()
+    }  # counters are collected without their _total suffix
+    dashboard = json.loads((root / "deploy" / "grafana-dashboard.json").read_text())
+    expressions = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    alerts = (root / "deploy" / "alerts.yml").read_text()
+    used = set(re.findall(r"banking_es_[a-z_]+", " ".join(expressions) + alerts))
+    assert used, "no metric referenced"
+    for name in used:
+        base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+        assert base in defined, f"{name} is not a metric of banking_es.observability.metrics"
+    for alert in ("ProjectionLagging", "OutboxOld", "DeadLetters", "HighErrorRate", "HighLatencyP99"):
+        assert f"alert: Banking{alert}" in alerts
