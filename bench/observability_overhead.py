@@ -26,8 +26,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from banking_es.api.app import create_app
 from banking_es.config import load_settings
+from banking_es.observability import tracing
 from banking_es.observability.metrics import Metrics
-from banking_es.observability.tracing import configure_tracing, shutdown_tracing, span
+from banking_es.observability.tracing import configure_tracing, span
 
 
 class DropExporter(SpanExporter):
@@ -76,8 +77,13 @@ def time_span(count: int) -> float:
 
 async def main(requests: int, rounds: int) -> None:
     logging.getLogger().setLevel(logging.WARNING)  # access lines are INFO: not written
-    app = create_app(load_settings())
+    settings = load_settings()
     with_metrics = SimpleNamespace(metrics=Metrics())
+    # FastAPI takes its telemetry settings when the app is built: one app per mode.
+    app = create_app(settings, with_metrics)  # type: ignore[arg-type]
+    configure_tracing(None, exporter=DropExporter(), batch=False)
+    traced = create_app(settings, with_metrics)  # type: ignore[arg-type]
+    on = (tracing._state.provider, tracing._state.tracer)
     results: dict[str, list[float]] = {
         "off": [],
         "on": [],
@@ -87,15 +93,17 @@ async def main(requests: int, rounds: int) -> None:
     }
     for _ in range(rounds):
         app.state.services = with_metrics
-        shutdown_tracing()
+        tracing._state.provider, tracing._state.tracer = None, None
         results["off"].append(await drive(app, requests))
         results["span-off"].append(time_span(requests * 5))
-        configure_tracing(None, exporter=DropExporter(), batch=False)
-        results["on"].append(await drive(app, requests))
+        tracing._state.provider, tracing._state.tracer = on
+        traced.state.services = with_metrics
+        results["on"].append(await drive(traced, requests))
         results["span-on"].append(time_span(requests))
-        shutdown_tracing()
+        tracing._state.provider, tracing._state.tracer = None, None
         app.state.services = SimpleNamespace(metrics=None)
         results["no-metrics"].append(await drive(app, requests))
+        app.state.services = with_metrics
     med = {k: statistics.median(v) * 1e6 for k, v in results.items()}
     print(f"GET /health/live, in-process ASGI, median of {rounds} rounds of {requests} requests")
     print(f"  tracing off (default)        {med['off']:8.1f} us/request")

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from banking_es.api.app import create_app
 from banking_es.bootstrap import Services, build_services
@@ -53,3 +54,20 @@ async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[s
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return samples(response.text)
+
+
+class FakeIdentity:
+    """Stands in for the identity middleware: puts the caller's id into the scope state."""
+
+    @classmethod
+    def install(cls, app: FastAPI) -> None:
+        app.add_middleware(cls)
+        app.middleware_stack = app.build_middleware_stack()
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["user_id"] = "user-42"
+        await self.app(scope, receive, send)

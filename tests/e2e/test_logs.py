@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.types import ASGIApp, Receive, Scope, Send
-from tests.e2e.observability_support import running_app
+from tests.e2e.observability_support import FakeIdentity, running_app
 
 from banking_es.config import load_settings
 from banking_es.logging_setup import REDACTED, configure_logging
@@ -58,24 +57,11 @@ def json_logs() -> Iterator[LogCapture]:
         logging.getLogger("uvicorn.access").disabled = False
 
 
-class FakeIdentity:
-    """Stands in for the identity middleware: puts the caller's id into the scope state."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["user_id"] = "user-42"
-        await self.app(scope, receive, send)
-
-
 async def test_every_request_logs_method_route_status_duration_request_and_user_id(
     tmp_path: Path, json_logs: LogCapture
 ) -> None:
     async with running_app(f"sqlite:///{tmp_path / 'l.db'}") as (client, _services, app):
-        app.add_middleware(FakeIdentity)
-        app.middleware_stack = app.build_middleware_stack()
+        FakeIdentity.install(app)
         opened = await client.post(
             "/accounts",
             json={"owner_name": "Ada", "initial_balance": "5"},

@@ -141,5 +141,11 @@ def test_dashboard_and_alerts_use_only_metrics_that_exist() -> None:
     for name in used:
         base = re.sub(r"_(total|bucket|sum|count)$", "", name)
         assert base in defined, f"{name} is not a metric of banking_es.observability.metrics"
-    for alert in ("ProjectionLagging", "OutboxOld", "DeadLetters", "HighErrorRate", "HighLatencyP99"):
+    for alert in (
+        "ProjectionLagging",
+        "OutboxOld",
+        "DeadLetters",
+        "HighErrorRate",
+        "HighLatencyP99",
+    ):
         assert f"alert: Banking{alert}" in alerts

@@ -13,7 +13,11 @@ from banking_es.api.middleware import RequestContextMiddleware
 from banking_es.api.routes import accounts, health, metrics, transfers
 from banking_es.bootstrap import Services, build_services
 from banking_es.config import Settings, load_settings
-from banking_es.observability.tracing import configure_tracing, shutdown_tracing
+from banking_es.observability.tracing import (
+    configure_tracing,
+    fastapi_telemetry,
+    shutdown_tracing,
+)
 
 DESCRIPTION = """
 An event-sourced banking service. Every change to an account is an immutable event;
@@ -36,7 +40,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             from banking_es.logging_setup import configure_logging
 
             configure_logging(settings)
-            configure_tracing(settings.otel_exporter_otlp_endpoint)
         built = services or await build_services(settings, run_migrations=True)
         app.state.services = built
         if own:
@@ -48,7 +51,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 await built.close()
                 shutdown_tracing()
 
+    if services is None:  # in the worker process: its own exporter thread
+        configure_tracing(settings.otel_exporter_otlp_endpoint)
     app = FastAPI(
+        telemetry=fastapi_telemetry(),
         title="banking-es",
         version=__version__,
         description=DESCRIPTION,

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import HTTPException
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banking_es.api.problems import problem_body
 from banking_es.observability.metrics import UNMATCHED_ROUTE
-from banking_es.observability.tracing import extract_context, span, tracing_enabled
+from banking_es.observability.tracing import tracing_enabled
 
 if TYPE_CHECKING:
     from banking_es.observability.metrics import Metrics
@@ -44,11 +44,10 @@ class RequestContextMiddleware:
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status_holder: list[int] = [0]
+        if tracing_enabled():  # the server span is FastAPI's own (see api/app.py)
+            trace.get_current_span().set_attribute("banking.request_id", request_id)
         try:
-            if tracing_enabled():
-                await self._traced(scope, receive, send, request_id, status_holder)
-            else:
-                await self._handle(scope, receive, send, request_id, status_holder)
+            await self._handle(scope, receive, send, request_id, status_holder)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
             elapsed = time.perf_counter() - started
@@ -75,40 +74,6 @@ class RequestContextMiddleware:
                     level, "%s %s %s %.1fms", method, route, status, elapsed * 1000, extra=fields
                 )
 
-    async def _traced(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        request_id: str,
-        status_holder: list[int],
-    ) -> None:
-        method = str(scope.get("method", ""))
-        parent = extract_context(scope.get("headers", []))
-        with span(
-            method,
-            {
-                "http.request.method": method,
-                "url.path": str(scope.get("path", "")),
-                "banking.request_id": request_id,
-            },
-            kind=SpanKind.SERVER,
-            context=parent,
-        ) as current:
-            try:
-                await self._handle(scope, receive, send, request_id, status_holder)
-            finally:
-                route = _route_template(scope)
-                current.update_name(f"{method} {route}")
-                current.set_attribute("http.route", route)
-                status = status_holder[0] or 500
-                current.set_attribute("http.response.status_code", status)
-                user_id = scope.get("state", {}).get("user_id")
-                if user_id:
-                    current.set_attribute("enduser.id", str(user_id))
-                if status >= 500:
-                    current.set_status(Status(StatusCode.ERROR))
-
     async def _handle(
         self,
         scope: Scope,
@@ -122,6 +87,9 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
+                user_id = scope["state"].get("user_id")
+                if user_id and tracing_enabled():  # FastAPI ends its span with the response
+                    trace.get_current_span().set_attribute("enduser.id", str(user_id))
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid))
                 message["headers"] = headers

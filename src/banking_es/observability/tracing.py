@@ -6,8 +6,10 @@ Call sites use one helper::
         ...
         current.set_attribute("command.outcome", "ok")
 
-Without tracing `span` returns one shared no-op context manager whose span ignores
-every call (no provider, no context switch, no allocation). With tracing the spans go
+HTTP server spans come from FastAPI's native telemetry (`fastapi_telemetry`), which
+continues an incoming W3C `traceparent`. Without tracing `span` returns one shared no-op
+context manager whose span ignores every call (no provider, no context switch, no
+allocation). With tracing the spans go
 to an OTLP/HTTP exporter through a batch processor (in the background), or to the
 exporter a test passes to `configure_tracing`.
 
@@ -22,6 +24,7 @@ from collections.abc import Mapping, MutableSequence, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter, Setter
@@ -85,6 +88,26 @@ def shutdown_tracing() -> None:
 
 def tracing_enabled() -> bool:
     return _state.tracer is not None
+
+
+def fastapi_telemetry() -> TelemetryConfig:
+    """FastAPI's native OpenTelemetry settings: its HTTP server span on our provider, or off.
+
+    Only the server span: FastAPI's metrics would duplicate the Prometheus ones, its
+    operation spans add little, and its log records carry request data we never export.
+    Off (not the global providers) when tracing is off, so an OpenTelemetry setup done
+    elsewhere in the process cannot switch those on behind our back.
+    """
+    if _state.provider is None:
+        return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    return {
+        "tracer_provider": _state.provider,
+        "tracing": True,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "auto_configure": False,
+    }
 
 
 def span(
