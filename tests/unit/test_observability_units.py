@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -149,3 +150,23 @@ def test_dashboard_and_alerts_use_only_metrics_that_exist() -> None:
         "HighLatencyP99",
     ):
         assert f"alert: Banking{alert}" in alerts
+
+
+def test_serve_prepares_an_empty_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from banking_es.observability.multiproc import ENV_DIR, prepare_multiprocess_dir
+
+    monkeypatch.delenv(ENV_DIR, raising=False)
+    made = prepare_multiprocess_dir(tmp_path / "data")
+    assert made == tmp_path / "data" / "prometheus-multiproc"
+    assert made.is_dir()
+    assert os.environ[ENV_DIR] == str(made.resolve())
+
+    chosen = tmp_path / "operator-chosen"
+    chosen.mkdir()
+    (chosen / "counter_123.db").write_bytes(b"stale")
+    (chosen / "notes.txt").write_text("kept")
+    monkeypatch.setenv(ENV_DIR, str(chosen))
+    assert prepare_multiprocess_dir(tmp_path / "data") == chosen
+    assert sorted(p.name for p in chosen.iterdir()) == ["notes.txt"]
