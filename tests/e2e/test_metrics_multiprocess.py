@@ -20,7 +20,7 @@ REQUESTS = 80
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # serve chooses its own
-    stale = tmp_path / "data" / "prometheus-multiproc"
+    stale = tmp_path / "data" / "prometheus-multiproc" / "999999999"  # a server now gone
     stale.mkdir(parents=True)
     (stale / "counter_1.db").write_bytes(b"left over from an earlier run")
     process = ServerProcess(f"sqlite:///{tmp_path / 'banking.db'}", workers=2, workdir=tmp_path)
@@ -58,8 +58,9 @@ async def test_one_scrape_sums_the_counts_of_both_workers(
         assert [r.status_code for r in responses] == [201] * REQUESTS
         scrapes = [samples((await http.get("/metrics")).text) for _ in range(6)]
 
-    directory = tmp_path / "data" / "prometheus-multiproc"
-    assert not (directory / "counter_1.db").exists()  # the earlier run's file was removed
+    assert server.process is not None
+    directory = tmp_path / "data" / "prometheus-multiproc" / str(server.process.pid)
+    assert not (tmp_path / "data" / "prometheus-multiproc" / "999999999").exists()
     labels = {"command": "OpenAccount", "outcome": "ok"}
     by_pid = per_process(directory, "banking_es_commands_total", **labels)
     assert len(by_pid) == 2, by_pid

@@ -158,10 +158,20 @@ def test_serve_prepares_an_empty_metrics_directory(
     from banking_es.observability.multiproc import ENV_DIR, prepare_multiprocess_dir
 
     monkeypatch.delenv(ENV_DIR, raising=False)
+    parent = tmp_path / "data" / "prometheus-multiproc"
+    gone = parent / "999999999"  # a server that is not running any more
+    gone.mkdir(parents=True)
+    (gone / "counter_1.db").write_bytes(b"stale")
+    alive = parent / "1"  # pid 1 runs: another server's directory is left alone
+    alive.mkdir()
     made = prepare_multiprocess_dir(tmp_path / "data")
-    assert made == tmp_path / "data" / "prometheus-multiproc"
+    assert made == parent / str(os.getpid())
     assert made.is_dir()
+    assert list(made.iterdir()) == []
     assert os.environ[ENV_DIR] == str(made.resolve())
+    assert not gone.exists()
+    assert alive.exists()
+    monkeypatch.delenv(ENV_DIR)
 
     chosen = tmp_path / "operator-chosen"
     chosen.mkdir()
