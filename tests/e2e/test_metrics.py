@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.e2e.observability_support import running_app, scrape, value
 
@@ -143,3 +144,22 @@ async def test_conflicts_and_failures_are_counted_by_outcome(tmp_path: Path) -> 
         metrics = await scrape(client)
         assert value(metrics, P + "commands_total", command="Deposit", outcome="conflict") == 1
         assert value(metrics, P + "commands_total", command="Deposit", outcome="ok") == 1
+
+
+async def test_a_bug_is_counted_as_a_500_of_its_route(tmp_path: Path) -> None:
+    async with running_app(f"sqlite:///{tmp_path / 'e.db'}") as (client, _services, app):
+
+        async def boom() -> None:
+            raise RuntimeError("a bug")
+
+        app.add_api_route("/boom", boom, methods=["GET"])
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw:
+            response = await raw.get("/boom")
+        assert response.status_code == 500
+        assert response.json()["code"] == "internal_error"
+        metrics = await scrape(client)
+        assert (
+            value(metrics, P + "http_requests_total", route="/boom", method="GET", status="500")
+            == 1
+        )

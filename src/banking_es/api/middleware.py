@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 MAX_BODY = 64 * 1024
 log = logging.getLogger("banking_es.access")
 #: Routes polled by machines: their access lines are logged at DEBUG, not INFO.
+CLIENT_CLOSED = 499
 QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})
 
 
@@ -46,14 +47,18 @@ class RequestContextMiddleware:
         status_holder: list[int] = [0]
         if tracing_enabled():  # the server span is FastAPI's own (see api/app.py)
             trace.get_current_span().set_attribute("banking.request_id", request_id)
+        failed = True
         try:
             await self._handle(scope, receive, send, request_id, status_holder)
+            failed = False
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = str(scope.get("method", ""))
-            status = status_holder[0] or 500
+            # No response sent: a bug (500, sent by the server error handler outside this
+            # middleware) or the client went away first (499, as nginx counts it).
+            status = status_holder[0] or (500 if failed else CLIENT_CLOSED)
             metrics = _metrics(scope)
             if metrics is not None:
                 metrics.observe_request(route, method, status, elapsed)
