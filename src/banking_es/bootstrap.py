@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from banking_es.application.accounts import AccountService
@@ -16,6 +17,8 @@ from banking_es.db.base import Database
 from banking_es.db.migrate import migrate
 from banking_es.eventstore.sql import SqlEventStore
 from banking_es.messaging.relay import LogPublisher, OutboxRelay
+from banking_es.observability.health import HealthChecks, core_checks
+from banking_es.observability.metrics import Metrics
 from banking_es.projections import default_projections
 from banking_es.projections.queries import ReadModels
 from banking_es.projections.runner import ProjectionRunner
@@ -33,7 +36,9 @@ async def connect_database(settings: Settings, *, pool_size: int = 20) -> Databa
     return await SqliteDatabase.connect(settings.sqlite_path)
 
 
-def build_store(settings: Settings, db: Database) -> SqlEventStore:
+def build_store(
+    settings: Settings, db: Database, on_batch: Callable[[int, float], None] | None = None
+) -> SqlEventStore:
     if db.dialect == "postgres":
         from banking_es.eventstore.postgres import PostgresEventStore
 
@@ -41,11 +46,15 @@ def build_store(settings: Settings, db: Database) -> SqlEventStore:
             db,
             batch_max_size=settings.batch_max_size,
             batch_max_wait_ms=settings.batch_max_wait_ms,
+            on_batch=on_batch,
         )
     from banking_es.eventstore.sqlite import SqliteEventStore
 
     return SqliteEventStore(
-        db, batch_max_size=settings.batch_max_size, batch_max_wait_ms=settings.batch_max_wait_ms
+        db,
+        batch_max_size=settings.batch_max_size,
+        batch_max_wait_ms=settings.batch_max_wait_ms,
+        on_batch=on_batch,
     )
 
 
@@ -64,6 +73,8 @@ class Services:
     relay: OutboxRelay
     clock: Clock
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
+    metrics: Metrics = field(default_factory=Metrics)
+    health: HealthChecks = field(default_factory=HealthChecks)
 
     async def start(self) -> None:
         await self.projections.start()
@@ -90,6 +101,7 @@ class Services:
         await self.projections.stop()
         await self.store.close()
         await self.db.close()
+        self.metrics.close()
 
 
 async def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
@@ -100,10 +112,18 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             for migration in applied:
                 log.info("applied migration %04d_%s", migration.version, migration.name)
         clock = SystemClock()
-        store = build_store(settings, db)
+        metrics = Metrics()
+        store = build_store(
+            settings,
+            db,
+            on_batch=lambda size, took: metrics.observe_batch(size, took, store.queue_length),
+        )
+        store.on_append = metrics.observe_append
+        store.on_snapshot_load = metrics.observe_snapshot_load
         cache = LocalAccountCache(
             settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction
         )
+        cache.on_result = lambda result: metrics.observe_cache("l1", result)
         accounts = AccountService(
             store,
             cache,
@@ -112,6 +132,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             snapshot_threshold=settings.snapshot_threshold,
             retry_budget=settings.command_retry_budget_s,
         )
+        accounts.on_command = metrics.observe_command
         projections = ProjectionRunner(
             db,
             store,
@@ -125,6 +146,14 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             relay.notify()
 
         store.on_commit = wake_followers
+        health = core_checks(
+            store,
+            projections,
+            clock,
+            dialect=db.dialect,
+            projection_lag_degraded=settings.projection_lag_degraded,
+            outbox_age_degraded=settings.outbox_age_degraded,
+        )
         return Services(
             settings=settings,
             db=db,
@@ -136,6 +165,8 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             projections=projections,
             relay=relay,
             clock=clock,
+            metrics=metrics,
+            health=health,
         )
     except BaseException:
         await db.close()

@@ -66,6 +66,10 @@ def serve(
 ) -> None:
     """Serve the HTTP API (migrates the database first). Docs at /docs."""
     settings = _settings(host=host, port=port, workers=workers)
+    # Before anything imports prometheus-client: it reads PROMETHEUS_MULTIPROC_DIR at import.
+    from banking_es.observability.multiproc import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir(settings.data_dir)
     from banking_es.logging_setup import configure_logging
 
     configure_logging(settings)

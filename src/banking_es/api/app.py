@@ -10,9 +10,14 @@ from fastapi import FastAPI
 from banking_es import __version__
 from banking_es.api import errors, openapi
 from banking_es.api.middleware import RequestContextMiddleware
-from banking_es.api.routes import accounts, health, transfers
+from banking_es.api.routes import accounts, health, metrics, transfers
 from banking_es.bootstrap import Services, build_services
 from banking_es.config import Settings, load_settings
+from banking_es.observability.tracing import (
+    configure_tracing,
+    fastapi_telemetry,
+    shutdown_tracing,
+)
 
 DESCRIPTION = """
 An event-sourced banking service. Every change to an account is an immutable event;
@@ -44,8 +49,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             if own:
                 await built.close()
+                shutdown_tracing()
 
+    if services is None:  # in the worker process: its own exporter thread
+        configure_tracing(settings.otel_exporter_otlp_endpoint)
     app = FastAPI(
+        telemetry=fastapi_telemetry(),
         title="banking-es",
         version=__version__,
         description=DESCRIPTION,
@@ -56,6 +65,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(accounts.router)
     app.include_router(transfers.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     errors.install(app)
     openapi.install(app)
     app.add_middleware(RequestContextMiddleware)

@@ -108,11 +108,23 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
         )
     problems = validation_problems(errors)
     message = ", ".join(f"{p['field']} {p['message']}".strip() for p in problems)
+    # Field names and our messages only: never the rejected values (a password, a token).
+    log.info(
+        "validation failed: %s",
+        message,
+        extra={"reason": "validation_error", "fields": [p["field"] for p in problems]},
+    )
     return problem_response(400, "validation_error", message, errors=problems)
 
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    log.info(
+        "request refused: %s (%s)",
+        exc.code,
+        exc.status,
+        extra={"reason": exc.code, "status": exc.status},
+    )
     return problem_response(
         exc.status, exc.code, exc.message, errors=exc.errors, headers=exc.headers, extra=exc.extra
     )
@@ -120,6 +132,8 @@ async def _on_api_error(request: Request, exc: Exception) -> Response:
 
 async def _on_known(request: Request, exc: Exception) -> Response:
     status, body, headers = render_known_error(exc)
+    code = getattr(exc, "code", type(exc).__name__)
+    log.info("request refused: %s (%s)", code, status, extra={"reason": code, "status": status})
     return Response(
         body, status_code=status, media_type="application/problem+json", headers=headers
     )

@@ -5,15 +5,25 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import structlog
 from fastapi import HTTPException
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banking_es.api.problems import problem_body
+from banking_es.observability.metrics import UNMATCHED_ROUTE
+from banking_es.observability.tracing import tracing_enabled
+
+if TYPE_CHECKING:
+    from banking_es.observability.metrics import Metrics
 
 MAX_BODY = 64 * 1024
 log = logging.getLogger("banking_es.access")
+#: Routes polled by machines: their access lines are logged at DEBUG, not INFO.
+CLIENT_CLOSED = 499
+QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})
 
 
 class RequestContextMiddleware:
@@ -30,14 +40,61 @@ class RequestContextMiddleware:
         request_id = _header(scope, b"x-request-id")
         if not request_id or len(request_id) > 200 or not request_id.isascii():
             request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        rid = request_id.encode()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status_holder: list[int] = [0]
+        if tracing_enabled():  # the server span is FastAPI's own (see api/app.py)
+            trace.get_current_span().set_attribute("banking.request_id", request_id)
+        failed = True
+        try:
+            await self._handle(scope, receive, send, request_id, status_holder)
+            failed = False
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            method = str(scope.get("method", ""))
+            # No response sent: a bug (500, sent by the server error handler outside this
+            # middleware) or the client went away first (499, as nginx counts it).
+            status = status_holder[0] or (500 if failed else CLIENT_CLOSED)
+            metrics = _metrics(scope)
+            if metrics is not None:
+                metrics.observe_request(route, method, status, elapsed)
+            level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+            if log.isEnabledFor(level):
+                fields: dict[str, Any] = {
+                    "method": method,
+                    "route": route,
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "request_id": request_id,
+                }
+                user_id = state.get("user_id")
+                if user_id:
+                    fields["user_id"] = user_id
+                log.log(
+                    level, "%s %s %s %.1fms", method, route, status, elapsed * 1000, extra=fields
+                )
+
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        status_holder: list[int],
+    ) -> None:
+        rid = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
+                user_id = scope["state"].get("user_id")
+                if user_id and tracing_enabled():  # FastAPI ends its span with the response
+                    trace.get_current_span().set_attribute("enduser.id", str(user_id))
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid))
                 message["headers"] = headers
@@ -63,17 +120,18 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             await _too_large(send_with_id, self.max_body)
-        finally:
-            if log.isEnabledFor(logging.INFO):
-                route = scope.get("route")
-                log.info(
-                    "%s %s %s %.1fms",
-                    scope.get("method"),
-                    getattr(route, "path", scope.get("path")),
-                    status_holder[0],
-                    (time.perf_counter() - started) * 1000,
-                    extra={"request_id": request_id, "status": status_holder[0]},
-                )
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else UNMATCHED_ROUTE
+
+
+def _metrics(scope: Scope) -> Metrics | None:
+    app = scope.get("app")
+    services = getattr(getattr(app, "state", None), "services", None)
+    return getattr(services, "metrics", None)
 
 
 class _BodyTooLarge(HTTPException):

@@ -11,6 +11,7 @@ Rejections are only final when made on a state known to be current.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -39,8 +40,11 @@ from banking_es.eventstore.base import (
     StoreUnavailable,
     StreamAppend,
 )
+from banking_es.observability.tracing import span
 
 MAX_CHUNK = 256
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,16 @@ class AccountService:
     async def open_account(
         self, command: cmd.OpenAccount, context: CommandContext
     ) -> Account | Replayed:
+        with span("command OpenAccount"):
+            try:
+                return await self._open_account(command, context)
+            except StoreUnavailable as exc:
+                self._failed("OpenAccount", None, exc)
+                raise
+
+    async def _open_account(
+        self, command: cmd.OpenAccount, context: CommandContext
+    ) -> Account | Replayed:
         account_id = self._ids.new_id()
         event = Account.open(
             account_id,
@@ -168,10 +182,19 @@ class AccountService:
     ) -> TransferResult | Replayed:
         if command.from_account_id == command.to_account_id:
             raise SameAccount("cannot transfer to the same account")
-        try:
-            return await self._transfer(command, context)
-        except StoreUnavailable as exc:
-            raise _as_unavailable(exc) from exc
+        attributes = {
+            "account.id": command.from_account_id,
+            "transfer.to_account_id": command.to_account_id,
+        }
+        with span("command Transfer", attributes):
+            try:
+                return await self._transfer(command, context)
+            except StoreUnavailable as exc:
+                self._failed("Transfer", command.from_account_id, exc)
+                raise _as_unavailable(exc) from exc
+            except ServiceUnavailable as exc:
+                self._failed("Transfer", command.from_account_id, exc)
+                raise
 
     async def _transfer(
         self, command: cmd.Transfer, context: CommandContext
@@ -240,8 +263,9 @@ class AccountService:
                     recorded = await self._store.append(request)
                 except IdempotencyKeyExists as exc:
                     return Replayed(exc.existing)
-                except ConcurrencyError:
+                except ConcurrencyError as exc:
                     self.on_command("Transfer", "conflict")
+                    _log_conflict("Transfer", source.id, attempt + 1, exc)
                     self._cache.invalidate(source.id)
                     self._cache.invalidate(target.id)
                     attempt += 1
@@ -262,12 +286,13 @@ class AccountService:
     ) -> Account | Replayed:
         future: asyncio.Future[Account | Replayed] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(stream_id, deque()).append(_Pending(command, context, future))
-        if stream_id not in self._draining:
-            self._draining.add(stream_id)
-            task = asyncio.create_task(self._drain(stream_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await future
+        with span(f"command {type(command).__name__}", {"account.id": stream_id}):
+            if stream_id not in self._draining:
+                self._draining.add(stream_id)
+                task = asyncio.create_task(self._drain(stream_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return await future
 
     async def _drain(self, stream_id: str) -> None:
         try:
@@ -282,6 +307,7 @@ class AccountService:
                         failure = _as_unavailable(exc)
                         for pending in chunk:
                             if not pending.future.done():
+                                self._failed(type(pending.command).__name__, stream_id, exc)
                                 pending.future.set_exception(failure)
         finally:
             self._draining.discard(stream_id)
@@ -339,10 +365,11 @@ class AccountService:
             if accepted:
                 try:
                     recorded = await self._append_chunk(account, state, accepted, new_events)
-                except ConcurrencyError:
+                except ConcurrencyError as exc:
                     self._cache.invalidate(stream_id)
                     for pending, _ in accepted:
                         self.on_command(type(pending.command).__name__, "conflict")
+                    _log_conflict(f"{len(accepted)} command(s)", stream_id, attempt + 1, exc)
                     attempt += 1
                     await self._backoff(deadline, attempt)
                     fresh = True
@@ -526,13 +553,39 @@ class AccountService:
     async def _backoff(self, deadline: float, attempt: int) -> None:
         loop = asyncio.get_running_loop()
         if loop.time() >= deadline:
+            log.warning(
+                "giving up after %d conflicting attempts: retry budget of %.1fs exhausted",
+                attempt,
+                self._retry_budget,
+                extra={"reason": "retry_budget_exhausted", "attempts": attempt},
+            )
             raise ServiceUnavailable("the account is too busy right now; retry shortly")
         await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * attempt)))
+
+    def _failed(self, command: str, account_id: str | None, exc: Exception) -> None:
+        self.on_command(command, "failed")
+        log.warning(
+            "command %s failed: %s",
+            command,
+            str(exc) or type(exc).__name__,
+            extra={"command": command, "account_id": account_id, "reason": type(exc).__name__},
+        )
 
     async def drain(self) -> None:
         """Wait for queued commands to finish (graceful shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _log_conflict(what: str, stream_id: str, attempt: int, exc: ConcurrencyError) -> None:
+    log.info(
+        "version conflict on account %s (another process wrote first): %s; retrying %s, attempt %d",
+        stream_id,
+        exc,
+        what,
+        attempt,
+        extra={"reason": "concurrency_conflict", "account_id": stream_id, "attempt": attempt},
+    )
 
 
 def _decide(state: Account, command: cmd.StreamCommand) -> DomainEvent:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from cachetools import Cache, LFUCache, LRUCache, TTLCache
@@ -24,19 +25,30 @@ class LocalAccountCache:
             self._entries = LRUCache(maxsize=size)
         self.hits = 0
         self.misses = 0
+        self.evictions = 0
+        #: Called with "hit", "miss" or "eviction" (metrics: cache level l1).
+        self.on_result: Callable[[str], None] | None = None
 
     def get(self, account_id: str) -> Account | None:
         account = self._entries.get(account_id)
         if account is None:
             self.misses += 1
+            if self.on_result is not None:
+                self.on_result("miss")
             return None
         self.hits += 1
+        if self.on_result is not None:
+            self.on_result("hit")
         return account.copy()
 
     def put(self, account: Account) -> None:
         current = self._entries.get(account.id)
         if current is not None and current.version > account.version:
             return  # never move an entry backwards
+        if current is None and len(self._entries) >= self._entries.maxsize:
+            self.evictions += 1  # cachetools makes room by evicting one entry
+            if self.on_result is not None:
+                self.on_result("eviction")
         self._entries[account.id] = account.copy()
 
     def invalidate(self, account_id: str) -> None:

@@ -44,6 +44,7 @@ from banking_es.eventstore.batching import (
     touched_keys,
     touched_streams,
 )
+from banking_es.observability.tracing import span
 
 _EVENT_COLUMNS = "position, stream_id, version, event_id, type, data, metadata, recorded_at"
 
@@ -101,6 +102,9 @@ class SqlEventStore:
         self._outbox_events = outbox_events
         #: Called after every committed batch (wakes projection runners and the relay).
         self.on_commit: Callable[[], object] | None = None
+        #: Called after every successful append and snapshot load (metrics).
+        self.on_append: Callable[[AppendRequest, list[RecordedEvent]], None] | None = None
+        self.on_snapshot_load: Callable[[], None] | None = None
         self._committer = GroupCommitter(
             self._commit_batch,
             max_size=batch_max_size,
@@ -116,7 +120,11 @@ class SqlEventStore:
     # ---- writes ---------------------------------------------------------------------
 
     async def append(self, request: AppendRequest) -> list[RecordedEvent]:
-        return await self._committer.submit(request)
+        with span("eventstore.append", {"eventstore.streams": len(request.streams)}):
+            recorded = await self._committer.submit(request)
+        if self.on_append is not None:
+            self.on_append(request, recorded)
+        return recorded
 
     async def _commit_batch(
         self, requests: list[AppendRequest], *, replan: bool = True
@@ -333,6 +341,8 @@ class SqlEventStore:
         if not rows:
             return None
         row = rows[0]
+        if self.on_snapshot_load is not None:
+            self.on_snapshot_load()
         return Snapshot(row["stream_id"], row["version"], row["state"])
 
     async def get_idempotency(

@@ -1,0 +1,26 @@
+"""GET /metrics: Prometheus text format, summed over every worker process (API.md)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from banking_es.api.deps import ServicesDep
+from banking_es.observability.gauges import refresh_gauges
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of all workers (text exposition format)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "the metrics"}},
+)
+async def metrics(services: ServicesDep) -> Response:
+    await refresh_gauges(services.metrics, services.store, services.projections, services.clock)
+    # Merging the workers' files reads the disk: keep it off the event loop.
+    body = await asyncio.to_thread(services.metrics.render)
+    return Response(body, media_type=services.metrics.content_type)

@@ -1,0 +1,1 @@
+"""Metrics (Prometheus), readiness checks, traces (OpenTelemetry); logs: `logging_setup`."""

@@ -1,0 +1,250 @@
+"""Prometheus metrics of one process, aggregated over all workers by multiprocess mode.
+
+One `Metrics` is built per process by the composition root and handed to whatever
+counts something (middleware, services, the event store, the cache, Kafka). Every
+metric is a plain prometheus-client object in its own registry, so tests that build
+several apps in one process see their own counts.
+
+Multiprocess mode is on when prometheus-client was imported with
+`PROMETHEUS_MULTIPROC_DIR` set (`banking-es serve` prepares the directory before
+the workers start, see `multiproc.prepare_multiprocess_dir`): every worker then writes its
+values to files in that directory and a scrape of any worker merges them all.
+Gauges that describe the whole system (projection lag, outbox backlog) are refreshed
+by whichever worker is scraped and shown as the most recent value of a live worker;
+per-process gauges (the append queue) are summed over live workers.
+
+The names and labels are listed in docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from banking_es.eventstore.base import AppendRequest, RecordedEvent
+from banking_es.observability.multiproc import ENV_DIR
+
+PREFIX = "banking_es"
+
+#: Seconds; from a cached read (~1 ms) to the command retry budget (5 s).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+#: Label of requests that matched no route (never the raw path: unbounded cardinality).
+UNMATCHED_ROUTE = "<unmatched>"
+
+COMMAND_OUTCOMES = ("ok", "rejected", "conflict", "failed")
+CACHE_RESULTS = ("hit", "miss")
+LOGIN_OUTCOMES = ("success", "failure", "locked")
+
+
+def multiprocess_enabled() -> bool:
+    """True when metric values live in the shared directory (decided at client import)."""
+    return values.ValueClass is not values.MutexValue
+
+
+def _name(name: str) -> str:
+    return f"{PREFIX}_{name}"
+
+
+class Metrics:
+    """Every metric of the service; the attributes are the public names to increment."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(_name(name), doc, list(labels), registry=r)
+
+        def gauge(name: str, doc: str, labels: Sequence[str] = (), mode: str = "livesum") -> Gauge:
+            return Gauge(_name(name), doc, list(labels), registry=r, multiprocess_mode=mode)  # type: ignore[arg-type]
+
+        # -- HTTP ------------------------------------------------------------------------
+        self.http_requests = counter(
+            "http_requests_total",
+            "HTTP requests by route template, method and status",
+            ("route", "method", "status"),
+        )
+        self.http_duration = Histogram(
+            _name("http_request_duration_seconds"),
+            "HTTP request latency by route template and method",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # -- commands --------------------------------------------------------------------
+        self.commands = counter(
+            "commands_total",
+            "Commands by type and outcome: ok, rejected (by a rule), conflict (retried), failed",
+            ("command", "outcome"),
+        )
+        # -- event store -----------------------------------------------------------------
+        self.append_batch_size = Histogram(
+            _name("eventstore_batch_size"),
+            "Appends committed together in one transaction (group commit)",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.append_batch_duration = Histogram(
+            _name("eventstore_batch_duration_seconds"),
+            "Time to commit one batch of appends",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.append_queue = gauge(
+            "eventstore_queue_length", "Appends waiting for the next batch (summed over workers)"
+        )
+        self.events_appended = counter("eventstore_events_appended_total", "Events appended")
+        self.snapshots_written = counter("snapshots_written_total", "Aggregate snapshots written")
+        self.snapshots_loaded = counter("snapshots_loaded_total", "Aggregate snapshots loaded")
+        self.head_position = gauge(
+            "eventstore_head_position", "Highest global position in the store", mode="livemax"
+        )
+        # -- projections and outbox (refreshed when scraped) --------------------------
+        self.projection_position = gauge(
+            "projection_position",
+            "Checkpoint of each projection",
+            ("projection",),
+            "livemostrecent",
+        )
+        self.projection_lag_events = gauge(
+            "projection_lag_events",
+            "Events appended but not yet applied by each projection",
+            ("projection",),
+            "livemostrecent",
+        )
+        self.projection_lag_seconds = gauge(
+            "projection_lag_seconds",
+            "Age of the oldest event a projection has not applied (0 when caught up)",
+            ("projection",),
+            "livemostrecent",
+        )
+        self.outbox_backlog = gauge(
+            "outbox_backlog", "Outbox rows not yet published", mode="livemostrecent"
+        )
+        self.outbox_oldest_age = gauge(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when empty)",
+            mode="livemostrecent",
+        )
+        self.gauge_refresh_errors = counter(
+            "gauge_refresh_errors_total",
+            "Scrapes whose database-derived gauges could not be refreshed",
+            ("source",),
+        )
+        # -- cache (L1 in process, L2 Redis) ---------------------------------------------
+        self.cache_requests = counter(
+            "cache_requests_total",
+            "Cache lookups by level (l1, l2) and result (hit, miss)",
+            ("level", "result"),
+        )
+        self.cache_evictions = counter(
+            "cache_evictions_total", "Entries evicted for room or age, by level", ("level",)
+        )
+        self.cache_errors = counter(
+            "cache_errors_total", "Cache calls that failed (and fell back), by level", ("level",)
+        )
+        # -- identity and limits --------------------------------------------------------
+        self.rate_limited = counter(
+            "rate_limit_rejections_total",
+            "Requests refused with 429 rate_limited, by limit (client, user, ip, auth)",
+            ("limit",),
+        )
+        self.logins = counter(
+            "logins_total", "Login attempts by outcome: success, failure, locked", ("outcome",)
+        )
+        # -- messaging ----------------------------------------------------------------
+        self.dead_letters = counter(
+            "dead_letters_total", "Messages moved to the dead-letter topic/table", ("topic",)
+        )
+        self.kafka_published = counter(
+            "kafka_messages_published_total", "Messages published to Kafka", ("topic",)
+        )
+        self.kafka_publish_errors = counter(
+            "kafka_publish_errors_total", "Failed Kafka publish attempts", ("topic",)
+        )
+        self.kafka_consumed = counter(
+            "kafka_messages_consumed_total",
+            "Messages consumed from Kafka, by outcome (ok, retry, dead_letter, duplicate)",
+            ("topic", "group", "outcome"),
+        )
+        self.kafka_consumer_lag = gauge(
+            "kafka_consumer_lag",
+            "Messages behind the partition's end offset, per consumer group and partition",
+            ("topic", "group", "partition"),
+            "livemostrecent",
+        )
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    # ---- hooks the composition root wires in ----------------------------------------
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_duration.labels(route, method),
+            )
+            if len(self._http_children) < 10_000:  # bounded: routes are templates
+                self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_command(self, command: str, outcome: str) -> None:
+        """`AccountService.on_command`."""
+        self.commands.labels(command, outcome).inc()
+
+    def observe_batch(self, size: int, seconds: float, queue_length: int = 0) -> None:
+        """The event store's `on_batch` (group commit)."""
+        self.append_batch_size.observe(size)
+        self.append_batch_duration.observe(seconds)
+        self.append_queue.set(queue_length)
+
+    def observe_append(self, request: AppendRequest, recorded: Sequence[RecordedEvent]) -> None:
+        """The event store's `on_append`: one successful append."""
+        self.events_appended.inc(len(recorded))
+        written = sum(1 for stream in request.streams if stream.snapshot is not None)
+        if written:
+            self.snapshots_written.inc(written)
+
+    def observe_snapshot_load(self) -> None:
+        self.snapshots_loaded.inc()
+
+    def observe_cache(self, level: str, result: str) -> None:
+        """`result` is hit, miss, eviction or error."""
+        if result in CACHE_RESULTS:
+            self.cache_requests.labels(level, result).inc()
+        elif result == "eviction":
+            self.cache_evictions.labels(level).inc()
+        else:
+            self.cache_errors.labels(level).inc()
+
+    # ---- exposition -----------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The text format: this registry, or every worker's files in multiprocess mode."""
+        if multiprocess_enabled():
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        """Forget this process's live gauges (they would otherwise linger in the sums)."""
+        if multiprocess_enabled() and os.environ.get(ENV_DIR):
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -1,0 +1,84 @@
+"""A real `banking-es serve` with two workers: one scrape shows the sum over both."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from tests.e2e.observability_support import samples, value
+from tests.server import ServerProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+REQUESTS = 80
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # serve chooses its own
+    stale = tmp_path / "data" / "prometheus-multiproc" / "999999999"  # a server now gone
+    stale.mkdir(parents=True)
+    (stale / "counter_1.db").write_bytes(b"left over from an earlier run")
+    process = ServerProcess(f"sqlite:///{tmp_path / 'banking.db'}", workers=2, workdir=tmp_path)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def per_process(directory: Path, name: str, **labels: str) -> dict[str, float]:
+    """The value of one counter sample in each worker's file."""
+    found: dict[str, float] = {}
+    for path in sorted(directory.glob("counter_*.db")):
+        pid = path.stem.removeprefix("counter_")
+        for metric in MultiProcessCollector.merge([str(path)]):  # type: ignore[no-untyped-call]
+            for sample in metric.samples:
+                if sample.name == name and sample.labels == labels:
+                    found[pid] = found.get(pid, 0) + sample.value
+    return found
+
+
+async def test_one_scrape_sums_the_counts_of_both_workers(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # A new connection per request, many at once: the kernel hands them to both workers.
+    limits = httpx.Limits(max_keepalive_connections=0, max_connections=16)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+        responses = await asyncio.gather(
+            *(
+                http.post("/accounts", json={"owner_name": f"M{i}", "initial_balance": "1"})
+                for i in range(REQUESTS)
+            )
+        )
+        assert [r.status_code for r in responses] == [201] * REQUESTS
+        scrapes = [samples((await http.get("/metrics")).text) for _ in range(6)]
+
+    assert server.process is not None
+    directory = tmp_path / "data" / "prometheus-multiproc" / str(server.process.pid)
+    assert not (tmp_path / "data" / "prometheus-multiproc" / "999999999").exists()
+    labels = {"command": "OpenAccount", "outcome": "ok"}
+    by_pid = per_process(directory, "banking_es_commands_total", **labels)
+    assert len(by_pid) == 2, by_pid
+    assert all(count > 0 for count in by_pid.values()), by_pid
+    assert sum(by_pid.values()) == REQUESTS
+    for scrape in scrapes:  # whichever worker answered, it shows both workers' counts
+        assert value(scrape, "banking_es_commands_total", **labels) == REQUESTS
+        assert (
+            value(
+                scrape,
+                "banking_es_http_requests_total",
+                route="/accounts",
+                method="POST",
+                status="201",
+            )
+            == REQUESTS
+        )
+        assert value(scrape, "banking_es_eventstore_events_appended_total") == REQUESTS
+        # Gauges: one value, not one per worker (livemostrecent / livesum).
+        assert value(scrape, "banking_es_eventstore_queue_length") == 0
+        assert value(scrape, "banking_es_outbox_backlog") >= 0

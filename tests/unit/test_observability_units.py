@@ -1,0 +1,182 @@
+"""Metrics hooks, event helpers and gauge refresh, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from banking_es.cache.local import LocalAccountCache
+from banking_es.domain.account import Account
+from banking_es.eventstore.base import OutboxStats
+from banking_es.observability.events import record_dead_letter, record_login, record_rate_limited
+from banking_es.observability.gauges import refresh_gauges
+from banking_es.observability.metrics import Metrics, multiprocess_enabled
+from banking_es.projections.runner import ProjectionStatus
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    text = generate_latest(metrics.registry).decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return 0.0
+
+
+def account(account_id: str) -> Account:
+    state = Account(account_id)
+    state.apply(Account.open(account_id, "Ada", Decimal("0.00"), "USD"))
+    return state
+
+
+def test_tests_run_in_single_process_mode() -> None:
+    assert not multiprocess_enabled()
+
+
+def test_l1_cache_reports_hits_misses_and_evictions() -> None:
+    metrics = Metrics()
+    cache = LocalAccountCache(size=2)
+    cache.on_result = lambda result: metrics.observe_cache("l1", result)
+    assert cache.get("a") is None
+    cache.put(account("a"))
+    cache.put(account("b"))
+    assert cache.get("a") is not None
+    cache.put(account("c"))  # full: one entry goes
+    cache.put(account("c"))  # an update, no eviction
+    assert sample(metrics, "banking_es_cache_requests_total", level="l1", result="hit") == 1
+    assert sample(metrics, "banking_es_cache_requests_total", level="l1", result="miss") == 1
+    assert sample(metrics, "banking_es_cache_evictions_total", level="l1") == 1
+    assert cache.evictions == 1
+    assert len(cache) == 2
+
+
+def test_each_app_has_its_own_counts() -> None:
+    first, second = Metrics(), Metrics()
+    first.observe_command("Deposit", "ok")
+    assert sample(first, "banking_es_commands_total", command="Deposit", outcome="ok") == 1
+    assert sample(second, "banking_es_commands_total", command="Deposit", outcome="ok") == 0
+
+
+def test_event_helpers_count_and_log_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    with caplog.at_level(logging.INFO, logger="banking_es.events"):
+        record_rate_limited(metrics, "client", client_id="app-1")
+        record_login(metrics, "locked", user_id="u-1")
+        record_login(metrics, "success", user_id="u-1")
+        record_dead_letter(metrics, "banking-es.events", reason="bad payload", attempts=5)
+    assert sample(metrics, "banking_es_rate_limit_rejections_total", limit="client") == 1
+    assert sample(metrics, "banking_es_logins_total", outcome="locked") == 1
+    assert sample(metrics, "banking_es_logins_total", outcome="success") == 1
+    assert sample(metrics, "banking_es_dead_letters_total", topic="banking-es.events") == 1
+    reasons = [getattr(r, "reason", None) for r in caplog.records]
+    assert reasons == ["rate_limited", None, None, "bad payload"]
+    with pytest.raises(ValueError, match="login outcome"):
+        record_login(metrics, "maybe")
+
+
+class _Store:
+    def __init__(self, hang: bool = False) -> None:
+        self.hang = hang
+        self.queue_length = 3
+
+    async def outbox_stats(self) -> OutboxStats:
+        if self.hang:
+            await asyncio.Event().wait()
+        return OutboxStats(4, datetime(2030, 1, 1, tzinfo=UTC))
+
+
+class _Projections:
+    async def status(self) -> list[ProjectionStatus]:
+        return [ProjectionStatus("transactions", 7, 10, 3, 1.5, None)]
+
+
+class _Clock:
+    def now(self) -> datetime:
+        return datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=30)
+
+
+async def test_gauges_are_read_on_refresh() -> None:
+    metrics = Metrics()
+    await refresh_gauges(metrics, _Store(), _Projections(), _Clock())
+    assert sample(metrics, "banking_es_projection_position", projection="transactions") == 7
+    assert sample(metrics, "banking_es_projection_lag_events", projection="transactions") == 3
+    assert sample(metrics, "banking_es_projection_lag_seconds", projection="transactions") == 1.5
+    assert sample(metrics, "banking_es_eventstore_head_position") == 10
+    assert sample(metrics, "banking_es_outbox_backlog") == 4
+    assert sample(metrics, "banking_es_outbox_oldest_age_seconds") == 30
+    assert sample(metrics, "banking_es_eventstore_queue_length") == 3
+
+
+async def test_a_hanging_database_does_not_hang_the_scrape() -> None:
+    metrics = Metrics()
+    started = time.perf_counter()
+    await refresh_gauges(metrics, _Store(hang=True), _Projections(), _Clock(), timeout=0.1)
+    assert time.perf_counter() - started < 0.5
+    assert sample(metrics, "banking_es_gauge_refresh_errors_total", source="outbox") == 1
+    assert sample(metrics, "banking_es_projection_position", projection="transactions") == 7
+
+
+def test_dashboard_and_alerts_use_only_metrics_that_exist() -> None:
+    root = Path(__file__).resolve().parents[2]
+    defined = {
+        metric.name for metric in Metrics().registry.collect()
+    }  # counters are collected without their _total suffix
+    dashboard = json.loads((root / "deploy" / "grafana-dashboard.json").read_text())
+    expressions = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    alerts = (root / "deploy" / "alerts.yml").read_text()
+    used = set(re.findall(r"banking_es_[a-z_]+", " ".join(expressions) + alerts))
+    assert used, "no metric referenced"
+    for name in used:
+        base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+        assert base in defined, f"{name} is not a metric of banking_es.observability.metrics"
+    for alert in (
+        "ProjectionLagging",
+        "OutboxOld",
+        "DeadLetters",
+        "HighErrorRate",
+        "HighLatencyP99",
+    ):
+        assert f"alert: Banking{alert}" in alerts
+
+
+def test_serve_prepares_an_empty_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from banking_es.observability.multiproc import ENV_DIR, prepare_multiprocess_dir
+
+    monkeypatch.delenv(ENV_DIR, raising=False)
+    parent = tmp_path / "data" / "prometheus-multiproc"
+    gone = parent / "999999999"  # a server that is not running any more
+    gone.mkdir(parents=True)
+    (gone / "counter_1.db").write_bytes(b"stale")
+    alive = parent / "1"  # pid 1 runs: another server's directory is left alone
+    alive.mkdir()
+    made = prepare_multiprocess_dir(tmp_path / "data")
+    assert made == parent / str(os.getpid())
+    assert made.is_dir()
+    assert list(made.iterdir()) == []
+    assert os.environ[ENV_DIR] == str(made.resolve())
+    assert not gone.exists()
+    assert alive.exists()
+    monkeypatch.delenv(ENV_DIR)
+
+    chosen = tmp_path / "operator-chosen"
+    chosen.mkdir()
+    (chosen / "counter_123.db").write_bytes(b"stale")
+    (chosen / "notes.txt").write_text("kept")
+    monkeypatch.setenv(ENV_DIR, str(chosen))
+    assert prepare_multiprocess_dir(tmp_path / "data") == chosen
+    assert sorted(p.name for p in chosen.iterdir()) == ["notes.txt"]
