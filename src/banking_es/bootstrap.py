@@ -11,6 +11,10 @@ from banking_es.application.accounts import AccountService
 from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock, SystemClock, UuidGenerator
 from banking_es.cache.local import LocalAccountCache
+from banking_es.cache.metrics import CacheMetrics
+from banking_es.cache.redis import RedisGateway
+from banking_es.cache.two_level import TwoLevelAccountCache
+from banking_es.cache.warming import CacheWarmer
 from banking_es.config import Settings
 from banking_es.db.base import Database
 from banking_es.db.migrate import migrate
@@ -51,6 +55,20 @@ def build_store(settings: Settings, db: Database) -> SqlEventStore:
     )
 
 
+def build_redis(settings: Settings, metrics: CacheMetrics) -> RedisGateway | None:
+    """The Redis gateway when `REDIS_URL` is set (it connects lazily, on first use)."""
+    if not settings.redis_url:
+        return None
+    return RedisGateway(
+        settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        timeout_ms=settings.redis_timeout_ms,
+        breaker_failures=settings.redis_breaker_failures,
+        breaker_reset=settings.redis_breaker_reset,
+        metrics=metrics,
+    )
+
+
 @dataclass
 class Services:
     """Everything a request handler or background task needs, built once per process."""
@@ -66,10 +84,20 @@ class Services:
     relay: OutboxRelay
     clock: Clock
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Redis issue: the shared cache, its metrics and warming (redis is None without REDIS_URL).
+    account_cache: TwoLevelAccountCache | None = None
+    cache_metrics: CacheMetrics = field(default_factory=CacheMetrics)
+    cache_warmer: CacheWarmer | None = None
+    redis: RedisGateway | None = None
+    _warming: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         await self.projections.start()
         self.relay.start()
+        if self.account_cache is not None:
+            self.account_cache.start()
+        if self.cache_warmer is not None:
+            self._warming = asyncio.create_task(self.cache_warmer.run(), name="cache-warming")
         self._maintenance = asyncio.create_task(self._purge_expired_keys(), name="maintenance")
 
     async def _purge_expired_keys(self, every: float = 600.0) -> None:
@@ -83,11 +111,16 @@ class Services:
             await asyncio.sleep(every)
 
     async def close(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        for task in (self._maintenance, self._warming):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.accounts.drain()
+        if self.account_cache is not None:
+            await self.account_cache.close()
+        if self.redis is not None:
+            await self.redis.close()
         await self.relay.stop()
         await self.projections.stop()
         await self.store.close()
@@ -103,12 +136,15 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
                 log.info("applied migration %04d_%s", migration.version, migration.name)
         clock = SystemClock()
         store = build_store(settings, db)
+        metrics = CacheMetrics()
         cache = LocalAccountCache(
-            settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction
+            settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction, metrics
         )
+        redis = build_redis(settings, metrics)
+        account_cache = TwoLevelAccountCache(cache, redis, ttl=settings.cache_ttl)
         accounts = AccountService(
             store,
-            cache,
+            account_cache,
             clock=clock,
             ids=UuidGenerator(),
             snapshot_threshold=settings.snapshot_threshold,
@@ -138,6 +174,15 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             projections=projections,
             relay=relay,
             clock=clock,
+            account_cache=account_cache,
+            cache_metrics=metrics,
+            cache_warmer=CacheWarmer(
+                db,
+                accounts.get_account,
+                min(settings.cache_warm_accounts, settings.cache_l1_size),
+                metrics,
+            ),
+            redis=redis,
         )
     except BaseException:
         await db.close()

@@ -418,6 +418,12 @@ class AccountService:
             raise NotFound(f"account {account_id} not found")
         return account
 
+    async def cached_account(self, account_id: str) -> Account | None:
+        """The account as cached (possibly a little behind), or loaded if not cached; None if
+        it does not exist. For advisory checks such as validation warnings."""
+        account, _ = await self._load(account_id, fresh=False)
+        return account if account.exists else None
+
     async def account_at_version(self, account_id: str, version: int) -> Account:
         snapshot = await self._store.latest_snapshot(account_id, max_version=version)
         account = (
@@ -469,7 +475,7 @@ class AccountService:
 
     async def _load(self, account_id: str, fresh: bool) -> tuple[Account, bool]:
         """The account from the cache (as is, unless `fresh`) or the store, fast-forwarded."""
-        cached = self._cache.get(account_id)
+        cached = await self._cache.get(account_id)
         if cached is not None and not fresh:
             return cached, False
         if cached is None:

@@ -35,9 +35,10 @@ class UuidGenerator:
 
 class AggregateCache(Protocol):
     """Recently seen account states. An entry is a starting point, never the truth:
-    readers fast-forward it from the store, writers append against its version."""
+    readers fast-forward it from the store, writers append against its version.
+    `get` may ask a shared cache (Redis); `put` and `invalidate` never wait for one."""
 
-    def get(self, account_id: str) -> Account | None: ...
+    async def get(self, account_id: str) -> Account | None: ...
 
     def put(self, account: Account) -> None: ...
 

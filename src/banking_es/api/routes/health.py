@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from banking_es.api.deps import ServicesDep
+from banking_es.cache.health import Check, cache_checks
 
 router = APIRouter(prefix="/health", tags=["operations"])
 
@@ -68,7 +69,11 @@ async def ready(services: ServicesDep) -> Response:
         return {"status": status, "backlog": stats.backlog, "oldest_age_seconds": round(age, 3)}
 
     names = ["event_store", "projections", "outbox"]
-    results = await asyncio.gather(*(_timed(c()) for c in (event_store, projections, outbox)))
+    checks: list[Check] = [event_store, projections, outbox]
+    names_more, checks_more = cache_checks(services)  # redis issue: `cache`, `redis`
+    names += names_more
+    checks += checks_more
+    results = await asyncio.gather(*(_timed(c()) for c in checks))
     components = dict(zip(names, results, strict=True))
     if components["event_store"]["status"] == "down":
         overall = "down"
