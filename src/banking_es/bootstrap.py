@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from banking_es.api.ratelimit import RateLimiter, build_rate_limiter
 from banking_es.application.accounts import AccountService
 from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock, SystemClock, UuidGenerator
@@ -89,6 +90,7 @@ class Services:
     cache_metrics: CacheMetrics = field(default_factory=CacheMetrics)
     cache_warmer: CacheWarmer | None = None
     redis: RedisGateway | None = None
+    rate_limiter: RateLimiter | None = None
     _warming: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -183,6 +185,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
                 metrics,
             ),
             redis=redis,
+            rate_limiter=build_rate_limiter(settings, redis, metrics),
         )
     except BaseException:
         await db.close()
