@@ -11,6 +11,7 @@ from banking_es.api.ratelimit import RateLimiter, build_rate_limiter
 from banking_es.application.accounts import AccountService
 from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock, SystemClock, UuidGenerator
+from banking_es.application.validation import RequestValidator, default_validator
 from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway
@@ -91,6 +92,7 @@ class Services:
     cache_warmer: CacheWarmer | None = None
     redis: RedisGateway | None = None
     rate_limiter: RateLimiter | None = None
+    validator: RequestValidator = field(default_factory=default_validator)
     _warming: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -186,6 +188,10 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             ),
             redis=redis,
             rate_limiter=build_rate_limiter(settings, redis, metrics),
+            validator=default_validator(
+                on_failure=lambda rule: metrics.inc("validation_failures", rule),
+                on_warning=lambda rule: metrics.inc("validation_warnings", rule),
+            ),
         )
     except BaseException:
         await db.close()

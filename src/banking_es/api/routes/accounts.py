@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from banking_es.api import render
 from banking_es.api.commands import run_command
-from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
+from banking_es.api.deps import Caller, CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import ApiError
 from banking_es.api.schemas import (
     AccountOut,
@@ -23,9 +23,14 @@ from banking_es.api.schemas import (
     Problem,
     TransactionPage,
 )
+from banking_es.api.validation import validate_request
+from banking_es.application.validation import ACCOUNT_CREATION, TRANSACTION
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
 from banking_es.domain.money import format_money
+
+if TYPE_CHECKING:
+    from banking_es.bootstrap import Services
 
 router = APIRouter(prefix="/accounts", tags=["accounts"], route_class=JSONRoute)
 
@@ -36,6 +41,13 @@ Cursor = Annotated[str | None, Query(max_length=200, description="Opaque cursor 
 
 def _problems(*codes: int) -> dict[int | str, dict[str, object]]:
     return {code: {"model": Problem, "content": {"application/problem+json": {}}} for code in codes}
+
+
+async def _check_transaction(
+    services: Services, caller: Caller, operation: str, command: cmd.Deposit | cmd.Withdraw
+) -> list[str]:
+    data = {"operation": operation, "account_id": command.account_id, "amount": command.amount}
+    return await validate_request(services, caller, TRANSACTION, data)
 
 
 def _location(account: Account) -> dict[str, str]:
@@ -58,6 +70,12 @@ async def open_account(
         body.currency or services.settings.default_currency,
         caller.user_id,
     )
+    warnings = await validate_request(
+        services,
+        caller,
+        ACCOUNT_CREATION,
+        {"owner_name": command.owner_name, "initial_balance": command.initial_balance},
+    )
     return await run_command(
         request,
         caller,
@@ -65,7 +83,7 @@ async def open_account(
         body.model_dump(),
         status=201,
         action=lambda ctx: services.accounts.open_account(command, ctx),
-        render=render.account_json,
+        render=lambda account: render.account_json(account, warnings),
         headers=_location,
         location_prefix="/accounts",
     )
@@ -151,6 +169,7 @@ async def deposit(
     caller: CallerDep,
 ) -> Response:
     command = cmd.Deposit(str(account_id), body.amount, body.description, body.expected_version)
+    warnings = await _check_transaction(services, caller, "deposit", command)
     return await run_command(
         request,
         caller,
@@ -158,7 +177,7 @@ async def deposit(
         body.model_dump(),
         status=200,
         action=lambda ctx: services.accounts.deposit(command, ctx),
-        render=render.account_json,
+        render=lambda account: render.account_json(account, warnings),
     )
 
 
@@ -176,6 +195,7 @@ async def withdraw(
     caller: CallerDep,
 ) -> Response:
     command = cmd.Withdraw(str(account_id), body.amount, body.description, body.expected_version)
+    warnings = await _check_transaction(services, caller, "withdraw", command)
     return await run_command(
         request,
         caller,
@@ -183,7 +203,7 @@ async def withdraw(
         body.model_dump(),
         status=200,
         action=lambda ctx: services.accounts.withdraw(command, ctx),
-        render=render.account_json,
+        render=lambda account: render.account_json(account, warnings),
     )
 
 
