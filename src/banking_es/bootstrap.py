@@ -12,6 +12,7 @@ from banking_es.application.accounts import AccountService
 from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock, SystemClock, UuidGenerator
 from banking_es.application.validation import RequestValidator, default_validator
+from banking_es.cache.dedup import RedisCommandDedup
 from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway
@@ -68,6 +69,17 @@ def build_redis(settings: Settings, metrics: CacheMetrics) -> RedisGateway | Non
         breaker_failures=settings.redis_breaker_failures,
         breaker_reset=settings.redis_breaker_reset,
         metrics=metrics,
+    )
+
+
+def build_dedup(settings: Settings, redis: RedisGateway | None) -> RedisCommandDedup | None:
+    """The Redis fast path in front of the durable Idempotency-Key records."""
+    if redis is None:
+        return None
+    return RedisCommandDedup(
+        redis,
+        ttl_seconds=settings.idempotency_ttl_hours * 3600,
+        pending_ttl=settings.command_retry_budget_s + 5,
     )
 
 
@@ -173,7 +185,9 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             store=store,
             cache=cache,
             accounts=accounts,
-            idempotency=IdempotencyService(store, clock, settings.idempotency_ttl_hours),
+            idempotency=IdempotencyService(
+                store, clock, settings.idempotency_ttl_hours, build_dedup(settings, redis)
+            ),
             read_models=ReadModels(db),
             projections=projections,
             relay=relay,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from banking_es.domain.account import Account
+from banking_es.eventstore.base import IdempotencyRecord
 
 
 class Clock(Protocol):
@@ -43,3 +44,19 @@ class AggregateCache(Protocol):
     def put(self, account: Account) -> None: ...
 
     def invalidate(self, account_id: str) -> None: ...
+
+
+class CommandDedup(Protocol):
+    """A fast path in front of the durable `Idempotency-Key` records (Redis `SET NX`).
+
+    `claim` answers "claimed" (go on: the durable records decide), "pending" (the same key
+    is running somewhere right now) or the finished outcome to replay. It never raises:
+    when the fast path is unavailable it answers "claimed"."""
+
+    async def claim(
+        self, scope: str, key: str, fingerprint: str
+    ) -> IdempotencyRecord | Literal["claimed", "pending"]: ...
+
+    async def remember(self, record: IdempotencyRecord) -> None: ...
+
+    async def release(self, scope: str, key: str) -> None: ...
