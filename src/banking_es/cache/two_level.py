@@ -135,17 +135,18 @@ class TwoLevelAccountCache:
             await self.flush()
 
     async def _write(self, client: Redis, batch: dict[str, Account]) -> None:
-        pipe = client.pipeline(transaction=False)
-        for account_id, account in batch.items():
-            state = orjson.dumps(account.to_snapshot())
-            await self._script(
-                keys=[self._key(account_id)],
-                args=[account.version, state, self.ttl_ms],
-                client=pipe,
-            )
-        message = {"src": self.instance, "e": [[a.id, a.version] for a in batch.values()]}
-        pipe.publish(self.channel, orjson.dumps(message))
-        await pipe.execute()
+        # `async with` releases the connection even when the call is cancelled (deadline).
+        async with client.pipeline(transaction=False) as pipe:
+            for account_id, account in batch.items():
+                state = orjson.dumps(account.to_snapshot())
+                await self._script(
+                    keys=[self._key(account_id)],
+                    args=[account.version, state, self.ttl_ms],
+                    client=pipe,
+                )
+            message = {"src": self.instance, "e": [[a.id, a.version] for a in batch.values()]}
+            pipe.publish(self.channel, orjson.dumps(message))
+            await pipe.execute()
 
     async def _listen(self) -> None:
         assert self.redis is not None
@@ -195,4 +196,5 @@ class TwoLevelAccountCache:
             "l2": self.redis is not None,
             "pending_l2_writes": len(self._pending),
             "invalidation_listener": self.subscribed,
+            "invalidations_received": self.metrics.get("cache_invalidations", "pubsub"),
         }
