@@ -40,9 +40,7 @@ class IdempotencyService:
         self._in_flight: set[tuple[str, str]] = set()
         self.fast_path = fast_path
 
-    async def fast_lookup(
-        self, scope: str, key: str, fingerprint: str
-    ) -> IdempotencyRecord | None:
+    async def fast_lookup(self, scope: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
         """The outcome from the fast path (no database), `IdempotencyInFlight` if the key is
         running elsewhere, or None: then the durable records decide, as without Redis."""
         if self.fast_path is None:
