@@ -15,6 +15,7 @@ from banking_es.application.validation import RequestValidator, default_validato
 from banking_es.cache.dedup import RedisCommandDedup
 from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.metrics import CacheMetrics
+from banking_es.cache.pages import EventPageCache
 from banking_es.cache.redis import RedisGateway
 from banking_es.cache.two_level import TwoLevelAccountCache
 from banking_es.cache.warming import CacheWarmer
@@ -165,6 +166,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             ids=UuidGenerator(),
             snapshot_threshold=settings.snapshot_threshold,
             retry_budget=settings.command_retry_budget_s,
+            pages=EventPageCache(redis, ttl=settings.cache_ttl, metrics=metrics),
         )
         projections = ProjectionRunner(
             db,

@@ -22,7 +22,7 @@ from typing import Any
 from banking_es.application.codec import to_domain, to_new_event
 from banking_es.application.errors import NotFound, ServiceUnavailable, VersionConflict
 from banking_es.application.locks import StreamLocks
-from banking_es.application.ports import AggregateCache, Clock, IdGenerator
+from banking_es.application.ports import AggregateCache, Clock, EventPageCache, IdGenerator
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
 from banking_es.domain.errors import DomainError, SameAccount
@@ -103,8 +103,10 @@ class AccountService:
         ids: IdGenerator,
         snapshot_threshold: int = 100,
         retry_budget: float = 5.0,
+        pages: EventPageCache | None = None,
     ) -> None:
         self._store = store
+        self._pages = pages
         self._cache = cache
         self._clock = clock
         self._ids = ids
@@ -449,7 +451,13 @@ class AccountService:
     async def account_events(
         self, account_id: str, after_version: int, limit: int
     ) -> list[RecordedEvent]:
+        if self._pages is not None:
+            cached = await self._pages.get(account_id, after_version, limit)
+            if cached is not None:
+                return cached
         events = await self._store.read_stream(account_id, after_version, limit=limit)
+        if self._pages is not None and len(events) == limit:
+            await self._pages.put(account_id, after_version, limit, events)
         if not events and not await self._store.read_stream(account_id, 0, limit=1):
             raise NotFound(f"account {account_id} not found")
         return events

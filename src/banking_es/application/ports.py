@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from banking_es.domain.account import Account
-from banking_es.eventstore.base import IdempotencyRecord
+from banking_es.eventstore.base import IdempotencyRecord, RecordedEvent
 
 
 class Clock(Protocol):
@@ -60,3 +60,15 @@ class CommandDedup(Protocol):
     async def remember(self, record: IdempotencyRecord) -> None: ...
 
     async def release(self, scope: str, key: str) -> None: ...
+
+
+class EventPageCache(Protocol):
+    """Full pages of a stream's events (immutable once full); partial pages are not kept."""
+
+    async def get(
+        self, account_id: str, after_version: int, limit: int
+    ) -> list[RecordedEvent] | None: ...
+
+    async def put(
+        self, account_id: str, after_version: int, limit: int, events: list[RecordedEvent]
+    ) -> None: ...
