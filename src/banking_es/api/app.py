@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from banking_es import __version__
 from banking_es.api import errors, openapi
 from banking_es.api.middleware import RequestContextMiddleware
-from banking_es.api.ratelimit import RateLimitMiddleware, rate_limit_dependencies
+from banking_es.api.ratelimit import RateLimitMiddleware
 from banking_es.api.routes import accounts, health, transfers
 from banking_es.bootstrap import Services, build_services
 from banking_es.config import Settings, load_settings
@@ -51,7 +51,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        dependencies=rate_limit_dependencies(settings),
     )
     if services is not None:
         app.state.services = services

@@ -5,9 +5,10 @@ Two places apply the limits, both cheap and both plain (no `BaseHTTPMiddleware`)
 - `RateLimitMiddleware` (ASGI, before routing and authentication) limits every request per
   client IP (`RATE_LIMIT_PER_IP_PER_MINUTE`), and `/auth/login` and `/auth/reset-password`
   per IP (`AUTH_RATE_LIMIT_PER_MINUTE`), so floods of unauthenticated requests are cut too.
-- `limit_client`, an app-wide FastAPI dependency that depends on the caller (so it runs after
-  authentication), limits per client: the `x-client-id` header, else the authenticated user,
-  else the IP. `RATE_LIMIT_PER_MINUTE` per minute and at most `RATE_LIMIT_BURST` per second.
+- `limit_client`, a FastAPI dependency of the resource routers (`RATE_LIMITED`) that depends
+  on the caller (so it runs after authentication), limits per client: the `x-client-id`
+  header, else the authenticated user, else the IP: `RATE_LIMIT_PER_MINUTE` per minute and
+  at most `RATE_LIMIT_BURST` per second.
 
 The IP is the peer address, or the last untrusted hop of `X-Forwarded-For` when the peer is
 one of `TRUSTED_PROXIES` (addresses or CIDR networks). `/health` and `/metrics` are exempt.
@@ -243,9 +244,9 @@ async def limit_client(request: Request, caller: Caller = Depends(get_caller)) -
         raise ApiError(429, "rate_limited", refusal.message(), headers=refusal.headers())
 
 
-def rate_limit_dependencies(settings: Settings) -> list[Any]:
-    """For `FastAPI(dependencies=...)`: the per-client limit, unless limits are off."""
-    return [Depends(limit_client)] if settings.rate_limit_enabled else []
+#: For the `dependencies` of the routers of API resources (accounts, transfers, ...). Not
+#: app-wide: health, docs and login must never wait for (or fail) authentication.
+RATE_LIMITED: list[Any] = [Depends(limit_client)]
 
 
 def build_rate_limiter(

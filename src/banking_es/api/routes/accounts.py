@@ -13,6 +13,7 @@ from banking_es.api import render
 from banking_es.api.commands import run_command
 from banking_es.api.deps import Caller, CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import ApiError
+from banking_es.api.ratelimit import RATE_LIMITED
 from banking_es.api.schemas import (
     AccountOut,
     AccountPage,
@@ -32,7 +33,9 @@ from banking_es.domain.money import format_money
 if TYPE_CHECKING:
     from banking_es.bootstrap import Services
 
-router = APIRouter(prefix="/accounts", tags=["accounts"], route_class=JSONRoute)
+router = APIRouter(
+    prefix="/accounts", tags=["accounts"], route_class=JSONRoute, dependencies=RATE_LIMITED
+)
 
 AccountId = Annotated[UUID, "account id"]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
