@@ -216,3 +216,12 @@ async def test_while_redis_is_away_limits_are_kept_in_memory(
         codes = [(await http.get("/accounts", headers=a)).status_code for _ in range(3)]
         assert codes == [200, 200, 429]
         assert services.cache_metrics.total("redis_errors") >= 1
+
+
+async def test_the_openapi_document_lists_429_on_limited_routes_only(tmp_path: Path) -> None:
+    async with api(tmp_path) as (http, _):
+        paths = (await http.get("/openapi.json")).json()["paths"]
+        deposit = paths["/accounts/{account_id}/deposit"]["post"]["responses"]
+        assert "application/problem+json" in deposit["429"]["content"]
+        assert "429" in paths["/transfers"]["post"]["responses"]
+        assert "429" not in paths["/health/ready"]["get"]["responses"]

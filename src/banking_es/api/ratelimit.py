@@ -247,6 +247,10 @@ async def limit_client(request: Request, caller: Caller = Depends(get_caller)) -
 #: For the `dependencies` of the routers of API resources (accounts, transfers, ...). Not
 #: app-wide: health, docs and login must never wait for (or fail) authentication.
 RATE_LIMITED: list[Any] = [Depends(limit_client)]
+#: For the same routers' `responses`: the 429 in the OpenAPI document.
+RATE_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {"description": "rate_limited: too many requests (with Retry-After, RateLimit-*)"}
+}
 
 
 def build_rate_limiter(

@@ -13,7 +13,7 @@ from banking_es.api import render
 from banking_es.api.commands import run_command
 from banking_es.api.deps import Caller, CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import ApiError
-from banking_es.api.ratelimit import RATE_LIMITED
+from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
 from banking_es.api.schemas import (
     AccountOut,
     AccountPage,
@@ -34,7 +34,11 @@ if TYPE_CHECKING:
     from banking_es.bootstrap import Services
 
 router = APIRouter(
-    prefix="/accounts", tags=["accounts"], route_class=JSONRoute, dependencies=RATE_LIMITED
+    prefix="/accounts",
+    tags=["accounts"],
+    route_class=JSONRoute,
+    dependencies=RATE_LIMITED,
+    responses=RATE_LIMIT_RESPONSES,
 )
 
 AccountId = Annotated[UUID, "account id"]

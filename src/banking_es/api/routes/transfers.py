@@ -11,7 +11,7 @@ from banking_es.api import render
 from banking_es.api.commands import run_command
 from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import validation_error
-from banking_es.api.ratelimit import RATE_LIMITED
+from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
 from banking_es.api.routes.accounts import _problems
 from banking_es.api.schemas import TransferOut, TransferRequest
 from banking_es.api.validation import validate_request
@@ -19,7 +19,11 @@ from banking_es.application.validation import TRANSFER
 from banking_es.domain import commands as cmd
 
 router = APIRouter(
-    prefix="/transfers", tags=["transfers"], route_class=JSONRoute, dependencies=RATE_LIMITED
+    prefix="/transfers",
+    tags=["transfers"],
+    route_class=JSONRoute,
+    dependencies=RATE_LIMITED,
+    responses=RATE_LIMIT_RESPONSES,
 )
 
 
