@@ -43,6 +43,7 @@ class ServerProcess:
             "WORKERS": str(self.workers),
             "LOG_LEVEL": "warning",
             "DATA_DIR": str(self.workdir / "data"),
+            "RATE_LIMIT_ENABLED": "false",  # tests that need limits pass RATE_LIMIT_ENABLED=true
             **self.extra_env,
         }
         with self.log_path.open("ab") as log:

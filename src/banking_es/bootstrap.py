@@ -8,10 +8,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from banking_es.api.ratelimit import RateLimiter, build_rate_limiter
 from banking_es.application.accounts import AccountService
 from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock, SystemClock, UuidGenerator
+from banking_es.application.validation import RequestValidator, default_validator
+from banking_es.cache.dedup import RedisCommandDedup
+from banking_es.cache.health import cache_checks
 from banking_es.cache.local import LocalAccountCache
+from banking_es.cache.metrics import CacheMetrics
+from banking_es.cache.pages import EventPageCache
+from banking_es.cache.redis import RedisGateway
+from banking_es.cache.two_level import TwoLevelAccountCache
+from banking_es.cache.warming import CacheWarmer
 from banking_es.config import Settings
 from banking_es.db.base import Database
 from banking_es.db.migrate import migrate
@@ -58,6 +67,31 @@ def build_store(
     )
 
 
+def build_redis(settings: Settings, metrics: CacheMetrics) -> RedisGateway | None:
+    """The Redis gateway when `REDIS_URL` is set (it connects lazily, on first use)."""
+    if not settings.redis_url:
+        return None
+    return RedisGateway(
+        settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        timeout_ms=settings.redis_timeout_ms,
+        breaker_failures=settings.redis_breaker_failures,
+        breaker_reset=settings.redis_breaker_reset,
+        metrics=metrics,
+    )
+
+
+def build_dedup(settings: Settings, redis: RedisGateway | None) -> RedisCommandDedup | None:
+    """The Redis fast path in front of the durable Idempotency-Key records."""
+    if redis is None:
+        return None
+    return RedisCommandDedup(
+        redis,
+        ttl_seconds=settings.idempotency_ttl_hours * 3600,
+        pending_ttl=settings.command_retry_budget_s + 5,
+    )
+
+
 @dataclass
 class Services:
     """Everything a request handler or background task needs, built once per process."""
@@ -75,10 +109,22 @@ class Services:
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
     metrics: Metrics = field(default_factory=Metrics)
     health: HealthChecks = field(default_factory=HealthChecks)
+    # Redis issue: the shared cache, its metrics and warming (redis is None without REDIS_URL).
+    account_cache: TwoLevelAccountCache | None = None
+    cache_metrics: CacheMetrics = field(default_factory=CacheMetrics)
+    cache_warmer: CacheWarmer | None = None
+    redis: RedisGateway | None = None
+    rate_limiter: RateLimiter | None = None
+    validator: RequestValidator = field(default_factory=default_validator)
+    _warming: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         await self.projections.start()
         self.relay.start()
+        if self.account_cache is not None:
+            self.account_cache.start()
+        if self.cache_warmer is not None:
+            self._warming = asyncio.create_task(self.cache_warmer.run(), name="cache-warming")
         self._maintenance = asyncio.create_task(self._purge_expired_keys(), name="maintenance")
 
     async def _purge_expired_keys(self, every: float = 600.0) -> None:
@@ -92,11 +138,16 @@ class Services:
             await asyncio.sleep(every)
 
     async def close(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        for task in (self._maintenance, self._warming):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.accounts.drain()
+        if self.account_cache is not None:
+            await self.account_cache.close()
+        if self.redis is not None:
+            await self.redis.close()
         await self.relay.stop()
         await self.projections.stop()
         await self.store.close()
@@ -120,17 +171,20 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
         )
         store.on_append = metrics.observe_append
         store.on_snapshot_load = metrics.observe_snapshot_load
+        cache_metrics = CacheMetrics(forward=metrics.observe_cache_counter)
         cache = LocalAccountCache(
-            settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction
+            settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction, cache_metrics
         )
-        cache.on_result = lambda result: metrics.observe_cache("l1", result)
+        redis = build_redis(settings, cache_metrics)
+        account_cache = TwoLevelAccountCache(cache, redis, ttl=settings.cache_ttl)
         accounts = AccountService(
             store,
-            cache,
+            account_cache,
             clock=clock,
             ids=UuidGenerator(),
             snapshot_threshold=settings.snapshot_threshold,
             retry_budget=settings.command_retry_budget_s,
+            pages=EventPageCache(redis, ttl=settings.cache_ttl, metrics=cache_metrics),
         )
         accounts.on_command = metrics.observe_command
         projections = ProjectionRunner(
@@ -154,20 +208,39 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             projection_lag_degraded=settings.projection_lag_degraded,
             outbox_age_degraded=settings.outbox_age_degraded,
         )
-        return Services(
+        services = Services(
             settings=settings,
             db=db,
             store=store,
             cache=cache,
             accounts=accounts,
-            idempotency=IdempotencyService(store, clock, settings.idempotency_ttl_hours),
+            idempotency=IdempotencyService(
+                store, clock, settings.idempotency_ttl_hours, build_dedup(settings, redis)
+            ),
             read_models=ReadModels(db),
             projections=projections,
             relay=relay,
             clock=clock,
             metrics=metrics,
             health=health,
+            account_cache=account_cache,
+            cache_metrics=cache_metrics,
+            cache_warmer=CacheWarmer(
+                db,
+                accounts.get_account,
+                min(settings.cache_warm_accounts, settings.cache_l1_size),
+                cache_metrics,
+            ),
+            redis=redis,
+            rate_limiter=build_rate_limiter(settings, redis, cache_metrics),
+            validator=default_validator(
+                on_failure=lambda rule: cache_metrics.inc("validation_failures", rule),
+                on_warning=lambda rule: cache_metrics.inc("validation_warnings", rule),
+            ),
         )
+        for name, check in zip(*cache_checks(services), strict=True):
+            services.health.add(name, check, critical=False)
+        return services
     except BaseException:
         await db.close()
         raise

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     rate_limit_per_ip_per_minute: int = Field(600, ge=1)
     auth_rate_limit_per_minute: int = Field(10, ge=1)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rate_limit_max_clients: int = Field(10000, ge=1)
 
     cache_l1_size: int = Field(10000, ge=1)
     cache_ttl: int = Field(300, ge=1)
@@ -66,6 +67,8 @@ class Settings(BaseSettings):
     redis_timeout_ms: int = Field(100, ge=1)
     redis_breaker_failures: int = Field(5, ge=1)
     redis_breaker_reset: float = Field(2.0, gt=0)
+    redis_key_prefix: str = Field("banking-es", min_length=1)
+    cache_warm_accounts: int = Field(1000, ge=0)
 
     batch_max_size: int = Field(500, ge=1, le=10000)
     batch_max_wait_ms: float = Field(2.0, ge=0, le=1000)

@@ -97,7 +97,7 @@ async def test_ready_reports_every_component_with_details(tmp_path: Path) -> Non
         status, body, took = await timed_ready(client)
         assert status == 200
         assert body["status"] == "ok"
-        assert set(body["components"]) == {"event_store", "projections", "outbox"}
+        assert set(body["components"]) == {"event_store", "projections", "outbox", "cache"}
         store = body["components"]["event_store"]
         assert store == {"status": "ok", "backend": "sqlite", "head_position": 1}
         assert set(body["components"]["projections"]["projections"]) == {

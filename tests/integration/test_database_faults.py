@@ -32,7 +32,9 @@ async def proxy() -> AsyncIterator[TcpProxy]:
 async def services(pg_url: str, proxy: TcpProxy) -> AsyncIterator[Services]:
     parts = urlsplit(pg_url)
     through_proxy = urlunsplit(parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}"))
-    settings = load_settings(database_url=through_proxy, projection_poll_interval_ms=20)
+    settings = load_settings(
+        database_url=through_proxy, projection_poll_interval_ms=20, rate_limit_enabled=False
+    )
     built = await build_services(settings)
     await built.start()
     try:

@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from banking_es.cache.local import LocalAccountCache
+from banking_es.cache.metrics import CacheMetrics
 from banking_es.domain.account import Account
 from banking_es.eventstore.base import OutboxStats
 from banking_es.observability.events import record_dead_letter, record_login, record_rate_limited
@@ -46,12 +47,11 @@ def test_tests_run_in_single_process_mode() -> None:
 
 def test_l1_cache_reports_hits_misses_and_evictions() -> None:
     metrics = Metrics()
-    cache = LocalAccountCache(size=2)
-    cache.on_result = lambda result: metrics.observe_cache("l1", result)
-    assert cache.get("a") is None
+    cache = LocalAccountCache(size=2, metrics=CacheMetrics(forward=metrics.observe_cache_counter))
+    assert cache.lookup("a") is None
     cache.put(account("a"))
     cache.put(account("b"))
-    assert cache.get("a") is not None
+    assert cache.lookup("a") is not None
     cache.put(account("c"))  # full: one entry goes
     cache.put(account("c"))  # an update, no eviction
     assert sample(metrics, "banking_es_cache_requests_total", level="l1", result="hit") == 1

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from banking_es import __version__
 from banking_es.api import errors, openapi
 from banking_es.api.middleware import RequestContextMiddleware
+from banking_es.api.ratelimit import RateLimitMiddleware
 from banking_es.api.routes import accounts, health, metrics, transfers
 from banking_es.bootstrap import Services, build_services
 from banking_es.config import Settings, load_settings
@@ -68,5 +69,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(metrics.router)
     errors.install(app)
     openapi.install(app)
+    if settings.rate_limit_enabled:
+        app.add_middleware(RateLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -70,6 +71,42 @@ async def run_command(
 
     scope = caller.idempotency_scope
     print_ = fingerprint(request.method, request.url.path, body)
+    fast = await idempotency.fast_lookup(scope, key, print_)  # Redis: no database for retries
+    if fast is not None:
+        return _replay(fast, location_prefix)
+    try:
+        response = await _run_keyed(
+            idempotency,
+            scope,
+            key,
+            print_,
+            status,
+            action,
+            render,
+            headers,
+            location_prefix,
+            caller,
+        )
+    except BaseException:
+        await asyncio.shield(idempotency.release(scope, key))
+        raise
+    await idempotency.remember(scope, key, print_, response.status_code, bytes(response.body))
+    return response
+
+
+async def _run_keyed(
+    idempotency: IdempotencyService,
+    scope: str,
+    key: str,
+    print_: str,
+    status: int,
+    action: Callable[[CommandContext], Awaitable[T | Replayed]],
+    render: Callable[[T], bytes],
+    headers: Callable[[T], dict[str, str]] | None,
+    location_prefix: str | None,
+    caller: Caller,
+) -> Response:
+    """The durable path: the stored outcome, or execute once and store it."""
     existing = await idempotency.lookup(scope, key, print_)
     if existing is not None:
         return _replay(existing, location_prefix)

@@ -39,12 +39,12 @@ def account_dict(account: Account, warnings: Sequence[str] = ()) -> dict[str, An
     return body
 
 
-def account_json(account: Account) -> bytes:
-    return orjson.dumps(account_dict(account))
+def account_json(account: Account, warnings: Sequence[str] = ()) -> bytes:
+    return orjson.dumps(account_dict(account, warnings))
 
 
-def transfer_dict(transfer: TransferResult) -> dict[str, Any]:
-    return {
+def transfer_dict(transfer: TransferResult, warnings: Sequence[str] = ()) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "id": transfer.id,
         "from_account_id": transfer.from_account_id,
         "to_account_id": transfer.to_account_id,
@@ -53,10 +53,13 @@ def transfer_dict(transfer: TransferResult) -> dict[str, Any]:
         "status": transfer.status,
         "created_at": _time(transfer.created_at),
     }
+    if warnings:
+        body["warnings"] = list(warnings)
+    return body
 
 
-def transfer_json(transfer: TransferResult) -> bytes:
-    return orjson.dumps(transfer_dict(transfer))
+def transfer_json(transfer: TransferResult, warnings: Sequence[str] = ()) -> bytes:
+    return orjson.dumps(transfer_dict(transfer, warnings))
 
 
 def event_dict(event: RecordedEvent) -> dict[str, Any]:

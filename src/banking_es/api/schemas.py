@@ -188,6 +188,7 @@ class TransferOut(BaseModel):
     currency: str
     status: Literal["completed"]
     created_at: datetime
+    warnings: list[str] | None = None
 
 
 class AccountPage(BaseModel):

@@ -23,7 +23,7 @@ from typing import Any
 from banking_es.application.codec import to_domain, to_new_event
 from banking_es.application.errors import NotFound, ServiceUnavailable, VersionConflict
 from banking_es.application.locks import StreamLocks
-from banking_es.application.ports import AggregateCache, Clock, IdGenerator
+from banking_es.application.ports import AggregateCache, Clock, EventPageCache, IdGenerator
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
 from banking_es.domain.errors import DomainError, SameAccount
@@ -107,8 +107,10 @@ class AccountService:
         ids: IdGenerator,
         snapshot_threshold: int = 100,
         retry_budget: float = 5.0,
+        pages: EventPageCache | None = None,
     ) -> None:
         self._store = store
+        self._pages = pages
         self._cache = cache
         self._clock = clock
         self._ids = ids
@@ -445,6 +447,12 @@ class AccountService:
             raise NotFound(f"account {account_id} not found")
         return account
 
+    async def cached_account(self, account_id: str) -> Account | None:
+        """The account as cached (possibly a little behind), or loaded if not cached; None if
+        it does not exist. For advisory checks such as validation warnings."""
+        account, _ = await self._load(account_id, fresh=False)
+        return account if account.exists else None
+
     async def account_at_version(self, account_id: str, version: int) -> Account:
         snapshot = await self._store.latest_snapshot(account_id, max_version=version)
         account = (
@@ -470,7 +478,13 @@ class AccountService:
     async def account_events(
         self, account_id: str, after_version: int, limit: int
     ) -> list[RecordedEvent]:
+        if self._pages is not None:
+            cached = await self._pages.get(account_id, after_version, limit)
+            if cached is not None:
+                return cached
         events = await self._store.read_stream(account_id, after_version, limit=limit)
+        if self._pages is not None and len(events) == limit:
+            await self._pages.put(account_id, after_version, limit, events)
         if not events and not await self._store.read_stream(account_id, 0, limit=1):
             raise NotFound(f"account {account_id} not found")
         return events
@@ -496,7 +510,7 @@ class AccountService:
 
     async def _load(self, account_id: str, fresh: bool) -> tuple[Account, bool]:
         """The account from the cache (as is, unless `fresh`) or the store, fast-forwarded."""
-        cached = self._cache.get(account_id)
+        cached = await self._cache.get(account_id)
         if cached is not None and not fresh:
             return cached, False
         if cached is None:

@@ -15,7 +15,7 @@ from datetime import timedelta
 import orjson
 
 from banking_es.application.errors import IdempotencyInFlight, IdempotencyKeyReused
-from banking_es.application.ports import Clock
+from banking_es.application.ports import Clock, CommandDedup
 from banking_es.eventstore.base import EventStore, IdempotencyRecord
 
 
@@ -27,11 +27,49 @@ def fingerprint(method: str, path: str, body: object) -> str:
 class IdempotencyService:
     """The application's view of `Idempotency-Key`s."""
 
-    def __init__(self, store: EventStore, clock: Clock, ttl_hours: float) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Clock,
+        ttl_hours: float,
+        fast_path: CommandDedup | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self.ttl_seconds = ttl_hours * 3600
         self._in_flight: set[tuple[str, str]] = set()
+        self.fast_path = fast_path
+
+    async def fast_lookup(self, scope: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
+        """The outcome from the fast path (no database), `IdempotencyInFlight` if the key is
+        running elsewhere, or None: then the durable records decide, as without Redis."""
+        if self.fast_path is None:
+            return None
+        found = await self.fast_path.claim(scope, key, fingerprint)
+        if found == "pending":
+            raise IdempotencyInFlight(
+                "a request with this Idempotency-Key is still being processed"
+            )
+        if found == "claimed":
+            return None
+        self.check_same_request(found, fingerprint)
+        return found
+
+    async def remember(
+        self, scope: str, key: str, fingerprint: str, status: int, body: bytes
+    ) -> None:
+        """Give the fast path the outcome (already stored durably) for the next retries."""
+        if self.fast_path is not None:
+            now = self._clock.now()
+            expires = now + timedelta(seconds=self.ttl_seconds)
+            await self.fast_path.remember(
+                IdempotencyRecord(scope, key, fingerprint, status, body, now, expires)
+            )
+
+    async def release(self, scope: str, key: str) -> None:
+        """The command was not executed (400, 5xx, cancelled): free the fast-path claim."""
+        if self.fast_path is not None:
+            await self.fast_path.release(scope, key)
 
     async def lookup(self, scope: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
         """The stored outcome to replay, or None; `IdempotencyKeyReused` on another request."""

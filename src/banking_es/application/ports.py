@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from banking_es.domain.account import Account
+from banking_es.eventstore.base import IdempotencyRecord, RecordedEvent
 
 
 class Clock(Protocol):
@@ -35,10 +36,39 @@ class UuidGenerator:
 
 class AggregateCache(Protocol):
     """Recently seen account states. An entry is a starting point, never the truth:
-    readers fast-forward it from the store, writers append against its version."""
+    readers fast-forward it from the store, writers append against its version.
+    `get` may ask a shared cache (Redis); `put` and `invalidate` never wait for one."""
 
-    def get(self, account_id: str) -> Account | None: ...
+    async def get(self, account_id: str) -> Account | None: ...
 
     def put(self, account: Account) -> None: ...
 
     def invalidate(self, account_id: str) -> None: ...
+
+
+class CommandDedup(Protocol):
+    """A fast path in front of the durable `Idempotency-Key` records (Redis `SET NX`).
+
+    `claim` answers "claimed" (go on: the durable records decide), "pending" (the same key
+    is running somewhere right now) or the finished outcome to replay. It never raises:
+    when the fast path is unavailable it answers "claimed"."""
+
+    async def claim(
+        self, scope: str, key: str, fingerprint: str
+    ) -> IdempotencyRecord | Literal["claimed", "pending"]: ...
+
+    async def remember(self, record: IdempotencyRecord) -> None: ...
+
+    async def release(self, scope: str, key: str) -> None: ...
+
+
+class EventPageCache(Protocol):
+    """Full pages of a stream's events (immutable once full); partial pages are not kept."""
+
+    async def get(
+        self, account_id: str, after_version: int, limit: int
+    ) -> list[RecordedEvent] | None: ...
+
+    async def put(
+        self, account_id: str, after_version: int, limit: int, events: list[RecordedEvent]
+    ) -> None: ...

@@ -2,54 +2,98 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
-from cachetools import Cache, LFUCache, LRUCache, TTLCache
+from cachetools import LFUCache, LRUCache, TTLCache
 
+from banking_es.cache.metrics import CacheMetrics
 from banking_es.domain.account import Account
+
+
+class _LRU(LRUCache[str, Account]):
+    evictions = 0
+
+    def popitem(self) -> tuple[str, Account]:
+        self.evictions += 1
+        return super().popitem()
+
+
+class _LFU(LFUCache[str, Account]):
+    evictions = 0
+
+    def popitem(self) -> tuple[str, Account]:
+        self.evictions += 1
+        return super().popitem()
+
+
+class _TTL(TTLCache[str, Account]):
+    evictions = 0
+
+    def popitem(self) -> tuple[str, Account]:
+        self.evictions += 1
+        return super().popitem()
 
 
 class LocalAccountCache:
     """Copies in, copies out: a caller can never change a cached state by accident."""
 
     def __init__(
-        self, size: int = 10000, ttl: float = 300, eviction: Literal["lru", "lfu", "ttl"] = "lru"
+        self,
+        size: int = 10000,
+        ttl: float = 300,
+        eviction: Literal["lru", "lfu", "ttl"] = "lru",
+        metrics: CacheMetrics | None = None,
     ) -> None:
-        self._entries: Cache[str, Account]
+        self._entries: _LRU | _LFU | _TTL
         if eviction == "lfu":
-            self._entries = LFUCache(maxsize=size)
+            self._entries = _LFU(maxsize=size)
         elif eviction == "ttl":
-            self._entries = TTLCache(maxsize=size, ttl=ttl)
+            self._entries = _TTL(maxsize=size, ttl=ttl)
         else:
-            self._entries = LRUCache(maxsize=size)
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0
-        #: Called with "hit", "miss" or "eviction" (metrics: cache level l1).
-        self.on_result: Callable[[str], None] | None = None
+            self._entries = _LRU(maxsize=size)
+        self.metrics = metrics or CacheMetrics()
 
-    def get(self, account_id: str) -> Account | None:
+    @property
+    def hits(self) -> int:
+        return self.metrics.get("cache_hits", "l1")
+
+    @property
+    def misses(self) -> int:
+        return self.metrics.get("cache_misses", "l1")
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evictions
+
+    async def get(self, account_id: str) -> Account | None:
+        return self.lookup(account_id)
+
+    def lookup(self, account_id: str) -> Account | None:
+        """`get` without awaiting (L1 is a dictionary)."""
         account = self._entries.get(account_id)
         if account is None:
-            self.misses += 1
-            if self.on_result is not None:
-                self.on_result("miss")
+            self.metrics.inc("cache_misses", "l1")
             return None
-        self.hits += 1
-        if self.on_result is not None:
-            self.on_result("hit")
+        self.metrics.inc("cache_hits", "l1")
         return account.copy()
 
-    def put(self, account: Account) -> None:
+    def version_of(self, account_id: str) -> int | None:
+        """The cached version, without counting a hit or a miss."""
+        account = self._entries.get(account_id)
+        return None if account is None else account.version
+
+    def put(self, account: Account) -> bool:
+        """Keep `account`; False when an entry at least as new is already here."""
         current = self._entries.get(account.id)
-        if current is not None and current.version > account.version:
-            return  # never move an entry backwards
-        if current is None and len(self._entries) >= self._entries.maxsize:
-            self.evictions += 1  # cachetools makes room by evicting one entry
-            if self.on_result is not None:
-                self.on_result("eviction")
+        if current is not None and current.version >= account.version:
+            if current.version == account.version:
+                self._entries[account.id] = account.copy()  # e.g. a later updated_at
+            return False  # never move an entry backwards
+        before = self._entries.evictions
         self._entries[account.id] = account.copy()
+        if self._entries.evictions != before:
+            self.metrics.inc("cache_evictions", "l1", self._entries.evictions - before)
+        return True
 
     def invalidate(self, account_id: str) -> None:
         self._entries.pop(account_id, None)

@@ -157,6 +157,11 @@ class Metrics:
             "cache_errors_total", "Cache calls that failed (and fell back), by level", ("level",)
         )
         # -- identity and limits --------------------------------------------------------
+        self.validation_failures = counter(
+            "validation_failures_total",
+            "Requests refused by a validation rule, by rule",
+            ("rule",),
+        )
         self.rate_limited = counter(
             "rate_limit_rejections_total",
             "Requests refused with 429 rate_limited, by limit (client, user, ip, auth)",
@@ -222,6 +227,21 @@ class Metrics:
 
     def observe_snapshot_load(self) -> None:
         self.snapshots_loaded.inc()
+
+    def observe_cache_counter(self, name: str, label: str, amount: int) -> None:
+        """Mirror the cache/Redis/rate-limit/validation counters of `cache.metrics`."""
+        if name == "cache_hits":
+            self.cache_requests.labels(label, "hit").inc(amount)
+        elif name == "cache_misses":
+            self.cache_requests.labels(label, "miss").inc(amount)
+        elif name == "cache_evictions":
+            self.cache_evictions.labels(label).inc(amount)
+        elif name == "redis_errors":
+            self.cache_errors.labels("l2").inc(amount)
+        elif name == "rate_limited":
+            self.rate_limited.labels(label).inc(amount)
+        elif name == "validation_failures":
+            self.validation_failures.labels(label).inc(amount)
 
     def observe_cache(self, level: str, result: str) -> None:
         """`result` is hit, miss, eviction or error."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
@@ -11,8 +11,9 @@ from starlette.responses import Response
 
 from banking_es.api import render
 from banking_es.api.commands import run_command
-from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
+from banking_es.api.deps import Caller, CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import ApiError
+from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
 from banking_es.api.schemas import (
     AccountOut,
     AccountPage,
@@ -23,11 +24,22 @@ from banking_es.api.schemas import (
     Problem,
     TransactionPage,
 )
+from banking_es.api.validation import validate_request
+from banking_es.application.validation import ACCOUNT_CREATION, TRANSACTION
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
 from banking_es.domain.money import format_money
 
-router = APIRouter(prefix="/accounts", tags=["accounts"], route_class=JSONRoute)
+if TYPE_CHECKING:
+    from banking_es.bootstrap import Services
+
+router = APIRouter(
+    prefix="/accounts",
+    tags=["accounts"],
+    route_class=JSONRoute,
+    dependencies=RATE_LIMITED,
+    responses=RATE_LIMIT_RESPONSES,
+)
 
 AccountId = Annotated[UUID, "account id"]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
@@ -36,6 +48,13 @@ Cursor = Annotated[str | None, Query(max_length=200, description="Opaque cursor 
 
 def _problems(*codes: int) -> dict[int | str, dict[str, object]]:
     return {code: {"model": Problem, "content": {"application/problem+json": {}}} for code in codes}
+
+
+async def _check_transaction(
+    services: Services, caller: Caller, operation: str, command: cmd.Deposit | cmd.Withdraw
+) -> list[str]:
+    data = {"operation": operation, "account_id": command.account_id, "amount": command.amount}
+    return await validate_request(services, caller, TRANSACTION, data)
 
 
 def _location(account: Account) -> dict[str, str]:
@@ -58,6 +77,12 @@ async def open_account(
         body.currency or services.settings.default_currency,
         caller.user_id,
     )
+    warnings = await validate_request(
+        services,
+        caller,
+        ACCOUNT_CREATION,
+        {"owner_name": command.owner_name, "initial_balance": command.initial_balance},
+    )
     return await run_command(
         request,
         caller,
@@ -65,7 +90,7 @@ async def open_account(
         body.model_dump(),
         status=201,
         action=lambda ctx: services.accounts.open_account(command, ctx),
-        render=render.account_json,
+        render=lambda account: render.account_json(account, warnings),
         headers=_location,
         location_prefix="/accounts",
     )
@@ -151,6 +176,7 @@ async def deposit(
     caller: CallerDep,
 ) -> Response:
     command = cmd.Deposit(str(account_id), body.amount, body.description, body.expected_version)
+    warnings = await _check_transaction(services, caller, "deposit", command)
     return await run_command(
         request,
         caller,
@@ -158,7 +184,7 @@ async def deposit(
         body.model_dump(),
         status=200,
         action=lambda ctx: services.accounts.deposit(command, ctx),
-        render=render.account_json,
+        render=lambda account: render.account_json(account, warnings),
     )
 
 
@@ -176,6 +202,7 @@ async def withdraw(
     caller: CallerDep,
 ) -> Response:
     command = cmd.Withdraw(str(account_id), body.amount, body.description, body.expected_version)
+    warnings = await _check_transaction(services, caller, "withdraw", command)
     return await run_command(
         request,
         caller,
@@ -183,7 +210,7 @@ async def withdraw(
         body.model_dump(),
         status=200,
         action=lambda ctx: services.accounts.withdraw(command, ctx),
-        render=render.account_json,
+        render=lambda account: render.account_json(account, warnings),
     )
 
 

@@ -11,11 +11,20 @@ from banking_es.api import render
 from banking_es.api.commands import run_command
 from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import validation_error
+from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
 from banking_es.api.routes.accounts import _problems
 from banking_es.api.schemas import TransferOut, TransferRequest
+from banking_es.api.validation import validate_request
+from banking_es.application.validation import TRANSFER
 from banking_es.domain import commands as cmd
 
-router = APIRouter(prefix="/transfers", tags=["transfers"], route_class=JSONRoute)
+router = APIRouter(
+    prefix="/transfers",
+    tags=["transfers"],
+    route_class=JSONRoute,
+    dependencies=RATE_LIMITED,
+    responses=RATE_LIMIT_RESPONSES,
+)
 
 
 def _uuid(field: str, value: str) -> str:
@@ -41,6 +50,12 @@ async def create_transfer(
         body.amount,
         body.description,
     )
+    data = {
+        "from_account_id": command.from_account_id,
+        "to_account_id": command.to_account_id,
+        "amount": command.amount,
+    }
+    warnings = await validate_request(services, caller, TRANSFER, data)
     return await run_command(
         request,
         caller,
@@ -48,7 +63,7 @@ async def create_transfer(
         body.model_dump(),
         status=201,
         action=lambda ctx: services.accounts.transfer(command, ctx),
-        render=render.transfer_json,
+        render=lambda transfer: render.transfer_json(transfer, warnings),
         headers=lambda t: {"Location": f"/transfers/{t.id}"},
         location_prefix="/transfers",
     )

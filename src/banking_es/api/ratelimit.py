@@ -1,0 +1,277 @@
+"""Rate limiting (API.md): moving windows from the `limits` library, shared through Redis.
+
+Two places apply the limits, both cheap and both plain (no `BaseHTTPMiddleware`):
+
+- `RateLimitMiddleware` (ASGI, before routing and authentication) limits every request per
+  client IP (`RATE_LIMIT_PER_IP_PER_MINUTE`), and `/auth/login` and `/auth/reset-password`
+  per IP (`AUTH_RATE_LIMIT_PER_MINUTE`), so floods of unauthenticated requests are cut too.
+- `limit_client`, a FastAPI dependency of the resource routers (`RATE_LIMITED`) that depends
+  on the caller (so it runs after authentication), limits per client: the `x-client-id`
+  header, else the authenticated user, else the IP: `RATE_LIMIT_PER_MINUTE` per minute and
+  at most `RATE_LIMIT_BURST` per second.
+
+The IP is the peer address, or the last untrusted hop of `X-Forwarded-For` when the peer is
+one of `TRUSTED_PROXIES` (addresses or CIDR networks). `/health` and `/metrics` are exempt.
+
+Storage: with `REDIS_URL` the windows live in Redis (every process shares them), through the
+`RedisGateway` breaker; while Redis is away, and without it, in process memory, where at most
+`RATE_LIMIT_MAX_CLIENTS` keys are tracked (least recently seen forgotten first).
+A refusal is 429 `rate_limited` with `Retry-After` and `RateLimit-Limit/-Remaining/-Reset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import LRUCache
+from fastapi import Depends, Request
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from banking_es.api.deps import Caller, get_caller
+from banking_es.api.problems import ApiError, problem_body
+from banking_es.cache.metrics import CacheMetrics
+from banking_es.cache.redis import RedisGateway, RedisUnavailable
+from banking_es.config import Settings
+
+log = logging.getLogger("banking_es.ratelimit")
+
+EXEMPT_PREFIXES = ("/health", "/metrics")
+AUTH_PATHS = ("/auth/login", "/auth/reset-password")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why and for how long a request is refused."""
+
+    reason: str
+    limit: int
+    retry_after: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Retry-After": str(self.retry_after),
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": str(self.retry_after),
+        }
+
+    def message(self) -> str:
+        return f"rate limit exceeded ({self.reason}); retry in {self.retry_after}s"
+
+
+class _Tracked(LRUCache[str, bool]):
+    """Keys held by the memory storage; evicting one forgets its window."""
+
+    def __init__(self, maxsize: int, forget: Callable[[str], None]) -> None:
+        super().__init__(maxsize=maxsize)
+        self._forget = forget
+
+    def popitem(self) -> tuple[str, bool]:
+        key, value = super().popitem()
+        self._forget(key)
+        return key, value
+
+
+class RateLimiter:
+    """The limits of `Settings`, checked in Redis when it is there, else in memory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: RedisGateway | None = None,
+        metrics: CacheMetrics | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics or CacheMetrics()
+        self.clock = clock
+        self._redis = redis
+        self._memory = MemoryStorage()
+        self._memory_limiter = MovingWindowRateLimiter(self._memory)
+        self._redis_limiter: MovingWindowRateLimiter | None = None
+        if redis is not None:
+            storage = RedisStorage(
+                "async+" + redis.url,
+                implementation="redispy",
+                key_prefix=redis.key("ratelimit"),
+                connection_pool=redis.client.connection_pool,  # type: ignore[arg-type]
+            )
+            self._redis_limiter = MovingWindowRateLimiter(storage)
+        self._tracked = _Tracked(settings.rate_limit_max_clients, self._forget)
+        self.per_client = RateLimitItemPerMinute(settings.rate_limit_per_minute, namespace="client")
+        self.burst = (
+            RateLimitItemPerSecond(settings.rate_limit_burst, namespace="burst")
+            if settings.rate_limit_burst > 0
+            else None
+        )
+        self.per_ip = RateLimitItemPerMinute(settings.rate_limit_per_ip_per_minute, namespace="ip")
+        self.auth = RateLimitItemPerMinute(settings.auth_rate_limit_per_minute, namespace="auth")
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
+
+    @property
+    def tracked_keys(self) -> int:
+        return len(self._tracked)
+
+    async def check_ip(self, ip: str, path: str) -> Refusal | None:
+        if path.startswith(AUTH_PATHS):
+            refusal = await self.hit(self.auth, ip, "auth")
+            if refusal is not None:
+                return refusal
+        return await self.hit(self.per_ip, ip, "ip")
+
+    async def check_client(self, key: str) -> Refusal | None:
+        if self.burst is not None:
+            refusal = await self.hit(self.burst, key, "burst")
+            if refusal is not None:
+                return refusal
+        return await self.hit(self.per_client, key, "client")
+
+    async def hit(self, item: RateLimitItem, identifier: str, reason: str) -> Refusal | None:
+        """Take one request from `item`'s window for `identifier`; a `Refusal` when full."""
+        limiter = self._redis_limiter
+        if limiter is not None and self._redis is not None:
+            try:
+                allowed = await self._redis.run(
+                    "ratelimit", lambda _: limiter.hit(item, identifier)
+                )
+                if allowed:
+                    return None
+                stats = await self._redis.run(
+                    "ratelimit", lambda _: limiter.get_window_stats(item, identifier)
+                )
+                return self._refuse(item, stats.reset_time, reason)
+            except RedisUnavailable:
+                pass  # counted by the gateway; decide in memory meanwhile
+        self._tracked[item.key_for(identifier)] = True
+        if await self._memory_limiter.hit(item, identifier):
+            return None
+        stats = await self._memory_limiter.get_window_stats(item, identifier)
+        return self._refuse(item, stats.reset_time, reason)
+
+    def _refuse(self, item: RateLimitItem, reset_time: float, reason: str) -> Refusal:
+        self.metrics.inc("rate_limited", reason)
+        wait = max(1, math.ceil(reset_time - self.clock()))
+        return Refusal(reason, item.amount, wait)
+
+    def _forget(self, key: str) -> None:
+        with contextlib.suppress(RuntimeError):  # no loop: nothing to clear
+            asyncio.get_running_loop().create_task(self._memory.clear(key))
+
+    def client_ip(self, scope: Scope) -> str:
+        client = scope.get("client")
+        peer = str(client[0]) if client else "unknown"
+        if not self.trusted or not self._is_trusted(peer):
+            return peer
+        forwarded = _header(scope, b"x-forwarded-for")
+        if not forwarded:
+            return peer
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                return hop[:64]
+        return hops[0][:64] if hops else peer
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+
+def _limiter(scope: Scope) -> RateLimiter | None:
+    app = scope.get("app")
+    services = getattr(getattr(app, "state", None), "services", None)
+    limiter = getattr(services, "rate_limiter", None)
+    return limiter if isinstance(limiter, RateLimiter) else None
+
+
+def _exempt(path: str) -> bool:
+    return path.startswith(EXEMPT_PREFIXES)
+
+
+class RateLimitMiddleware:
+    """Per-IP limits (and the login/reset limits) before anything else runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _exempt(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        limiter = _limiter(scope)
+        if limiter is not None:
+            ip = limiter.client_ip(scope)
+            scope.setdefault("state", {})["client_ip"] = ip
+            refusal = await limiter.check_ip(ip, scope.get("path", ""))
+            if refusal is not None:
+                log.info("rate limited ip %s (%s)", ip, refusal.reason)
+                await _send_refusal(send, refusal)
+                return
+        await self.app(scope, receive, send)
+
+
+async def limit_client(request: Request, caller: Caller = Depends(get_caller)) -> None:
+    """The per-client limit, after authentication (it depends on the caller)."""
+    scope = request.scope
+    if _exempt(scope.get("path", "")):
+        return
+    limiter = _limiter(scope)
+    if limiter is None:
+        return
+    if caller.client_id:
+        key = f"client:{caller.client_id}"
+    elif caller.user_id:
+        key = f"user:{caller.user_id}"
+    else:
+        ip = scope.get("state", {}).get("client_ip") or limiter.client_ip(scope)
+        key = f"ip:{ip}"
+    refusal = await limiter.check_client(key)
+    if refusal is not None:
+        log.info("rate limited %s (%s)", key, refusal.reason)
+        raise ApiError(429, "rate_limited", refusal.message(), headers=refusal.headers())
+
+
+#: For the `dependencies` of the routers of API resources (accounts, transfers, ...). Not
+#: app-wide: health, docs and login must never wait for (or fail) authentication.
+RATE_LIMITED: list[Any] = [Depends(limit_client)]
+#: For the same routers' `responses`: the 429 in the OpenAPI document.
+RATE_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {"description": "rate_limited: too many requests (with Retry-After, RateLimit-*)"}
+}
+
+
+def build_rate_limiter(
+    settings: Settings, redis: RedisGateway | None, metrics: CacheMetrics
+) -> RateLimiter | None:
+    return RateLimiter(settings, redis, metrics) if settings.rate_limit_enabled else None
+
+
+async def _send_refusal(send: Send, refusal: Refusal) -> None:
+    body = problem_body(429, "rate_limited", refusal.message())
+    headers = [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()]
+    headers += [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

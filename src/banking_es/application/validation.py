@@ -1,0 +1,237 @@
+"""Request validation rules (the seed's "Request Validation"): pluggable, async, per kind.
+
+The HTTP schemas already check types and formats; rules are for checks that belong to the
+business and may look things up (asynchronously), and they can *warn* as well as refuse:
+
+- an error refuses the request (400 `validation_error` listing every problem of every rule);
+- a warning lets it through, is returned in the response's `warnings` and is logged.
+
+Kinds: `account_creation`, `transaction` (deposit and withdrawal; `data["operation"]` says
+which) and `transfer`. Register a rule of your own for a kind::
+
+    class MaxDeposit:
+        name = "max_deposit"
+
+        async def validate(self, request: RequestContext) -> ValidationResult:
+            if request.data.get("operation") == "deposit" and request.data["amount"] > 10_000:
+                return ValidationResult.error("amount", "must be at most 10000.00 per deposit")
+            return ValidationResult()
+
+    services.validator.register(TRANSACTION, MaxDeposit())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from banking_es.domain.account import Account
+from banking_es.domain.money import format_money
+
+log = logging.getLogger("banking_es.validation")
+
+ACCOUNT_CREATION = "account_creation"
+TRANSACTION = "transaction"
+TRANSFER = "transfer"
+KINDS = (ACCOUNT_CREATION, TRANSACTION, TRANSFER)
+
+#: A withdrawal (or outgoing transfer) leaving less than this share of the balance warns.
+LOW_BALANCE_SHARE = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+
+@dataclass
+class ValidationResult:
+    """What one rule (or all of them together) found."""
+
+    errors: list[FieldError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def error(cls, field_name: str, message: str) -> ValidationResult:
+        return cls(errors=[FieldError(field_name, message)])
+
+    @classmethod
+    def warning(cls, message: str) -> ValidationResult:
+        return cls(warnings=[message])
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+AccountLookup = Callable[[str], Awaitable[Account | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The request as rules see it: its kind, its fields, and a way to look at accounts.
+
+    `account(id)` gives the account as cached (possibly a moment behind; fine for advice)."""
+
+    kind: str
+    data: Mapping[str, Any]
+    account: AccountLookup
+    user_id: str | None = None
+
+
+class ValidationRule(Protocol):
+    """A named check of one kind of request."""
+
+    name: str
+
+    async def validate(self, request: RequestContext) -> ValidationResult: ...
+
+
+class RequestValidator:
+    """The rules per kind; `validate` runs a kind's rules concurrently and merges them."""
+
+    def __init__(
+        self,
+        *,
+        on_failure: Callable[[str], None] = lambda rule: None,
+        on_warning: Callable[[str], None] = lambda rule: None,
+    ) -> None:
+        self._rules: dict[str, list[ValidationRule]] = {kind: [] for kind in KINDS}
+        self._on_failure = on_failure
+        self._on_warning = on_warning
+
+    def register(self, kind: str, rule: ValidationRule) -> None:
+        self._rules.setdefault(kind, []).append(rule)
+
+    def rules(self, kind: str) -> list[ValidationRule]:
+        return list(self._rules.get(kind, []))
+
+    async def validate(self, request: RequestContext) -> ValidationResult:
+        rules = self._rules.get(request.kind, [])
+        results = await asyncio.gather(*(rule.validate(request) for rule in rules))
+        merged = ValidationResult()
+        for rule, result in zip(rules, results, strict=True):
+            if result.errors:
+                self._on_failure(rule.name)
+                merged.errors.extend(result.errors)
+            for warning in result.warnings:
+                self._on_warning(rule.name)
+                log.info("validation warning (%s): %s", rule.name, warning)
+                merged.warnings.append(warning)
+        return merged
+
+
+# ---- the built-in rules -------------------------------------------------------------------
+
+
+class AccountCreationRule:
+    """owner_name is required and not blank; initial_balance is required and non-negative."""
+
+    name = "account_creation"
+
+    async def validate(self, request: RequestContext) -> ValidationResult:
+        result = ValidationResult()
+        owner = request.data.get("owner_name")
+        if not isinstance(owner, str) or not owner.strip():
+            result.errors.append(FieldError("owner_name", "is required"))
+        balance = request.data.get("initial_balance")
+        if not isinstance(balance, Decimal):
+            result.errors.append(FieldError("initial_balance", "is required"))
+        elif balance < 0:
+            result.errors.append(FieldError("initial_balance", "must be non-negative"))
+        return result
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+class TransactionRule:
+    """account_id is a UUID; amount is required and greater than zero."""
+
+    name = "transaction"
+
+    async def validate(self, request: RequestContext) -> ValidationResult:
+        result = ValidationResult()
+        if not _is_uuid(request.data.get("account_id")):
+            result.errors.append(FieldError("account_id", "must be a UUID"))
+        _check_amount(request.data.get("amount"), result)
+        return result
+
+
+class TransferRule:
+    """Both account ids are UUIDs; amount is required and greater than zero."""
+
+    name = "transfer"
+
+    async def validate(self, request: RequestContext) -> ValidationResult:
+        result = ValidationResult()
+        for name in ("from_account_id", "to_account_id"):
+            if not _is_uuid(request.data.get(name)):
+                result.errors.append(FieldError(name, "must be a UUID"))
+        _check_amount(request.data.get("amount"), result)
+        return result
+
+
+def _check_amount(amount: Any, result: ValidationResult) -> None:
+    if not isinstance(amount, Decimal):
+        result.errors.append(FieldError("amount", "is required"))
+    elif amount <= 0:
+        result.errors.append(FieldError("amount", "must be greater than zero"))
+
+
+class LowRemainingBalanceRule:
+    """Warns when a withdrawal or outgoing transfer leaves less than 1% of the balance."""
+
+    name = "low_remaining_balance"
+
+    def __init__(self, share: Decimal = LOW_BALANCE_SHARE) -> None:
+        self.share = share
+
+    async def validate(self, request: RequestContext) -> ValidationResult:
+        data = request.data
+        if request.kind == TRANSACTION and data.get("operation") == "withdraw":
+            account_id = data.get("account_id")
+        elif request.kind == TRANSFER:
+            account_id = data.get("from_account_id")
+        else:
+            return ValidationResult()
+        amount = data.get("amount")
+        if not isinstance(amount, Decimal) or not _is_uuid(account_id):
+            return ValidationResult()
+        account = await request.account(str(account_id))
+        if account is None or account.balance <= 0 or amount > account.balance:
+            return ValidationResult()  # unknown account or not enough money: the command says
+        left = account.balance - amount
+        if left >= account.balance * self.share:
+            return ValidationResult()
+        return ValidationResult.warning(
+            f"this leaves {format_money(left)} {account.currency} on account {account.id}, "
+            f"less than {self.share * 100:.0f}% of its balance of "
+            f"{format_money(account.balance)}"
+        )
+
+
+def default_validator(
+    *,
+    on_failure: Callable[[str], None] = lambda rule: None,
+    on_warning: Callable[[str], None] = lambda rule: None,
+) -> RequestValidator:
+    """The validator with the built-in rules registered."""
+    validator = RequestValidator(on_failure=on_failure, on_warning=on_warning)
+    validator.register(ACCOUNT_CREATION, AccountCreationRule())
+    validator.register(TRANSACTION, TransactionRule())
+    validator.register(TRANSACTION, LowRemainingBalanceRule())
+    validator.register(TRANSFER, TransferRule())
+    validator.register(TRANSFER, LowRemainingBalanceRule())
+    return validator

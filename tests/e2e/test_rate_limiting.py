@@ -1,0 +1,227 @@
+"""Rate limits through the HTTP API, with a fake clock (no sleeping through minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import limits.aio.storage.memory
+import limits.aio.storage.redis.redispy
+import pytest
+from tests.api_support import FakeTime, api
+from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
+
+from banking_es.bootstrap import Services
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    clock = FakeTime()
+    monkeypatch.setattr(limits.aio.storage.memory, "time", clock)
+    monkeypatch.setattr(limits.aio.storage.redis.redispy, "time", clock)
+    return clock
+
+
+def use_clock(services: Services, clock: FakeTime) -> None:
+    assert services.rate_limiter is not None
+    services.rate_limiter.clock = clock.time
+
+
+LIMITS = {"rate_limit_enabled": True, "rate_limit_burst": 0}
+
+
+async def test_a_client_over_its_limit_gets_429_with_retry_after_until_the_window_moves(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    async with api(tmp_path, **LIMITS, rate_limit_per_minute=3) as (http, services):
+        use_clock(services, fake_time)
+        a = {"x-client-id": "app-a"}
+        for _ in range(3):
+            assert (await http.get("/accounts", headers=a)).status_code == 200
+            fake_time.advance(10)
+        refused = await http.get("/accounts", headers=a)
+        assert refused.status_code == 429
+        assert refused.headers["content-type"] == "application/problem+json"
+        body = refused.json()
+        assert body["code"] == "rate_limited"
+        assert body["status"] == 429
+        assert "rate limit" in body["error"]
+        # the oldest of the three requests leaves the window 60 s after it was made
+        assert refused.headers["retry-after"] == "30"
+        assert refused.headers["ratelimit-limit"] == "3"
+        assert refused.headers["ratelimit-remaining"] == "0"
+        assert refused.headers["ratelimit-reset"] == "30"
+        assert refused.headers["x-request-id"]
+        other = await http.get("/accounts", headers={"x-client-id": "app-b"})
+        assert other.status_code == 200  # another client has its own window
+        fake_time.advance(30)
+        assert (await http.get("/accounts", headers=a)).status_code == 200
+        assert services.cache_metrics.get("rate_limited", "client") == 1
+
+
+async def test_the_window_moves_rather_than_resetting_each_minute(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    async with api(tmp_path, **LIMITS, rate_limit_per_minute=2) as (http, services):
+        use_clock(services, fake_time)
+        a = {"x-client-id": "app-a"}
+        assert (await http.get("/accounts", headers=a)).status_code == 200
+        fake_time.advance(50)
+        assert (await http.get("/accounts", headers=a)).status_code == 200
+        fake_time.advance(20)  # 70 s: the first left the window, the second did not
+        assert (await http.get("/accounts", headers=a)).status_code == 200
+        assert (await http.get("/accounts", headers=a)).status_code == 429
+
+
+async def test_a_burst_is_limited_per_second(tmp_path: Path, fake_time: FakeTime) -> None:
+    settings = {**LIMITS, "rate_limit_burst": 2, "rate_limit_per_minute": 100}
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        a = {"x-client-id": "app-a"}
+        assert [(await http.get("/accounts", headers=a)).status_code for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        assert services.cache_metrics.get("rate_limited", "burst") == 1
+        fake_time.advance(1.1)
+        assert (await http.get("/accounts", headers=a)).status_code == 200
+
+
+async def test_without_a_client_id_the_ip_is_the_client(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    async with api(tmp_path, **LIMITS, rate_limit_per_minute=2) as (http, services):
+        use_clock(services, fake_time)
+        codes = [(await http.get("/accounts")).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+
+
+async def test_the_per_ip_limit_covers_every_client_of_that_ip(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    settings = {**LIMITS, "rate_limit_per_minute": 100, "rate_limit_per_ip_per_minute": 4}
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        codes = [
+            (await http.get("/accounts", headers={"x-client-id": f"c{i}"})).status_code
+            for i in range(5)
+        ]
+        assert codes == [200, 200, 200, 200, 429]
+        assert services.cache_metrics.get("rate_limited", "ip") == 1
+
+
+async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    settings = {**LIMITS, "rate_limit_per_ip_per_minute": 1, "trusted_proxies": "10.0.0.0/8"}
+    async with api(tmp_path, client=("10.1.2.3", 4000), **settings) as (http, services):
+        use_clock(services, fake_time)
+        for ip in ("1.1.1.1", "2.2.2.2"):
+            forwarded = {"x-forwarded-for": f"9.9.9.9, {ip}, 10.0.0.7", "x-client-id": ip}
+            assert (await http.get("/accounts", headers=forwarded)).status_code == 200
+        again = {"x-forwarded-for": "1.1.1.1", "x-client-id": "x"}
+        assert (await http.get("/accounts", headers=again)).status_code == 429
+    async with api(tmp_path, name="b.db", **settings) as (http, services):
+        use_clock(services, fake_time)  # the peer 127.0.0.1 is not trusted: XFF is ignored
+        for ip, expected in (("1.1.1.1", 200), ("2.2.2.2", 429)):
+            forwarded = {"x-forwarded-for": ip, "x-client-id": ip}
+            assert (await http.get("/accounts", headers=forwarded)).status_code == expected
+
+
+async def test_login_and_password_reset_have_their_own_per_ip_limit(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    settings = {**LIMITS, "auth_rate_limit_per_minute": 2, "rate_limit_per_minute": 100}
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        codes = [(await http.post("/auth/login", json={})).status_code for _ in range(2)]
+        assert 429 not in codes
+        assert (await http.post("/auth/reset-password", json={})).status_code == 429
+        assert (await http.get("/accounts")).status_code == 200  # other paths unaffected
+        assert services.cache_metrics.get("rate_limited", "auth") == 1
+
+
+async def test_health_and_metrics_are_exempt(tmp_path: Path, fake_time: FakeTime) -> None:
+    settings = {**LIMITS, "rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1}
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        codes = {(await http.get("/health/live")).status_code for _ in range(5)}
+        codes |= {(await http.get("/health/ready")).status_code for _ in range(3)}
+        assert codes == {200}
+        assert (await http.get("/metrics")).status_code != 429
+
+
+async def test_rate_limit_enabled_false_turns_it_off(tmp_path: Path) -> None:
+    settings = {"rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1}
+    async with api(tmp_path, rate_limit_enabled=False, **settings) as (http, services):
+        assert services.rate_limiter is None
+        codes = {(await http.get("/accounts")).status_code for _ in range(5)}
+        assert codes == {200}
+
+
+async def test_the_number_of_tracked_clients_is_bounded(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    settings = {**LIMITS, "rate_limit_max_clients": 3, "rate_limit_per_minute": 1}
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        for i in range(20):
+            response = await http.get("/accounts", headers={"x-client-id": f"c{i}"})
+            assert response.status_code == 200
+        assert services.rate_limiter is not None
+        assert services.rate_limiter.tracked_keys == 3
+
+
+@pytest.mark.redis
+async def test_with_redis_the_limit_is_shared_by_every_process(
+    tmp_path: Path,
+    fake_time: FakeTime,
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    settings = {
+        **LIMITS,
+        "rate_limit_per_minute": 3,
+        "redis_url": SHARED_REDIS_URL,
+        "redis_key_prefix": redis_prefix,
+    }
+    async with (
+        api(tmp_path, name="one.db", **settings) as (one, s1),
+        api(tmp_path, name="two.db", **settings) as (two, s2),
+    ):
+        use_clock(s1, fake_time)
+        use_clock(s2, fake_time)
+        a = {"x-client-id": "app-a"}
+        assert (await one.get("/accounts", headers=a)).status_code == 200
+        assert (await two.get("/accounts", headers=a)).status_code == 200
+        assert (await one.get("/accounts", headers=a)).status_code == 200
+        refused = await two.get("/accounts", headers=a)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) == 60
+        fake_time.advance(61)
+        assert (await two.get("/accounts", headers=a)).status_code == 200
+
+
+async def test_while_redis_is_away_limits_are_kept_in_memory(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    settings = {
+        **LIMITS,
+        "rate_limit_per_minute": 2,
+        "redis_url": "redis://127.0.0.1:1/0",
+        "redis_timeout_ms": 50,
+    }
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        a = {"x-client-id": "app-a"}
+        codes = [(await http.get("/accounts", headers=a)).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert services.cache_metrics.total("redis_errors") >= 1
+
+
+async def test_the_openapi_document_lists_429_on_limited_routes_only(tmp_path: Path) -> None:
+    async with api(tmp_path) as (http, _):
+        paths = (await http.get("/openapi.json")).json()["paths"]
+        deposit = paths["/accounts/{account_id}/deposit"]["post"]["responses"]
+        assert "application/problem+json" in deposit["429"]["content"]
+        assert "429" in paths["/transfers"]["post"]["responses"]
+        assert "429" not in paths["/health/ready"]["get"]["responses"]
