@@ -43,6 +43,8 @@ class ServerProcess:
             "WORKERS": str(self.workers),
             "LOG_LEVEL": "warning",
             "DATA_DIR": str(self.workdir / "data"),
+            "ARGON2_TIME_COST": "1",  # cheap password hashing: tests log in a lot
+            "ARGON2_MEMORY_COST": "8",
             **self.extra_env,
         }
         with self.log_path.open("ab") as log:

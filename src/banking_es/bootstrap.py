@@ -15,6 +15,9 @@ from banking_es.config import Settings
 from banking_es.db.base import Database
 from banking_es.db.migrate import migrate
 from banking_es.eventstore.sql import SqlEventStore
+from banking_es.identity.access import AccountAccess
+from banking_es.identity.factory import build_identity
+from banking_es.identity.service import IdentityService
 from banking_es.messaging.relay import LogPublisher, OutboxRelay
 from banking_es.projections import default_projections
 from banking_es.projections.queries import ReadModels
@@ -65,9 +68,12 @@ class Services:
     projections: ProjectionRunner
     relay: OutboxRelay
     clock: Clock
+    identity: IdentityService
+    access: AccountAccess
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
+        await self.identity.revocations.start()
         await self.projections.start()
         self.relay.start()
         self._maintenance = asyncio.create_task(self._purge_expired_keys(), name="maintenance")
@@ -90,6 +96,7 @@ class Services:
         await self.accounts.drain()
         await self.relay.stop()
         await self.projections.stop()
+        await self.identity.revocations.stop()
         await self.store.close()
         await self.db.close()
 
@@ -138,6 +145,8 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             projections=projections,
             relay=relay,
             clock=clock,
+            identity=build_identity(settings, db, clock),
+            access=AccountAccess(accounts),
         )
     except BaseException:
         await db.close()
