@@ -154,3 +154,16 @@ def create_admin_cli(
         timeout=60,
         check=False,
     )
+
+
+async def reset_token(services: Services, user_id: str) -> str:
+    """The token of the latest password-reset notification in the outbox."""
+    row = await services.db.fetchrow(
+        "SELECT payload FROM outbox WHERE topic = 'notifications' AND key = $1"
+        " ORDER BY id DESC LIMIT 1",
+        user_id,
+    )
+    assert row is not None, "no reset notification was queued"
+    payload: dict[str, Any] = row["payload"]
+    token: str = payload["token"]
+    return token

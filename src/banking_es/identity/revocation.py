@@ -54,6 +54,8 @@ class RevocationList:
             self._seq = max(self._seq, seq)
 
     async def start(self) -> None:
+        if self._users.db.dialect == "postgres":
+            await self._listen()  # here, not in the task: a cancelled connect leaks its socket
         await self.refresh()
         self._task = asyncio.create_task(self._follow(), name="revocations")
 
