@@ -262,7 +262,7 @@ def _ensure_secrets(settings: Settings) -> Settings:
     try:
         return ensure_secrets(settings)
     except SettingsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from None
 
 
