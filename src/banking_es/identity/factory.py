@@ -28,7 +28,7 @@ def build_identity(settings: Settings, db: Database, clock: Clock) -> IdentitySe
             refresh_ttl=settings.refresh_token_expiry,
             clock=clock,
         ),
-        RevocationList(users, clock),
+        RevocationList(users, clock, grace_s=settings.access_token_expiry),
         clock,
         max_login_attempts=settings.max_login_attempts,
         lockout_duration=settings.lockout_duration,

@@ -10,7 +10,9 @@ login). Each process loads it at start and then follows it:
   for rows after the last seen `seq`). Another process may therefore accept a revoked
   access token for up to 200 ms; refresh tokens are always checked in the database.
 
-A process that revokes a login adds it to its own copy at once.
+A process that revokes a login adds it to its own copy at once. A revocation is kept
+until the login's refresh expiry plus one access-token lifetime (after that every token
+of the login has expired anyway), then dropped from memory and from the table.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from banking_es.application.ports import Clock
@@ -27,15 +30,17 @@ log = logging.getLogger(__name__)
 
 SQLITE_POLL_S = 0.2
 POSTGRES_POLL_S = 5.0
+PRUNE_EVERY_S = 600.0
 
 
 class RevocationList:
     """Revoked login ids, followed from the database."""
 
-    def __init__(self, users: UserRepository, clock: Clock) -> None:
+    def __init__(self, users: UserRepository, clock: Clock, *, grace_s: float = 3600) -> None:
         self._users = users
         self._clock = clock
-        self._revoked: set[str] = set()
+        self._grace = timedelta(seconds=grace_s)
+        self._revoked: dict[str, datetime | None] = {}  # login id -> when it may be forgotten
         self._seq = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -45,13 +50,26 @@ class RevocationList:
         return login_id in self._revoked
 
     def add(self, login_ids: list[str]) -> None:
-        self._revoked.update(login_ids)
+        for login_id in login_ids:
+            self._revoked.setdefault(login_id, None)  # its row brings the expiry
+
+    def __len__(self) -> int:
+        return len(self._revoked)
 
     async def refresh(self) -> None:
         """Read the rows added since the last call."""
-        for seq, login_id in await self._users.revocations_after(self._seq, self._clock.now()):
-            self._revoked.add(login_id)
+        cutoff = self._clock.now() - self._grace
+        for seq, login_id, expires_at in await self._users.revocations_after(self._seq, cutoff):
+            self._revoked[login_id] = expires_at + self._grace
             self._seq = max(self._seq, seq)
+
+    async def prune(self) -> None:
+        """Forget revocations whose tokens have all expired, here and in the table."""
+        now = self._clock.now()
+        for login_id, until in list(self._revoked.items()):
+            if until is not None and until <= now:
+                del self._revoked[login_id]
+        await self._users.purge_revocations(now - self._grace)
 
     async def start(self) -> None:
         if self._users.db.dialect == "postgres":
@@ -61,6 +79,8 @@ class RevocationList:
 
     async def _follow(self) -> None:
         postgres = self._users.db.dialect == "postgres"
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time() + PRUNE_EVERY_S
         while True:
             if postgres and self._listener is None:
                 await self._listen()
@@ -70,6 +90,9 @@ class RevocationList:
                 await asyncio.wait_for(self._wake.wait(), interval)
             try:
                 await self.refresh()
+                if loop.time() >= next_prune:
+                    next_prune = loop.time() + PRUNE_EVERY_S
+                    await self.prune()
             except Exception as exc:  # the database may be away; the next round retries
                 log.warning("reading revocations failed: %s", exc)
 

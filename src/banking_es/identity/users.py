@@ -243,20 +243,19 @@ class UserRepository:
                 await conn.execute("SELECT pg_notify($1, '')", REVOCATION_CHANNEL)
         return [str(r["id"]) for r in rows]
 
-    async def revocations_after(self, seq: int, now: datetime) -> list[tuple[int, str]]:
+    async def revocations_after(
+        self, seq: int, expired_before: datetime
+    ) -> list[tuple[int, str, datetime]]:
         rows = await self.db.fetch(
-            "SELECT seq, login_id FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq",
+            "SELECT seq, login_id, expires_at FROM revocations"
+            " WHERE seq > $1 AND expires_at > $2 ORDER BY seq",
             seq,
-            now,
+            expired_before,
         )
-        return [(int(r["seq"]), str(r["login_id"])) for r in rows]
+        return [(int(r["seq"]), str(r["login_id"]), r["expires_at"]) for r in rows]
 
-    async def last_revocation(self) -> int:
-        value = await self.db.fetchval("SELECT max(seq) FROM revocations")
-        return int(value or 0)
-
-    async def purge_revocations(self, now: datetime) -> None:
-        await self.db.execute("DELETE FROM revocations WHERE expires_at <= $1", now)
+    async def purge_revocations(self, expired_before: datetime) -> None:
+        await self.db.execute("DELETE FROM revocations WHERE expires_at <= $1", expired_before)
 
     # ---- password resets -----------------------------------------------------------------
 

@@ -435,3 +435,23 @@ async def test_set_roles_validates_and_is_admin_only(app: App) -> None:
 
 async def test_usernames_are_unique_per_run_helper(app: App) -> None:
     assert new_username() != new_username()
+
+
+async def test_revocations_are_forgotten_once_every_token_of_the_login_expired(
+    app: App, clock: ShiftedClock
+) -> None:
+    http, services = app
+    user = await register(http)
+    pair = await login(http, user["username"])
+    await http.post("/auth/logout", headers=bearer(pair["access_token"]))
+    revocations = services.identity.revocations
+    await revocations.refresh()
+    assert len(revocations) == 1
+    await revocations.prune()
+    assert len(revocations) == 1  # the login's refresh token would still be valid
+    assert await services.db.fetchval("SELECT count(*) FROM revocations") == 1
+    tokens = services.identity.tokens
+    clock.advance(tokens.refresh_ttl + tokens.access_ttl + 1)
+    await revocations.prune()
+    assert len(revocations) == 0
+    assert await services.db.fetchval("SELECT count(*) FROM revocations") == 0
