@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,12 @@ from tests.auth import bearer, login, register
 from banking_es.bootstrap import Services
 
 App = tuple[httpx.AsyncClient, Services]
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """Token checks never touch the database: SQLite is enough (PostgreSQL: the other files)."""
+    return f"sqlite:///{tmp_path / 'banking.db'}"
 
 
 def _b64(data: dict[str, Any]) -> str:
