@@ -44,6 +44,8 @@ class ServerProcess:
             "LOG_LEVEL": "warning",
             "DATA_DIR": str(self.workdir / "data"),
             "RATE_LIMIT_ENABLED": "false",  # tests that need limits pass RATE_LIMIT_ENABLED=true
+            "ARGON2_TIME_COST": "1",  # cheap password hashing: tests log in a lot
+            "ARGON2_MEMORY_COST": "8",
             **self.extra_env,
         }
         with self.log_path.open("ab") as log:

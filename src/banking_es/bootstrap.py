@@ -25,7 +25,11 @@ from banking_es.config import Settings
 from banking_es.db.base import Database
 from banking_es.db.migrate import migrate
 from banking_es.eventstore.sql import SqlEventStore
+from banking_es.identity.access import AccountAccess
+from banking_es.identity.factory import build_identity
+from banking_es.identity.service import IdentityService
 from banking_es.messaging.relay import LogPublisher, OutboxRelay
+from banking_es.observability.events import record_login
 from banking_es.observability.health import HealthChecks, core_checks
 from banking_es.observability.metrics import Metrics
 from banking_es.projections import default_projections
@@ -106,6 +110,8 @@ class Services:
     projections: ProjectionRunner
     relay: OutboxRelay
     clock: Clock
+    identity: IdentityService
+    access: AccountAccess
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
     metrics: Metrics = field(default_factory=Metrics)
     health: HealthChecks = field(default_factory=HealthChecks)
@@ -119,6 +125,7 @@ class Services:
     _warming: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
+        await self.identity.revocations.start()
         await self.projections.start()
         self.relay.start()
         if self.account_cache is not None:
@@ -150,6 +157,7 @@ class Services:
             await self.redis.close()
         await self.relay.stop()
         await self.projections.stop()
+        await self.identity.revocations.stop()
         await self.store.close()
         await self.db.close()
         self.metrics.close()
@@ -208,6 +216,8 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             projection_lag_degraded=settings.projection_lag_degraded,
             outbox_age_degraded=settings.outbox_age_degraded,
         )
+        identity = build_identity(settings, db, clock)
+        identity.on_login = lambda outcome, user_id: record_login(metrics, outcome, user_id=user_id)
         services = Services(
             settings=settings,
             db=db,
@@ -237,6 +247,8 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
                 on_failure=lambda rule: cache_metrics.inc("validation_failures", rule),
                 on_warning=lambda rule: cache_metrics.inc("validation_warnings", rule),
             ),
+            identity=identity,
+            access=AccountAccess(accounts),
         )
         for name, check in zip(*cache_checks(services), strict=True):
             services.health.add(name, check, critical=False)

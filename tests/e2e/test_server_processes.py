@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.auth import PASSWORD, bearer
 from tests.server import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -38,6 +39,18 @@ def client(base_url: str) -> httpx.AsyncClient:
         timeout=30,
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
     )
+
+
+async def authenticate(http: httpx.AsyncClient, username: str = "loadtester") -> None:
+    """Sign `username` up (once: it survives restarts) and send its token from now on."""
+    registered = await http.post(
+        "/auth/register",
+        json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+    )
+    assert registered.status_code in (201, 409), registered.text
+    login = await http.post("/auth/login", json={"username": username, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    http.headers.update(bearer(login.json()["access_token"]))
 
 
 async def open_account(http: httpx.AsyncClient, balance: str = "0") -> str:
@@ -74,6 +87,7 @@ async def test_hot_account_deposits_from_two_workers_lose_none_and_fail_none(
     server: ServerProcess,
 ) -> None:
     async with client(server.url) as http:
+        await authenticate(http)
         account_id = await open_account(http)
         results = await asyncio.gather(
             *(
@@ -95,6 +109,7 @@ async def test_concurrent_withdrawals_and_transfers_keep_every_invariant(
 ) -> None:
     rng = random.Random(7)
     async with client(server.url) as http:
+        await authenticate(http)
         accounts = [await open_account(http, "100.00") for _ in range(4)]
         withdrawn = Decimal("0")
         touched = dict.fromkeys(accounts, 1)  # AccountCreated
@@ -159,6 +174,7 @@ async def test_sigkill_during_writes_loses_no_acknowledged_deposit(
     acknowledged: list[tuple[str, str]] = []
     try:
         async with client(server.url) as http:
+            await authenticate(http)
             accounts = [await open_account(http) for _ in range(5)]
 
             async def writer(worker: int) -> None:
@@ -186,6 +202,7 @@ async def test_sigkill_during_writes_loses_no_acknowledged_deposit(
     restarted = ServerProcess(database_url, workers=2, workdir=tmp_path).start()
     try:
         async with client(restarted.url) as http:
+            await authenticate(http)
             stored: dict[str, set[str]] = {}
             for account in {a for a, _ in acknowledged}:
                 events = await all_events(http, account)

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from banking_es import __version__
-from banking_es.api import errors, openapi
+from banking_es.api import errors, identity_errors, openapi
 from banking_es.api.middleware import RequestContextMiddleware
 from banking_es.api.ratelimit import RateLimitMiddleware
-from banking_es.api.routes import accounts, health, metrics, transfers
+from banking_es.api.routes import accounts, admin, auth, health, metrics, transfers
 from banking_es.bootstrap import Services, build_services
 from banking_es.config import Settings, load_settings
 from banking_es.observability.tracing import (
@@ -67,7 +67,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(transfers.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(auth.router)
+    app.include_router(admin.router)
     errors.install(app)
+    identity_errors.install(app)
     openapi.install(app)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware)

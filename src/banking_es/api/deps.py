@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
 from banking_es.api.jsonbody import DecimalJSONRequest
 from banking_es.api.problems import ApiError
+from banking_es.identity.errors import MissingToken
+from banking_es.identity.service import Principal
 
 if TYPE_CHECKING:
     from banking_es.bootstrap import Services
@@ -55,13 +58,20 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated["Services", Depends(get_services)]
 
 
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An access token from POST /auth/login (or /auth/refresh).",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling. Identity arrives with the identity issue; until then all are anonymous."""
+    """Who is calling: the authenticated user (from the bearer token) and the client."""
 
     user_id: str | None
     client_id: str | None
     request_id: str | None
+    principal: Principal | None = None
 
     @property
     def idempotency_scope(self) -> str:
@@ -71,13 +81,28 @@ class Caller:
             return f"client:{self.client_id}"
         return "anonymous"
 
+    @property
+    def identity(self) -> Principal:
+        if self.principal is None:
+            raise MissingToken("a bearer token is required")
+        return self.principal
 
-def get_caller(request: Request) -> Caller:
+
+async def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    """The authenticated caller; 401 `unauthenticated` without a valid access token."""
+    if credentials is None:
+        raise MissingToken("a bearer token is required (Authorization: Bearer <token>)")
+    principal = get_services(request).identity.authenticate(credentials.credentials)
+    request.scope.setdefault("state", {})["user_id"] = principal.user_id  # for the access log
     client_id = request.headers.get("x-client-id")
     return Caller(
-        user_id=None,
+        user_id=principal.user_id,
         client_id=client_id[:255] if client_id else None,
         request_id=request.scope.get("state", {}).get("request_id"),
+        principal=principal,
     )
 
 

@@ -31,6 +31,9 @@ def install(app: FastAPI) -> None:
             for operation in path.values():
                 responses = operation.setdefault("responses", {})
                 had_422_validation = responses.pop("422", None) is not None
+                if operation.get("security"):
+                    responses.setdefault("401", {"description": "unauthenticated"})
+                    responses.setdefault("403", {"description": "forbidden (role)"})
                 for code, response in list(responses.items()):
                     if code.startswith(("4", "5")):
                         response["content"] = {"application/problem+json": {"schema": _PROBLEM_REF}}

@@ -452,6 +452,12 @@ class AccountService:
         it does not exist. For advisory checks such as validation warnings."""
         account, _ = await self._load(account_id, fresh=False)
         return account if account.exists else None
+    async def owner_of(self, account_id: str) -> str | None:
+        """The owner's user id. It never changes, so a cached state answers without a query."""
+        account, _ = await self._load(account_id, fresh=False)
+        if not account.exists:
+            raise NotFound(f"account {account_id} not found")
+        return account.owner_id
 
     async def account_at_version(self, account_id: str, version: int) -> Account:
         snapshot = await self._store.latest_snapshot(account_id, max_version=version)

@@ -71,6 +71,7 @@ def _location(account: Account) -> dict[str, str]:
 async def open_account(
     body: CreateAccountRequest, request: Request, services: ServicesDep, caller: CallerDep
 ) -> Response:
+    services.access.check_create(caller.identity)
     command = cmd.OpenAccount(
         body.owner_name,
         body.initial_balance,
@@ -106,7 +107,8 @@ async def list_accounts(
     services: ServicesDep, caller: CallerDep, limit: Limit = 20, cursor: Cursor = None
 ) -> Response:
     after = render.decode_cursor("a", cursor)
-    rows, has_more = await services.read_models.list_accounts(caller.user_id, after, limit)
+    owner = services.access.list_owner(caller.identity)
+    rows, has_more = await services.read_models.list_accounts(owner, after, limit)
     data = [
         {
             "id": r.account_id,
@@ -133,6 +135,7 @@ async def list_accounts(
 async def get_account(
     account_id: UUID,
     services: ServicesDep,
+    caller: CallerDep,
     as_of: Annotated[
         datetime | None, Query(description="RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
     ] = None,
@@ -152,6 +155,7 @@ async def get_account(
             "as_of must include a time zone (e.g. Z)",
             errors=[{"field": "as_of", "message": "must include a time zone"}],
         )
+    await services.access.check_read(caller.identity, str(account_id))
     accounts = services.accounts
     if as_of is not None:
         account = await accounts.account_as_of(str(account_id), as_of)
@@ -175,6 +179,7 @@ async def deposit(
     services: ServicesDep,
     caller: CallerDep,
 ) -> Response:
+    await services.access.check_write(caller.identity, str(account_id))
     command = cmd.Deposit(str(account_id), body.amount, body.description, body.expected_version)
     warnings = await _check_transaction(services, caller, "deposit", command)
     return await run_command(
@@ -201,6 +206,7 @@ async def withdraw(
     services: ServicesDep,
     caller: CallerDep,
 ) -> Response:
+    await services.access.check_write(caller.identity, str(account_id))
     command = cmd.Withdraw(str(account_id), body.amount, body.description, body.expected_version)
     warnings = await _check_transaction(services, caller, "withdraw", command)
     return await run_command(
@@ -227,6 +233,7 @@ async def close_account(
     services: ServicesDep,
     caller: CallerDep,
 ) -> Response:
+    await services.access.check_write(caller.identity, str(account_id))
     command = cmd.CloseAccount(str(account_id), body.reason or "", body.expected_version)
     return await run_command(
         request,
@@ -246,8 +253,13 @@ async def close_account(
     responses=_problems(400, 404),
 )
 async def account_events(
-    account_id: UUID, services: ServicesDep, limit: Limit = 20, cursor: Cursor = None
+    account_id: UUID,
+    services: ServicesDep,
+    caller: CallerDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> Response:
+    await services.access.check_read(caller.identity, str(account_id))
     after = render.decode_cursor("v", cursor) or 0
     events = await services.accounts.account_events(str(account_id), after, limit + 1)
     has_more = len(events) > limit
@@ -266,9 +278,14 @@ async def account_events(
     responses=_problems(400, 404),
 )
 async def account_transactions(
-    account_id: UUID, services: ServicesDep, limit: Limit = 20, cursor: Cursor = None
+    account_id: UUID,
+    services: ServicesDep,
+    caller: CallerDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> Response:
     before = render.decode_cursor("t", cursor)
+    await services.access.check_read(caller.identity, str(account_id))
     await services.accounts.get_account(str(account_id))  # 404 for unknown accounts
     rows, has_more = await services.read_models.list_transactions(str(account_id), before, limit)
     data = [

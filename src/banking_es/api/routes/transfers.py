@@ -44,9 +44,12 @@ def _uuid(field: str, value: str) -> str:
 async def create_transfer(
     body: TransferRequest, request: Request, services: ServicesDep, caller: CallerDep
 ) -> Response:
+    source = _uuid("from_account_id", body.from_account_id)
+    target = _uuid("to_account_id", body.to_account_id)
+    await services.access.check_write(caller.identity, source)
     command = cmd.Transfer(
-        _uuid("from_account_id", body.from_account_id),
-        _uuid("to_account_id", body.to_account_id),
+        source,
+        target,
         body.amount,
         body.description,
     )
@@ -75,6 +78,7 @@ async def create_transfer(
     response_model=TransferOut,
     responses=_problems(400, 404),
 )
-async def get_transfer(transfer_id: UUID, services: ServicesDep) -> Response:
+async def get_transfer(transfer_id: UUID, services: ServicesDep, caller: CallerDep) -> Response:
     transfer = await services.accounts.get_transfer(str(transfer_id))
+    await services.access.check_transfer_visible(caller.identity, transfer)
     return Response(render.transfer_json(transfer), media_type="application/json")

@@ -1,0 +1,75 @@
+"""Request and response shapes of /auth and /admin/users."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Password = Annotated[str, Field(min_length=8, max_length=128)]
+Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Email = Annotated[
+    str,
+    Field(max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$", examples=["ann@example.com"]),
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegisterRequest(_Body):
+    username: Username
+    email: Email
+    password: Password
+
+
+class LoginRequest(_Body):
+    username: Annotated[str, Field(min_length=1, max_length=254, description="username or email")]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class RefreshRequest(_Body):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class LogoutRequest(_Body):
+    refresh_token: Annotated[str | None, Field(max_length=4096)] = None
+
+
+class ChangePasswordRequest(_Body):
+    current_password: Annotated[str, Field(min_length=1, max_length=1024)]
+    new_password: Password
+
+
+class ResetRequest(_Body):
+    email: Annotated[str, Field(min_length=1, max_length=254)]
+
+
+class ResetConfirmRequest(_Body):
+    token: Annotated[str, Field(min_length=1, max_length=512)]
+    new_password: Password
+
+
+class SetRolesRequest(_Body):
+    roles: Annotated[list[str], Field(min_length=1, max_length=3)]
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    email: str
+    roles: list[str]
+
+
+class TokenPairOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserPage(BaseModel):
+    data: list[UserOut]
+    has_more: bool
+    next_cursor: str | None

@@ -1,0 +1,1 @@
+"""Identity and access: users, passwords, JWT sessions, roles and ownership."""

@@ -1,0 +1,50 @@
+"""Who may see and move which account: the one place ownership is decided.
+
+- customer: their own accounts only; anybody else's is "not found" (nothing disclosed);
+- auditor: reads everything, writes nothing (Forbidden);
+- admin: everything.
+A transfer's source must be the caller's own account; its target may be any open one.
+"""
+
+from __future__ import annotations
+
+from banking_es.application.accounts import AccountService, TransferResult
+from banking_es.application.errors import NotFound
+from banking_es.identity.errors import Forbidden
+from banking_es.identity.service import Principal
+
+
+class AccountAccess:
+    """Authorization checks for account and transfer requests."""
+
+    def __init__(self, accounts: AccountService) -> None:
+        self._accounts = accounts
+
+    def list_owner(self, principal: Principal) -> str | None:
+        """Whose accounts a listing shows: None means everybody's."""
+        return None if principal.reads_all else principal.user_id
+
+    def check_create(self, principal: Principal) -> None:
+        if not principal.may_write:
+            raise Forbidden("this role may read but not write")
+
+    async def check_read(self, principal: Principal, account_id: str) -> None:
+        if not principal.reads_all:
+            await self._require_owner(principal, account_id)
+
+    async def check_write(self, principal: Principal, account_id: str) -> None:
+        self.check_create(principal)
+        if not principal.is_admin:
+            await self._require_owner(principal, account_id)
+
+    async def check_transfer_visible(self, principal: Principal, transfer: TransferResult) -> None:
+        if principal.reads_all:
+            return
+        for account_id in (transfer.from_account_id, transfer.to_account_id):
+            if await self._accounts.owner_of(account_id) == principal.user_id:
+                return
+        raise NotFound(f"transfer {transfer.id} not found")
+
+    async def _require_owner(self, principal: Principal, account_id: str) -> None:
+        if await self._accounts.owner_of(account_id) != principal.user_id:
+            raise NotFound(f"account {account_id} not found")

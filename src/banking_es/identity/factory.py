@@ -1,0 +1,36 @@
+"""Builds the identity service from `Settings` (called by the composition root)."""
+
+from __future__ import annotations
+
+from banking_es.application.ports import Clock
+from banking_es.config import Settings
+from banking_es.db.base import Database
+from banking_es.identity.passwords import Passwords
+from banking_es.identity.revocation import RevocationList
+from banking_es.identity.secrets_store import ensure_secrets
+from banking_es.identity.service import IdentityService
+from banking_es.identity.tokens import TokenCodec
+from banking_es.identity.users import UserRepository
+
+
+def build_identity(settings: Settings, db: Database, clock: Clock) -> IdentityService:
+    settings = ensure_secrets(settings)
+    assert settings.jwt_secret
+    assert settings.refresh_token_secret
+    users = UserRepository(db)
+    return IdentityService(
+        users,
+        Passwords(settings.argon2_time_cost, settings.argon2_memory_cost),
+        TokenCodec(
+            settings.jwt_secret,
+            settings.refresh_token_secret,
+            access_ttl=settings.access_token_expiry,
+            refresh_ttl=settings.refresh_token_expiry,
+            clock=clock,
+        ),
+        RevocationList(users, clock, grace_s=settings.access_token_expiry),
+        clock,
+        max_login_attempts=settings.max_login_attempts,
+        lockout_duration=settings.lockout_duration,
+        password_reset_ttl=settings.password_reset_ttl,
+    )

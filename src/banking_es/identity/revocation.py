@@ -1,0 +1,128 @@
+"""Every process's in-memory copy of the revocation list, so checking a token is free.
+
+The truth is the `revocations` table (written in the same transaction that ends a
+login). Each process loads it at start and then follows it:
+
+- PostgreSQL: the revoking transaction calls `pg_notify`; a dedicated connection
+  LISTENs and reads the new rows when told (milliseconds). A slow poll (every 5 s)
+  covers notifications lost while that connection was being re-established.
+- SQLite has no notifications: the table is polled every 200 ms (one indexed query
+  for rows after the last seen `seq`). Another process may therefore accept a revoked
+  access token for up to 200 ms; refresh tokens are always checked in the database.
+
+A process that revokes a login adds it to its own copy at once. A revocation is kept
+until the login's refresh expiry plus one access-token lifetime (after that every token
+of the login has expired anyway), then dropped from memory and from the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from banking_es.application.ports import Clock
+from banking_es.identity.users import REVOCATION_CHANNEL, UserRepository
+
+log = logging.getLogger(__name__)
+
+SQLITE_POLL_S = 0.2
+POSTGRES_POLL_S = 5.0
+PRUNE_EVERY_S = 600.0
+
+
+class RevocationList:
+    """Revoked login ids, followed from the database."""
+
+    def __init__(self, users: UserRepository, clock: Clock, *, grace_s: float = 3600) -> None:
+        self._users = users
+        self._clock = clock
+        self._grace = timedelta(seconds=grace_s)
+        self._revoked: dict[str, datetime | None] = {}  # login id -> when it may be forgotten
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: Any = None
+
+    def is_revoked(self, login_id: str) -> bool:
+        return login_id in self._revoked
+
+    def add(self, login_ids: list[str]) -> None:
+        for login_id in login_ids:
+            self._revoked.setdefault(login_id, None)  # its row brings the expiry
+
+    def __len__(self) -> int:
+        return len(self._revoked)
+
+    async def refresh(self) -> None:
+        """Read the rows added since the last call."""
+        cutoff = self._clock.now() - self._grace
+        for seq, login_id, expires_at in await self._users.revocations_after(self._seq, cutoff):
+            self._revoked[login_id] = expires_at + self._grace
+            self._seq = max(self._seq, seq)
+
+    async def prune(self) -> None:
+        """Forget revocations whose tokens have all expired, here and in the table."""
+        now = self._clock.now()
+        for login_id, until in list(self._revoked.items()):
+            if until is not None and until <= now:
+                del self._revoked[login_id]
+        await self._users.purge_revocations(now - self._grace)
+
+    async def start(self) -> None:
+        if self._users.db.dialect == "postgres":
+            await self._listen()  # here, not in the task: a cancelled connect leaks its socket
+        await self.refresh()
+        self._task = asyncio.create_task(self._follow(), name="revocations")
+
+    async def _follow(self) -> None:
+        postgres = self._users.db.dialect == "postgres"
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time() + PRUNE_EVERY_S
+        while True:
+            if postgres and self._listener is None:
+                await self._listen()
+            self._wake.clear()
+            interval = POSTGRES_POLL_S if self._listener is not None else SQLITE_POLL_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            try:
+                await self.refresh()
+                if loop.time() >= next_prune:
+                    next_prune = loop.time() + PRUNE_EVERY_S
+                    await self.prune()
+            except Exception as exc:  # the database may be away; the next round retries
+                log.warning("reading revocations failed: %s", exc)
+
+    async def _listen(self) -> None:
+        import asyncpg
+
+        url = getattr(self._users.db, "url", None)
+        try:
+            conn = await asyncpg.connect(url, timeout=5)
+            await conn.add_listener(REVOCATION_CHANNEL, self._notified)
+            conn.add_termination_listener(self._lost)
+            self._listener = conn
+            await self.refresh()  # rows committed before LISTEN took effect
+        except Exception as exc:
+            log.warning("cannot LISTEN for revocations (polling instead): %s", exc)
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    def _lost(self, *_: object) -> None:
+        self._listener = None
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None

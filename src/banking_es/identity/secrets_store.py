@@ -1,0 +1,78 @@
+"""The JWT signing secrets: checked in production, generated once in development.
+
+In production a missing, short (< 32 bytes) or well-known secret stops start-up with one
+line. Elsewhere a random secret is created once in `settings.data_dir` (mode 0600) and
+read back by every later process, so all workers and restarts share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from banking_es.config import Environment, Settings, SettingsError
+
+MIN_BYTES = 32
+KNOWN_DEFAULTS = frozenset(
+    {
+        "default-secret",
+        "default-refresh-secret",
+        "secret",
+        "changeme",
+        "change-me",
+        "your-secret-key",
+        "jwt-secret",
+        "development",
+    }
+)
+_NAMES = {"jwt_secret": "JWT_SECRET", "refresh_token_secret": "REFRESH_TOKEN_SECRET"}
+
+
+def _problem(value: str | None) -> str | None:
+    if not value:
+        return "is missing"
+    if value.strip().lower() in KNOWN_DEFAULTS:
+        return "is a well-known default"
+    if len(value.encode()) < MIN_BYTES:
+        return f"is shorter than {MIN_BYTES} bytes"
+    return None
+
+
+def _read_or_create(path: Path) -> str:
+    """Written to a private temporary file, then linked into place: concurrent starters
+    never see a half-written secret, and the first one to link wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(48))
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    value = path.read_text().strip()
+    if len(value.encode()) < MIN_BYTES:
+        raise SettingsError(f"secret file {path} is shorter than {MIN_BYTES} bytes; delete it")
+    return value
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """`settings` with both secrets set, or `SettingsError` (one line) in production."""
+    if settings.banking_env is Environment.PRODUCTION:
+        for field, name in _NAMES.items():
+            problem = _problem(getattr(settings, field))
+            if problem:
+                raise SettingsError(
+                    f"{name} {problem}: production needs a random secret of at least "
+                    f"{MIN_BYTES} bytes (e.g. `openssl rand -base64 48`)"
+                )
+        return settings
+    values = {
+        field: getattr(settings, field) or _read_or_create(settings.data_dir / field)
+        for field in _NAMES
+    }
+    return settings.model_copy(update=values)

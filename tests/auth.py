@@ -1,0 +1,171 @@
+"""Helpers for tests that call the API as somebody (identity is always on).
+
+In-process::
+
+    async with running_app(tmp_path) as (http, services):
+        headers = await sign_up(http)                      # a new customer, logged in
+        admin = await admin_headers(http, services)        # an admin, logged in
+        await http.post("/accounts", json={...}, headers=headers)
+
+Against a real server (`tests.server.ServerProcess`): `sign_up(http)` works the same, and
+`create_admin_cli(...)` makes an admin through `banking-es users create-admin`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from banking_es.api.app import create_app
+from banking_es.bootstrap import Services, build_services
+from banking_es.config import Settings, load_settings
+from banking_es.identity.factory import build_identity
+
+PASSWORD = "correct horse battery"
+ADMIN_PASSWORD = "admin password 123"
+#: Cheap Argon2 parameters: tests hash many passwords.
+FAST_ARGON2 = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "8"}
+_counter = itertools.count(1)
+
+Headers = dict[str, str]
+
+
+class ShiftedClock:
+    """The real time plus an offset a test can move forward (tokens' `exp` is checked
+    against the real time by PyJWT, so this clock must stay near it)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+    options: dict[str, Any] = {
+        "database_url": database_url or f"sqlite:///{tmp_path / 'banking.db'}",
+        "data_dir": tmp_path / "data",
+        "argon2_time_cost": 1,
+        "argon2_memory_cost": 8,
+        "rate_limit_enabled": False,  # tests of the limits turn them on
+        **overrides,
+    }
+    return load_settings(**options)
+
+
+@asynccontextmanager
+async def running_app(
+    tmp_path: Path,
+    database_url: str | None = None,
+    *,
+    clock: Any = None,
+    **overrides: Any,
+) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    """The app in-process (httpx ASGITransport) with its services started."""
+    settings = make_settings(tmp_path, database_url, **overrides)
+    services = await build_services(settings)
+    if clock is not None:
+        services.identity = build_identity(settings, services.db, clock)
+    await services.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(settings, services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http, services
+    finally:
+        await services.close()
+
+
+def bearer(token: str) -> Headers:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def new_username(prefix: str = "user") -> str:
+    return f"{prefix}{next(_counter)}_{uuid.uuid4().hex[:6]}"
+
+
+async def register(
+    http: httpx.AsyncClient, username: str | None = None, password: str = PASSWORD
+) -> dict[str, Any]:
+    username = username or new_username()
+    response = await http.post(
+        "/auth/register",
+        json={"username": username, "email": f"{username}@example.com", "password": password},
+    )
+    assert response.status_code == 201, response.text
+    user: dict[str, Any] = response.json()
+    return user
+
+
+async def login(http: httpx.AsyncClient, username: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = await http.post("/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    pair: dict[str, Any] = response.json()
+    return pair
+
+
+async def sign_up(http: httpx.AsyncClient, username: str | None = None) -> Headers:
+    """Register a new customer, log in, and return its Authorization header."""
+    user = await register(http, username)
+    return bearer((await login(http, user["username"]))["access_token"])
+
+
+async def admin_headers(
+    http: httpx.AsyncClient, services: Services, roles: tuple[str, ...] = ("admin",)
+) -> Headers:
+    """Create a user with `roles` through the service (as the CLI does) and log it in."""
+    username = new_username("_".join(roles))
+    await services.identity.register(
+        username, f"{username}@example.com", ADMIN_PASSWORD, roles=roles
+    )
+    return bearer((await login(http, username, ADMIN_PASSWORD))["access_token"])
+
+
+def create_admin_cli(
+    database_url: str, workdir: Path, username: str = "admin", password: str = ADMIN_PASSWORD
+) -> subprocess.CompletedProcess[str]:
+    """`banking-es users create-admin` with the password in BANKING_ADMIN_PASSWORD."""
+    env = {
+        **os.environ,
+        **FAST_ARGON2,
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(workdir / "data"),
+        "BANKING_ADMIN_PASSWORD": password,
+    }
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "banking_es", "users", "create-admin"),
+            *("--username", username, "--email", f"{username}@example.com"),
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def reset_token(services: Services, user_id: str) -> str:
+    """The token of the latest password-reset notification in the outbox."""
+    row = await services.db.fetchrow(
+        "SELECT payload FROM outbox WHERE topic = 'notifications' AND key = $1"
+        " ORDER BY id DESC LIMIT 1",
+        user_id,
+    )
+    assert row is not None, "no reset notification was queued"
+    payload: dict[str, Any] = row["payload"]
+    token: str = payload["token"]
+    return token
