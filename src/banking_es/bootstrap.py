@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from banking_es.application.accounts import AccountService
 from banking_es.application.idempotency import IdempotencyService
@@ -19,6 +20,9 @@ from banking_es.messaging.relay import LogPublisher, OutboxRelay
 from banking_es.projections import default_projections
 from banking_es.projections.queries import ReadModels
 from banking_es.projections.runner import ProjectionRunner
+
+if TYPE_CHECKING:
+    from banking_es.messaging.wiring import KafkaMessaging
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +69,17 @@ class Services:
     projections: ProjectionRunner
     relay: OutboxRelay
     clock: Clock
+    #: Set when KAFKA_BOOTSTRAP_SERVERS is: the relay publishes to Kafka and a consumer group
+    #: drives the projections instead of `projections` following the store.
+    kafka: KafkaMessaging | None = None
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        await self.projections.start()
-        self.relay.start()
+        if self.kafka is not None:
+            self.kafka.start()
+        else:
+            await self.projections.start()
+            self.relay.start()
         self._maintenance = asyncio.create_task(self._purge_expired_keys(), name="maintenance")
 
     async def _purge_expired_keys(self, every: float = 600.0) -> None:
@@ -88,6 +98,8 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
         await self.accounts.drain()
+        if self.kafka is not None:
+            await self.kafka.close()
         await self.relay.stop()
         await self.projections.stop()
         await self.store.close()
@@ -121,6 +133,12 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             poll_interval=settings.projection_poll_interval_ms / 1000,
         )
         relay = OutboxRelay(store, LogPublisher(), clock)
+        kafka = None
+        if settings.kafka_bootstrap_servers:
+            from banking_es.messaging.wiring import build_kafka
+
+            kafka = build_kafka(settings, db, store, default_projections(), cache, clock)
+            relay = kafka.relay
 
         def wake_followers() -> None:
             projections.notify()
@@ -138,6 +156,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             projections=projections,
             relay=relay,
             clock=clock,
+            kafka=kafka,
         )
     except BaseException:
         await db.close()

@@ -31,6 +31,10 @@ projections_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(projections_app, name="projections")
+from banking_es.cli_messaging import dlq_app, outbox_app  # noqa: E402
+
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(dlq_app, name="dlq")
 
 console = Console(stderr=True)
 

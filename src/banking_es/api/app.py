@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from banking_es import __version__
 from banking_es.api import errors, openapi
 from banking_es.api.middleware import RequestContextMiddleware
-from banking_es.api.routes import accounts, health, transfers
+from banking_es.api.routes import accounts, admin_dead_letters, health, transfers
 from banking_es.bootstrap import Services, build_services
 from banking_es.config import Settings, load_settings
 
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(accounts.router)
     app.include_router(transfers.router)
     app.include_router(health.router)
+    app.include_router(admin_dead_letters.router)
     errors.install(app)
     openapi.install(app)
     app.add_middleware(RequestContextMiddleware)

@@ -44,7 +44,10 @@ async def ready(services: ServicesDep) -> Response:
         return {"status": "ok", "backend": services.db.dialect}
 
     async def projections() -> dict[str, Any]:
-        rows = await services.projections.status()
+        if services.kafka is not None:  # Kafka drives the projections
+            rows = await services.kafka.projection_status(services.store)
+        else:
+            rows = await services.projections.status()
         worst = max((r.lag_seconds for r in rows), default=0.0)
         status = "degraded" if worst > settings.projection_lag_degraded else "ok"
         return {
@@ -68,7 +71,11 @@ async def ready(services: ServicesDep) -> Response:
         return {"status": status, "backlog": stats.backlog, "oldest_age_seconds": round(age, 3)}
 
     names = ["event_store", "projections", "outbox"]
-    results = await asyncio.gather(*(_timed(c()) for c in (event_store, projections, outbox)))
+    checks = [event_store, projections, outbox]
+    if services.kafka is not None:
+        names.append("kafka")
+        checks.append(services.kafka.health)
+    results = await asyncio.gather(*(_timed(c()) for c in checks))
     components = dict(zip(names, results, strict=True))
     if components["event_store"]["status"] == "down":
         overall = "down"
