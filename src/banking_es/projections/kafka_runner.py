@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 #: The name under which this consumer keeps stream versions and dead letters.
 CONSUMER = "projections"
 TRANSIENT = (DatabaseUnavailable, StoreUnavailable)
+#: Seconds without messages after which the consumer checks for a log that was reset.
+LOG_RESET_CHECK = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +288,19 @@ class KafkaProjectionRunner:
             log.warning("kafka projections: cannot read checkpoints (%s)", exc)
             return
         for tp in assigned:
-            if tp.partition in checkpoints:
+            if tp.partition not in checkpoints:
+                continue
+            try:
+                committed = await self._consumer.committed(tp)
+            except KafkaError:
+                committed = 0
+            if committed is None:
+                # The broker lost the group's offsets (a new cluster, or a test broker that
+                # keeps nothing): its log is not the one our checkpoint counts. Read it from
+                # the start; duplicates are dropped by (stream, version).
+                log.warning("kafka projections: %s has no committed offset; from start", tp)
+                await self._consumer.seek_to_beginning(tp)
+            else:
                 self._consumer.seek(tp, checkpoints[tp.partition] + 1)
 
     async def _connect(self) -> AIOKafkaConsumer:
@@ -318,6 +332,7 @@ class KafkaProjectionRunner:
 
     async def _run(self) -> None:
         self._consumer = consumer = await self._connect()
+        idle_since = asyncio.get_running_loop().time()
         try:
             while not self._stopping.is_set():
                 try:
@@ -330,10 +345,33 @@ class KafkaProjectionRunner:
                     await asyncio.gather(
                         *(self._partition(consumer, tp, recs) for tp, recs in batches.items())
                     )
+                    idle_since = asyncio.get_running_loop().time()
+                elif asyncio.get_running_loop().time() - idle_since > LOG_RESET_CHECK:
+                    idle_since = asyncio.get_running_loop().time()
+                    await self._check_log_reset(consumer)
         finally:
             self._consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    async def _check_log_reset(self, consumer: AIOKafkaConsumer) -> None:
+        """Go back to the start of a partition whose log ends before our position.
+
+        Kafka answers such a fetch with OFFSET_OUT_OF_RANGE (and `auto_offset_reset` applies),
+        but a broker that lost its log (a wiped cluster; Tansu after a restart) may simply
+        wait until the new log grows past the old position, skipping what comes before.
+        """
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(assigned), 2.0)
+            for tp in assigned:
+                if await consumer.position(tp) > ends[tp]:
+                    log.warning("kafka projections: the log of %s was reset; from start", tp)
+                    await consumer.seek_to_beginning(tp)
+        except (TimeoutError, KafkaError) as exc:
+            log.debug("kafka projections: cannot check the log ends (%s)", exc)
 
     async def _partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Any
