@@ -323,9 +323,11 @@ class KafkaProjectionRunner:
             try:
                 await consumer.start()
                 return consumer
-            except (KafkaError, OSError) as exc:
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
+                if not isinstance(exc, KafkaError | OSError):
+                    raise
                 log.warning("kafka projections: cannot connect (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
