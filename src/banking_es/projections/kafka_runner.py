@@ -386,8 +386,12 @@ class KafkaProjectionRunner:
                 break
             except TRANSIENT as exc:  # the database is away: not the messages' fault
                 log.warning("kafka projections: %s; retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff)
+            except Exception:
+                # Unexpected (e.g. the dead letter could not be written): never skip the
+                # batch; it is applied again (duplicates are dropped by version).
+                log.exception("kafka projections: %s failed; retrying in %.1f s", tp, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_backoff)
         self.handled += len(messages)
         with contextlib.suppress(KafkaError, AssertionError):
             # Only a hint for tools: the checkpoint in the database is what counts.
