@@ -496,3 +496,75 @@ async def test_a_broker_outage_during_a_load_loses_nothing(
 
 async def _backlog_empty(store: EventStore) -> bool:
     return (await store.outbox_stats()).backlog == 0
+
+
+# ---- relay processes ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_killed_relay_process_is_replaced_by_a_standby_process(
+    kafka_broker: TansuBroker, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    db_path = tmp_path / "bank.db"
+    db = await SqliteDatabase.connect(db_path)
+    await migrate(db)
+    store = SqliteEventStore(db)
+    config = config_for(kafka_broker)
+    environ = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{db_path}",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
+        "KAFKA_TOPIC_PREFIX": config.topics.prefix,
+        "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+        "KAFKA_RELAY_LEASE_TTL": "1.5",
+        "LOG_LEVEL": "warning",
+    }
+    command = [str(Path(sys.executable).parent / "banking-es"), "outbox", "relay"]
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            command, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        processes.append(process)
+        return process
+
+    try:
+        bank = await populate(store, ops=30)
+        leader = spawn()
+        await eventually(lambda: _backlog_empty(store), 30, "the first relay to publish")
+        standby = spawn()
+        await asyncio.sleep(1.0)
+        os.kill(leader.pid, signal.SIGKILL)  # no release: the lease must expire
+        leader.wait(5)
+        await bank.random_ops(30)
+        await eventually(lambda: _backlog_empty(store), 30, "the stand-by to take over")
+        assert standby.poll() is None
+        events = await all_events(store)
+        records = await read_topic(config, config.topics.events, 10**9, timeout=4.0)
+        # Every event arrived (a copy may repeat after the kill), each account's in order:
+        # every version is seen for the first time right after the one before it.
+        assert {e.event_id for e in events} == {orjson.loads(r.value)["event_id"] for r in records}
+        newest: dict[str, int] = {}
+        for record in records:
+            value = orjson.loads(record.value)
+            seen = newest.get(value["stream_id"], 0)
+            if value["version"] > seen:
+                assert value["version"] == seen + 1
+                newest[value["stream_id"]] = value["version"]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
+        await store.close()
+        await db.close()
