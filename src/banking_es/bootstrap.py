@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from banking_es.api.ratelimit import RateLimiter, build_rate_limiter
 from banking_es.application.accounts import AccountService
@@ -21,7 +22,7 @@ from banking_es.cache.pages import EventPageCache
 from banking_es.cache.redis import RedisGateway
 from banking_es.cache.two_level import TwoLevelAccountCache
 from banking_es.cache.warming import CacheWarmer
-from banking_es.config import Settings
+from banking_es.config import Environment, Settings
 from banking_es.db.base import Database
 from banking_es.db.migrate import migrate
 from banking_es.eventstore.sql import SqlEventStore
@@ -34,7 +35,10 @@ from banking_es.observability.health import HealthChecks, core_checks
 from banking_es.observability.metrics import Metrics
 from banking_es.projections import default_projections
 from banking_es.projections.queries import ReadModels
-from banking_es.projections.runner import ProjectionRunner
+from banking_es.projections.runner import ProjectionRunner, ProjectionStatus
+
+if TYPE_CHECKING:
+    from banking_es.messaging.wiring import KafkaMessaging
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +116,9 @@ class Services:
     clock: Clock
     identity: IdentityService
     access: AccountAccess
+    #: Set when KAFKA_BOOTSTRAP_SERVERS is: the relay publishes to Kafka and a consumer group
+    #: drives the projections instead of `projections` following the store.
+    kafka: KafkaMessaging | None = None
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
     metrics: Metrics = field(default_factory=Metrics)
     health: HealthChecks = field(default_factory=HealthChecks)
@@ -126,8 +133,11 @@ class Services:
 
     async def start(self) -> None:
         await self.identity.revocations.start()
-        await self.projections.start()
-        self.relay.start()
+        if self.kafka is not None:
+            self.kafka.start()
+        else:
+            await self.projections.start()
+            self.relay.start()
         if self.account_cache is not None:
             self.account_cache.start()
         if self.cache_warmer is not None:
@@ -151,6 +161,8 @@ class Services:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.accounts.drain()
+        if self.kafka is not None:
+            await self.kafka.close()
         if self.account_cache is not None:
             await self.account_cache.close()
         if self.redis is not None:
@@ -161,6 +173,17 @@ class Services:
         await self.store.close()
         await self.db.close()
         self.metrics.close()
+
+
+@dataclass(frozen=True)
+class _KafkaProjections:
+    """Projection status when a Kafka consumer group drives the projections."""
+
+    kafka: KafkaMessaging
+    store: SqlEventStore
+
+    async def status(self) -> list[ProjectionStatus]:
+        return await self.kafka.projection_status(self.store)
 
 
 async def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
@@ -201,7 +224,14 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             default_projections(),
             poll_interval=settings.projection_poll_interval_ms / 1000,
         )
-        relay = OutboxRelay(store, LogPublisher(), clock)
+        development = settings.banking_env is not Environment.PRODUCTION
+        relay = OutboxRelay(store, LogPublisher(with_payloads=development), clock)
+        kafka = None
+        if settings.kafka_bootstrap_servers:
+            from banking_es.messaging.wiring import build_kafka
+
+            kafka = build_kafka(settings, db, store, default_projections(), account_cache, clock)
+            relay = kafka.relay
 
         def wake_followers() -> None:
             projections.notify()
@@ -210,7 +240,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
         store.on_commit = wake_followers
         health = core_checks(
             store,
-            projections,
+            projections if kafka is None else _KafkaProjections(kafka, store),
             clock,
             dialect=db.dialect,
             projection_lag_degraded=settings.projection_lag_degraded,
@@ -249,7 +279,10 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             ),
             identity=identity,
             access=AccountAccess(accounts),
+            kafka=kafka,
         )
+        if kafka is not None:
+            services.health.add("kafka", kafka.health, critical=False)
         for name, check in zip(*cache_checks(services), strict=True):
             services.health.add(name, check, critical=False)
         return services

@@ -33,6 +33,10 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 users_app = typer.Typer(help="Manage users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+from banking_es.cli_messaging import dlq_app, outbox_app  # noqa: E402
+
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(dlq_app, name="dlq")
 
 console = Console(stderr=True, soft_wrap=True)
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = None
     kafka_topic_prefix: str = "banking-es"
     kafka_idempotent_producer: Literal["true", "false", "auto"] = "auto"
+    kafka_topic_partitions: int = Field(6, ge=1, le=1000)
+    kafka_replication_factor: int = Field(1, ge=1, le=10)
+    kafka_relay_lease_ttl: float = Field(10.0, gt=0)
 
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)

@@ -11,7 +11,15 @@ from banking_es import __version__
 from banking_es.api import errors, identity_errors, openapi
 from banking_es.api.middleware import RequestContextMiddleware
 from banking_es.api.ratelimit import RateLimitMiddleware
-from banking_es.api.routes import accounts, admin, auth, health, metrics, transfers
+from banking_es.api.routes import (
+    accounts,
+    admin,
+    admin_dead_letters,
+    auth,
+    health,
+    metrics,
+    transfers,
+)
 from banking_es.bootstrap import Services, build_services
 from banking_es.config import Settings, load_settings
 from banking_es.observability.tracing import (
@@ -69,6 +77,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(metrics.router)
     app.include_router(auth.router)
     app.include_router(admin.router)
+    app.include_router(admin_dead_letters.router)
     errors.install(app)
     identity_errors.install(app)
     openapi.install(app)

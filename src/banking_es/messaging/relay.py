@@ -1,8 +1,13 @@
 """The outbox relay: hands outbox rows to a publisher in id order, then marks them sent.
 
 Without Kafka the publisher only logs notifications (a password-reset link in
-development) and the relay keeps the backlog at zero; with Kafka it publishes
-(see the Kafka issue). A row is marked only after the publisher returned.
+development) and the relay keeps the backlog at zero; with Kafka it publishes to the
+broker (`kafka.KafkaPublisher`). A row is marked only after the publisher returned, and a
+failed batch stays pending and is published again, whole and in order: nothing is skipped.
+
+With a `leader` (`leader.LeaseElection`) only the process holding the lease publishes;
+the others stand by and take over when it dies, so one account's events are never
+published out of order by two relays.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Protocol
 
 from banking_es.application.ports import Clock
 from banking_es.eventstore.base import EVENTS_TOPIC, EventStore, OutboxEntry
+from banking_es.messaging.leader import LeaseElection
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +29,23 @@ class Publisher(Protocol):
 
 
 class LogPublisher:
-    """Development publisher: notifications go to the log; events go nowhere else."""
+    """Publisher without Kafka: events go nowhere else; notifications go to the log.
+
+    A notification may carry a secret (a password-reset token): its payload is logged only
+    in development (`with_payloads`); otherwise only that one was sent.
+    """
+
+    def __init__(self, *, with_payloads: bool = True) -> None:
+        self.with_payloads = with_payloads
 
     async def publish(self, entries: Sequence[OutboxEntry]) -> None:
         for entry in entries:
-            if entry.topic != EVENTS_TOPIC:
+            if entry.topic == EVENTS_TOPIC:
+                continue
+            if self.with_payloads:
                 log.info("notification on %s for %s: %s", entry.topic, entry.key, entry.payload)
+            else:
+                log.info("notification on %s for %s (payload not logged)", entry.topic, entry.key)
 
 
 class OutboxRelay:
@@ -42,6 +59,7 @@ class OutboxRelay:
         *,
         poll_interval: float = 0.2,
         batch_size: int = 500,
+        leader: LeaseElection | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -50,11 +68,18 @@ class OutboxRelay:
         self._batch = batch_size
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._leader = leader
+
+    @property
+    def publisher(self) -> Publisher:
+        return self._publisher
 
     def notify(self) -> None:
         self._wake.set()
 
     async def run_once(self) -> int:
+        if self._leader is not None and not await self._leader.ensure():
+            return 0  # another relay leads; stand by
         entries = await self._store.outbox_pending(self._batch)
         if entries:
             await self._publisher.publish(entries)
@@ -89,3 +114,5 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._leader is not None:
+            await self._leader.release()

@@ -1,0 +1,262 @@
+"""Kafka through aiokafka: the message format of API.md, the publisher, topics, a health check.
+
+    KafkaError (aiokafka's)      the broker refused or did not answer; the caller retries
+    KafkaUnavailable             no broker answered within the timeout
+
+Messages: topic `<prefix>.events`, key the account id (UTF-8), value JSON
+`{event_id, position, stream_id, version, type, data, metadata, recorded_at}`, headers
+`event_type`, `event_id`, `position`. Other outbox topics `T` go to `<prefix>.T` (for
+example `<prefix>.notifications`) with the row's payload as the value.
+
+`KafkaPublisher.publish` sends a batch and returns only when the broker acknowledged every
+message (`acks=all`), so the relay marks rows only after that. aiokafka keeps at most one
+produce request in flight per broker connection, so a retried batch never overtakes a later
+one of the same partition. The producer is started lazily and restarted after a failure: a
+broker that is away at start-up only delays publishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from banking_es.eventstore.base import EVENTS_TOPIC, OutboxEntry, RecordedEvent
+
+log = logging.getLogger(__name__)
+
+Header = tuple[str, bytes]
+
+
+class KafkaUnavailable(Exception):
+    """No broker answered within the timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic names under one prefix."""
+
+    prefix: str
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}.events.dlq"
+
+    @property
+    def notifications(self) -> str:
+        return f"{self.prefix}.notifications"
+
+    def for_outbox(self, topic: str) -> str:
+        return self.events if topic == EVENTS_TOPIC else f"{self.prefix}.{topic}"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    """What every Kafka client of the service needs; built from `Settings`."""
+
+    bootstrap_servers: str
+    topics: Topics
+    idempotent: Literal["true", "false", "auto"] = "auto"
+    partitions: int = 6
+    replication_factor: int = 1
+    request_timeout_ms: int = 10_000
+    #: Consumer-group timings; tests lower them so joins and rebalances are quick.
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    rebalance_timeout_ms: int = 10_000
+    max_poll_interval_ms: int = 60_000
+
+
+# ---- the message format ---------------------------------------------------------------------
+
+
+def encode_event(event: RecordedEvent) -> tuple[bytes, bytes, list[Header]]:
+    """The key, value and headers of an event's message (API.md, "Kafka messages")."""
+    value = orjson.dumps(
+        {
+            "event_id": event.event_id,
+            "position": event.position,
+            "stream_id": event.stream_id,
+            "version": event.version,
+            "type": event.type,
+            "data": event.data,
+            "metadata": event.metadata,
+            "recorded_at": event.recorded_at.isoformat(),
+        }
+    )
+    headers = [
+        ("event_type", event.type.encode()),
+        ("event_id", event.event_id.encode()),
+        ("position", str(event.position).encode()),
+    ]
+    return event.stream_id.encode(), value, headers
+
+
+def decode_event(value: bytes | str) -> RecordedEvent:
+    """The event carried by an events message; ValueError when it is not one."""
+    try:
+        body = orjson.loads(value)
+        return RecordedEvent(
+            position=int(body["position"]),
+            stream_id=str(body["stream_id"]),
+            version=int(body["version"]),
+            event_id=str(body["event_id"]),
+            type=str(body["type"]),
+            data=dict(body["data"]),
+            metadata=dict(body.get("metadata") or {}),
+            recorded_at=datetime.fromisoformat(body["recorded_at"]),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an event message: {exc}") from None
+
+
+def encode_entry(entry: OutboxEntry, topics: Topics) -> tuple[str, bytes, bytes, list[Header]]:
+    """Topic, key, value and headers of an outbox row."""
+    if entry.event is not None:
+        key, value, headers = encode_event(entry.event)
+        return topics.for_outbox(entry.topic), key, value, headers
+    return topics.for_outbox(entry.topic), entry.key.encode(), orjson.dumps(entry.payload), []
+
+
+# ---- clients --------------------------------------------------------------------------------
+
+
+async def ensure_topics(config: KafkaConfig, names: Sequence[str]) -> None:
+    """Create the topics that do not exist yet (with the configured partitions)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers, request_timeout_ms=config.request_timeout_ms
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(n, config.partitions, config.replication_factor) for n in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process was first
+    finally:
+        await admin.close()
+
+
+async def check_broker(config: KafkaConfig, timeout: float) -> dict[str, Any]:
+    """Ask the cluster for its metadata; raise `KafkaUnavailable` without an answer in time."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers,
+        request_timeout_ms=max(100, int(timeout * 1000)),
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            topics = await admin.list_topics()
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise KafkaUnavailable(f"no Kafka broker answered: {exc or type(exc).__name__}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    return {"status": "ok", "events_topic": config.topics.events in topics}
+
+
+class KafkaPublisher:
+    """The relay's publisher for Kafka: acks=all, idempotent per configuration (see module)."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._producer: AIOKafkaProducer | None = None
+        self._idempotent: bool | None = None
+        self._topics_ready = False
+
+    @property
+    def idempotent(self) -> bool | None:
+        """Whether the running producer is idempotent (None: not started yet)."""
+        return self._idempotent
+
+    async def _new_producer(self, idempotent: bool) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._config.bootstrap_servers,
+            acks="all",
+            enable_idempotence=idempotent,
+            request_timeout_ms=self._config.request_timeout_ms,
+            linger_ms=2,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return producer
+
+    async def start(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        mode = self._config.idempotent
+        if mode == "auto":
+            try:
+                self._producer = await self._new_producer(True)
+                self._idempotent = True
+            except KafkaError as exc:
+                # Brokers without InitProducerId (the Tansu test broker) refuse it; then
+                # ordering rests on one in-flight request and duplicates on the consumers.
+                log.warning("the broker refuses the idempotent producer (%r); using acks=all", exc)
+                self._producer = await self._new_producer(False)
+                self._idempotent = False
+        else:
+            self._producer = await self._new_producer(mode == "true")
+            self._idempotent = mode == "true"
+        if not self._topics_ready:
+            await ensure_topics(
+                self._config,
+                [self._config.topics.events, self._config.topics.dead_letters],
+            )
+            self._topics_ready = True
+        return self._producer
+
+    async def send(self, topic: str, key: bytes, value: bytes, headers: list[Header]) -> None:
+        """Send one message and wait for the acknowledgement."""
+        producer = await self.start()
+        try:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+        except BaseException:
+            await self._reset()
+            raise
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        """Send every entry in order; return when the broker acknowledged all of them."""
+        producer = await self.start()
+        try:
+            futures = []
+            for entry in entries:
+                topic, key, value, headers = encode_entry(entry, self._config.topics)
+                futures.append(await producer.send(topic, value, key=key, headers=headers))
+            await asyncio.gather(*futures)
+        except BaseException:
+            # After a failure the producer may hold half-sent batches: start a fresh one, so
+            # the next attempt republishes the whole batch in order.
+            await self._reset()
+            raise
+
+    async def _reset(self) -> None:
+        producer, self._producer = self._producer, None
+        self._topics_ready = False  # a restarted broker may have lost them (Tansu keeps none)
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def close(self) -> None:
+        await self._reset()

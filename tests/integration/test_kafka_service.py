@@ -1,0 +1,244 @@
+"""The service with KAFKA_BOOTSTRAP_SERVERS set: bootstrap wiring, readiness, admin API, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from tests.integration.kafka_broker import TansuBroker
+from typer.testing import CliRunner
+
+from banking_es.api.app import create_app
+from banking_es.application.accounts import CommandContext
+from banking_es.bootstrap import Services, build_services
+from banking_es.cli import app as cli_app
+from banking_es.config import Settings, load_settings
+from banking_es.domain import commands as cmd
+from banking_es.domain.account import Account
+from banking_es.messaging.dead_letters import add_letter
+from banking_es.messaging.kafka import encode_event
+from banking_es.projections.kafka_runner import CONSUMER
+
+pytestmark = pytest.mark.kafka
+
+
+def kafka_settings(broker: TansuBroker, db_path: Path) -> Settings:
+    return load_settings(
+        database_url=f"sqlite:///{db_path}",
+        kafka_bootstrap_servers=broker.bootstrap,
+        kafka_topic_prefix=f"s{uuid.uuid4().hex[:10]}",
+        kafka_topic_partitions=2,
+        kafka_relay_lease_ttl=2.0,
+        dlq_max_attempts=2,
+        data_dir=db_path.parent,
+    )
+
+
+@pytest.fixture
+async def services(kafka_broker: TansuBroker, tmp_path: Path) -> AsyncIterator[Services]:
+    built = await build_services(kafka_settings(kafka_broker, tmp_path / "bank.db"))
+    await built.start()
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+async def open_account(services: Services, owner: str = "Ada") -> Account:
+    result = await services.accounts.open_account(
+        cmd.OpenAccount(owner, Decimal("10.00"), "USD"), CommandContext()
+    )
+    assert isinstance(result, Account)
+    return result
+
+
+async def wait_for_summary(services: Services, account_id: str, version: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        row = await services.db.fetchrow(
+            "SELECT version FROM account_summaries WHERE account_id = $1", account_id
+        )
+        if row is not None and row["version"] >= version:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"account {account_id} never reached version {version} in the view")
+
+
+async def test_with_kafka_the_consumer_group_drives_projections_and_the_cache(
+    services: Services,
+) -> None:
+    assert services.kafka is not None
+    account = await open_account(services)
+    await services.accounts.deposit(cmd.Deposit(account.id, Decimal("5.00")), CommandContext())
+    await wait_for_summary(services, account.id, 2)
+    # The store-following runner does not run: its checkpoint never moved.
+    assert await services.db.fetchval("SELECT count(*) FROM projection_checkpoints") == 0
+    checkpoints = await services.db.fetch("SELECT projection FROM kafka_checkpoints")
+    assert {r["projection"] for r in checkpoints} == {"account_summaries", "transactions"}
+    deadline = time.monotonic() + 10
+    while services.kafka.invalidator.invalidated < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert services.kafka.invalidator.invalidated >= 2
+
+
+async def test_readiness_reports_kafka_and_degrades_when_the_broker_stops_answering(
+    own_kafka_broker: TansuBroker, tmp_path: Path
+) -> None:
+    services = await build_services(kafka_settings(own_kafka_broker, tmp_path / "bank.db"))
+    await services.start()
+    try:
+        app = create_app(services.settings, services)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/health/ready")
+            body = response.json()
+            assert response.status_code == 200
+            assert body["components"]["kafka"]["status"] == "ok"
+            assert set(body["components"]["projections"]["projections"]) == {
+                "account_summaries",
+                "transactions",
+            }
+            own_kafka_broker.pause()
+            try:
+                started = time.monotonic()
+                response = await client.get("/health/ready")
+                elapsed = time.monotonic() - started
+            finally:
+                own_kafka_broker.resume()
+            body = response.json()
+            assert response.status_code == 200
+            assert body["status"] == "degraded"
+            assert body["components"]["kafka"]["status"] == "down"
+            assert elapsed < 1.5
+    finally:
+        await services.close()
+
+
+async def _letter(services: Services, account: Account) -> int:
+    events = await services.store.read_stream(account.id)
+    key, value, headers = encode_event(events[0])
+    async with services.db.transaction() as conn:
+        return await add_letter(
+            conn,
+            consumer=CONSUMER,
+            topic=f"{services.settings.kafka_topic_prefix}.events",
+            partition=0,
+            offset=0,
+            key=key.decode(),
+            value=value.decode(),
+            headers={k: v.decode() for k, v in headers},
+            error="boom",
+            attempts=2,
+        )
+
+
+async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: Services) -> None:
+    account = await open_account(services)
+    await wait_for_summary(services, account.id, 1)
+    first = await _letter(services, account)
+    second = await _letter(services, await open_account(services, "Bob"))
+    app = create_app(services.settings, services)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        listed = (await client.get("/admin/dead-letters")).json()["items"]
+        assert [item["id"] for item in listed] == [first, second]
+        assert listed[0]["error"] == "boom"
+        assert listed[0]["headers"]["event_type"] == "AccountCreated"
+
+        retried = await client.post(f"/admin/dead-letters/{first}/retry")
+        assert retried.status_code == 200
+        assert retried.json() == {"retried": [first]}
+        again = await client.post(f"/admin/dead-letters/{first}/retry")
+        assert again.status_code == 409
+        assert again.headers["content-type"].startswith("application/problem+json")
+        assert again.json()["code"] == "dead_letter_closed"
+
+        assert (await client.delete(f"/admin/dead-letters/{second}")).status_code == 204
+        missing = await client.delete("/admin/dead-letters/999999")
+        assert missing.status_code == 404
+        assert missing.json()["code"] == "dead_letter_not_found"
+        bad = await client.get("/admin/dead-letters", params={"status": "nope"})
+        assert bad.status_code in (400, 422)
+
+        everything = (await client.get("/admin/dead-letters", params={"status": "all"})).json()
+        assert [item["status"] for item in everything["items"]] == ["retried", "discarded"]
+        assert (await client.get("/admin/dead-letters")).json()["items"] == []
+
+
+def test_the_cli_shows_the_outbox_replays_and_handles_dead_letters(
+    kafka_broker: TansuBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = kafka_settings(kafka_broker, tmp_path / "bank.db")
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap)
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", settings.kafka_topic_prefix)
+
+    async def write() -> int:
+        services = await build_services(settings)  # not started: rows stay in the outbox
+        try:
+            account = await open_account(services)
+            for _ in range(3):
+                await services.accounts.deposit(
+                    cmd.Deposit(account.id, Decimal("1.00")), CommandContext()
+                )
+            return await _letter(services, account)
+        finally:
+            await services.close()
+
+    letter = asyncio.run(write())
+    runner = CliRunner()
+    status = runner.invoke(cli_app, ["outbox", "status"])
+    assert status.exit_code == 0, status.output
+    assert "│ 4 " in status.stdout  # four events wait for the relay
+
+    replay = runner.invoke(
+        cli_app, ["outbox", "replay", "--from-position", "2", "--type", "MoneyDeposited"]
+    )
+    assert replay.exit_code == 0, replay.output
+    assert "republished 3 events" in replay.stdout
+    bad = runner.invoke(cli_app, ["outbox", "replay", "--from-position", "3", "--to-position", "2"])
+    assert bad.exit_code == 2
+
+    listed = runner.invoke(cli_app, ["dlq", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "boom" in listed.stdout
+    retried = runner.invoke(cli_app, ["dlq", "retry", str(letter)])
+    assert retried.exit_code == 0, retried.output
+    assert f"retried 1 dead letters: {letter}" in retried.stdout
+    closed = runner.invoke(cli_app, ["dlq", "discard", str(letter)])
+    assert closed.exit_code == 1
+    assert "retried" in closed.output
+
+
+def test_kafka_message_values_follow_the_documented_format() -> None:
+    from datetime import UTC, datetime
+
+    from banking_es.eventstore.base import RecordedEvent
+    from banking_es.messaging.kafka import decode_event
+
+    event = RecordedEvent(
+        7, "acct", 3, "ev", "MoneyDeposited", {"amount": "1.00"}, {"u": 1}, datetime.now(UTC)
+    )
+    key, value, headers = encode_event(event)
+    assert key == b"acct"
+    assert set(orjson.loads(value)) == {
+        "event_id",
+        "position",
+        "stream_id",
+        "version",
+        "type",
+        "data",
+        "metadata",
+        "recorded_at",
+    }
+    assert dict(headers) == {"event_type": b"MoneyDeposited", "event_id": b"ev", "position": b"7"}
+    assert decode_event(value) == event
+    with pytest.raises(ValueError, match="not an event message"):
+        decode_event(b'{"position": 1}')
