@@ -47,7 +47,7 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -72,7 +72,7 @@ class Caller:
         return "anonymous"
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     client_id = request.headers.get("x-client-id")
     return Caller(
         user_id=None,

@@ -339,8 +339,10 @@ class AccountService:
             if accepted:
                 try:
                     recorded = await self._append_chunk(account, state, accepted, new_events)
-                except ConcurrencyError:
-                    self._cache.invalidate(stream_id)
+                except ConcurrencyError as exc:
+                    if exc.actual <= account.version:
+                        # Not simply behind (another process appended meanwhile): reload.
+                        self._cache.invalidate(stream_id)
                     for pending, _ in accepted:
                         self.on_command(type(pending.command).__name__, "conflict")
                     attempt += 1
