@@ -67,6 +67,14 @@ def main() -> None:
     parser.add_argument("--rows", nargs="*", default=["1-7"], help="rows to run, e.g. 1-4 6")
     args = parser.parse_args()
     rows = _parse_rows(args.rows)
+    if 5 in rows:
+        try:
+            import eventsourcing.postgres  # noqa: F401  (row 5's reference)
+        except ImportError:
+            raise SystemExit(
+                "row 5 needs the bench extra: run `make bench`"
+                " (it installs requirements-bench.lock)"
+            ) from None
     say(f"bench: rows {sorted(rows)}; load average before: {load_average()}")
     results = asyncio.run(run(rows))
     RESULTS.mkdir(exist_ok=True)
