@@ -42,11 +42,16 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
+## make bench: the performance table (PostgreSQL on loopback; installs wrk and the bench extra)
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements-bench.lock
 	$(BIN)/python -m bench
 
 lock:
 	$(UV) pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+	$(UV) pip compile --quiet --python-version 3.11 --extra dev --extra bench pyproject.toml \
+		-o requirements-bench.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -50,7 +50,7 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -95,7 +95,7 @@ async def get_caller(
     """The authenticated caller; 401 `unauthenticated` without a valid access token."""
     if credentials is None:
         raise MissingToken("a bearer token is required (Authorization: Bearer <token>)")
-    principal = get_services(request).identity.authenticate(credentials.credentials)
+    principal = (await get_services(request)).identity.authenticate(credentials.credentials)
     request.scope.setdefault("state", {})["user_id"] = principal.user_id  # for the access log
     client_id = request.headers.get("x-client-id")
     return Caller(

@@ -368,7 +368,9 @@ class AccountService:
                 try:
                     recorded = await self._append_chunk(account, state, accepted, new_events)
                 except ConcurrencyError as exc:
-                    self._cache.invalidate(stream_id)
+                    if exc.actual <= account.version:
+                        # Not simply behind (another process appended meanwhile): reload.
+                        self._cache.invalidate(stream_id)
                     for pending, _ in accepted:
                         self.on_command(type(pending.command).__name__, "conflict")
                     _log_conflict(f"{len(accepted)} command(s)", stream_id, attempt + 1, exc)

@@ -47,6 +47,15 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own rollback of an open
+    transaction. The default reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`) costs a round trip on every release; this code keeps no session state on
+    pooled connections (advisory locks are transaction-level, no SET, no LISTEN), so there
+    is nothing to reset. Code that needs session state must use its own connection.
+    """
+
+
 def normalize_url(url: str) -> str:
     return (
         "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
@@ -108,6 +117,7 @@ class PostgresDatabase:
                 min_size=min_size,
                 max_size=max_size,
                 init=init_connection,
+                reset=keep_session,
                 timeout=timeout,
                 command_timeout=60,
             )

@@ -3,67 +3,156 @@
 The lock is what makes the global position safe to tail: a sequence value is taken at
 insert but becomes visible at commit, so without it a reader could pass a position
 whose transaction commits later. Batching amortises the lock over many appends.
+
+A batch costs five round trips (docs/performance.md):
+
+1. `BEGIN; SELECT pg_advisory_xact_lock(...)` in one simple-protocol message;
+2. one query for the head position, the clock and the current version of every stream
+   of the batch (its snapshot is taken after the lock is held, so it sees every batch
+   committed before; that is why the lock cannot share a statement with it), plus one
+   for the idempotency keys when the batch carries any;
+3. one statement that writes the events, snapshots and idempotency records
+   (data-modifying CTEs over `unnest` arrays), and one for the outbox rows;
+4. `COMMIT`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from banking_es.db.base import Connection
-from banking_es.eventstore.base import RecordedEvent
-from banking_es.eventstore.sql import SqlEventStore, dumps
+from banking_es.db.base import Connection, DatabaseError, DatabaseUnavailable
+from banking_es.eventstore.base import AppendRequest, IdempotencyRecord, StoreUnavailable
+from banking_es.eventstore.batching import BatchPlan, touched_keys, touched_streams
+from banking_es.eventstore.sql import SqlEventStore, body_text, dumps, row_to_record
 
 APPEND_LOCK_KEY = 7_245_301_002
 
+_BEGIN_AND_LOCK = f"BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"
+
+_STATE = (
+    "SELECT h.head, h.now, s.id AS stream_id,"
+    " (SELECT e.version FROM events e WHERE e.stream_id = s.id"
+    "  ORDER BY e.version DESC LIMIT 1) AS version"
+    " FROM (SELECT coalesce(max(position), 0) AS head, clock_timestamp() AS now FROM events) h"
+    " LEFT JOIN unnest($1::text[]) AS s(id) ON true"
+)
+
+_KEYS = (
+    "SELECT k.* FROM idempotency_keys k"
+    " JOIN unnest($1::text[], $2::text[]) AS u(scope, key)"
+    " ON k.scope = u.scope AND k.key = u.key"
+)
+
+_OUTBOX = (
+    "INSERT INTO outbox (topic, key, payload, event_position, created_at)"
+    " SELECT t, k, p::jsonb, e, $5 FROM unnest($1::text[], $2::text[], $3::text[],"
+    " $4::bigint[]) AS u(t, k, p, e)"
+)
+
+_WRITE = (
+    "WITH ev AS ("
+    " INSERT INTO events (position, stream_id, version, event_id, type, data, metadata,"
+    " recorded_at)"
+    " SELECT p, s, v, i, t, d::jsonb, m::jsonb, $8 FROM unnest("
+    "$1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[]"
+    ") AS u(p, s, v, i, t, d, m)),"
+    " sn AS ("
+    " INSERT INTO snapshots (stream_id, version, state)"
+    " SELECT s, v, d::jsonb FROM unnest($9::text[], $10::int[], $11::text[]) AS u(s, v, d)"
+    " ON CONFLICT (stream_id, version) DO NOTHING),"
+    " ik AS ("
+    " INSERT INTO idempotency_keys (scope, key, fingerprint, status, body, created_at,"
+    " expires_at)"
+    " SELECT * FROM unnest($12::text[], $13::text[], $14::text[], $15::int[], $16::text[],"
+    " $17::timestamptz[], $18::timestamptz[]))"
+    " SELECT 1"
+)
+
 
 class PostgresEventStore(SqlEventStore):
-    """Events in PostgreSQL; each batch is a few statements in one locked transaction."""
+    """Events in PostgreSQL; each batch is five round trips in one locked transaction."""
 
     commit_concurrency = 2  # the next batch is gathered while one waits for the lock
 
-    async def _lock(self, conn: Connection) -> None:
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
+    async def _apply_batch(self, requests: list[AppendRequest]) -> BatchPlan:
+        from banking_es.db.postgres import PostgresDatabase
 
-    async def _head_and_now(self, conn: Connection) -> tuple[int, datetime]:
-        row = await conn.fetchrow(
-            "SELECT coalesce(max(position), 0) AS head, clock_timestamp() AS now FROM events"
-        )
-        assert row is not None
-        return int(row["head"]), row["now"]
+        db = cast(PostgresDatabase, self.db)
+        async with db.connection() as conn:
+            await conn.execute(_BEGIN_AND_LOCK)
+            try:
+                rows = await conn.fetch(_STATE, touched_streams(requests))
+                head, now = int(rows[0]["head"]), rows[0]["now"]
+                versions = {r["stream_id"]: r["version"] for r in rows if r["version"] is not None}
+                keys = touched_keys(requests)
+                existing = await self._existing_keys(conn, keys) if keys else {}
+                plan = self._plan(requests, head, now, versions, existing)
+                if plan.events or plan.outbox or plan.idempotency or plan.snapshots:
+                    await self._write_all(conn, plan, now)
+                await conn.execute("COMMIT")
+            except BaseException:
+                if conn.raw.is_in_transaction():
+                    try:
+                        await conn.raw.execute("ROLLBACK")
+                    except Exception:  # a broken connection: the pool drops it on release
+                        pass
+                raise
+        return plan
 
-    async def _now(self, conn: Connection) -> datetime:
-        value: datetime = await conn.fetchval("SELECT clock_timestamp()")
-        return value
+    async def _write_all(self, conn: Connection, plan: BatchPlan, now: datetime) -> None:
+        for scope, key in plan.replaced_keys:  # rare: an expired key used again
+            await conn.execute(
+                "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key
+            )
+        events: list[list[Any]] = [[], [], [], [], [], [], []]
+        for e in plan.events:
+            events[0].append(e.position)
+            events[1].append(e.stream_id)
+            events[2].append(e.version)
+            events[3].append(e.event_id)
+            events[4].append(e.type)
+            events[5].append(dumps(e.data))
+            events[6].append(dumps(e.metadata))
+        snapshots: list[list[Any]] = [[], [], []]
+        for s in plan.snapshots:
+            snapshots[0].append(s.stream_id)
+            snapshots[1].append(s.version)
+            snapshots[2].append(dumps(s.state))
+        keys: list[list[Any]] = [[], [], [], [], [], [], []]
+        for r in plan.idempotency:
+            keys[0].append(r.scope)
+            keys[1].append(r.key)
+            keys[2].append(r.fingerprint)
+            keys[3].append(r.status)
+            keys[4].append(body_text(r.body))
+            keys[5].append(r.created_at)
+            keys[6].append(r.expires_at)
+        await conn.execute(_WRITE, *events, now, *snapshots, *keys)
+        if plan.outbox:
+            await self._insert_outbox(conn, plan, now)
 
-    async def _current_versions(self, conn: Connection, streams: list[str]) -> dict[str, int]:
-        if not streams:
-            return {}
-        rows = await conn.fetch(
-            "SELECT s.id AS stream_id,"
-            " (SELECT e.version FROM events e WHERE e.stream_id = s.id"
-            "  ORDER BY e.version DESC LIMIT 1) AS version"
-            " FROM unnest($1::text[]) AS s(id)",
-            streams,
-        )
-        return {r["stream_id"]: r["version"] for r in rows if r["version"] is not None}
+    async def _insert_outbox(self, conn: Connection, plan: BatchPlan, now: datetime | None) -> None:
+        outbox: list[list[Any]] = [[], [], [], []]
+        for o in plan.outbox:
+            outbox[0].append(o.topic)
+            outbox[1].append(o.key)
+            outbox[2].append(dumps(o.payload) if o.payload is not None else None)
+            outbox[3].append(o.event_position)
+        await conn.execute(_OUTBOX, *outbox, now)
 
-    async def _insert_events(self, conn: Connection, events: list[RecordedEvent]) -> None:
-        columns: list[list[Any]] = [[], [], [], [], [], [], []]
-        for e in events:
-            columns[0].append(e.position)
-            columns[1].append(e.stream_id)
-            columns[2].append(e.version)
-            columns[3].append(e.event_id)
-            columns[4].append(e.type)
-            columns[5].append(dumps(e.data))
-            columns[6].append(dumps(e.metadata))
-        await conn.execute(
-            "INSERT INTO events (position, stream_id, version, event_id, type, data, metadata,"
-            " recorded_at)"
-            " SELECT p, s, v, i, t, d::jsonb, m::jsonb, $8 FROM unnest("
-            "$1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[]"
-            ") AS u(p, s, v, i, t, d, m)",
-            *columns,
-            events[0].recorded_at,
-        )
+    async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
+        # One statement for the whole relay batch, not one UPDATE per row.
+        try:
+            await self.db.execute(
+                "UPDATE outbox SET published_at = $1 WHERE id = ANY($2::bigint[])", at, list(ids)
+            )
+        except (DatabaseUnavailable, DatabaseError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def _existing_keys(
+        self, conn: Connection, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], IdempotencyRecord]:
+        rows = await conn.fetch(_KEYS, [s for s, _ in keys], [k for _, k in keys])
+        return {(r["scope"], r["key"]): row_to_record(r) for r in rows}

@@ -62,7 +62,7 @@ def row_to_event(row: Row) -> RecordedEvent:
     )
 
 
-def _row_to_record(row: Row) -> IdempotencyRecord:
+def row_to_record(row: Row) -> IdempotencyRecord:
     return IdempotencyRecord(
         scope=row["scope"],
         key=row["key"],
@@ -74,7 +74,7 @@ def _row_to_record(row: Row) -> IdempotencyRecord:
     )
 
 
-def _text(body: object) -> str:
+def body_text(body: object) -> str:
     if not isinstance(body, bytes):
         raise TypeError("an idempotency body must be rendered to bytes before it is stored")
     return body.decode()
@@ -130,21 +130,7 @@ class SqlEventStore:
         self, requests: list[AppendRequest], *, replan: bool = True
     ) -> list[BatchOutcome]:
         try:
-            async with self.db.transaction() as conn:
-                await self._lock(conn)
-                head, now = await self._head_and_now(conn)
-                versions = await self._current_versions(conn, touched_streams(requests))
-                keys = touched_keys(requests)
-                existing = await self._existing_keys(conn, keys) if keys else {}
-                plan = plan_batch(
-                    requests,
-                    head=head,
-                    now=now,
-                    versions=versions,
-                    existing_keys=existing,
-                    outbox_events=self._outbox_events,
-                )
-                await self._write(conn, plan)
+            plan = await self._apply_batch(requests)
             if self.on_commit is not None and plan.events:
                 self.on_commit()
             return plan.outcomes
@@ -160,6 +146,35 @@ class SqlEventStore:
             raise ConcurrencyError(first.stream_id if first else "?", -1, -1) from exc
         except (DatabaseUnavailable, DatabaseError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    async def _apply_batch(self, requests: list[AppendRequest]) -> BatchPlan:
+        """One locked transaction: read the state, plan the batch, write it, commit."""
+        async with self.db.transaction() as conn:
+            await self._lock(conn)
+            head, now = await self._head_and_now(conn)
+            versions = await self._current_versions(conn, touched_streams(requests))
+            keys = touched_keys(requests)
+            existing = await self._existing_keys(conn, keys) if keys else {}
+            plan = self._plan(requests, head, now, versions, existing)
+            await self._write(conn, plan)
+        return plan
+
+    def _plan(
+        self,
+        requests: list[AppendRequest],
+        head: int,
+        now: datetime,
+        versions: dict[str, int],
+        existing: dict[tuple[str, str], IdempotencyRecord],
+    ) -> BatchPlan:
+        return plan_batch(
+            requests,
+            head=head,
+            now=now,
+            versions=versions,
+            existing_keys=existing,
+            outbox_events=self._outbox_events,
+        )
 
     async def _commit_alone(self, request: AppendRequest) -> BatchOutcome:
         try:
@@ -186,7 +201,7 @@ class SqlEventStore:
                         r.key,
                         r.fingerprint,
                         r.status,
-                        _text(r.body),
+                        body_text(r.body),
                         r.created_at,
                         r.expires_at,
                     )
@@ -229,7 +244,7 @@ class SqlEventStore:
                     record.key,
                 )
                 if row is not None:
-                    existing = _row_to_record(row)
+                    existing = row_to_record(row)
                     if existing.expires_at > record.created_at:
                         return existing
                     await conn.execute(
@@ -245,7 +260,7 @@ class SqlEventStore:
                     record.key,
                     record.fingerprint,
                     record.status,
-                    _text(record.body),
+                    body_text(record.body),
                     record.created_at,
                     record.expires_at,
                 )
@@ -257,7 +272,7 @@ class SqlEventStore:
                 record.scope,
                 record.key,
             )
-            return _row_to_record(row) if row else None
+            return row_to_record(row) if row else None
         except (DatabaseUnavailable, DatabaseError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -354,7 +369,7 @@ class SqlEventStore:
             key,
             now,
         )
-        return _row_to_record(rows[0]) if rows else None
+        return row_to_record(rows[0]) if rows else None
 
     async def outbox_pending(self, limit: int) -> list[OutboxEntry]:
         rows = await self._read(
@@ -422,7 +437,7 @@ class SqlEventStore:
                 "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key
             )
             if row is not None:
-                found[(scope, key)] = _row_to_record(row)
+                found[(scope, key)] = row_to_record(row)
         return found
 
     async def _insert_events(self, conn: Connection, events: list[RecordedEvent]) -> None:

@@ -62,6 +62,10 @@ STOP_GRACE = 5.0
 #: commit (measured on PostgreSQL: about +20% events/s from 1000 to 5000).
 REBUILD_BATCH_SIZE = 5000
 
+#: Under load, how long a woken loop waits for more commits before its next batch: one
+#: projection transaction per few milliseconds instead of one per commit (docs/performance.md).
+SETTLE = 0.005
+
 Progress = Callable[[int, int], None]
 
 
@@ -421,6 +425,10 @@ class ProjectionRunner:
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self._poll)
+                if batch.applied and wake.is_set():
+                    # Under steady load (the last batch had events and a commit woke us): let a
+                    # few more commits land so the next batch, and its transaction, is bigger.
+                    await self._sleep(min(SETTLE, self._poll))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, ending early only when the runner stops."""

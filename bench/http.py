@@ -1,0 +1,398 @@
+"""Rows 1-4: the server (`banking-es serve`, 2 workers) under wrk on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import say
+
+WORKERS = 2
+CONNECTIONS = 64
+WARMUP_S = 2
+DURATION_S = 10
+CACHE_WARMUP_S = 5
+ACCOUNTS = 1000
+OPENING_BALANCE = "1000000.00"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+                found.extend(children)
+                todo.extend(children)
+        except OSError:
+            continue
+    return found
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"spawn_main" in f.read()
+    except OSError:
+        return False
+
+
+class MemorySampler:
+    """Samples the summed RSS of the server's worker processes every `every` seconds."""
+
+    def __init__(self, pid: int, every: float = 0.25) -> None:
+        self.pid = pid
+        self.every = every
+        self.peak = 0
+        self.workers_seen = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            workers = [p for p in _descendants(self.pid) if _is_worker(p)] or [self.pid]
+            self.workers_seen = max(self.workers_seen, len(workers))
+            self.peak = max(self.peak, sum(_rss_bytes(p) for p in workers))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Server:
+    database_url: str
+    workdir: Path
+    port: int = field(default_factory=_free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("REDIS_", "KAFKA_", "OTEL_"))
+        }
+        env.update(
+            DATABASE_URL=self.database_url,
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            WORKERS=str(WORKERS),
+            LOG_LEVEL="warning",
+            RATE_LIMIT_ENABLED="false",
+            DATA_DIR=str(self.workdir / "data"),
+            JWT_SECRET=env.get("JWT_SECRET", "bench-secret-" + "x" * 32),
+            REFRESH_TOKEN_SECRET=env.get("REFRESH_TOKEN_SECRET", "bench-refresh-" + "y" * 32),
+        )
+        log = (self.workdir / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "banking_es", "serve"],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the server was not ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        path = self.workdir / "server.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+async def authenticate(client: httpx.AsyncClient) -> str | None:
+    """A bearer token for a bench user when the API has /auth/register; None otherwise."""
+    paths = (await client.get("/openapi.json")).json().get("paths", {})
+    if "/auth/register" not in paths:
+        return None
+    name = f"bench_{os.getpid()}_{int(time.time())}"
+    password = "bench-password-" + name
+    answer = await client.post(
+        "/auth/register",
+        json={"username": name, "email": f"{name}@example.com", "password": password},
+    )
+    if answer.status_code != 201:
+        raise RuntimeError(f"register failed: {answer.status_code} {answer.text}")
+    answer = await client.post("/auth/login", json={"username": name, "password": password})
+    if answer.status_code != 200:
+        raise RuntimeError(f"login failed: {answer.status_code} {answer.text}")
+    token: str = answer.json()["access_token"]
+    return token
+
+
+async def open_accounts(
+    client: httpx.AsyncClient, count: int, headers: dict[str, str]
+) -> list[str]:
+    ids: list[str] = []
+    gate = asyncio.Semaphore(32)
+
+    async def one(i: int) -> None:
+        async with gate:
+            answer = await client.post(
+                "/accounts",
+                json={"owner_name": f"Bench Owner {i}", "initial_balance": OPENING_BALANCE},
+                headers=headers,
+            )
+            if answer.status_code != 201:
+                raise RuntimeError(f"opening an account failed: {answer.status_code} {answer.text}")
+            ids.append(answer.json()["id"])
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return ids
+
+
+_LUA = r"""
+local ids = {%(ids)s}
+local mode = "%(mode)s"
+local out = "%(out)s"
+local headers = {["Content-Type"] = "application/json"%(auth)s}
+local deposit = '{"amount": "1.00", "description": "bench"}'
+local withdraw = '{"amount": "0.50", "description": "bench"}'
+local n = 0
+
+function setup(thread)
+  n = n + 1
+  thread:set("seed", n)
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + (seed or 0))
+end
+
+%(request)s
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local f = io.open(out, "w")
+  f:write(string.format(
+    '{"requests": %%d, "duration_us": %%d, "non_2xx": %%d, "connect_errors": %%d, ' ..
+    '"read_errors": %%d, "write_errors": %%d, "timeouts": %%d, "p50_us": %%d, "p99_us": %%d}',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    math.floor(latency:percentile(50)), math.floor(latency:percentile(99))))
+  f:close()
+end
+"""
+
+_REQUESTS = {
+    "health": "",  # wrk's own static request: the cheapest possible client
+    "deposit": r"""
+function request()
+  return wrk.format("POST", "/accounts/" .. ids[math.random(#ids)] .. "/deposit", headers, deposit)
+end
+""",
+    "get": r"""
+function request()
+  return wrk.format("GET", "/accounts/" .. ids[math.random(#ids)], headers)
+end
+""",
+    "mixed": r"""
+function request()
+  local id = ids[math.random(#ids)]
+  local r = math.random(10)
+  if r <= 7 then
+    return wrk.format("GET", "/accounts/" .. id, headers)
+  elseif r <= 9 then
+    return wrk.format("POST", "/accounts/" .. id .. "/deposit", headers, deposit)
+  end
+  return wrk.format("POST", "/accounts/" .. id .. "/withdraw", headers, withdraw)
+end
+""",
+}
+
+
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("wrk is missing: `make bench` installs it (apt-get install -y wrk)")
+    return found
+
+
+def run_wrk(
+    url: str, path: str, mode: str, ids: list[str], token: str | None, duration: int
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
+        out = Path(tmp) / "result.json"
+        script = Path(tmp) / "script.lua"
+        script.write_text(
+            _LUA
+            % {
+                "ids": ", ".join(f'"{i}"' for i in ids),
+                "mode": mode,
+                "out": out,
+                "auth": f', ["Authorization"] = "Bearer {token}"' if token else "",
+                "request": _REQUESTS[mode],
+            }
+        )
+        command = [
+            wrk_binary(),
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{duration}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+        ]
+        if mode == "health" and token:
+            command += ["-H", f"Authorization: Bearer {token}"]
+        completed = subprocess.run(
+            [*command, url + path], capture_output=True, text=True, check=False
+        )
+        if completed.returncode != 0 or not out.exists():
+            raise RuntimeError(f"wrk failed: {completed.stdout}\n{completed.stderr}")
+        result: dict[str, Any] = json.loads(out.read_text())
+    seconds = result["duration_us"] / 1e6
+    result["rate"] = result["requests"] / seconds if seconds else 0.0
+    result["p50_ms"] = result.pop("p50_us") / 1000
+    result["p99_ms"] = result.pop("p99_us") / 1000
+    result["socket_errors"] = sum(
+        result[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+    )
+    return result
+
+
+def measure(
+    url: str, path: str, mode: str, ids: list[str], token: str | None, label: str
+) -> dict[str, Any]:
+    say(f"{label}: {WARMUP_S}s warm-up, {DURATION_S}s measured ({CONNECTIONS} connections)")
+    warmup = run_wrk(url, path, mode, ids, token, WARMUP_S)
+    result = run_wrk(url, path, mode, ids, token, DURATION_S)
+    result["warmup_requests"] = warmup["requests"]
+    result["warmup_non_2xx"] = warmup["non_2xx"]
+    say(
+        f"{label}: {result['rate']:,.0f}/s, p50 {result['p50_ms']:.1f} ms,"
+        f" p99 {result['p99_ms']:.1f} ms, non-2xx {result['non_2xx']},"
+        f" socket errors {result['socket_errors']}"
+    )
+    return result
+
+
+async def http_rows(database_url: str) -> dict[str, Any]:
+    """Rows 1-4 and the server's peak memory."""
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        server = Server(database_url, Path(tmp))
+        say(f"starting `banking-es serve` with {WORKERS} workers on {server.url}")
+        server.start()
+        try:
+            assert server.process is not None
+            with MemorySampler(server.process.pid) as memory:
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                    token = await authenticate(client)
+                    say("authentication: " + ("bearer token of a bench user" if token else "open"))
+                    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                    say(f"opening {ACCOUNTS + 1} accounts")
+                    ids = await open_accounts(client, ACCOUNTS + 1, headers)
+                hot, spread = ids[:1], ids[1:]
+                loop = asyncio.get_running_loop()
+
+                def run(path: str, mode: str, accounts: list[str], label: str) -> dict[str, Any]:
+                    return measure(server.url, path, mode, accounts, token, label)
+
+                # Both workers load every account once before the deposits (their L1 caches
+                # are warm in a running server): reads spread over the 1,000 accounts.
+                say(f"warming both workers' caches: {CACHE_WARMUP_S}s of GET /accounts/{{id}}")
+                await loop.run_in_executor(
+                    None, run_wrk, server.url, "/", "get", ids, token, CACHE_WARMUP_S
+                )
+                rows = {
+                    "health": await loop.run_in_executor(
+                        None, run, "/health/live", "health", spread, "row 1 GET /health/live"
+                    ),
+                    "deposits": await loop.run_in_executor(
+                        None, run, "/", "deposit", spread, "row 2 deposits, 1,000 accounts"
+                    ),
+                    "contention": await loop.run_in_executor(
+                        None, run, "/", "deposit", hot, "row 3 deposits, one account"
+                    ),
+                    "mixed": await loop.run_in_executor(
+                        None, run, "/", "mixed", spread, "row 4 mixed 70/20/10"
+                    ),
+                }
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                    rows["check"] = await _check_balances(client, hot, headers, rows)
+            rows["peak_rss_bytes"] = memory.peak
+            rows["workers_sampled"] = memory.workers_seen
+            rows["authenticated"] = token is not None
+        finally:
+            server.stop()
+    return rows
+
+
+async def _check_balances(
+    client: httpx.AsyncClient, hot: list[str], headers: dict[str, str], rows: dict[str, Any]
+) -> dict[str, Any]:
+    """The hot account's version counts every acknowledged deposit (no lost write)."""
+    answer = await client.get(f"/accounts/{hot[0]}", headers=headers)
+    body = answer.json()
+    row = rows["contention"]
+    acknowledged = row["warmup_requests"] - row["warmup_non_2xx"] + row["requests"] - row["non_2xx"]
+    return {
+        "hot_account_version": body["version"],
+        "hot_account_balance": body["balance"],
+        "acknowledged_deposits": acknowledged,
+        # Deposits in flight when wrk stopped may be applied without being counted: >=.
+        "no_lost_write": body["version"] - 1 >= acknowledged,
+    }

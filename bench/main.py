@@ -1,0 +1,89 @@
+"""`python -m bench`: measure every row beside its reference, print one table, save JSON.
+
+python -m bench                 # all rows (about 5 minutes on 2 cores)
+python -m bench --rows 1-4 6    # some of them
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import http, store
+from bench.common import load_average, say, scratch_database
+from bench.report import table
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _parse_rows(values: list[str]) -> set[int]:
+    rows: set[int] = set()
+    for value in values:
+        for part in value.split(","):
+            if "-" in part:
+                low, high = part.split("-")
+                rows.update(range(int(low), int(high) + 1))
+            elif part:
+                rows.add(int(part))
+    return rows
+
+
+async def run(rows: set[int]) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_before": load_average(),
+        },
+    }
+    started = time.monotonic()
+    if rows & {1, 2, 3, 4}:
+        async with scratch_database("http") as url:
+            results["http"] = await http.http_rows(url)
+    if 5 in rows:
+        async with scratch_database("appends") as url:
+            results["appends"] = await store.appends_row(url)
+    if 6 in rows:
+        async with scratch_database("load") as url:
+            results["load"] = await store.load_row(url)
+    if 7 in rows:
+        async with scratch_database("rebuild") as url:
+            results["rebuild"] = await store.rebuild_row(url)
+    results["machine"]["load_after"] = load_average()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--rows", nargs="*", default=["1-7"], help="rows to run, e.g. 1-4 6")
+    args = parser.parse_args()
+    rows = _parse_rows(args.rows)
+    if 5 in rows:
+        try:
+            import eventsourcing.postgres  # noqa: F401  (row 5's reference)
+        except ImportError:
+            raise SystemExit(
+                "row 5 needs the bench extra: run `make bench`"
+                " (it installs requirements-bench.lock)"
+            ) from None
+    say(f"bench: rows {sorted(rows)}; load average before: {load_average()}")
+    results = asyncio.run(run(rows))
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{stamp}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    say(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()

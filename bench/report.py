@@ -1,0 +1,85 @@
+"""The table `make bench` prints (Markdown, so the README can show it as is)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [
+        "| # | measurement | result | reference, same run | ratio | target | met |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    http = r.get("http")
+    if http:
+        ceiling = http["health"]["rate"]
+        lines.append(f"| 1 | `GET /health/live` | {ceiling:,.0f} req/s | - | - | the ceiling | - |")
+        d = http["deposits"]
+        ratio = d["rate"] / ceiling
+        ok = d["rate"] >= 5000 and ratio >= 0.45 and d["p99_ms"] < 50
+        lines.append(
+            f"| 2 | deposits, 64 conns, 1,000 accounts | {d['rate']:,.0f}/s"
+            f" (p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms) | row 1 | {ratio:.0%}"
+            f" | >= 5,000/s, >= 45%, p99 < 50 ms | {_met(ok)} |"
+        )
+        c = http["contention"]
+        ratio = c["rate"] / ceiling
+        bad = c["non_2xx"] + c["socket_errors"]
+        lines.append(
+            f"| 3 | deposits, 64 conns, ONE account | {c['rate']:,.0f}/s"
+            f" ({c['non_2xx']} non-2xx, p99 {c['p99_ms']:.1f} ms) | row 1 | {ratio:.0%}"
+            f" | >= 1,500/s, 0 non-2xx | {_met(c['rate'] >= 1500 and bad == 0)} |"
+        )
+        m = http["mixed"]
+        ratio = m["rate"] / ceiling
+        lines.append(
+            f"| 4 | mixed 70% GET / 20% deposit / 10% withdraw | {m['rate']:,.0f}/s"
+            f" (p99 {m['p99_ms']:.1f} ms) | row 1 | {ratio:.0%} | >= 50% | {_met(ratio >= 0.5)} |"
+        )
+    a = r.get("appends")
+    if a:
+        vs_copy = a["store_rate"] / a["copy_rate"]
+        vs_es = a["store_rate"] / a["eventsourcing_rate"]
+        lines.append(
+            f"| 5 | event-store appends in process (+ outbox rows) | {a['store_rate']:,.0f}/s"
+            f" | COPY {a['copy_rate']:,.0f}/s; eventsourcing {a['eventsourcing_rate']:,.0f}/s"
+            f" | {vs_copy:.0%} of COPY; {vs_es:.1f}x | >= 60%, >= 5x"
+            f" | {_met(vs_copy >= 0.6 and vs_es >= 5)} |"
+        )
+    ld = r.get("load")
+    if ld:
+        lines.append(
+            f"| 6 | cold load, 100,000 events (snapshots) | {ld['big_ms']:.2f} ms"
+            f" | 10 events: {ld['small_ms']:.2f} ms | {ld['ratio']:.2f}x | < 2x"
+            f" | {_met(ld['ratio'] < 2)} |"
+        )
+    rb = r.get("rebuild")
+    if rb:
+        each = ", ".join(f"{k} {v:,.0f}" for k, v in rb["per_projection"].items())
+        lines.append(
+            f"| 7 | projection rebuild, 1,000,000 events | {rb['rate']:,.0f} events/s"
+            f" (slowest; {each}) | - | - | >= 30,000/s | {_met(rb['rate'] >= 30000)} |"
+        )
+    if http:
+        mib = http["peak_rss_bytes"] / 2**20
+        lines.append(
+            f"\nServer peak memory: {mib:,.0f} MiB (sum RSS of {http['workers_sampled']} workers,"
+            f" sampled every 0.25 s). Authentication: "
+            + ("bearer token." if http["authenticated"] else "open (no identity on this build).")
+        )
+        check = http["check"]
+        lines.append(
+            f"Row 3 check: the hot account is at version {check['hot_account_version']:,}"
+            f" after {check['acknowledged_deposits']:,} acknowledged deposits"
+            f" (no lost write: {check['no_lost_write']})."
+        )
+    m = r["machine"]
+    lines.append(
+        f"Load average before/after: {m['load_before']} / {m.get('load_after', '?')}"
+        f" ({m['cpus']} CPUs); the bench took {r.get('seconds', 0):.0f} s."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,319 @@
+"""Rows 5-7, in process: event-store appends vs COPY vs `eventsourcing`, cold loads, rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from banking_es.application.accounts import AccountService, CommandContext
+from banking_es.application.ports import SystemClock, UuidGenerator
+from banking_es.cache.local import LocalAccountCache
+from banking_es.db.migrate import migrate
+from banking_es.db.postgres import PostgresDatabase
+from banking_es.domain import commands as cmd
+from banking_es.eventstore.base import AppendRequest, NewEvent, StreamAppend
+from banking_es.eventstore.postgres import PostgresEventStore
+from banking_es.projections import default_projections
+from banking_es.projections.runner import ProjectionRunner
+from bench.common import say, scratch_database
+
+APPENDS = 20_000
+APPEND_CALLERS = 1_000
+ES_BATCH = 100
+BIG_STREAM = 100_000
+LOAD_REPEATS = 30
+REBUILD_EVENTS = 1_000_000
+REBUILD_ACCOUNTS = 10_000
+
+
+def _opened(account_id: str, i: int) -> NewEvent:
+    return NewEvent(
+        event_id=str(uuid.uuid4()),
+        type="AccountCreated",
+        data={
+            "account_id": account_id,
+            "owner_name": f"Bench Owner {i}",
+            "initial_balance": "100.00",
+            "currency": "USD",
+            "owner_id": None,
+        },
+        metadata={"command": "OpenAccount", "request_id": str(uuid.uuid4()), "schema": 1},
+    )
+
+
+async def appends_row(url: str) -> dict[str, Any]:
+    """Row 5: concurrent single-event appends (with outbox rows) vs COPY vs eventsourcing."""
+    db = await PostgresDatabase.connect(url, max_size=10)
+    try:
+        await migrate(db)
+        store = PostgresEventStore(db)
+        ids = [str(uuid.uuid4()) for _ in range(APPENDS)]
+        requests = [
+            AppendRequest([StreamAppend(account_id, 0, [_opened(account_id, i)])])
+            for i, account_id in enumerate(ids)
+        ]
+        say(f"row 5: {APPENDS:,} concurrent single-event appends ({APPEND_CALLERS} callers)")
+
+        async def caller(part: list[AppendRequest]) -> None:
+            for request in part:
+                await store.append(request)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(requests[i::APPEND_CALLERS]) for i in range(APPEND_CALLERS)))
+        store_s = time.perf_counter() - started
+        await store.close()
+        counts = await db.fetchrow(
+            "SELECT (SELECT count(*) FROM events) AS events,"
+            " (SELECT count(*) FROM outbox) AS outbox"
+        )
+        assert counts is not None
+        assert counts["events"] == APPENDS == counts["outbox"], dict(counts)
+        say(f"row 5: event store {APPENDS / store_s:,.0f} appends/s")
+    finally:
+        await db.close()
+    copy_s = await _copy_reference(url)
+    say(f"row 5: COPY of the same rows {APPENDS / copy_s:,.0f} events/s")
+    es_s = await _eventsourcing_reference()
+    say(f"row 5: eventsourcing app.save (batches of {ES_BATCH}) {APPENDS / es_s:,.0f}/s")
+    return {
+        "appends": APPENDS,
+        "store_rate": APPENDS / store_s,
+        "copy_rate": APPENDS / copy_s,
+        "eventsourcing_rate": APPENDS / es_s,
+    }
+
+
+async def _copy_reference(url: str) -> float:
+    """COPY the rows the store wrote into empty copies of its tables, with the same indexes."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "CREATE TABLE copy_events (LIKE events INCLUDING ALL);"
+            "CREATE TABLE copy_outbox (LIKE outbox INCLUDING ALL);"
+        )
+        events = await conn.fetch(
+            "SELECT position, stream_id, version, event_id, type, data::text, metadata::text,"
+            " recorded_at FROM events ORDER BY position"
+        )
+        outbox = await conn.fetch(
+            "SELECT topic, key, payload::text, event_position, created_at FROM outbox ORDER BY id"
+        )
+        event_columns = [
+            "position", "stream_id", "version", "event_id", "type", "data", "metadata",
+            "recorded_at",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "copy_events", records=[tuple(r) for r in events], columns=event_columns
+            )
+            await conn.copy_records_to_table(
+                "copy_outbox",
+                records=[tuple(r) for r in outbox],
+                columns=["topic", "key", "payload", "event_position", "created_at"],
+            )
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def _eventsourcing_reference() -> float:
+    """The `eventsourcing` library saving APPENDS new aggregates, `app.save` per 100."""
+    async with scratch_database("eventsourcing") as url:
+        return await asyncio.to_thread(_eventsourcing_save, url)
+
+
+def _eventsourcing_save(url: str) -> float:
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
+
+    class BenchAccount(Aggregate):  # type: ignore[misc]
+        @event("Opened")
+        def __init__(self, owner_name: str, initial_balance: str, currency: str) -> None:
+            self.owner_name = owner_name
+            self.balance = initial_balance
+            self.currency = currency
+
+    parts = urlsplit(url)
+    app = Application(
+        env={
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parts.path.lstrip("/"),
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": parts.username or "postgres",
+            "POSTGRES_PASSWORD": parts.password or "",
+            "CREATE_TABLE": "y",
+        }
+    )
+    try:
+        aggregates = [BenchAccount(f"Bench Owner {i}", "100.00", "USD") for i in range(APPENDS)]
+        started = time.perf_counter()
+        for i in range(0, APPENDS, ES_BATCH):
+            app.save(*aggregates[i : i + ES_BATCH])
+        return time.perf_counter() - started
+    finally:
+        app.close()
+
+
+async def load_row(url: str) -> dict[str, Any]:
+    """Row 6: a cold load (empty cache) of an account with 10 events vs 100,000 events."""
+    db = await PostgresDatabase.connect(url, max_size=10)
+    try:
+        await migrate(db)
+        store = PostgresEventStore(db)
+        cache = LocalAccountCache(10_000, 300, "lru")
+        service = AccountService(
+            store, cache, clock=SystemClock(), ids=UuidGenerator(), snapshot_threshold=100
+        )
+        ctx = CommandContext()
+        small = await service.open_account(cmd.OpenAccount("Small", Decimal("1.00"), "USD"), ctx)
+        big = await service.open_account(cmd.OpenAccount("Big", Decimal("1.00"), "USD"), ctx)
+        small_id, big_id = small.id, big.id  # type: ignore[union-attr]
+        for _ in range(9):
+            await service.deposit(cmd.Deposit(small_id, Decimal("1.00"), "bench", None), ctx)
+        say(f"row 6: writing {BIG_STREAM - 1:,} deposits to one account (256 callers)")
+        started = time.perf_counter()
+
+        async def depositor(count: int) -> None:
+            for _ in range(count):
+                await service.deposit(cmd.Deposit(big_id, Decimal("1.00"), "bench", None), ctx)
+
+        callers = 256
+        total = BIG_STREAM - 1
+        shares = [total // callers + (1 if i < total % callers else 0) for i in range(callers)]
+        await asyncio.gather(*(depositor(share) for share in shares))
+        write_s = time.perf_counter() - started
+        say(f"row 6: {total / write_s:,.0f} deposits/s in process on one account")
+
+        async def cold(account_id: str) -> tuple[float, int]:
+            cache.invalidate(account_id)
+            t0 = time.perf_counter()
+            account = await service.get_account(account_id)
+            return time.perf_counter() - t0, account.version
+
+        small_times: list[float] = []
+        big_times: list[float] = []
+        for _ in range(LOAD_REPEATS):
+            elapsed, version = await cold(small_id)
+            assert version == 10, version
+            small_times.append(elapsed)
+            elapsed, version = await cold(big_id)
+            assert version == BIG_STREAM, version
+            big_times.append(elapsed)
+        small_ms = statistics.median(small_times) * 1000
+        big_ms = statistics.median(big_times) * 1000
+        say(f"row 6: cold load {small_ms:.2f} ms (10 events) vs {big_ms:.2f} ms (100,000)")
+        await store.close()
+        return {
+            "small_ms": small_ms,
+            "big_ms": big_ms,
+            "ratio": big_ms / small_ms,
+            "in_process_deposits_per_s": total / write_s,
+        }
+    finally:
+        await db.close()
+
+
+def _event_rows(now: datetime) -> list[tuple[Any, ...]]:
+    """REBUILD_EVENTS realistic events: accounts opened, then deposits and withdrawals."""
+    per_account = REBUILD_EVENTS // REBUILD_ACCOUNTS
+    accounts = [str(uuid.uuid4()) for _ in range(REBUILD_ACCOUNTS)]
+    rows: list[tuple[Any, ...]] = []
+    position = 0
+    meta = '{"command": "%s", "request_id": "%s", "correlation_id": "%s", "schema": 1}'
+    for version in range(1, per_account + 1):
+        at = now - timedelta(seconds=per_account - version)
+        for i, account_id in enumerate(accounts):
+            position += 1
+            request_id = uuid.uuid4().hex
+            if version == 1:
+                kind, command = "AccountCreated", "OpenAccount"
+                data = (
+                    f'{{"account_id": "{account_id}", "owner_name": "Owner {i}",'
+                    ' "initial_balance": "1000.00", "currency": "USD", "owner_id": null}'
+                )
+            elif version % 3:
+                kind, command = "MoneyDeposited", "Deposit"
+                data = '{"amount": "10.00", "description": "salary"}'
+            else:
+                kind, command = "MoneyWithdrawn", "Withdraw"
+                data = '{"amount": "5.00", "description": "groceries"}'
+            rows.append(
+                (
+                    position,
+                    account_id,
+                    version,
+                    str(uuid.uuid4()),
+                    kind,
+                    data,
+                    meta % (command, request_id, request_id),
+                    at,
+                )
+            )
+    return rows
+
+
+async def rebuild_row(url: str) -> dict[str, Any]:
+    """Row 7: ProjectionRunner.rebuild of every read model over 1,000,000 events."""
+    db = await PostgresDatabase.connect(url, max_size=10)
+    try:
+        await migrate(db)
+        say(f"row 7: generating {REBUILD_EVENTS:,} events")
+        rows = _event_rows(datetime.now(UTC))
+        say("row 7: COPY into the events table")
+        conn = await asyncpg.connect(url)
+        try:
+            t0 = time.perf_counter()
+            await conn.copy_records_to_table(
+                "events",
+                records=rows,
+                columns=[
+                    "position", "stream_id", "version", "event_id", "type", "data", "metadata",
+                    "recorded_at",
+                ],
+            )  # fmt: skip
+            await conn.execute("ANALYZE events")
+            say(f"row 7: COPY took {time.perf_counter() - t0:.1f}s")
+        finally:
+            await conn.close()
+        del rows
+        store = PostgresEventStore(db)
+        runner = ProjectionRunner(db, store, default_projections())
+        per_projection: dict[str, float] = {}
+        for name in runner.names:
+            marks = {REBUILD_EVENTS * k // 4 for k in range(1, 5)}
+
+            def progress(done: int, total: int, name: str = name, marks: set[int] = marks) -> None:
+                for mark in sorted(marks):
+                    if done >= mark:
+                        marks.discard(mark)
+                        say(f"row 7: {name} {done:,}/{total:,}")
+
+            say(f"row 7: rebuilding {name}")
+            started = time.perf_counter()
+            applied = await runner.rebuild(name, progress=progress)
+            elapsed = time.perf_counter() - started
+            assert applied == REBUILD_EVENTS, applied
+            per_projection[name] = REBUILD_EVENTS / elapsed
+            say(f"row 7: {name} {per_projection[name]:,.0f} events/s")
+        summaries = await db.fetchval("SELECT count(*) FROM account_summaries")
+        assert summaries == REBUILD_ACCOUNTS, summaries
+        await store.close()
+        total_s = sum(REBUILD_EVENTS / rate for rate in per_projection.values())
+        return {
+            "events": REBUILD_EVENTS,
+            "per_projection": per_projection,
+            "rate": min(per_projection.values()),
+            "all_read_models_rate": REBUILD_EVENTS / total_s,
+        }
+    finally:
+        await db.close()
