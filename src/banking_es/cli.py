@@ -72,11 +72,11 @@ def serve(
 ) -> None:
     """Serve the HTTP API (migrates the database first). Docs at /docs."""
     settings = _settings(host=host, port=port, workers=workers)
+    _ensure_secrets(settings)  # before the fork: every worker reads the same secrets
     # Before anything imports prometheus-client: it reads PROMETHEUS_MULTIPROC_DIR at import.
     from banking_es.observability.multiproc import prepare_multiprocess_dir
 
     prepare_multiprocess_dir(settings.data_dir)
-    _ensure_secrets(settings)  # before the fork: every worker reads the same secrets
     from banking_es.logging_setup import configure_logging
 
     configure_logging(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,7 +10,6 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from banking_es.api.app import create_app
 from banking_es.bootstrap import Services, build_services
@@ -20,17 +20,32 @@ from banking_es.config import Settings, load_settings
 async def running_app(
     database_url: str, **overrides: Any
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Services, FastAPI]]:
-    """Services with their background tasks, the app, and a client speaking ASGI to it."""
-    settings: Settings = load_settings(database_url=database_url, **overrides)
-    services = await build_services(settings)
-    await services.start()
-    app = create_app(settings, services)
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client, services, app
-    finally:
-        await services.close()
+    """Services with their background tasks, the app, and a client speaking ASGI to it.
+
+    The client is anonymous: a test that calls /accounts or /transfers signs up first
+    (`client.headers.update(await sign_up(client))`, tests/auth.py). Rate limiting is off
+    and Argon2 cheap unless `overrides` say otherwise; the generated JWT secrets go to a
+    temporary data directory, not the working directory.
+    """
+    with tempfile.TemporaryDirectory(prefix="banking-es-obs-") as data_dir:
+        options: dict[str, Any] = {
+            "database_url": database_url,
+            "data_dir": data_dir,
+            "rate_limit_enabled": False,
+            "argon2_time_cost": 1,
+            "argon2_memory_cost": 8,
+            **overrides,
+        }
+        settings: Settings = load_settings(**options)
+        services = await build_services(settings)
+        await services.start()
+        app = create_app(settings, services)
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client, services, app
+        finally:
+            await services.close()
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -54,20 +69,3 @@ async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[s
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return samples(response.text)
-
-
-class FakeIdentity:
-    """Stands in for the identity middleware: puts the caller's id into the scope state."""
-
-    @classmethod
-    def install(cls, app: FastAPI) -> None:
-        app.add_middleware(cls)
-        app.middleware_stack = app.build_middleware_stack()
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["user_id"] = "user-42"
-        await self.app(scope, receive, send)

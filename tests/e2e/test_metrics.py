@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.auth import sign_up
 from tests.e2e.observability_support import running_app, scrape, value
 
 from banking_es.observability.metrics import UNMATCHED_ROUTE
@@ -24,6 +25,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 async def test_counts_after_known_traffic_are_exact(database_url: str) -> None:
     async with running_app(database_url, snapshot_threshold=2) as (client, services, _app):
+        client.headers.update(await sign_up(client))  # POST /auth/register, /auth/login
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "0"})
         assert opened.status_code == 201
         account = opened.json()["id"]
@@ -51,6 +53,9 @@ async def test_counts_after_known_traffic_are_exact(database_url: str) -> None:
         assert value(metrics, requests, route=deposit_route, method="POST", status="400") == 1
         assert value(metrics, requests, route="/accounts", method="POST", status="201") == 1
         assert value(metrics, requests, route=UNMATCHED_ROUTE, method="GET", status="404") == 1
+        # The sign-up is counted under its own routes, apart from the traffic above.
+        assert value(metrics, requests, route="/auth/register", method="POST", status="201") == 1
+        assert value(metrics, requests, route="/auth/login", method="POST", status="200") == 1
         assert (
             value(
                 metrics,
@@ -79,6 +84,7 @@ async def test_counts_after_known_traffic_are_exact(database_url: str) -> None:
 
 async def test_projection_and_outbox_gauges_follow_the_store(database_url: str) -> None:
     async with running_app(database_url) as (client, services, _app):
+        client.headers.update(await sign_up(client))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "5"})
         account = opened.json()["id"]
         await client.post(f"/accounts/{account}/deposit", json={"amount": "1"})
@@ -123,10 +129,19 @@ async def test_conflicts_and_failures_are_counted_by_outcome(tmp_path: Path) -> 
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     async with running_app(url) as (client, _services, _app):
+        client.headers.update(await sign_up(client))
         account = (
             await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "0"})
         ).json()["id"]
-        other = await build_services(load_settings(database_url=url))
+        other = await build_services(
+            load_settings(
+                database_url=url,
+                data_dir=tmp_path / "other",
+                rate_limit_enabled=False,
+                argon2_time_cost=1,
+                argon2_memory_cost=8,
+            )
+        )
         try:
             await client.get(f"/accounts/{account}")  # cached at version 1 here
             from decimal import Decimal

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+from tests.auth import sign_up
 from tests.e2e.observability_support import running_app
 from tests.e2e.tcp_proxy import TcpProxy
 
@@ -93,6 +94,7 @@ async def test_a_check_whose_cleanup_hangs_still_answers_in_time() -> None:
 
 async def test_ready_reports_every_component_with_details(tmp_path: Path) -> None:
     async with running_app(f"sqlite:///{tmp_path / 'r.db'}") as (client, _services, _app):
+        client.headers.update(await sign_up(client))  # users are not events: head stays 0
         await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
         status, body, took = await timed_ready(client)
         assert status == 200
@@ -117,6 +119,7 @@ async def test_lagging_projections_and_an_old_outbox_make_it_degraded_not_down(
         services,
         _app,
     ):
+        client.headers.update(await sign_up(client))  # queues nothing in the outbox
         await services.projections.stop()
         await services.relay.stop()
         await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
@@ -154,6 +157,7 @@ async def test_postgres_hanging_then_stopped_then_back(pg_url: str) -> None:
     proxy = await TcpProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432).start()
     try:
         async with running_app(_via(pg_url, proxy.port)) as (client, _services, _app):
+            client.headers.update(await sign_up(client))
             status, body, _ = await timed_ready(client)
             assert (status, body["status"]) == (200, "ok")
 

@@ -4,11 +4,13 @@ stay correct whatever Redis says."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.auth import PASSWORD
 from tests.redis_support import SHARED_REDIS_URL, delete_prefix, unique_prefix
 from tests.server import ServerProcess
 
@@ -39,6 +41,18 @@ def cache_component(base_url: str) -> dict[str, object]:
     return component
 
 
+def sign_up_over_http(http: httpx.Client) -> dict[str, str]:
+    """Register and log in a customer through the API; its Authorization header."""
+    name = f"redis_{uuid.uuid4().hex[:10]}"
+    registered = http.post(
+        "/auth/register",
+        json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
+    )
+    assert registered.status_code == 201, registered.text
+    pair = http.post("/auth/login", json={"username": name, "password": PASSWORD}).json()
+    return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
 def wait_until(condition: object, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,6 +71,9 @@ def test_a_write_on_one_process_invalidates_the_cache_of_the_other(
         httpx.Client(base_url=one.url, timeout=10) as a,
         httpx.Client(base_url=two.url, timeout=10) as b,
     ):
+        headers = sign_up_over_http(a)
+        a.headers.update(headers)
+        b.headers.update(headers)  # the same user on both servers (one database)
         account_id = a.post("/accounts", json={"owner_name": "X", "initial_balance": "1"}).json()[
             "id"
         ]

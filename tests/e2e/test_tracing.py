@@ -9,7 +9,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from tests.e2e.observability_support import FakeIdentity, running_app
+from tests.auth import bearer, login, register, sign_up
+from tests.e2e.observability_support import running_app
 
 from banking_es.observability import tracing
 from banking_es.observability.tracing import (
@@ -46,8 +47,9 @@ def by_name(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
 async def test_a_deposit_is_one_trace_http_command_append(
     tmp_path: Path, exporter: InMemorySpanExporter
 ) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 't.db'}") as (client, _services, app):
-        FakeIdentity.install(app)
+    async with running_app(f"sqlite:///{tmp_path / 't.db'}") as (client, _services, _app):
+        user = await register(client)
+        client.headers.update(bearer((await login(client, user["username"]))["access_token"]))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
         account = opened.json()["id"]
         exporter.clear()
@@ -67,7 +69,7 @@ async def test_a_deposit_is_one_trace_http_command_append(
     assert http.attributes["http.request.method"] == "POST"
     assert http.attributes["http.response.status_code"] == 200
     assert http.attributes["banking.request_id"] == response.headers["x-request-id"]
-    assert http.attributes["enduser.id"] == "user-42"
+    assert http.attributes["enduser.id"] == user["id"]  # from the real bearer token
     # The caller's trace continues: same trace id, the caller's span as parent.
     assert format(http.context.trace_id, "032x") == TRACE_ID
     assert http.parent is not None
@@ -83,6 +85,7 @@ async def test_a_refused_command_and_a_bug_mark_their_spans(
     tmp_path: Path, exporter: InMemorySpanExporter
 ) -> None:
     async with running_app(f"sqlite:///{tmp_path / 'r.db'}") as (client, _services, _app):
+        client.headers.update(await sign_up(client))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
         account = opened.json()["id"]
         exporter.clear()

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
+from tests.auth import sign_up
 from tests.tcp_proxy import TcpProxy
 
 from banking_es.api.app import create_app
@@ -29,11 +31,16 @@ async def proxy() -> AsyncIterator[TcpProxy]:
 
 
 @pytest.fixture
-async def services(pg_url: str, proxy: TcpProxy) -> AsyncIterator[Services]:
+async def services(pg_url: str, proxy: TcpProxy, tmp_path: Path) -> AsyncIterator[Services]:
     parts = urlsplit(pg_url)
     through_proxy = urlunsplit(parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}"))
     settings = load_settings(
-        database_url=through_proxy, projection_poll_interval_ms=20, rate_limit_enabled=False
+        database_url=through_proxy,
+        projection_poll_interval_ms=20,
+        data_dir=tmp_path / "data",
+        rate_limit_enabled=False,
+        argon2_time_cost=1,
+        argon2_memory_cost=8,
     )
     built = await build_services(settings)
     await built.start()
@@ -49,6 +56,7 @@ async def test_writes_answer_503_while_the_database_is_gone_and_recover_after(
     app = create_app(services.settings, services)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+        api.headers.update(await sign_up(api))
         created = await api.post("/accounts", json={"owner_name": "Ada", "initial_balance": 0})
         assert created.status_code == 201
         account = created.json()["id"]

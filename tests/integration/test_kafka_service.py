@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from tests.auth import admin_headers
 from tests.integration.kafka_broker import TansuBroker
 from typer.testing import CliRunner
 
@@ -38,6 +39,9 @@ def kafka_settings(broker: TansuBroker, db_path: Path) -> Settings:
         kafka_relay_lease_ttl=2.0,
         dlq_max_attempts=2,
         data_dir=db_path.parent,
+        rate_limit_enabled=False,
+        argon2_time_cost=1,
+        argon2_memory_cost=8,
     )
 
 
@@ -147,6 +151,7 @@ async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: S
     app = create_app(services.settings, services)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        client.headers.update(await admin_headers(client, services))
         listed = (await client.get("/admin/dead-letters")).json()["items"]
         assert [item["id"] for item in listed] == [first, second]
         assert listed[0]["error"] == "boom"

@@ -9,10 +9,14 @@ from typing import Any
 import httpx
 import pytest
 from tests.api_support import api
+from tests.auth import sign_up
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 
 from banking_es.application.errors import ServiceUnavailable
 from banking_es.bootstrap import Services
+
+#: Cheap Argon2 for the customer each test signs up (identity is always on).
+FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
 
 
 def count_durable_lookups(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -28,6 +32,8 @@ def count_durable_lookups(services: Services, monkeypatch: pytest.MonkeyPatch) -
 
 
 async def open_account(http: httpx.AsyncClient) -> str:
+    """Signs a customer up (the client sends its token from then on) and opens its account."""
+    http.headers.update(await sign_up(http))
     response = await http.post("/accounts", json={"owner_name": "Ada", "initial_balance": "0"})
     account_id: str = response.json()["id"]
     return account_id
@@ -39,7 +45,7 @@ async def test_a_burst_of_retries_is_answered_from_redis_without_the_database(
     redis_prefix: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
     async with api(tmp_path, **settings) as (http, services):
         account_id = await open_account(http)
         lookups = count_durable_lookups(services, monkeypatch)
@@ -75,7 +81,7 @@ async def test_duplicates_sent_at_once_execute_once(
     tmp_path: Path,
     redis_prefix: str,  # noqa: F811
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
     async with api(tmp_path, **settings) as (http, _):
         account_id = await open_account(http)
         key = {"Idempotency-Key": "dep-2"}
@@ -101,7 +107,7 @@ async def test_outcomes_without_events_are_remembered_and_failures_are_released(
     redis_prefix: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
     async with api(tmp_path, **settings) as (http, services):
         account_id = await open_account(http)
         key = {"Idempotency-Key": "wd-1"}
@@ -139,7 +145,7 @@ async def test_outcomes_without_events_are_remembered_and_failures_are_released(
 
 
 async def test_without_redis_the_durable_records_decide(tmp_path: Path) -> None:
-    settings = {"redis_url": "redis://127.0.0.1:1/0", "redis_timeout_ms": 50}
+    settings = {"redis_url": "redis://127.0.0.1:1/0", "redis_timeout_ms": 50, **FAST_HASHING}
     async with api(tmp_path, **settings) as (http, services):
         account_id = await open_account(http)
         key = {"Idempotency-Key": "dep-4"}

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.api_support import api
+from tests.auth import sign_up
 from tests.redis_support import RedisServer, private_redis  # noqa: F401
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -47,11 +48,14 @@ async def test_stopping_and_restarting_redis_under_load_fails_no_request(
         "redis_breaker_failures": 3,
         "redis_breaker_reset": 0.5,
         "rate_limit_enabled": True,
+        "argon2_time_cost": 1,
+        "argon2_memory_cost": 8,
         "rate_limit_burst": 0,
         "rate_limit_per_minute": 1_000_000,
         "rate_limit_per_ip_per_minute": 1_000_000,
     }
     async with api(tmp_path, start=True, **settings) as (http, services):
+        http.headers.update(await sign_up(http))
         accounts = []
         for _ in range(4):
             created = await http.post("/accounts", json={"owner_name": "L", "initial_balance": "0"})
