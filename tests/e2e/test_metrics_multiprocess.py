@@ -67,6 +67,14 @@ async def test_one_scrape_sums_the_counts_of_both_workers(
             sent += REQUESTS
             if len(per_process(directory, "banking_es_commands_total", **labels)) == 2:
                 break
+        # A request is counted when its response has been sent, so the client may see the
+        # answer a moment before the counter moves: wait for the last one, then compare.
+        route = {"route": "/accounts", "method": "POST", "status": "201"}
+        for _ in range(100):
+            latest = samples((await http.get("/metrics")).text)
+            if value(latest, "banking_es_http_requests_total", **route) == sent:
+                break
+            await asyncio.sleep(0.05)
         scrapes = [samples((await http.get("/metrics")).text) for _ in range(6)]
 
     assert not (tmp_path / "data" / "prometheus-multiproc" / "999999999").exists()
