@@ -94,7 +94,7 @@ async def test_one_scrape_sums_the_counts_of_both_workers(
             )
             == sent
         )
-        assert value(scrape, "banking_es_eventstore_events_appended_total") == REQUESTS
+        assert value(scrape, "banking_es_eventstore_events_appended_total") == sent
         # Gauges: one value, not one per worker (livemostrecent / livesum).
         assert value(scrape, "banking_es_eventstore_queue_length") == 0
         assert value(scrape, "banking_es_outbox_backlog") >= 0
