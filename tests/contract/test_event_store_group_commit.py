@@ -21,8 +21,9 @@ from eventstore_helpers import (
     record_batches,
 )
 
-from banking_es.db.base import DatabaseError
+from banking_es.db.base import DatabaseUnavailable
 from banking_es.eventstore.base import (
+    AppendRejected,
     AppendRequest,
     ConcurrencyError,
     EventStore,
@@ -175,7 +176,7 @@ def fail_next_commit(store: EventStore) -> None:
 
     async def failing(*args: Any) -> None:
         store._insert_outbox = original  # type: ignore[attr-defined]
-        raise DatabaseError("injected: connection lost")
+        raise DatabaseUnavailable("injected: connection lost")
 
     store._insert_outbox = failing  # type: ignore[attr-defined]
 
@@ -217,6 +218,26 @@ async def test_a_failed_batch_fails_every_caller_and_writes_nothing(
     assert await event_store.latest_snapshot(streams[0]) == Snapshot(
         streams[0], 2, {"balance": "3.00"}
     )
+
+
+@pytest.mark.parametrize("backend", SQL_BACKENDS)
+async def test_an_append_the_database_cannot_store_fails_alone(event_store: EventStore) -> None:
+    """Data that cannot be stored (here: not serializable) is a bug upstream; it must fail
+    only its own append, never the valid neighbours gathered into the same batch."""
+    streams = [new_stream() for _ in range(6)]
+    poison = one(new_stream(), 0, [event("Odd", bad={1, 2})])
+    requests = [one(s, 0, events(1)) for s in streams]
+    requests.insert(3, poison)
+
+    results = await asyncio.gather(
+        *(event_store.append(r) for r in requests), return_exceptions=True
+    )
+
+    assert isinstance(results[3], AppendRejected), results[3]
+    assert all(isinstance(r, list) and len(r) == 1 for i, r in enumerate(results) if i != 3)
+    assert await event_store.head_position() == 6
+    for stream in streams:
+        assert [e.version for e in await event_store.read_stream(stream)] == [1]
 
 
 async def test_idempotency_keys_conflict_within_one_batch(event_store: EventStore) -> None:

@@ -136,5 +136,19 @@ async def _run_keyed(
         return _respond(status, render(result), headers(result) if headers else None)
 
 
+def guarded(
+    check: Callable[[], Awaitable[None]],
+    action: Callable[[CommandContext], Awaitable[T | Replayed]],
+) -> Callable[[CommandContext], Awaitable[T | Replayed]]:
+    """`action` preceded by an access check, so a 404 it answers is remembered under the
+    Idempotency-Key like any other outcome without events (a 403 is not: never executed)."""
+
+    async def run(context: CommandContext) -> T | Replayed:
+        await check()
+        return await action(context)
+
+    return run
+
+
 def _respond(status: int, body: bytes, headers: dict[str, str] | None) -> Response:
     return Response(body, status_code=status, media_type="application/json", headers=headers)

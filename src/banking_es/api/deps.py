@@ -32,9 +32,13 @@ class JSONRoute(APIRoute):
             request = DecimalJSONRequest(request.scope, request.receive)
             if has_body:
                 content_type = request.headers.get("content-type")
+                if content_type is None and await request.body():
+                    content_type = "(none)"  # a body must say what it is
                 if content_type and not _is_json(content_type):
                     raise ApiError(
-                        415, "unsupported_media_type", "send the body as application/json"
+                        415,
+                        "unsupported_media_type",
+                        "send the body as application/json (Content-Type header)",
                     )
             return await handler(request)
 

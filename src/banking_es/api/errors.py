@@ -175,8 +175,12 @@ async def _on_http(request: Request, exc: Exception) -> Response:
 async def _on_bug(request: Request, exc: Exception) -> Response:
     request_id = request.scope.get("state", {}).get("request_id", "?")
     log.exception("unhandled error (request id %s)", request_id)
+    # Starlette answers a bug outside our middleware: add the request id here.
     return problem_response(
-        500, "internal_error", f"internal error; quote request id {request_id} when reporting it"
+        500,
+        "internal_error",
+        f"internal error; quote request id {request_id} when reporting it",
+        headers={"x-request-id": request_id},
     )
 
 

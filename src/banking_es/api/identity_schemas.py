@@ -10,7 +10,11 @@ Password = Annotated[str, Field(min_length=8, max_length=128)]
 Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Email = Annotated[
     str,
-    Field(max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$", examples=["ann@example.com"]),
+    Field(
+        max_length=254,
+        pattern=r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
+        examples=["ann@example.com"],
+    ),
 ]
 
 
@@ -25,7 +29,10 @@ class RegisterRequest(_Body):
 
 
 class LoginRequest(_Body):
-    username: Annotated[str, Field(min_length=1, max_length=254, description="username or email")]
+    username: Annotated[
+        str,
+        Field(min_length=1, max_length=254, pattern=r"^[^\x00]+$", description="username or email"),
+    ]
     password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
@@ -43,7 +50,7 @@ class ChangePasswordRequest(_Body):
 
 
 class ResetRequest(_Body):
-    email: Annotated[str, Field(min_length=1, max_length=254)]
+    email: Annotated[str, Field(min_length=1, max_length=254, pattern=r"^[^\x00]+$")]
 
 
 class ResetConfirmRequest(_Body):

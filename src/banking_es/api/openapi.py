@@ -12,6 +12,14 @@ from banking_es.api.schemas import Problem
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 
+def _is_fastapi_validation(response: dict[str, Any] | None) -> bool:
+    """FastAPI's own 422 (HTTPValidationError), not a business 422 a route declared."""
+    if response is None:
+        return False
+    schemas = [c.get("schema", {}) for c in response.get("content", {}).values()]
+    return any(str(s.get("$ref", "")).endswith("/HTTPValidationError") for s in schemas)
+
+
 def install(app: FastAPI) -> None:
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -27,15 +35,18 @@ def install(app: FastAPI) -> None:
         )
         for defs_name, definition in components["Problem"].pop("$defs", {}).items():
             components.setdefault(defs_name, definition)
-        for path in schema.get("paths", {}).values():
+        for route, path in schema.get("paths", {}).items():
             for operation in path.values():
                 responses = operation.setdefault("responses", {})
-                had_422_validation = responses.pop("422", None) is not None
+                had_422_validation = _is_fastapi_validation(responses.get("422"))
+                if had_422_validation:
+                    del responses["422"]  # we answer 400 validation_error instead
                 if operation.get("security"):
                     responses.setdefault("401", {"description": "unauthenticated"})
                     responses.setdefault("403", {"description": "forbidden (role)"})
                 for code, response in list(responses.items()):
-                    if code.startswith(("4", "5")):
+                    # /health/ready's 503 is its own JSON body, not a problem
+                    if code.startswith(("4", "5")) and not route.startswith("/health"):
                         response["content"] = {"application/problem+json": {"schema": _PROBLEM_REF}}
                         response.setdefault("description", "Problem details")
                 if (

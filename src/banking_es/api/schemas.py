@@ -68,10 +68,21 @@ PositiveAmount = Annotated[Decimal, PlainValidator(_positive), WithJsonSchema(_M
 NonNegativeAmount = Annotated[Decimal, PlainValidator(_non_negative), WithJsonSchema(_MONEY_SCHEMA)]
 
 
+def storable_text(value: str, kind: str = "text") -> str:
+    """Text that every backend stores as given: no NUL, no lone surrogate (not UTF-8)."""
+    if "\x00" in value:
+        raise PydanticCustomError(kind, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError(kind, "must be valid Unicode text") from None
+    return value
+
+
 def _trimmed_name(value: Any) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError("name", "must be a string")
-    name = value.strip()
+    name = storable_text(value, "name").strip()
     if not name:
         raise PydanticCustomError("name", "must not be empty")
     if len(name) > 200:
@@ -93,7 +104,7 @@ def _optional_text(limit: int) -> Any:
             raise PydanticCustomError("text", "must be a string")
         if len(value) > limit:
             raise PydanticCustomError("text", f"must be at most {limit} characters")
-        return value
+        return storable_text(value)
 
     return check
 

@@ -454,6 +454,7 @@ class AccountService:
         it does not exist. For advisory checks such as validation warnings."""
         account, _ = await self._load(account_id, fresh=False)
         return account if account.exists else None
+
     async def owner_of(self, account_id: str) -> str | None:
         """The owner's user id. It never changes, so a cached state answers without a query."""
         account, _ = await self._load(account_id, fresh=False)

@@ -8,6 +8,7 @@ processes and global positions are assigned in commit order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -136,7 +137,14 @@ class SqliteDatabase:
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self._lock:
             conn = self._writer
-            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                # Cancelled (or failed) while BEGIN was queued on the connection's thread: it
+                # may still run, so end any transaction it opened before the next user comes.
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(conn.raw.rollback())
+                raise
             try:
                 yield conn
             except BaseException:

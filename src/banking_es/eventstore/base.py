@@ -3,6 +3,7 @@
     EventStoreError
     ├── ConcurrencyError        a stream was not at the expected version (nothing written)
     ├── IdempotencyKeyExists    an idempotency key of the append is already recorded
+    ├── AppendRejected          the database refused this append's data (nothing written)
     └── StoreUnavailable        the database cannot be reached; safe to retry later
 
 An `AppendRequest` is one atomic unit: its stream appends, snapshots, idempotency
@@ -40,6 +41,11 @@ class IdempotencyKeyExists(EventStoreError):
     def __init__(self, existing: IdempotencyRecord) -> None:
         super().__init__(f"idempotency key {existing.key!r} is already recorded")
         self.existing = existing
+
+
+class AppendRejected(EventStoreError):
+    """The database refused this append's data (not a conflict, not an outage): a bug in
+    validation upstream. Only this append fails; its neighbours in the batch are written."""
 
 
 class StoreUnavailable(EventStoreError):

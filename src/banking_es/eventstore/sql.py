@@ -26,6 +26,7 @@ from banking_es.db.base import (
     UniqueViolation,
 )
 from banking_es.eventstore.base import (
+    AppendRejected,
     AppendRequest,
     ConcurrencyError,
     EventStoreError,
@@ -144,8 +145,14 @@ class SqlEventStore:
                 return [await self._commit_alone(request) for request in requests]
             first = requests[0].streams[0] if requests and requests[0].streams else None
             raise ConcurrencyError(first.stream_id if first else "?", -1, -1) from exc
-        except (DatabaseUnavailable, DatabaseError) as exc:
+        except DatabaseUnavailable as exc:
             raise StoreUnavailable(str(exc)) from exc
+        except (DatabaseError, TypeError, ValueError) as exc:
+            # The data of some append could not be stored or serialized. Find which one: the
+            # others must not fail with it.
+            if replan and len(requests) > 1:
+                return [await self._commit_alone(request) for request in requests]
+            raise AppendRejected(f"the database refused this append: {exc}") from exc
 
     async def _apply_batch(self, requests: list[AppendRequest]) -> BatchPlan:
         """One locked transaction: read the state, plan the batch, write it, commit."""

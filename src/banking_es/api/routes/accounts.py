@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from banking_es.api import render
-from banking_es.api.commands import run_command
+from banking_es.api.commands import guarded, run_command
 from banking_es.api.deps import Caller, CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import ApiError
 from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
@@ -126,6 +127,31 @@ async def list_accounts(
     return Response(render.page(data, has_more, next_cursor), media_type="application/json")
 
 
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _rfc3339(text: str) -> datetime:
+    """An RFC 3339 date-time with its offset, as UTC; 400 for anything else."""
+
+    def refuse(message: str) -> ApiError:
+        return ApiError(
+            400,
+            "validation_error",
+            f"as_of {message}",
+            errors=[{"field": "as_of", "message": message}],
+        )
+
+    if not _RFC3339.match(text):
+        raise refuse("must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z")
+    digits = re.sub(r"\.(\d{6})\d+", r".\1", text)  # Python keeps microseconds
+    try:
+        return datetime.fromisoformat(digits.replace("z", "Z")).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise refuse("is not a valid time") from None
+
+
 @router.get(
     "/{account_id}",
     summary="Get an account, now or at a moment or version",
@@ -137,7 +163,8 @@ async def get_account(
     services: ServicesDep,
     caller: CallerDep,
     as_of: Annotated[
-        datetime | None, Query(description="RFC 3339 time, e.g. 2026-01-31T12:00:00Z")
+        str | None,
+        Query(max_length=64, description="RFC 3339 time, e.g. 2026-01-31T12:00:00Z"),
     ] = None,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
@@ -148,17 +175,11 @@ async def get_account(
             "give either as_of or version, not both",
             errors=[{"field": "as_of", "message": "cannot be combined with version"}],
         )
-    if as_of is not None and as_of.tzinfo is None:
-        raise ApiError(
-            400,
-            "validation_error",
-            "as_of must include a time zone (e.g. Z)",
-            errors=[{"field": "as_of", "message": "must include a time zone"}],
-        )
+    moment = _rfc3339(as_of) if as_of is not None else None
     await services.access.check_read(caller.identity, str(account_id))
     accounts = services.accounts
-    if as_of is not None:
-        account = await accounts.account_as_of(str(account_id), as_of)
+    if moment is not None:
+        account = await accounts.account_as_of(str(account_id), moment)
     elif version is not None:
         account = await accounts.account_at_version(str(account_id), version)
     else:
@@ -179,7 +200,6 @@ async def deposit(
     services: ServicesDep,
     caller: CallerDep,
 ) -> Response:
-    await services.access.check_write(caller.identity, str(account_id))
     command = cmd.Deposit(str(account_id), body.amount, body.description, body.expected_version)
     warnings = await _check_transaction(services, caller, "deposit", command)
     return await run_command(
@@ -188,7 +208,10 @@ async def deposit(
         services.idempotency,
         body.model_dump(),
         status=200,
-        action=lambda ctx: services.accounts.deposit(command, ctx),
+        action=guarded(
+            lambda: services.access.check_write(caller.identity, str(account_id)),
+            lambda ctx: services.accounts.deposit(command, ctx),
+        ),
         render=lambda account: render.account_json(account, warnings),
     )
 
@@ -206,7 +229,6 @@ async def withdraw(
     services: ServicesDep,
     caller: CallerDep,
 ) -> Response:
-    await services.access.check_write(caller.identity, str(account_id))
     command = cmd.Withdraw(str(account_id), body.amount, body.description, body.expected_version)
     warnings = await _check_transaction(services, caller, "withdraw", command)
     return await run_command(
@@ -215,7 +237,10 @@ async def withdraw(
         services.idempotency,
         body.model_dump(),
         status=200,
-        action=lambda ctx: services.accounts.withdraw(command, ctx),
+        action=guarded(
+            lambda: services.access.check_write(caller.identity, str(account_id)),
+            lambda ctx: services.accounts.withdraw(command, ctx),
+        ),
         render=lambda account: render.account_json(account, warnings),
     )
 
@@ -233,7 +258,6 @@ async def close_account(
     services: ServicesDep,
     caller: CallerDep,
 ) -> Response:
-    await services.access.check_write(caller.identity, str(account_id))
     command = cmd.CloseAccount(str(account_id), body.reason or "", body.expected_version)
     return await run_command(
         request,
@@ -241,7 +265,10 @@ async def close_account(
         services.idempotency,
         body.model_dump(),
         status=200,
-        action=lambda ctx: services.accounts.close_account(command, ctx),
+        action=guarded(
+            lambda: services.access.check_write(caller.identity, str(account_id)),
+            lambda ctx: services.accounts.close_account(command, ctx),
+        ),
         render=render.account_json,
     )
 

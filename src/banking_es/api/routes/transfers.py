@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from banking_es.api import render
-from banking_es.api.commands import run_command
+from banking_es.api.commands import guarded, run_command
 from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import validation_error
 from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
@@ -46,7 +46,6 @@ async def create_transfer(
 ) -> Response:
     source = _uuid("from_account_id", body.from_account_id)
     target = _uuid("to_account_id", body.to_account_id)
-    await services.access.check_write(caller.identity, source)
     command = cmd.Transfer(
         source,
         target,
@@ -65,7 +64,10 @@ async def create_transfer(
         services.idempotency,
         body.model_dump(),
         status=201,
-        action=lambda ctx: services.accounts.transfer(command, ctx),
+        action=guarded(
+            lambda: services.access.check_write(caller.identity, source),
+            lambda ctx: services.accounts.transfer(command, ctx),
+        ),
         render=lambda transfer: render.transfer_json(transfer, warnings),
         headers=lambda t: {"Location": f"/transfers/{t.id}"},
         location_prefix="/transfers",

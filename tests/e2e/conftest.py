@@ -1,0 +1,59 @@
+"""Fixtures for the API tests: the app over `httpx.ASGITransport`, on SQLite or PostgreSQL.
+
+`api` is an `httpx.AsyncClient` talking to `create_app(settings, services)` in process,
+logged in as a new customer (its `Authorization` header is set); `services` is the same
+`Services` container, so a test can look at the event store directly (`store_state`
+snapshots it to prove a rejected request changed nothing).
+
+The backend is SQLite unless a test asks for both (see `tests/e2e/http_support.py`)::
+
+    @pytest.mark.parametrize("db_backend", BOTH_BACKENDS, indirect=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.e2e.http_support import StoreState, api_client, running_services, snapshot_store
+
+from banking_es.bootstrap import Services
+
+
+@pytest.fixture
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` unless parametrised indirectly with ``postgres``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def api_database_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if db_backend == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite:///{tmp_path / 'banking.db'}"
+
+
+@pytest.fixture
+async def services(api_database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    """Started services (projections and outbox relay running) on a fresh database."""
+    async with running_services(api_database_url, tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+async def api(services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(services) as client:
+        yield client
+
+
+@pytest.fixture
+def store_state(services: Services) -> Callable[[], Awaitable[StoreState]]:
+    """`await store_state()`: the store's current head and events."""
+
+    async def take() -> StoreState:
+        return await snapshot_store(services)
+
+    return take
