@@ -106,6 +106,9 @@ def serve(
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=10,
+        # uvicorn kills a worker that misses a 5 s health ping; a busy worker on a loaded
+        # machine is not hung, and killing it drops its requests in flight.
+        timeout_worker_healthcheck=30,
     )
 
 
