@@ -1,70 +1,80 @@
-"""A TCP proxy on loopback that a test can cut and restore, to make a dependency go away."""
+"""A loopback TCP proxy that can hang or stop, to make a real dependency misbehave."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
+from tests.server import free_port
+
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; `cut()` drops every connection and refuses new
-    ones until `restore()`."""
+    """Forwards 127.0.0.1:`port` to `upstream`.
 
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = 0
+    `hang()`: connections stay open but no byte goes through (new ones are accepted and
+    never answered), like a server stuck on a lock or a dead network path.
+    `stop()`: the port is closed and every connection reset, like a stopped server.
+    `resume()`: forward again (listening again on the same port after `stop()`).
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
         self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self._pumps: set[asyncio.Task[None]] = set()
-        self.cut_off = False
+        self._flowing = asyncio.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._flowing.set()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         return self
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cut_off:
-            writer.close()
-            return
+    def hang(self) -> None:
+        self._flowing.clear()
+
+    async def stop(self) -> None:
+        self._flowing.clear()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def resume(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._flowing.set()
+
+    async def close(self) -> None:
+        await self.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        await self._flowing.wait()
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
-            writer.close()
+            writer.transport.abort()
             return
-        self._open.update((writer, up_writer))
+        self._writers.add(up_writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pump(source, sink))
-            self._pumps.add(task)
-            task.add_done_callback(self._pumps.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         try:
             while data := await source.read(65536):
+                await self._flowing.wait()
                 sink.write(data)
                 await sink.drain()
-        except (ConnectionError, OSError):
+        except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            sink.close()
-            self._open.discard(sink)
-
-    async def cut(self) -> None:
-        self.cut_off = True
-        for writer in list(self._open):
-            writer.transport.abort()
-        self._open.clear()
-        await asyncio.sleep(0.05)
-
-    def restore(self) -> None:
-        self.cut_off = False
-
-    async def close(self) -> None:
-        await self.cut()
-        for task in list(self._pumps):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            with contextlib.suppress(Exception):
+                sink.transport.abort()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from tests.auth import sign_up
 from tests.e2e.observability_support import running_app
-from tests.e2e.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxy
 
 from banking_es.observability.health import HealthChecks
 

@@ -69,7 +69,7 @@ async def test_writes_answer_503_while_the_database_is_gone_and_recover_after(
             assert (await deposit("1.00")).status_code == 200
             acknowledged += 1
 
-        await proxy.cut()
+        await proxy.stop()
         outage = [await deposit("100.00") for _ in range(3)]
         assert {r.status_code for r in outage} == {503}
         for response in outage:
@@ -81,7 +81,7 @@ async def test_writes_answer_503_while_the_database_is_gone_and_recover_after(
         assert ready.status_code == 503
         assert ready.json()["components"]["event_store"]["status"] == "down"
 
-        proxy.restore()
+        await proxy.resume()
         recovered = None
         for _ in range(50):
             response = await deposit("2.00")
