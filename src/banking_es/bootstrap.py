@@ -175,6 +175,25 @@ class Services:
         self.metrics.close()
 
 
+def _count_kafka(kafka: KafkaMessaging, metrics: Metrics) -> None:
+    """Kafka publish/consume counts and dead letters into the Prometheus metrics."""
+    from banking_es.messaging.kafka import KafkaPublisher
+
+    publisher = kafka.relay.publisher
+    if isinstance(publisher, KafkaPublisher):
+        publisher.on_published = lambda topic, n: metrics.kafka_published.labels(topic).inc(n)
+        publisher.on_error = lambda topic: metrics.kafka_publish_errors.labels(topic).inc()
+    consumer = kafka.projections
+    group = consumer.group_id
+    consumer.on_consumed = lambda topic, n: metrics.kafka_consumed.labels(topic, group, "ok").inc(n)
+
+    def dead_letter(topic: str, error: str, attempts: int) -> None:
+        metrics.kafka_consumed.labels(topic, group, "dead_letter").inc()
+        metrics.dead_letters.labels(topic).inc()
+
+    consumer.on_dead_letter = dead_letter
+
+
 @dataclass(frozen=True)
 class _KafkaProjections:
     """Projection status when a Kafka consumer group drives the projections."""
@@ -232,6 +251,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
 
             kafka = build_kafka(settings, db, store, default_projections(), account_cache, clock)
             relay = kafka.relay
+            _count_kafka(kafka, metrics)
 
         def wake_followers() -> None:
             projections.notify()

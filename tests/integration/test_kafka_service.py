@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 from tests.auth import admin_headers
+from tests.e2e.observability_support import samples, value
 from tests.integration.kafka_broker import TansuBroker
 from typer.testing import CliRunner
 
@@ -90,6 +91,16 @@ async def test_with_kafka_the_consumer_group_drives_projections_and_the_cache(
     while services.kafka.invalidator.invalidated < 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert services.kafka.invalidator.invalidated >= 2
+    # and /metrics counts what went through Kafka
+    topic = f"{services.settings.kafka_topic_prefix}.events"
+    scrape = samples(services.metrics.render().decode())
+    published = value(scrape, "banking_es_kafka_messages_published_total", topic=topic)
+    group = services.kafka.projections.group_id
+    consumed = value(
+        scrape, "banking_es_kafka_messages_consumed_total", topic=topic, group=group, outcome="ok"
+    )
+    assert published == 2  # AccountCreated and MoneyDeposited, acknowledged by the broker
+    assert consumed >= 2
 
 
 async def test_readiness_reports_kafka_and_degrades_when_the_broker_stops_answering(

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -178,6 +179,9 @@ class KafkaPublisher:
     def __init__(self, config: KafkaConfig) -> None:
         self._config = config
         self._producer: AIOKafkaProducer | None = None
+        #: Told (topic, count) after the broker acknowledged messages, and (topic) on failure.
+        self.on_published: Callable[[str, int], None] | None = None
+        self.on_error: Callable[[str], None] | None = None
         self._idempotent: bool | None = None
         self._topics_ready = False
 
@@ -241,15 +245,22 @@ class KafkaPublisher:
         producer = await self.start()
         try:
             futures = []
+            topics: Counter[str] = Counter()
             for entry in entries:
                 topic, key, value, headers = encode_entry(entry, self._config.topics)
                 futures.append(await producer.send(topic, value, key=key, headers=headers))
+                topics[topic] += 1
             await asyncio.gather(*futures)
         except BaseException:
+            if self.on_error is not None and entries:
+                self.on_error(encode_entry(entries[0], self._config.topics)[0])
             # After a failure the producer may hold half-sent batches: start a fresh one, so
             # the next attempt republishes the whole batch in order.
             await self._reset()
             raise
+        if self.on_published is not None:
+            for topic, count in topics.items():
+                self.on_published(topic, count)
 
     async def _reset(self) -> None:
         producer, self._producer = self._producer, None

@@ -256,6 +256,10 @@ class KafkaProjectionRunner:
         self._max_backoff = max_backoff
         self._batch = batch_size
         self.group_id = group_id or f"{config.topics.prefix}.projections"
+        #: Told (topic, count) of messages consumed, and (topic, error, attempts) of each
+        #: message given up as a dead letter (metrics and logs).
+        self.on_consumed: Callable[[str, int], None] | None = None
+        self.on_dead_letter: Callable[[str, str, int], None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -379,6 +383,8 @@ class KafkaProjectionRunner:
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Any
     ) -> None:
         messages = [_message(r) for r in records]
+        if self.on_consumed is not None and messages:
+            self.on_consumed(messages[0].topic, len(messages))
         delay = self._backoff
         while True:
             try:
@@ -461,6 +467,8 @@ class KafkaProjectionRunner:
             attempts,
             error,
         )
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(message.topic, error, attempts)
         await self._to_dlq_topic(message, error, attempts)
 
     async def _to_dlq_topic(self, message: Message, error: str, attempts: int) -> None:
