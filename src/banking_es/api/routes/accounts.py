@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from banking_es.api import render
@@ -26,6 +28,7 @@ from banking_es.api.schemas import (
     TransactionPage,
 )
 from banking_es.api.validation import validate_request
+from banking_es.application.accounts import CommandContext, Replayed
 from banking_es.application.validation import ACCOUNT_CREATION, TRANSACTION
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
@@ -56,6 +59,29 @@ async def _check_transaction(
 ) -> list[str]:
     data = {"operation": operation, "account_id": command.account_id, "amount": command.amount}
     return await validate_request(services, caller, TRANSACTION, data)
+
+
+async def _write(
+    request: Request,
+    services: Services,
+    caller: Caller,
+    body: BaseModel,
+    account_id: UUID,
+    execute: Callable[[CommandContext], Awaitable[Account | Replayed]],
+    warnings: Sequence[str] = (),
+) -> Response:
+    """A write to an existing account: owner check, Idempotency-Key, 200 with the account."""
+    return await run_command(
+        request,
+        caller,
+        services.idempotency,
+        body.model_dump(),
+        status=200,
+        action=guarded(
+            lambda: services.access.check_write(caller.identity, str(account_id)), execute
+        ),
+        render=lambda account: render.account_json(account, warnings),
+    )
 
 
 def _location(account: Account) -> dict[str, str]:
@@ -202,17 +228,14 @@ async def deposit(
 ) -> Response:
     command = cmd.Deposit(str(account_id), body.amount, body.description, body.expected_version)
     warnings = await _check_transaction(services, caller, "deposit", command)
-    return await run_command(
+    return await _write(
         request,
+        services,
         caller,
-        services.idempotency,
-        body.model_dump(),
-        status=200,
-        action=guarded(
-            lambda: services.access.check_write(caller.identity, str(account_id)),
-            lambda ctx: services.accounts.deposit(command, ctx),
-        ),
-        render=lambda account: render.account_json(account, warnings),
+        body,
+        account_id,
+        lambda ctx: services.accounts.deposit(command, ctx),
+        warnings,
     )
 
 
@@ -231,17 +254,14 @@ async def withdraw(
 ) -> Response:
     command = cmd.Withdraw(str(account_id), body.amount, body.description, body.expected_version)
     warnings = await _check_transaction(services, caller, "withdraw", command)
-    return await run_command(
+    return await _write(
         request,
+        services,
         caller,
-        services.idempotency,
-        body.model_dump(),
-        status=200,
-        action=guarded(
-            lambda: services.access.check_write(caller.identity, str(account_id)),
-            lambda ctx: services.accounts.withdraw(command, ctx),
-        ),
-        render=lambda account: render.account_json(account, warnings),
+        body,
+        account_id,
+        lambda ctx: services.accounts.withdraw(command, ctx),
+        warnings,
     )
 
 
@@ -259,17 +279,13 @@ async def close_account(
     caller: CallerDep,
 ) -> Response:
     command = cmd.CloseAccount(str(account_id), body.reason or "", body.expected_version)
-    return await run_command(
+    return await _write(
         request,
+        services,
         caller,
-        services.idempotency,
-        body.model_dump(),
-        status=200,
-        action=guarded(
-            lambda: services.access.check_write(caller.identity, str(account_id)),
-            lambda ctx: services.accounts.close_account(command, ctx),
-        ),
-        render=render.account_json,
+        body,
+        account_id,
+        lambda ctx: services.accounts.close_account(command, ctx),
     )
 
 
