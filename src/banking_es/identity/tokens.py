@@ -8,11 +8,13 @@ algorithm are refused by PyJWT), and `exp`, `iat`, `jti`, `sub`, `sid` are requi
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
+from cachetools import LRUCache
 
 from banking_es.application.ports import Clock
 from banking_es.identity.errors import Unauthenticated
@@ -20,6 +22,8 @@ from banking_es.identity.errors import Unauthenticated
 ALGORITHM = "HS256"
 ACCESS = "access"
 REFRESH = "refresh"
+#: Verified access tokens remembered per process (one per active login, roughly).
+VERIFIED_CACHE_SIZE = 10_000
 _REQUIRED = ["exp", "iat", "jti", "sub", "sid", "typ"]
 
 
@@ -58,6 +62,7 @@ class TokenCodec:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.clock = clock
+        self._verified: LRUCache[str, Claims] = LRUCache(maxsize=VERIFIED_CACHE_SIZE)
 
     def issue(self, user_id: str, login_id: str, roles: tuple[str, ...]) -> TokenPair:
         now = self.clock.now()
@@ -94,7 +99,23 @@ class TokenCodec:
         return jwt.encode(claims, self._secrets[typ], algorithm=ALGORITHM)
 
     def verify(self, token: str, typ: str) -> Claims:
-        """The claims of a valid, unexpired token of kind `typ`; else `Unauthenticated`."""
+        """The claims of a valid, unexpired token of kind `typ`; else `Unauthenticated`.
+
+        Access tokens are sent with every request: one that verified once is remembered
+        (a bounded LRU) until it expires, so its signature is not checked again. The
+        cache holds only tokens that passed every check; revocation is checked by the
+        caller on every request, cached or not.
+        """
+        if typ == ACCESS:
+            cached = self._verified.get(token)
+            if cached is not None and cached.expires_at > time.time():
+                return cached
+        claims = self._verify(token, typ)
+        if typ == ACCESS:
+            self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str, typ: str) -> Claims:
         try:
             claims = jwt.decode(
                 token,
