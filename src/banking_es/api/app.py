@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from banking_es import __version__
 from banking_es.api import errors, identity_errors, openapi
+from banking_es.api.hotpath import HotPathMiddleware
 from banking_es.api.middleware import RequestContextMiddleware
 from banking_es.api.ratelimit import RateLimitMiddleware
 from banking_es.api.routes import (
@@ -38,8 +39,16 @@ strings with exactly 2 decimals. Errors are `application/problem+json` with a st
 """
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    """Build the app. Services are built in the lifespan unless given (tests may pass them)."""
+def create_app(
+    settings: Settings | None = None,
+    services: Services | None = None,
+    *,
+    hot_path: bool = True,
+) -> FastAPI:
+    """Build the app. Services are built in the lifespan unless given (tests may pass them).
+
+    `hot_path=False` leaves every request to FastAPI (tests compare the two).
+    """
     settings = settings or load_settings()
 
     @asynccontextmanager
@@ -81,6 +90,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     errors.install(app)
     identity_errors.install(app)
     openapi.install(app)
+    if hot_path:  # innermost: after the request id, the access log and the per-IP limit
+        app.add_middleware(HotPathMiddleware, fastapi=app)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
+from starlette.types import Scope
 
 from banking_es.api.jsonbody import DecimalJSONRequest
 from banking_es.api.problems import ApiError
@@ -100,12 +101,17 @@ async def get_caller(
     if credentials is None:
         raise MissingToken("a bearer token is required (Authorization: Bearer <token>)")
     principal = (await get_services(request)).identity.authenticate(credentials.credentials)
-    request.scope.setdefault("state", {})["user_id"] = principal.user_id  # for the access log
-    client_id = request.headers.get("x-client-id")
+    return make_caller(request.scope, principal, request.headers.get("x-client-id"))
+
+
+def make_caller(scope: Scope, principal: Principal, client_id: str | None) -> Caller:
+    """The caller of an authenticated request (its user id also goes to the access log)."""
+    state = scope.setdefault("state", {})
+    state["user_id"] = principal.user_id
     return Caller(
         user_id=principal.user_id,
         client_id=client_id[:255] if client_id else None,
-        request_id=request.scope.get("state", {}).get("request_id"),
+        request_id=state.get("request_id"),
         principal=principal,
     )
 
