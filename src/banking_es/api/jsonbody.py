@@ -42,10 +42,15 @@ def _parse_constant(text: str) -> BadNumber:
     return BadNumber(text, "must be a finite number")
 
 
+#: One decoder for every body: `json.loads` with hooks builds a new one per call.
+_DECODER = json.JSONDecoder(
+    parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant
+)
+
+
 def loads(raw: bytes) -> Any:
-    return json.loads(
-        raw, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant
-    )
+    """`json.loads(raw, parse_float=..., ...)` (the same encodings), with exact numbers."""
+    return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
 
 
 class DecimalJSONRequest(Request):

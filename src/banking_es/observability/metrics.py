@@ -192,6 +192,18 @@ class Metrics:
             "livemostrecent",
         )
         self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: `labels()` takes a lock and checks every
+        label on each call, and the hot path counts several times per request."""
+        key = (metric._name, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._children) < 10_000:  # bounded: label values are from small sets
+                self._children[key] = child
+        return child
 
     # ---- hooks the composition root wires in ----------------------------------------
 
@@ -210,7 +222,7 @@ class Metrics:
 
     def observe_command(self, command: str, outcome: str) -> None:
         """`AccountService.on_command`."""
-        self.commands.labels(command, outcome).inc()
+        self._child(self.commands, command, outcome).inc()
 
     def observe_batch(self, size: int, seconds: float, queue_length: int = 0) -> None:
         """The event store's `on_batch` (group commit)."""
@@ -231,26 +243,26 @@ class Metrics:
     def observe_cache_counter(self, name: str, label: str, amount: int) -> None:
         """Mirror the cache/Redis/rate-limit/validation counters of `cache.metrics`."""
         if name == "cache_hits":
-            self.cache_requests.labels(label, "hit").inc(amount)
+            self._child(self.cache_requests, label, "hit").inc(amount)
         elif name == "cache_misses":
-            self.cache_requests.labels(label, "miss").inc(amount)
+            self._child(self.cache_requests, label, "miss").inc(amount)
         elif name == "cache_evictions":
-            self.cache_evictions.labels(label).inc(amount)
+            self._child(self.cache_evictions, label).inc(amount)
         elif name == "redis_errors":
-            self.cache_errors.labels("l2").inc(amount)
+            self._child(self.cache_errors, "l2").inc(amount)
         elif name == "rate_limited":
-            self.rate_limited.labels(label).inc(amount)
+            self._child(self.rate_limited, label).inc(amount)
         elif name == "validation_failures":
-            self.validation_failures.labels(label).inc(amount)
+            self._child(self.validation_failures, label).inc(amount)
 
     def observe_cache(self, level: str, result: str) -> None:
         """`result` is hit, miss, eviction or error."""
         if result in CACHE_RESULTS:
-            self.cache_requests.labels(level, result).inc()
+            self._child(self.cache_requests, level, result).inc()
         elif result == "eviction":
-            self.cache_evictions.labels(level).inc()
+            self._child(self.cache_evictions, level).inc()
         else:
-            self.cache_errors.labels(level).inc()
+            self._child(self.cache_errors, level).inc()
 
     # ---- exposition -----------------------------------------------------------------
 
