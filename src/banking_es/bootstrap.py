@@ -26,6 +26,7 @@ from banking_es.config import Environment, Settings
 from banking_es.db.base import Database
 from banking_es.db.migrate import migrate
 from banking_es.eventstore.sql import SqlEventStore
+from banking_es.eventstore.stream_notices import StreamNotices
 from banking_es.identity.access import AccountAccess
 from banking_es.identity.factory import build_identity
 from banking_es.identity.service import IdentityService
@@ -130,9 +131,13 @@ class Services:
     rate_limiter: RateLimiter | None = None
     validator: RequestValidator = field(default_factory=default_validator)
     _warming: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: PostgreSQL: other processes' appends, so cached accounts are read forward in time.
+    stream_notices: StreamNotices | None = None
 
     async def start(self) -> None:
         await self.identity.revocations.start()
+        if self.stream_notices is not None:
+            await self.stream_notices.start()
         if self.kafka is not None:
             self.kafka.start()
         else:
@@ -170,9 +175,22 @@ class Services:
         await self.relay.stop()
         await self.projections.stop()
         await self.identity.revocations.stop()
+        if self.stream_notices is not None:
+            await self.stream_notices.stop()
         await self.store.close()
         await self.db.close()
         self.metrics.close()
+
+
+def _stream_notices(
+    store: SqlEventStore, db: Database, accounts: AccountService
+) -> StreamNotices | None:
+    """PostgreSQL only: the notices of other processes' appends, for the account cache."""
+    origin = getattr(store, "origin", None)
+    url = getattr(db, "url", None)
+    if origin is None or url is None:
+        return None
+    return StreamNotices(url, origin, accounts.note_versions)
 
 
 def _count_kafka(kafka: KafkaMessaging, metrics: Metrics) -> None:
@@ -300,6 +318,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             identity=identity,
             access=AccountAccess(accounts),
             kafka=kafka,
+            stream_notices=_stream_notices(store, db, accounts),
         )
         if kafka is not None:
             services.health.add("kafka", kafka.health, critical=False)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -43,6 +43,8 @@ from banking_es.eventstore.base import (
 from banking_es.observability.tracing import span
 
 MAX_CHUNK = 256
+#: Streams remembered as moved by other processes (see `note_versions`).
+MAX_BEHIND = 100_000
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,8 @@ class AccountService:
         self._pending: dict[str, deque[_Pending]] = {}
         self._draining: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Versions other processes reached (stream notices): a cached copy below is behind.
+        self._behind: dict[str, int] = {}
         #: Called with (command name, outcome) for metrics; outcome in ok|rejected|conflict|failed.
         self.on_command: Callable[[str, str], None] = lambda name, outcome: None
 
@@ -521,7 +525,9 @@ class AccountService:
         """The account from the cache (as is, unless `fresh`) or the store, fast-forwarded."""
         cached = await self._cache.get(account_id)
         if cached is not None and not fresh:
-            return cached, False
+            behind = self._behind.get(account_id)
+            if behind is None or behind <= cached.version:
+                return cached, False
         if cached is None:
             snapshot = await self._store.latest_snapshot(account_id)
             if snapshot is not None and isinstance(snapshot.state, dict):
@@ -529,9 +535,20 @@ class AccountService:
             else:
                 cached = Account(account_id)
         _fold(cached, await self._store.read_stream(account_id, after_version=cached.version))
+        if self._behind.get(account_id, 0) <= cached.version:
+            self._behind.pop(account_id, None)
         if cached.exists:
             self._cache.put(cached)
         return cached, True
+
+    def note_versions(self, versions: Mapping[str, int]) -> None:
+        """Other processes appended to these streams (up to these versions): a cached copy
+        below is read forward before its next command, instead of conflicting at append."""
+        if len(self._behind) > MAX_BEHIND:
+            self._behind.clear()  # only an optimization: forgetting costs a conflict
+        for stream_id, version in versions.items():
+            if version > self._behind.get(stream_id, 0):
+                self._behind[stream_id] = version
 
     def _snapshot(
         self,
