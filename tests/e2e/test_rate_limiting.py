@@ -37,8 +37,6 @@ FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
 LIMITS = {"rate_limit_enabled": True, "rate_limit_burst": 0, **FAST_HASHING}
 #: Longer than every window (a minute): what was counted before has left them all.
 PAST_THE_WINDOWS = 61
-#: A millisecond: `limits` counts a request made exactly one window ago as still inside it.
-BOUNDARY = 0.001
 
 
 async def signed_up(http: httpx.AsyncClient, clock: FakeTime | None = None) -> Headers:
@@ -71,18 +69,17 @@ async def test_a_client_over_its_limit_gets_429_with_retry_after_until_the_windo
         assert body["code"] == "rate_limited"
         assert body["status"] == 429
         assert "rate limit" in body["error"]
-        # the oldest of the three requests leaves the window 60 s after it was made
-        assert refused.headers["retry-after"] == "30"
+        # the oldest of the three requests leaves the window 60 s after it was made, that is
+        # 30 s from now; at exactly 30 s `limits` still counts it (its moving window keeps an
+        # entry made `>=` 60 s ago), so the first second that surely passes is the 31st
+        assert refused.headers["retry-after"] == "31"
         assert refused.headers["ratelimit-limit"] == "3"
         assert refused.headers["ratelimit-remaining"] == "0"
-        assert refused.headers["ratelimit-reset"] == "30"
+        assert refused.headers["ratelimit-reset"] == "31"
         assert refused.headers["x-request-id"]
         other = await http.get("/accounts", headers={"x-client-id": "app-b"})
         assert other.status_code == 200  # another client has its own window
-        # just past Retry-After: at exactly 30 s `limits` still counts the oldest request (its
-        # moving window keeps an entry made `>=` 60 s ago), and the pass used to depend on the
-        # memory storage's background expiry task winning a race against this request
-        fake_time.advance(30 + BOUNDARY)
+        fake_time.advance(int(refused.headers["retry-after"]))  # a client that obeys it
         assert (await http.get("/accounts", headers=a)).status_code == 200
         assert services.cache_metrics.get("rate_limited", "client") == 1
 
@@ -243,7 +240,7 @@ async def test_with_redis_the_limit_is_shared_by_every_process(
         assert (await one.get("/accounts", headers=a)).status_code == 200
         refused = await two.get("/accounts", headers=a)
         assert refused.status_code == 429
-        assert int(refused.headers["retry-after"]) == 60
+        assert int(refused.headers["retry-after"]) == 61  # a full minute, and then some
         fake_time.advance(61)
         assert (await two.get("/accounts", headers=a)).status_code == 200
 

@@ -161,7 +161,9 @@ class RateLimiter:
 
     def _refuse(self, item: RateLimitItem, reset_time: float, reason: str) -> Refusal:
         self.metrics.inc("rate_limited", reason)
-        wait = max(1, math.ceil(reset_time - self.clock()))
+        # floor + 1, not ceil: at a whole second the moving window still counts the oldest
+        # request, so waiting exactly `ceil` seconds would be refused again.
+        wait = max(1, math.floor(reset_time - self.clock()) + 1)
         return Refusal(reason, item.amount, wait)
 
     def _forget(self, key: str) -> None:
