@@ -26,6 +26,7 @@ which) and `transfer`. Register a rule of your own for a kind::
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -152,7 +153,12 @@ class AccountCreationRule:
         return result
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _is_uuid(value: Any) -> bool:
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return True  # the usual form, without building a UUID
     try:
         uuid.UUID(str(value))
     except ValueError:
