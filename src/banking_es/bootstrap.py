@@ -30,7 +30,8 @@ from banking_es.eventstore.stream_notices import StreamNotices
 from banking_es.identity.access import AccountAccess
 from banking_es.identity.factory import build_identity
 from banking_es.identity.service import IdentityService
-from banking_es.messaging.relay import LogPublisher, OutboxRelay
+from banking_es.messaging.leader import LeaseElection
+from banking_es.messaging.relay import RELAY_LEASE, LogPublisher, OutboxRelay
 from banking_es.observability.events import record_login
 from banking_es.observability.health import HealthChecks, core_checks
 from banking_es.observability.metrics import Metrics
@@ -262,7 +263,14 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             poll_interval=settings.projection_poll_interval_ms / 1000,
         )
         development = settings.banking_env is not Environment.PRODUCTION
-        relay = OutboxRelay(store, LogPublisher(with_payloads=development), clock)
+        # One relay at a time (the lease), as with Kafka: otherwise every worker would read,
+        # log and mark the same outbox rows.
+        relay = OutboxRelay(
+            store,
+            LogPublisher(with_payloads=development),
+            clock,
+            leader=LeaseElection(db, RELAY_LEASE, clock, ttl=settings.kafka_relay_lease_ttl),
+        )
         kafka = None
         if settings.kafka_bootstrap_servers:
             from banking_es.messaging.wiring import build_kafka

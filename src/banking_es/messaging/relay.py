@@ -21,6 +21,9 @@ from banking_es.application.ports import Clock
 from banking_es.eventstore.base import EVENTS_TOPIC, EventStore, OutboxEntry
 from banking_es.messaging.leader import LeaseElection
 
+#: The lease that picks the one process relaying the outbox (Kafka or log publisher).
+RELAY_LEASE = "outbox-relay"
+
 log = logging.getLogger(__name__)
 
 

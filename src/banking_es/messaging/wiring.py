@@ -20,12 +20,10 @@ from banking_es.eventstore.base import EventStore
 from banking_es.messaging.cache_invalidation import CacheInvalidator, Invalidates
 from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher, Topics, check_broker
 from banking_es.messaging.leader import LeaseElection
-from banking_es.messaging.relay import OutboxRelay
+from banking_es.messaging.relay import RELAY_LEASE, OutboxRelay
 from banking_es.projections.base import Projection
 from banking_es.projections.kafka_runner import KafkaProjectionApplier, KafkaProjectionRunner
 from banking_es.projections.runner import ProjectionStatus
-
-RELAY_LEASE = "outbox-relay"
 
 
 def kafka_config(settings: Settings, **overrides: Any) -> KafkaConfig:
