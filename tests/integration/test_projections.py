@@ -36,6 +36,7 @@ from banking_es.domain.events import (
 )
 from banking_es.eventstore.base import (
     AppendRequest,
+    EventRow,
     EventStore,
     NewEvent,
     RecordedEvent,
@@ -50,7 +51,7 @@ from banking_es.projections import (
 )
 from banking_es.projections import runner as runner_module
 from banking_es.projections import transactions as transactions_module
-from banking_es.projections.base import Projection
+from banking_es.projections.base import Projection, RowProjection
 from banking_es.projections.queries import ReadModels
 from banking_es.projections.runner import ProjectionRunner, lock_key
 
@@ -412,7 +413,7 @@ class Flaky(Exploding):
 
 
 class CountingStore:
-    """Delegates to a store, counting `read_all` calls."""
+    """Delegates to a store, counting `read_all` and `read_rows` calls."""
 
     def __init__(self, inner: EventStore) -> None:
         self.inner = inner
@@ -426,6 +427,10 @@ class CountingStore:
     ) -> list[RecordedEvent]:
         self.reads += 1
         return await self.inner.read_all(after_position, limit, types)
+
+    async def read_rows(self, after_position: int, limit: int) -> list[EventRow]:
+        self.reads += 1
+        return await self.inner.read_rows(after_position, limit)
 
 
 # ---- tests ------------------------------------------------------------------------------
@@ -493,10 +498,14 @@ async def test_running_again_and_reapplying_events_changes_nothing(env: Env) -> 
     assert await run_all(runner) == {SUMMARIES: 0, TRANSACTIONS: 0}
     # Apply every event a second time, bypassing the checkpoint: rows are de-duplicated.
     events = await all_events(env.store)
+    rows = await env.store.read_rows(0, len(events))
     async with env.db.transaction() as conn:
         for projection in default_projections():
             await projection.apply(conn, events)
             await projection.apply(conn, events[len(events) // 2 :])
+            assert isinstance(projection, RowProjection)
+            await projection.apply_rows(conn, rows)
+            await projection.apply_rows(conn, rows[len(rows) // 3 :])
     assert await tables(env.db) == before
     await assert_matches_replay(env)
 

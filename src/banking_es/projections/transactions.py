@@ -19,12 +19,15 @@ an event has no effect. When no row can conflict (no row of the batch's accounts
 after their first version: always so in a rebuild, which starts from deleted rows), a
 large batch is written with PostgreSQL's `COPY` instead, which costs both ends of the wire
 less than the INSERT; like the plain INSERT it would fail on a duplicate.
+
+Stored rows (`apply_rows`, what the runner reads) are decoded one at a time while the
+rows are made, and only those of `ROW_TYPES`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +41,14 @@ from banking_es.domain.events import (
     TransferSent,
 )
 from banking_es.domain.money import ZERO
-from banking_es.eventstore.base import RecordedEvent
+from banking_es.eventstore.base import (
+    ROW_STREAM,
+    ROW_TYPE,
+    ROW_VERSION,
+    EventRow,
+    RecordedEvent,
+    decode_row,
+)
 from banking_es.projections._sql import Dialect, dialect_of, in_set
 
 log = logging.getLogger(__name__)
@@ -107,17 +117,36 @@ class TransactionsProjection:
         relevant = [e for e in events if e.type in ROW_TYPES]
         if only_types is not None and not any(e.type in only_types for e in relevant):
             return
-        if not relevant:
-            return
-        dialect = dialect_of(conn)
         first: dict[str, int] = {}
         for e in relevant:
             first.setdefault(e.stream_id, e.version)
+        await self._apply(conn, first, len(relevant), relevant, only_types)
+
+    async def apply_rows(self, conn: Connection, rows: Sequence[EventRow]) -> None:
+        relevant = [row for row in rows if row[ROW_TYPE] in ROW_TYPES]
+        first: dict[str, int] = {}
+        for row in relevant:
+            first.setdefault(row[ROW_STREAM], row[ROW_VERSION])
+        await self._apply(conn, first, len(relevant), map(decode_row, relevant), None)
+
+    async def _apply(
+        self,
+        conn: Connection,
+        first: dict[str, int],
+        count: int,
+        events: Iterable[RecordedEvent],
+        only_types: frozenset[str] | None,
+    ) -> None:
+        """Write the rows of `events` (`count` of them, of `ROW_TYPES`; `first` holds each
+        account's first version among them)."""
+        if not count:
+            return
+        dialect = dialect_of(conn)
         balances, later = await self._previous(conn, dialect, first)
-        rows = _rows(relevant, balances, only_types)
+        rows = _rows(events, balances, only_types)
         # Re-applied events conflict on (account_id, version); when no row exists at or after
         # the batch's versions nothing can conflict, and the plain INSERT (or COPY) is cheaper.
-        if not later and len(relevant) >= COPY_MIN_ROWS and isinstance(conn, BulkCopy):
+        if not later and count >= COPY_MIN_ROWS and isinstance(conn, BulkCopy):
             # The rows are made while COPY sends the earlier ones: client and server overlap.
             await conn.copy_records("transactions", _COLUMN_NAMES, rows)
         else:
@@ -182,7 +211,7 @@ class TransactionsProjection:
 
 
 def _rows(
-    relevant: Sequence[RecordedEvent],
+    relevant: Iterable[RecordedEvent],
     balances: dict[str, Decimal],
     only_types: frozenset[str] | None,
 ) -> Iterator[tuple[Any, ...]]:
