@@ -21,6 +21,8 @@ from banking_es.eventstore.base import (
     NewEvent,
     RecordedEvent,
     StreamAppend,
+    decode_row,
+    encode_row,
 )
 
 # ---- guarantee 1: optimistic concurrency -----------------------------------------------------
@@ -271,6 +273,26 @@ async def test_read_all_pages_through_everything_in_order(event_store: EventStor
     assert await event_store.read_all(10, 3) == written[10:13]
     assert await event_store.read_all(23, 5) == []
     assert await event_store.read_all(1000, 5) == []
+
+
+async def test_read_rows_are_the_events_of_read_all_as_stored(event_store: EventStore) -> None:
+    stream = new_stream()
+    odd = NewEvent(
+        event_id="5f0c6a1e-0000-4000-8000-000000000002",
+        type="AccountOpened",
+        data={"owner": "Zoë Ångström", "amount": "100.00", "tags": ["a", None], "n": 7},
+        metadata={"schema": 1, "user": {"id": "u-1"}, "ratio": 0.5, "quote": 'say "hi"'},
+    )
+    await event_store.append(one(stream, 0, [odd, *events(11)]))
+    written = await everything(event_store)
+
+    rows = await event_store.read_rows(0, 100)
+    assert all(type(row) is tuple and len(row) == 8 for row in rows)
+    assert all(isinstance(row[5], str) and isinstance(row[6], str) for row in rows)
+    assert [decode_row(row) for row in rows] == written
+    assert [encode_row(event) for event in written] == [encode_row(decode_row(row)) for row in rows]
+    assert [decode_row(r) for r in await event_store.read_rows(4, 5)] == written[4:9]
+    assert await event_store.read_rows(12, 5) == []
 
 
 async def test_read_all_filters_by_type_and_keeps_position_order(event_store: EventStore) -> None:

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +22,7 @@ import pytest
 from banking_es.application.codec import to_domain
 from banking_es.db.base import Connection, Database, DatabaseUnavailable
 from banking_es.db.migrate import migrate
-from banking_es.db.postgres import PostgresDatabase
+from banking_es.db.postgres import PostgresDatabase, _PgConnection
 from banking_es.db.sqlite import SqliteDatabase
 from banking_es.domain.account import Account
 from banking_es.domain.events import (
@@ -36,6 +36,7 @@ from banking_es.domain.events import (
 )
 from banking_es.eventstore.base import (
     AppendRequest,
+    EventRow,
     EventStore,
     NewEvent,
     RecordedEvent,
@@ -49,7 +50,8 @@ from banking_es.projections import (
     default_projections,
 )
 from banking_es.projections import runner as runner_module
-from banking_es.projections.base import Projection
+from banking_es.projections import transactions as transactions_module
+from banking_es.projections.base import Projection, RowProjection
 from banking_es.projections.queries import ReadModels
 from banking_es.projections.runner import ProjectionRunner, lock_key
 
@@ -411,7 +413,7 @@ class Flaky(Exploding):
 
 
 class CountingStore:
-    """Delegates to a store, counting `read_all` calls."""
+    """Delegates to a store, counting `read_all` and `read_rows` calls."""
 
     def __init__(self, inner: EventStore) -> None:
         self.inner = inner
@@ -425,6 +427,10 @@ class CountingStore:
     ) -> list[RecordedEvent]:
         self.reads += 1
         return await self.inner.read_all(after_position, limit, types)
+
+    async def read_rows(self, after_position: int, limit: int) -> list[EventRow]:
+        self.reads += 1
+        return await self.inner.read_rows(after_position, limit)
 
 
 # ---- tests ------------------------------------------------------------------------------
@@ -492,10 +498,14 @@ async def test_running_again_and_reapplying_events_changes_nothing(env: Env) -> 
     assert await run_all(runner) == {SUMMARIES: 0, TRANSACTIONS: 0}
     # Apply every event a second time, bypassing the checkpoint: rows are de-duplicated.
     events = await all_events(env.store)
+    rows = await env.store.read_rows(0, len(events))
     async with env.db.transaction() as conn:
         for projection in default_projections():
             await projection.apply(conn, events)
             await projection.apply(conn, events[len(events) // 2 :])
+            assert isinstance(projection, RowProjection)
+            await projection.apply_rows(conn, rows)
+            await projection.apply_rows(conn, rows[len(rows) // 3 :])
     assert await tables(env.db) == before
     await assert_matches_replay(env)
 
@@ -607,6 +617,79 @@ async def test_full_rebuild_restores_the_tables(env: Env) -> None:
         assert await checkpoint(env.db, name) == head
     assert await tables(env.db) == before
     await assert_matches_replay(env)
+
+
+@pytest.fixture
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the rows each PostgreSQL `COPY` wrote (one entry per statement)."""
+    counted: list[int] = []
+    original = _PgConnection.copy_records
+
+    async def copy_records(
+        self: _PgConnection, table: str, columns: Sequence[str], records: Iterable[Sequence[Any]]
+    ) -> None:
+        sent = 0
+
+        def counting() -> Iterator[Sequence[Any]]:
+            nonlocal sent
+            for record in records:
+                sent += 1
+                yield record
+
+        await original(self, table, columns, counting())
+        counted.append(sent)
+
+    monkeypatch.setattr(_PgConnection, "copy_records", copy_records)
+    return counted
+
+
+@pytest.mark.parametrize("sql_backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.usefixtures("small_rebuild_batches")
+async def test_a_rebuild_by_copy_writes_the_rows_of_small_batches(
+    env: Env, copies: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await populate(env.store, ops=150)
+    head = await env.store.head_position()
+    await runner_for(env, batch_size=5).run_once(TRANSACTIONS)
+    assert copies == []  # small batches INSERT
+    before = await transactions_table(env.db)
+
+    # Batches of 40 by COPY, each carrying the balances on from the rows of the one before.
+    monkeypatch.setattr(transactions_module, "COPY_MIN_ROWS", 10)
+    runner = runner_for(env, batch_size=40)
+    assert await runner.rebuild(TRANSACTIONS) == head
+    assert len(copies) >= 3
+    assert sum(copies) == len(before)
+    assert await transactions_table(env.db) == before
+    assert await checkpoint(env.db, TRANSACTIONS) == head
+
+    # A crash in a batch written by COPY rolls back its rows and its checkpoint.
+    copies.clear()
+    exploding = Exploding(TransactionsProjection())
+    with pytest.raises(RuntimeError, match="crash"):
+        await runner_for(env, [exploding], batch_size=40).rebuild(TRANSACTIONS)
+    assert len(copies) == 1
+    assert await transactions_table(env.db) == {}
+    assert await checkpoint(env.db, TRANSACTIONS) == 0
+
+    # So does a failure while COPY is sending the rows (they are made as it goes).
+    make_rows = transactions_module._rows
+
+    def failing_rows(*args: Any) -> Iterator[tuple[Any, ...]]:
+        for count, row in enumerate(make_rows(*args)):
+            if count == 5:
+                raise RuntimeError("bad event in the middle of a batch")
+            yield row
+
+    monkeypatch.setattr(transactions_module, "_rows", failing_rows)
+    with pytest.raises(RuntimeError, match="bad event"):
+        await runner.run_once(TRANSACTIONS)
+    assert await transactions_table(env.db) == {}
+    assert await checkpoint(env.db, TRANSACTIONS) == 0
+    monkeypatch.setattr(transactions_module, "_rows", make_rows)
+    assert await runner.run_once(TRANSACTIONS) == head
+    assert await transactions_table(env.db) == before
+    assert before == expected_transactions(await all_events(env.store))
 
 
 @pytest.mark.usefixtures("small_rebuild_batches")

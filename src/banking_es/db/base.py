@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Row = Mapping[str, Any]
 
@@ -38,6 +38,18 @@ class Connection(Protocol):
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     async def execute(self, sql: str, *args: Any) -> None: ...
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
+
+
+@runtime_checkable
+class BulkCopy(Protocol):
+    """A connection that can stream many rows into a table in one statement (PostgreSQL
+    `COPY`): cheaper than an INSERT of the same rows on both ends of the wire. Like a plain
+    INSERT it fails as a whole on a duplicate key. Only PostgreSQL connections have it;
+    callers test with `isinstance` and use an INSERT otherwise."""
+
+    async def copy_records(
+        self, table: str, columns: Sequence[str], records: Iterable[Sequence[Any]]
+    ) -> None: ...
 
 
 class Database(Connection, Protocol):

@@ -98,6 +98,16 @@ class _PgConnection:
         except Exception as exc:
             raise translate(exc) from exc
 
+    async def copy_records(
+        self, table: str, columns: Sequence[str], records: Iterable[Sequence[Any]]
+    ) -> None:
+        """`COPY table (columns) FROM STDIN` in binary format (see `BulkCopy`); `records` may
+        be a generator: rows are sent in chunks while it runs."""
+        try:
+            await self.raw.copy_records_to_table(table, columns=list(columns), records=records)
+        except Exception as exc:
+            raise translate(exc) from exc
+
 
 class PostgresDatabase:
     """An asyncpg pool; `transaction()` checks out one connection for its duration."""

@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 
 from banking_es.eventstore.base import (
     AppendRequest,
+    EventRow,
     IdempotencyRecord,
     OutboxEntry,
     OutboxStats,
     RecordedEvent,
     Snapshot,
+    encode_row,
 )
 from banking_es.eventstore.batching import (
     BatchOutcome,
@@ -118,6 +120,9 @@ class MemoryEventStore:
             wanted = set(types)
             events = [e for e in events if e.type in wanted]
         return events[:limit]
+
+    async def read_rows(self, after_position: int, limit: int) -> list[EventRow]:
+        return [encode_row(e) for e in await self.read_all(after_position, limit)]
 
     async def get_event(self, event_id: str) -> RecordedEvent | None:
         return self._by_id.get(event_id)

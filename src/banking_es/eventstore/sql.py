@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -29,6 +29,7 @@ from banking_es.eventstore.base import (
     AppendRejected,
     AppendRequest,
     ConcurrencyError,
+    EventRow,
     EventStoreError,
     IdempotencyRecord,
     OutboxEntry,
@@ -48,6 +49,11 @@ from banking_es.eventstore.batching import (
 from banking_es.observability.tracing import span
 
 _EVENT_COLUMNS = "position, stream_id, version, event_id, type, data, metadata, recorded_at"
+#: The columns of an `EventRow`: the JSON columns as text, which the driver does not decode.
+_ROW_COLUMNS = (
+    "position, stream_id, version, event_id, type, CAST(data AS TEXT) AS data,"
+    " CAST(metadata AS TEXT) AS metadata, recorded_at"
+)
 
 
 def row_to_event(row: Row) -> RecordedEvent:
@@ -340,6 +346,14 @@ class SqlEventStore:
                 limit,
             )
         return [row_to_event(r) for r in rows]
+
+    async def read_rows(self, after_position: int, limit: int) -> list[EventRow]:
+        rows = await self._read(
+            f"SELECT {_ROW_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            after_position,
+            limit,
+        )
+        return cast(list[EventRow], [tuple(r.values()) for r in rows])
 
     async def get_event(self, event_id: str) -> RecordedEvent | None:
         rows = await self._read(

@@ -10,6 +10,9 @@ A summary depends on every event of its account, so `only_types` does not narrow
 is folded: a type-selected replay brings back exactly the rows that `reset` rolled back.
 `reset` rolls a row back to its state at `from_position` by folding that account's
 events up to it again, read from the `events` table of the same database.
+
+Stored rows (`apply_rows`, what the runner reads) are decoded one at a time while they
+are folded, and only those of the handled types.
 """
 
 from __future__ import annotations
@@ -31,7 +34,13 @@ from banking_es.domain.events import (
     TransferReceived,
     TransferSent,
 )
-from banking_es.eventstore.base import RecordedEvent
+from banking_es.eventstore.base import (
+    ROW_STREAM,
+    ROW_TYPE,
+    EventRow,
+    RecordedEvent,
+    decode_row,
+)
 from banking_es.projections._sql import Dialect, dialect_of, in_set
 
 log = logging.getLogger(__name__)
@@ -183,13 +192,23 @@ class AccountSummariesProjection:
         only_types: frozenset[str] | None = None,
     ) -> None:
         relevant = [e for e in events if e.type in HANDLED_TYPES]
-        if not relevant:
+        await self._apply(conn, [e.stream_id for e in relevant], relevant)
+
+    async def apply_rows(self, conn: Connection, rows: Sequence[EventRow]) -> None:
+        relevant = [row for row in rows if row[ROW_TYPE] in HANDLED_TYPES]
+        await self._apply(conn, [row[ROW_STREAM] for row in relevant], map(decode_row, relevant))
+
+    async def _apply(
+        self, conn: Connection, streams: list[str], events: Iterable[RecordedEvent]
+    ) -> None:
+        """Fold `events` (of the handled types, by account `streams`) into their rows."""
+        if not streams:
             return
         dialect = dialect_of(conn)
-        account_ids = list(dict.fromkeys(e.stream_id for e in relevant))
+        account_ids = list(dict.fromkeys(streams))
         states = await self._load(conn, dialect, account_ids)
         changed: set[str] = set()
-        _fold(states, relevant, changed)
+        _fold(states, events, changed)
         await self._write(conn, dialect, [states[a] for a in account_ids if a in changed])
 
     async def reset(

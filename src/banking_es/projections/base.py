@@ -2,16 +2,18 @@
 
 The runner (`runner.py`) calls `apply` inside the transaction that also moves the
 projection's checkpoint, so a batch takes effect exactly once. `reset` deletes what
-was derived from events after a position, before a rebuild replays them.
+was derived from events after a position, before a rebuild replays them. A
+`RowProjection` also takes the events as the store's rows (`apply_rows`), which is what
+the runner reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from banking_es.db.base import Connection
-from banking_es.eventstore.base import RecordedEvent
+from banking_es.eventstore.base import EventRow, RecordedEvent
 
 
 class Projection(Protocol):
@@ -42,4 +44,19 @@ class Projection(Protocol):
 
         With `types`, only what was derived from events of those types.
         """
+        ...
+
+
+@runtime_checkable
+class RowProjection(Projection, Protocol):
+    """A projection that also applies events as stored rows (`EventStore.read_rows`).
+
+    The runner reads its batches as rows, which cost less to read and to hold than
+    RecordedEvents; a projection that decodes only the rows it uses, as it goes, makes a
+    large batch (a rebuild's) much cheaper than a list of RecordedEvents would. Any other
+    projection gets the decoded events.
+    """
+
+    async def apply_rows(self, conn: Connection, rows: Sequence[EventRow]) -> None:
+        """The same as `apply(conn, [decode_row(row) for row in rows])`."""
         ...
