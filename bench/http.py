@@ -314,18 +314,67 @@ def run_wrk(
     return result
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of `pids` so far (processes gone meanwhile count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / _TICKS
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL process on this machine (the backends serve the server and others)."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().startswith(b"postgres"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 def measure(
-    url: str, path: str, mode: str, ids: list[str], token: str | None, label: str
+    url: str,
+    path: str,
+    mode: str,
+    ids: list[str],
+    token: str | None,
+    label: str,
+    workers: list[int] | None = None,
 ) -> dict[str, Any]:
+    """Warm up, then measure; with `workers`, also the CPU time per request they and
+    PostgreSQL spent (less sensitive to a busy machine than requests/s)."""
     say(f"{label}: {WARMUP_S}s warm-up, {DURATION_S}s measured ({CONNECTIONS} connections)")
     warmup = run_wrk(url, path, mode, ids, token, WARMUP_S)
+    pg = postgres_pids()
+    before = (cpu_seconds(workers or []), cpu_seconds(pg))
     result = run_wrk(url, path, mode, ids, token, DURATION_S)
+    after = (cpu_seconds(workers or []), cpu_seconds(pg))
     result["warmup_requests"] = warmup["requests"]
     result["warmup_non_2xx"] = warmup["non_2xx"]
+    cpu = ""
+    if workers and result["requests"]:
+        result["worker_cpu_us"] = (after[0] - before[0]) / result["requests"] * 1e6
+        result["postgres_cpu_us"] = (after[1] - before[1]) / result["requests"] * 1e6
+        cpu = (
+            f", CPU per request: workers {result['worker_cpu_us']:,.0f} us,"
+            f" PostgreSQL {result['postgres_cpu_us']:,.0f} us"
+        )
     say(
         f"{label}: {result['rate']:,.0f}/s, p50 {result['p50_ms']:.1f} ms,"
         f" p99 {result['p99_ms']:.1f} ms, non-2xx {result['non_2xx']},"
-        f" socket errors {result['socket_errors']}"
+        f" socket errors {result['socket_errors']}{cpu}"
     )
     return result
 
@@ -348,8 +397,12 @@ async def http_rows(database_url: str) -> dict[str, Any]:
                 hot, spread = ids[:1], ids[1:]
                 loop = asyncio.get_running_loop()
 
+                workers = [p for p in _descendants(server.process.pid) if _is_worker(p)] or [
+                    server.process.pid
+                ]
+
                 def run(path: str, mode: str, accounts: list[str], label: str) -> dict[str, Any]:
-                    return measure(server.url, path, mode, accounts, token, label)
+                    return measure(server.url, path, mode, accounts, token, label, workers)
 
                 # Both workers load every account once before the deposits (their L1 caches
                 # are warm in a running server): reads spread over the 1,000 accounts.

@@ -77,6 +77,16 @@ def table(r: dict[str, Any]) -> str:
             f" after {check['acknowledged_deposits']:,} acknowledged deposits"
             f" (no lost write: {check['no_lost_write']})."
         )
+    if http and "worker_cpu_us" in http["health"]:
+        rows = [("1", "health"), ("2", "deposits"), ("3", "contention"), ("4", "mixed")]
+        lines.append(
+            "CPU time per request (workers / all PostgreSQL processes): "
+            + "; ".join(
+                f"row {n} {http[k]['worker_cpu_us']:,.0f} / {http[k]['postgres_cpu_us']:,.0f} us"
+                for n, k in rows
+            )
+            + "."
+        )
     m = r["machine"]
     lines.append(
         f"Load average before/after: {m['load_before']} / {m.get('load_after', '?')}"
