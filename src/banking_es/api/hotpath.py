@@ -142,10 +142,9 @@ def _caller(services: Services, scope: Scope, headers: dict[bytes, bytes]) -> Ca
     except IdentityError:
         return None
     client_id = headers.get(b"x-client-id")
-    caller = make_caller(
+    return make_caller(
         scope, principal, client_id.decode("latin-1") if client_id is not None else None
     )
-    return caller
 
 
 async def _read_body(receive: Receive) -> bytes:
