@@ -8,11 +8,13 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from tests.auth import make_settings
 
 from banking_es.application.accounts import CommandContext
 from banking_es.bootstrap import Services, build_services
 from banking_es.domain import commands as cmd
+from banking_es.eventstore import stream_notices as stream_notices_module
 from banking_es.eventstore.batching import BatchPlan
 from banking_es.eventstore.postgres import NOTICE_BYTES, parse_notice, stream_notices
 
@@ -87,3 +89,30 @@ def test_notices_stay_under_the_payload_limit_and_parse_back() -> None:
     assert len(seen) == 600
     assert set(seen.values()) == {2}
     assert parse_notice("o garbage a:1 :2 b:x") == ("o", {"a": 1})
+
+
+async def test_the_listener_comes_back_after_its_connection_is_killed(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream_notices_module, "RECONNECT_S", 0.05)
+    first, _ = await process(tmp_path, pg_url, "one")
+    second, _ = await process(tmp_path, pg_url, "two")
+    try:
+        notices = second.stream_notices
+        assert notices is not None
+        assert notices.listening
+        backend = notices._conn.get_server_pid()
+        await first.db.execute("SELECT pg_terminate_backend($1)", backend)
+        for _ in range(200):
+            if notices.listening and notices._conn.get_server_pid() != backend:
+                break
+            await asyncio.sleep(0.01)
+        assert notices.listening, "the listener did not reconnect"
+        assert notices._conn.get_server_pid() != backend
+        account = await first.accounts.open_account(
+            cmd.OpenAccount("Ada", Decimal("1"), "USD", None), CTX
+        )
+        await eventually_behind(second, account.id, 1)  # notices flow again
+    finally:
+        await second.close()
+        await first.close()
