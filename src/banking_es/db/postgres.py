@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
 
@@ -194,3 +195,24 @@ class PostgresDatabase:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+async def listen(
+    url: str,
+    channel: str,
+    on_notify: Callable[[str], None],
+    on_lost: Callable[[], None],
+) -> asyncpg.Connection:
+    """A dedicated connection LISTENing on `channel` (never a pooled one: LISTEN is session
+    state): `on_notify(payload)` for each notification, `on_lost()` when it closes."""
+    conn = await asyncpg.connect(url, timeout=5)
+    await conn.add_listener(channel, lambda _c, _pid, _ch, payload: on_notify(str(payload)))
+    conn.add_termination_listener(lambda _c: on_lost())
+    return conn
+
+
+async def close_quietly(conn: asyncpg.Connection | None) -> None:
+    """Close a dedicated connection that may already be broken."""
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()

@@ -51,35 +51,32 @@ class StreamNotices:
             await self._connect()
 
     async def _connect(self) -> None:
-        import asyncpg
+        from banking_es.db.postgres import listen
 
         self._lost.clear()
         try:
-            conn = await asyncpg.connect(self.url, timeout=5)
-            await conn.add_listener(STREAMS_CHANNEL, self._notified)
-            conn.add_termination_listener(self._on_lost)
-            self._conn = conn
+            self._conn = await listen(self.url, STREAMS_CHANNEL, self._notified, self._on_lost)
         except Exception as exc:  # the database may be away: try again shortly
             log.warning("cannot LISTEN for stream notices (retrying): %s", exc)
             self._lost.set()
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        origin, versions = parse_notice(str(payload))
+    def _notified(self, payload: str) -> None:
+        origin, versions = parse_notice(payload)
         if origin != self.origin and versions:
             self.received += 1
             self.on_versions(versions)
 
-    def _on_lost(self, *_: object) -> None:
+    def _on_lost(self) -> None:
         self._conn = None
         self._lost.set()
 
     async def stop(self) -> None:
+        from banking_es.db.postgres import close_quietly
+
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
+        await close_quietly(self._conn)
+        self._conn = None

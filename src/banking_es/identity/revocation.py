@@ -97,22 +97,19 @@ class RevocationList:
                 log.warning("reading revocations failed: %s", exc)
 
     async def _listen(self) -> None:
-        import asyncpg
+        from banking_es.db.postgres import listen
 
-        url = getattr(self._users.db, "url", None)
+        url = str(getattr(self._users.db, "url", ""))
         try:
-            conn = await asyncpg.connect(url, timeout=5)
-            await conn.add_listener(REVOCATION_CHANNEL, self._notified)
-            conn.add_termination_listener(self._lost)
-            self._listener = conn
+            self._listener = await listen(url, REVOCATION_CHANNEL, self._notified, self._lost)
             await self.refresh()  # rows committed before LISTEN took effect
         except Exception as exc:
             log.warning("cannot LISTEN for revocations (polling instead): %s", exc)
 
-    def _notified(self, *_: object) -> None:
+    def _notified(self, _payload: str) -> None:
         self._wake.set()
 
-    def _lost(self, *_: object) -> None:
+    def _lost(self) -> None:
         self._listener = None
         self._wake.set()
 
@@ -123,6 +120,7 @@ class RevocationList:
                 await self._task
             self._task = None
         if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
+            from banking_es.db.postgres import close_quietly
+
+            await close_quietly(self._listener)
             self._listener = None

@@ -191,7 +191,6 @@ class Metrics:
             ("topic", "group", "partition"),
             "livemostrecent",
         )
-        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -201,24 +200,15 @@ class Metrics:
         child = self._children.get(key)
         if child is None:
             child = metric.labels(*labels)
-            if len(self._children) < 10_000:  # bounded: label values are from small sets
+            if len(self._children) < 10_000:  # bounded: labels are routes and small sets
                 self._children[key] = child
         return child
 
     # ---- hooks the composition root wires in ----------------------------------------
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        children = self._http_children.get(key)
-        if children is None:
-            children = (
-                self.http_requests.labels(route, method, str(status)),
-                self.http_duration.labels(route, method),
-            )
-            if len(self._http_children) < 10_000:  # bounded: routes are templates
-                self._http_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self._child(self.http_requests, route, method, str(status)).inc()
+        self._child(self.http_duration, route, method).observe(seconds)
 
     def observe_command(self, command: str, outcome: str) -> None:
         """`AccountService.on_command`."""
