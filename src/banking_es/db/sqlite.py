@@ -71,11 +71,15 @@ class _SqliteConnection:
         self.raw = conn
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        # One hop to the connection's thread runs the statement to its end. Executing and
+        # fetching in two hops let another read run in between on the same connection while
+        # this statement was still open, inside its read transaction: that read saw the
+        # snapshot of this one, older than writes acknowledged before it began.
         try:
-            async with self.raw.execute(to_sqlite(sql), args) as cursor:
-                return [dict(row) for row in await cursor.fetchall()]
+            rows = await self.raw.execute_fetchall(to_sqlite(sql), args)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
+        return [dict(row) for row in rows]
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         rows = await self.fetch(sql, *args)
