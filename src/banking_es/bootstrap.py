@@ -58,6 +58,9 @@ async def connect_database(settings: Settings, *, pool_size: int = 20) -> Databa
 def build_store(
     settings: Settings, db: Database, on_batch: Callable[[int, float], None] | None = None
 ) -> SqlEventStore:
+    # Events go to the outbox only for Kafka (the relay publishes them there); without it
+    # nothing reads them: projections follow the store itself. Notifications always do.
+    outbox_events = bool(settings.kafka_bootstrap_servers)
     if db.dialect == "postgres":
         from banking_es.eventstore.postgres import PostgresEventStore
 
@@ -66,6 +69,7 @@ def build_store(
             batch_max_size=settings.batch_max_size,
             batch_max_wait_ms=settings.batch_max_wait_ms,
             on_batch=on_batch,
+            outbox_events=outbox_events,
         )
     from banking_es.eventstore.sqlite import SqliteEventStore
 
@@ -74,6 +78,7 @@ def build_store(
         batch_max_size=settings.batch_max_size,
         batch_max_wait_ms=settings.batch_max_wait_ms,
         on_batch=on_batch,
+        outbox_events=outbox_events,
     )
 
 
@@ -279,9 +284,10 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             relay = kafka.relay
             _count_kafka(kafka, metrics)
 
-        def wake_followers() -> None:
+        def wake_followers(outbox: bool) -> None:
             projections.notify()
-            relay.notify()
+            if outbox:
+                relay.notify()
 
         store.on_commit = wake_followers
         health = core_checks(

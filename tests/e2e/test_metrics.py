@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.auth import sign_up
+from tests.auth import bearer, login, register, sign_up
 from tests.e2e.observability_support import running_app, scrape, value
 
 from banking_es.observability.metrics import UNMATCHED_ROUTE
@@ -84,10 +84,12 @@ async def test_counts_after_known_traffic_are_exact(database_url: str) -> None:
 
 async def test_projection_and_outbox_gauges_follow_the_store(database_url: str) -> None:
     async with running_app(database_url) as (client, services, _app):
-        client.headers.update(await sign_up(client))
+        user = await register(client)
+        client.headers.update(bearer((await login(client, user["username"]))["access_token"]))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "5"})
         account = opened.json()["id"]
         await client.post(f"/accounts/{account}/deposit", json={"amount": "1"})
+        await client.post("/auth/reset-password", json={"email": user["email"]})
         head = await services.store.head_position()
         assert await services.projections.wait_for(head, timeout=10)
         for _ in range(50):  # the relay marks the outbox rows shortly after the commit
@@ -107,6 +109,8 @@ async def test_projection_and_outbox_gauges_follow_the_store(database_url: str) 
         await services.projections.stop()
         await services.relay.stop()
         await client.post(f"/accounts/{account}/deposit", json={"amount": "1"})
+        # Without Kafka only notifications go through the outbox: a password-reset email.
+        await client.post("/auth/reset-password", json={"email": user["email"]})
         lagging = await scrape(client)
         for name in ("account_summaries", "transactions"):
             assert value(lagging, P + "projection_lag_events", projection=name) == 1

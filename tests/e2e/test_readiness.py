@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
-from tests.auth import sign_up
+from tests.auth import bearer, login, register, sign_up
 from tests.e2e.observability_support import running_app
 from tests.tcp_proxy import TcpProxy
 
@@ -119,10 +119,16 @@ async def test_lagging_projections_and_an_old_outbox_make_it_degraded_not_down(
         services,
         _app,
     ):
-        client.headers.update(await sign_up(client))  # queues nothing in the outbox
+        user = await register(client)
+        client.headers.update(bearer((await login(client, user["username"]))["access_token"]))
         await services.projections.stop()
         await services.relay.stop()
         await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
+        # Without Kafka events do not go through the outbox (nothing would read them there);
+        # notifications do: a password-reset email.
+        assert (await services.store.outbox_stats()).backlog == 0
+        queued = await client.post("/auth/reset-password", json={"email": user["email"]})
+        assert queued.status_code == 202
         await asyncio.sleep(0.2)
         status, body, _ = await timed_ready(client)
         assert status == 200

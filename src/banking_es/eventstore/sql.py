@@ -107,8 +107,9 @@ class SqlEventStore:
     ) -> None:
         self.db = db
         self._outbox_events = outbox_events
-        #: Called after every committed batch (wakes projection runners and the relay).
-        self.on_commit: Callable[[], object] | None = None
+        #: Called after every committed batch that wrote events or outbox rows, with whether
+        #: it wrote outbox rows (wakes the projection runners, and the relay when it has work).
+        self.on_commit: Callable[[bool], object] | None = None
         #: Called after every successful append and snapshot load (metrics).
         self.on_append: Callable[[AppendRequest, list[RecordedEvent]], None] | None = None
         self.on_snapshot_load: Callable[[], None] | None = None
@@ -138,8 +139,8 @@ class SqlEventStore:
     ) -> list[BatchOutcome]:
         try:
             plan = await self._apply_batch(requests)
-            if self.on_commit is not None and plan.events:
-                self.on_commit()
+            if self.on_commit is not None and (plan.events or plan.outbox):
+                self.on_commit(bool(plan.outbox))
             return plan.outcomes
         except UniqueViolation as exc:
             # Only reachable if a row was written outside the append lock (e.g. a concurrent

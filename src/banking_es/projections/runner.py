@@ -70,7 +70,7 @@ REBUILD_BATCH_SIZE = 50_000
 
 #: Under load, how long a woken loop waits for more commits before its next batch: one
 #: projection transaction per few milliseconds instead of one per commit (docs/performance.md).
-SETTLE = 0.005
+SETTLE = 0.025
 
 Progress = Callable[[int, int], None]
 
