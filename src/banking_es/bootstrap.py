@@ -196,7 +196,7 @@ def _stream_notices(
     url = getattr(db, "url", None)
     if origin is None or url is None:
         return None
-    return StreamNotices(url, origin, accounts.note_versions)
+    return StreamNotices(url, origin, accounts.note_moved)
 
 
 def _count_kafka(kafka: KafkaMessaging, metrics: Metrics) -> None:

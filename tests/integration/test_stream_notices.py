@@ -1,12 +1,15 @@
 """Two processes on one PostgreSQL database: each one's appends reach the other's cache
-as "these streams moved" notices, so the other reads forward instead of conflicting."""
+as "these streams moved" notices carrying the new events, so the other brings its cached
+copy forward without a query (or, when it cannot, reads forward) instead of conflicting."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.auth import make_settings
@@ -15,6 +18,7 @@ from banking_es.application.accounts import CommandContext
 from banking_es.bootstrap import Services, build_services
 from banking_es.domain import commands as cmd
 from banking_es.eventstore import stream_notices as stream_notices_module
+from banking_es.eventstore.base import RecordedEvent, StreamMoved
 from banking_es.eventstore.batching import BatchPlan
 from banking_es.eventstore.postgres import NOTICE_BYTES, parse_notice, stream_notices
 
@@ -37,7 +41,30 @@ async def eventually_behind(services: Services, stream_id: str, version: int) ->
     raise AssertionError(f"no notice of {stream_id} at version {version}")
 
 
-async def test_a_write_elsewhere_is_read_forward_not_conflicted(
+def count_reads(services: Services) -> list[str]:
+    """Every stream read of `services`' store from now on (a spy that reads through)."""
+    reads: list[str] = []
+    read_stream = services.store.read_stream
+
+    async def counted(stream_id: str, *args: Any, **kwargs: Any) -> list[RecordedEvent]:
+        reads.append(stream_id)
+        return await read_stream(stream_id, *args, **kwargs)
+
+    services.store.read_stream = counted  # type: ignore[method-assign]
+    return reads
+
+
+async def eventually_cached_at(services: Services, stream_id: str, version: int) -> None:
+    assert services.account_cache is not None
+    for _ in range(200):
+        cached = services.account_cache.peek(stream_id)
+        if cached is not None and cached.version >= version:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the cached copy of {stream_id} never reached version {version}")
+
+
+async def test_a_write_elsewhere_reaches_the_cache_without_a_query_or_a_conflict(
     tmp_path: Path, pg_url: str
 ) -> None:
     first, _ = await process(tmp_path, pg_url, "one")
@@ -51,44 +78,103 @@ async def test_a_write_elsewhere_is_read_forward_not_conflicted(
         )
         assert not isinstance(account, type(None))
         await second.accounts.get_account(account.id)  # cached in the second process
+        reads = count_reads(second)
         await first.accounts.deposit(cmd.Deposit(account.id, Decimal("5"), None, None), CTX)
-        await eventually_behind(second, account.id, 2)
+        await eventually_cached_at(second, account.id, 2)  # the notice's events, folded
+        assert second.account_cache is not None
+        cached = second.account_cache.peek(account.id)
+        assert cached is not None
+        assert cached.balance == Decimal("105.00")
+        assert account.id not in second.accounts._behind
         await asyncio.sleep(0.05)
         assert account.id not in first.accounts._behind  # its own notice: skipped
 
         after = await second.accounts.deposit(
             cmd.Deposit(account.id, Decimal("1"), None, None), CTX
         )
-        assert outcomes == Counter({"ok": 1})  # no conflict: it read version 2 first
+        assert outcomes == Counter({"ok": 1})  # no conflict: its copy was at version 2
+        assert reads == []  # and no query brought it there
         assert after.version == 3
         assert after.balance == Decimal("106.00")
-        assert account.id not in second.accounts._behind
-        await eventually_behind(first, account.id, 3)  # and the other way round
+        await eventually_cached_at(first, account.id, 3)  # and the other way round
         assert second.stream_notices.received >= 1
+        # What the notices built is what the store holds.
+        assert (await first.accounts.get_account(account.id)).balance == Decimal("106.00")
     finally:
         await second.close()
         await first.close()
 
 
-def test_notices_stay_under_the_payload_limit_and_parse_back() -> None:
-    class Event:
-        def __init__(self, stream_id: str, version: int) -> None:
-            self.stream_id, self.version = stream_id, version
+async def test_a_copy_the_notice_cannot_bring_forward_is_read_forward(
+    tmp_path: Path, pg_url: str
+) -> None:
+    first, _ = await process(tmp_path, pg_url, "one")
+    second, outcomes = await process(tmp_path, pg_url, "two")
+    try:
+        account = await first.accounts.open_account(
+            cmd.OpenAccount("Ada", Decimal("100"), "USD", None), CTX
+        )
+        assert not isinstance(account, type(None))
+        await second.accounts.get_account(account.id)  # cached at version 1
+        assert second.stream_notices is not None
+        await second.stream_notices.stop()  # the notice of version 2 is missed
+        await first.accounts.deposit(cmd.Deposit(account.id, Decimal("5"), None, None), CTX)
+        await second.stream_notices.start()
+        await first.accounts.deposit(cmd.Deposit(account.id, Decimal("7"), None, None), CTX)
+        await eventually_behind(second, account.id, 3)  # a gap: not folded, marked behind
+        assert second.account_cache is not None
+        cached = second.account_cache.peek(account.id)
+        assert cached is not None
+        assert cached.version == 1
 
-    events = [Event(f"{i:08d}-0000-4000-8000-000000000000", v) for i in range(600) for v in (1, 2)]
-    plan = BatchPlan.__new__(BatchPlan)
-    object.__setattr__(plan, "events", events)
+        reads = count_reads(second)
+        after = await second.accounts.deposit(
+            cmd.Deposit(account.id, Decimal("1"), None, None), CTX
+        )
+        assert outcomes == Counter({"ok": 1})  # read forward first, then appended
+        assert reads == [account.id]
+        assert after.version == 4
+        assert after.balance == Decimal("113.00")
+    finally:
+        await second.close()
+        await first.close()
+
+
+def _event(stream_id: str, version: int, description: str = "pay") -> RecordedEvent:
+    return RecordedEvent(
+        position=version,
+        stream_id=stream_id,
+        version=version,
+        event_id=f"{stream_id}-{version}",
+        type="MoneyDeposited",
+        data={"amount": "1.00", "description": description},
+        metadata={"command": "Deposit", "schema": 1},
+        recorded_at=datetime(2026, 11, 23, 1, 2, 3, 456789, tzinfo=UTC),
+    )
+
+
+def test_notices_stay_under_the_payload_limit_and_parse_back() -> None:
+    streams = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(300)]
+    events = [_event(s, v) for s in streams for v in (1, 2)]
+    events.append(_event("big", 1, "x" * NOTICE_BYTES))  # cannot travel: its version does
+    plan = BatchPlan(events=events)
     notices = stream_notices("origin1", plan)
     assert len(notices) > 1
     assert all(len(n.encode()) <= NOTICE_BYTES for n in notices)
-    seen: dict[str, int] = {}
+    moved: dict[str, StreamMoved] = {}
     for notice in notices:
-        origin, versions = parse_notice(notice)
-        assert origin == "origin1"
-        seen.update(versions)
-    assert len(seen) == 600
-    assert set(seen.values()) == {2}
-    assert parse_notice("o garbage a:1 :2 b:x") == ("o", {"a": 1})
+        assert parse_notice(notice, unless_from="origin1") == []  # its own: not decoded
+        for stream in parse_notice(notice, unless_from="another"):
+            moved[stream.stream_id] = stream
+    assert len(moved) == 301
+    assert moved["big"] == StreamMoved("big", 1, ())
+    for stream_id in streams:
+        expected = (_event(stream_id, 1), _event(stream_id, 2))
+        assert moved[stream_id] == StreamMoved(stream_id, 2, expected)
+    assert parse_notice("o garbage a:1 :2 b:x") == []  # not JSON
+    good = '["a",2,[[1,2,"e","MoneyDeposited",{},{}]]]'
+    mixed = f'o {{"at":"2026-11-23T00:00:00+00:00","s":[["b"],{good},["c","x"],5]}}'
+    assert [(m.stream_id, m.version) for m in parse_notice(mixed)] == [("a", 2)]
 
 
 async def test_the_listener_comes_back_after_its_connection_is_killed(

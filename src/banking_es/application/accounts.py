@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -39,11 +39,12 @@ from banking_es.eventstore.base import (
     Snapshot,
     StoreUnavailable,
     StreamAppend,
+    StreamMoved,
 )
 from banking_es.observability.tracing import span
 
 MAX_CHUNK = 256
-#: Streams remembered as moved by other processes (see `note_versions`).
+#: Streams remembered as moved by other processes (see `note_moved`).
 MAX_BEHIND = 100_000
 
 log = logging.getLogger(__name__)
@@ -541,14 +542,32 @@ class AccountService:
             self._cache.put(cached)
         return cached, True
 
-    def note_versions(self, versions: Mapping[str, int]) -> None:
-        """Other processes appended to these streams (up to these versions): a cached copy
-        below is read forward before its next command, instead of conflicting at append."""
+    def note_moved(self, moved: Sequence[StreamMoved]) -> None:
+        """Other processes appended to these streams. A cached copy just before the new
+        events is brought forward with them (no query); any other copy below the new version
+        is marked behind, and read forward before its next command instead of conflicting at
+        append. Both only save work: the append's version check is what keeps writes safe."""
         if len(self._behind) > MAX_BEHIND:
-            self._behind.clear()  # only an optimization: forgetting costs a conflict
-        for stream_id, version in versions.items():
-            if version > self._behind.get(stream_id, 0):
-                self._behind[stream_id] = version
+            self._behind.clear()  # only an optimization: forgetting costs a read or a conflict
+        for stream in moved:
+            if stream.events and self._bring_forward(stream):
+                continue
+            if stream.version > self._behind.get(stream.stream_id, 0):
+                self._behind[stream.stream_id] = stream.version
+
+    def _bring_forward(self, stream: StreamMoved) -> bool:
+        cached = self._cache.peek(stream.stream_id)
+        if cached is None:
+            return False
+        if cached.version >= stream.version:
+            return True  # already there (read forward meanwhile)
+        if cached.version + 1 != stream.events[0].version:
+            return False  # a gap: notices missed or still on the way
+        _fold(cached, list(stream.events))
+        self._cache.put(cached, share=False)  # the writer shared it already
+        if self._behind.get(stream.stream_id, 0) <= cached.version:
+            self._behind.pop(stream.stream_id, None)
+        return True
 
     def _snapshot(
         self,

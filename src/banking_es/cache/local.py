@@ -77,13 +77,19 @@ class LocalAccountCache:
         self.metrics.inc("cache_hits", "l1")
         return account.copy()
 
+    def peek(self, account_id: str) -> Account | None:
+        """`lookup` without counting a hit or a miss."""
+        account = self._entries.get(account_id)
+        return None if account is None else account.copy()
+
     def version_of(self, account_id: str) -> int | None:
         """The cached version, without counting a hit or a miss."""
         account = self._entries.get(account_id)
         return None if account is None else account.version
 
-    def put(self, account: Account) -> bool:
-        """Keep `account`; False when an entry at least as new is already here."""
+    def put(self, account: Account, *, share: bool = True) -> bool:
+        """Keep `account`; False when an entry at least as new is already here (`share` is
+        for the port: there is nothing to share with)."""
         current = self._entries.get(account.id)
         if current is not None and current.version >= account.version:
             if current.version == account.version:

@@ -88,8 +88,11 @@ class TwoLevelAccountCache:
         self.local.put(account)
         return account
 
-    def put(self, account: Account) -> None:
-        if not self.local.put(account) or self.redis is None:
+    def peek(self, account_id: str) -> Account | None:
+        return self.local.peek(account_id)
+
+    def put(self, account: Account, *, share: bool = True) -> None:
+        if not self.local.put(account) or self.redis is None or not share:
             return  # nothing newer than what this process already had (and shared)
         if len(self._pending) >= MAX_PENDING and account.id not in self._pending:
             self.metrics.inc("redis_shed", "cache_put")

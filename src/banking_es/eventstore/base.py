@@ -78,6 +78,16 @@ class RecordedEvent:
     recorded_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StreamMoved:
+    """Another process appended to `stream_id`, up to `version`. `events` are the appended
+    events when the notice could carry them (empty when they did not fit)."""
+
+    stream_id: str
+    version: int
+    events: tuple[RecordedEvent, ...] = ()
+
+
 #: An event as its row is stored, `data` and `metadata` still JSON text: (position,
 #: stream_id, version, event_id, type, data, metadata, recorded_at). A batch of these costs
 #: less to read and to hold than RecordedEvents: plain tuples of str, int and datetime,

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,
@@ -26,7 +27,8 @@ from banking_es.eventstore.base import (
 )
 
 BatchOutcome = list[RecordedEvent] | EventStoreError
-CommitBatch = Callable[[list[AppendRequest]], Awaitable[list[BatchOutcome]]]
+Req = TypeVar("Req")
+Res = TypeVar("Res")
 
 
 @dataclass(slots=True)
@@ -148,28 +150,32 @@ def touched_keys(requests: Sequence[AppendRequest]) -> list[tuple[str, str]]:
     return sorted({(i.scope, i.key) for r in requests for i in r.idempotency})
 
 
-class GroupCommitter:
-    """Gathers concurrent appends into batches and commits each batch once.
+class Grouper(Generic[Req, Res]):
+    """Gathers concurrent requests into batches and runs each batch once.
 
-    While `concurrency` commits are in flight new appends wait in the queue, so batches
+    While `concurrency` batches are in flight new requests wait in the queue, so batches
     grow with load by themselves; under load the flusher also waits `max_wait_ms` for
-    more before it commits. An outcome is delivered to each caller separately.
+    more before it runs one. `run` answers with one outcome per request, a result or an
+    exception, delivered to each caller separately.
+
+    `GroupCommitter` (appends, one transaction per batch) is the main one; PostgreSQL stream
+    reads are grouped too (`eventstore/postgres.py`).
     """
 
     def __init__(
         self,
-        commit: CommitBatch,
+        run: Callable[[list[Req]], Awaitable[Sequence[Res | BaseException]]],
         *,
         max_size: int = 500,
         max_wait_ms: float = 2.0,
         concurrency: int = 1,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
-        self._commit = commit
+        self._run_batch = run
         self._max_size = max_size
         self._max_wait = max_wait_ms / 1000
         self._slots = asyncio.Semaphore(concurrency)
-        self._queue: deque[tuple[AppendRequest, asyncio.Future[list[RecordedEvent]]]] = deque()
+        self._queue: deque[tuple[Req, asyncio.Future[Res]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._last_batch = 0
         self._on_batch = on_batch
@@ -179,8 +185,8 @@ class GroupCommitter:
     def queue_length(self) -> int:
         return len(self._queue)
 
-    async def submit(self, request: AppendRequest) -> list[RecordedEvent]:
-        future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
+    async def submit(self, request: Req) -> Res:
+        future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop())
@@ -200,14 +206,12 @@ class GroupCommitter:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _run(
-        self, batch: list[tuple[AppendRequest, asyncio.Future[list[RecordedEvent]]]]
-    ) -> None:
+    async def _run(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            outcomes = await self._commit([request for request, _ in batch])
-        except BaseException as exc:  # the whole transaction failed: every caller hears it
+            outcomes = await self._run_batch([request for request, _ in batch])
+        except BaseException as exc:  # the whole batch failed: every caller hears it
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
@@ -221,18 +225,23 @@ class GroupCommitter:
         if self._on_batch is not None:
             self._on_batch(len(batch), loop.time() - started)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
+            if future.done():  # the caller was cancelled meanwhile
                 continue
-            if isinstance(outcome, EventStoreError):
+            if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
 
     async def drain(self) -> None:
-        """Wait until every queued append has been committed (used at shutdown)."""
+        """Wait until every queued request has been run (used at shutdown)."""
         while self._queue or self._in_flight:
             pending = [t for t in (self._flusher, *self._in_flight) if t and not t.done()]
             if pending:
                 await asyncio.wait(pending)
             else:
                 await asyncio.sleep(0)
+
+
+class GroupCommitter(Grouper[AppendRequest, list[RecordedEvent]]):
+    """Group commit: concurrent appends, one transaction per batch (`plan_batch` decides
+    each append of it on its own)."""

@@ -17,11 +17,12 @@ A batch costs five round trips (docs/performance.md):
    outbox rows;
 4. `COMMIT`.
 
-The notices (`origin stream:version stream:version ...`, at most `NOTICE_BYTES` each) let
-the other processes of the service mark their cached copies of those streams as behind
-(`eventstore/stream_notices.py`), so their next command reads the few new events first
-instead of failing its append on a version conflict. They only save work: a process
-that misses one still appends safely (the version check), it just conflicts once.
+The notices (at most `NOTICE_BYTES` each, see `stream_notices`) carry the new events of
+every stream of the batch (or only its new version when they do not fit), so the other
+processes of the service bring their cached copies forward without a query, or mark them
+as behind (`eventstore/stream_notices.py`) and read the few new events before their next
+command, instead of failing its append on a version conflict. They only save work: a
+process that misses one still appends safely (the version check), it just conflicts once.
 """
 
 from __future__ import annotations
@@ -31,10 +32,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
+import orjson
+
 from banking_es.db.base import Connection, DatabaseError, DatabaseUnavailable
-from banking_es.eventstore.base import AppendRequest, IdempotencyRecord, StoreUnavailable
-from banking_es.eventstore.batching import BatchPlan, touched_keys, touched_streams
-from banking_es.eventstore.sql import SqlEventStore, body_text, dumps, row_to_record
+from banking_es.eventstore.base import (
+    AppendRequest,
+    IdempotencyRecord,
+    RecordedEvent,
+    StoreUnavailable,
+    StreamMoved,
+)
+from banking_es.eventstore.batching import BatchPlan, Grouper, touched_keys, touched_streams
+from banking_es.eventstore.sql import SqlEventStore, body_text, dumps, row_to_event, row_to_record
 
 APPEND_LOCK_KEY = 7_245_301_002
 #: The channel of "these streams moved" notices (see the module docstring).
@@ -62,6 +71,13 @@ _OUTBOX = (
     "INSERT INTO outbox (topic, key, payload, event_position, created_at)"
     " SELECT t, k, p::jsonb, e, $5 FROM unnest($1::text[], $2::text[], $3::text[],"
     " $4::bigint[]) AS u(t, k, p, e)"
+)
+
+_READ_MANY = (  # LATERAL: one index scan per read, never a scan of the events table
+    "SELECT q.i, e.* FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS q(s, v, i)"
+    " CROSS JOIN LATERAL (SELECT position, stream_id, version, event_id, type, data, metadata,"
+    " recorded_at FROM events WHERE stream_id = q.s AND version > q.v ORDER BY version) e"
+    " ORDER BY q.i, e.version"
 )
 
 _WRITE = (
@@ -93,6 +109,43 @@ class PostgresEventStore(SqlEventStore):
         super().__init__(*args, **kwargs)
         #: Names this process in its notices, so it can skip its own.
         self.origin = uuid.uuid4().hex[:12]
+        #: Group reads: concurrent "events of S after version V" share one query (below).
+        self._reader: Grouper[tuple[str, int], list[RecordedEvent]] = Grouper(
+            self._read_many, max_wait_ms=0, concurrency=2
+        )
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        after_version: int = 0,
+        *,
+        to_version: int | None = None,
+        recorded_until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        # Every `GET /accounts/{id}` reads the events after its cached copy (it must reflect
+        # every write acknowledged before it began), and so does a command whose copy is
+        # behind: under load they come in crowds, and share a query as appends share a
+        # transaction. A read is queued before the query that answers it is sent, so that
+        # query's snapshot sees every write committed before the read began.
+        if to_version is None and recorded_until is None and limit is None:
+            return await self._reader.submit((stream_id, after_version))
+        return await super().read_stream(
+            stream_id,
+            after_version,
+            to_version=to_version,
+            recorded_until=recorded_until,
+            limit=limit,
+        )
+
+    async def _read_many(self, reads: Sequence[tuple[str, int]]) -> list[list[RecordedEvent]]:
+        if len(reads) == 1:
+            return [await super().read_stream(*reads[0])]
+        rows = await self._read(_READ_MANY, [s for s, _ in reads], [v for _, v in reads])
+        answers: list[list[RecordedEvent]] = [[] for _ in reads]
+        for row in rows:
+            answers[row["i"] - 1].append(row_to_event(row))
+        return answers
 
     async def _apply_batch(self, requests: list[AppendRequest]) -> BatchPlan:
         from banking_es.db.postgres import PostgresDatabase
@@ -178,31 +231,64 @@ class PostgresEventStore(SqlEventStore):
 
 
 def stream_notices(origin: str, plan: BatchPlan) -> list[str]:
-    """The batch's new stream versions as notify payloads of at most `NOTICE_BYTES`."""
-    latest: dict[str, int] = {}
+    """The batch's moved streams as notify payloads of at most `NOTICE_BYTES` each.
+
+    A payload is `<origin> {"at": <recorded_at>, "s": [entry, ...]}`; an entry is
+    `[stream_id, version, [[position, version, event_id, type, data, metadata], ...]]` with the
+    stream's new events, or `[stream_id, version]` when those do not fit in one payload.
+    """
+    grouped: dict[str, list[RecordedEvent]] = {}
     for event in plan.events:
-        latest[event.stream_id] = max(event.version, latest.get(event.stream_id, 0))
+        grouped.setdefault(event.stream_id, []).append(event)
+    if not grouped:
+        return []
+    head = f'{origin} {{"at":"{plan.events[0].recorded_at.isoformat()}","s":['.encode()
+    room = NOTICE_BYTES - len(head) - 2  # the closing "]}"
     notices: list[str] = []
-    parts = [origin]
-    size = len(origin)
-    for stream_id, version in latest.items():
-        part = f"{stream_id}:{version}"
-        if size + len(part) + 1 > NOTICE_BYTES and len(parts) > 1:
-            notices.append(" ".join(parts))
-            parts, size = [origin], len(origin)
-        parts.append(part)
-        size += len(part) + 1
-    if len(parts) > 1:
-        notices.append(" ".join(parts))
+    entries: list[bytes] = []
+    size = 0
+    for stream_id, events in grouped.items():
+        version = events[-1].version
+        entry = orjson.dumps(
+            [
+                stream_id,
+                version,
+                [[e.position, e.version, e.event_id, e.type, e.data, e.metadata] for e in events],
+            ]
+        )
+        if len(entry) > room:
+            entry = orjson.dumps([stream_id, version])
+        if entries and size + len(entry) + 1 > room:
+            notices.append((head + b",".join(entries) + b"]}").decode())
+            entries, size = [], 0
+        entries.append(entry)
+        size += len(entry) + 1
+    notices.append((head + b",".join(entries) + b"]}").decode())
     return notices
 
 
-def parse_notice(payload: str) -> tuple[str, dict[str, int]]:
-    """The origin and the stream versions of a notice (malformed parts are skipped)."""
-    origin, _, rest = payload.partition(" ")
-    versions: dict[str, int] = {}
-    for part in rest.split():
-        stream_id, _, version = part.rpartition(":")
-        if stream_id and version.isdigit():
-            versions[stream_id] = int(version)
-    return origin, versions
+def parse_notice(payload: str, *, unless_from: str | None = None) -> list[StreamMoved]:
+    """The moved streams of a notice; none when it comes from `unless_from` (checked before
+    anything is decoded) or is malformed (a malformed entry is skipped on its own)."""
+    origin, _, body = payload.partition(" ")
+    if origin == unless_from:
+        return []
+    try:
+        notice = orjson.loads(body)
+        at = datetime.fromisoformat(notice["at"])
+        entries = notice["s"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return []
+    moved: list[StreamMoved] = []
+    for entry in entries if isinstance(entries, list) else ():
+        try:
+            stream_id, version, *rest = entry
+            events = tuple(
+                RecordedEvent(position, stream_id, v, event_id, type_, data, metadata, at)
+                for position, v, event_id, type_, data, metadata in (rest[0] if rest else ())
+            )
+        except (TypeError, ValueError):
+            continue
+        if isinstance(stream_id, str) and isinstance(version, int):
+            moved.append(StreamMoved(stream_id, version, events))
+    return moved

@@ -1,10 +1,11 @@
 """Following other processes' appends: "these streams moved" notices from PostgreSQL.
 
-Each PostgreSQL batch notifies `STREAMS_CHANNEL` with the new version of every stream it
-wrote (`eventstore/postgres.py`). `StreamNotices` holds one dedicated connection that
-LISTENs and hands the versions of the other processes' batches to `on_versions` (the
-account service marks its cached copies behind). Losing the connection loses notices,
-which costs conflicts, never correctness; it reconnects every `RECONNECT_S` seconds.
+Each PostgreSQL batch notifies `STREAMS_CHANNEL` with the new events (or, when they do not
+fit, the new version) of every stream it wrote (`eventstore/postgres.py`). `StreamNotices`
+holds one dedicated connection that LISTENs and hands the moved streams of the other
+processes' batches to `on_moved` (the account service brings its cached copies forward or
+marks them behind). Losing the connection loses notices, which costs reads and conflicts,
+never correctness; it reconnects every `RECONNECT_S` seconds.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
+from banking_es.eventstore.base import StreamMoved
 from banking_es.eventstore.postgres import STREAMS_CHANNEL, parse_notice
 
 log = logging.getLogger(__name__)
@@ -26,11 +28,11 @@ class StreamNotices:
     """LISTENs for stream notices on its own connection while started."""
 
     def __init__(
-        self, url: str, origin: str, on_versions: Callable[[Mapping[str, int]], None]
+        self, url: str, origin: str, on_moved: Callable[[list[StreamMoved]], None]
     ) -> None:
         self.url = url
         self.origin = origin
-        self.on_versions = on_versions
+        self.on_moved = on_moved
         self.received = 0
         self._conn: Any = None
         self._lost = asyncio.Event()
@@ -61,10 +63,10 @@ class StreamNotices:
             self._lost.set()
 
     def _notified(self, payload: str) -> None:
-        origin, versions = parse_notice(payload)
-        if origin != self.origin and versions:
+        moved = parse_notice(payload, unless_from=self.origin)
+        if moved:
             self.received += 1
-            self.on_versions(versions)
+            self.on_moved(moved)
 
     def _on_lost(self) -> None:
         self._conn = None
