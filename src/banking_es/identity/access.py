@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from banking_es.application.accounts import AccountService, TransferResult
 from banking_es.application.errors import NotFound
+from banking_es.domain.account import Account
 from banking_es.identity.errors import Forbidden
 from banking_es.identity.service import Principal
 
@@ -31,6 +32,11 @@ class AccountAccess:
     async def check_read(self, principal: Principal, account_id: str) -> None:
         if not principal.reads_all:
             await self._require_owner(principal, account_id)
+
+    def check_read_of(self, principal: Principal, account: Account) -> None:
+        """`check_read` of an account already loaded (the same answer, without a lookup)."""
+        if not principal.reads_all and account.owner_id != principal.user_id:
+            raise NotFound(f"account {account.id} not found")
 
     async def check_write(self, principal: Principal, account_id: str) -> None:
         self.check_create(principal)

@@ -202,14 +202,19 @@ async def get_account(
             errors=[{"field": "as_of", "message": "cannot be combined with version"}],
         )
     moment = _rfc3339(as_of) if as_of is not None else None
-    await services.access.check_read(caller.identity, str(account_id))
     accounts = services.accounts
+    if moment is None and version is None:
+        # The current state: loaded first (a missing account is the same 404), then the
+        # owner checked on it, which saves the access check its own lookup.
+        account = await accounts.get_account(str(account_id))
+        services.access.check_read_of(caller.identity, account)
+        return Response(render.account_json(account), media_type="application/json")
+    await services.access.check_read(caller.identity, str(account_id))
     if moment is not None:
         account = await accounts.account_as_of(str(account_id), moment)
-    elif version is not None:
-        account = await accounts.account_at_version(str(account_id), version)
     else:
-        account = await accounts.get_account(str(account_id))
+        assert version is not None
+        account = await accounts.account_at_version(str(account_id), version)
     return Response(render.account_json(account), media_type="application/json")
 
 
