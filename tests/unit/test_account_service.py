@@ -34,6 +34,7 @@ from banking_es.eventstore.base import (
     RecordedEvent,
     StoreUnavailable,
     StreamAppend,
+    StreamMoved,
 )
 from banking_es.eventstore.memory import MemoryEventStore
 
@@ -558,6 +559,55 @@ async def test_a_conflicting_write_from_another_process_is_retried_not_failed(
     assert await balance_and_version(store, account.id) == ("16.00", 3)
     assert [r.streams[0].expected_version for r in spy.calls.appends[1:]] == [1, 2]
     assert outcomes == [("OpenAccount", "ok"), ("Deposit", "conflict"), ("Deposit", "ok")]
+
+
+async def test_a_conflict_is_retried_at_once_from_the_copy_the_winners_notice_brought(
+    make_service: ServiceFactory, store: MemoryEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL delivers the winner's notice (its new events) a moment after its commit:
+    # here it arrives just as the loser's append fails.
+    notices: list[StreamMoved] = []
+
+    class Winner(SpyStore):
+        async def append(self, request: AppendRequest) -> list[RecordedEvent]:
+            recorded = await super().append(request)
+            last = recorded[-1]
+            notices.append(StreamMoved(last.stream_id, last.version, tuple(recorded)))
+            return recorded
+
+    class Loser(SpyStore):
+        async def append(self, request: AppendRequest) -> list[RecordedEvent]:
+            try:
+                return await super().append(request)
+            except ConcurrencyError:
+                a.note_moved(notices)
+                notices.clear()
+                raise
+
+    loser = Loser(store)
+    a, b = make_service(loser), make_service(Winner(store))
+    outcomes: list[tuple[str, str]] = []
+    a.on_command = lambda name, outcome: outcomes.append((name, outcome))
+    backoffs: list[int] = []
+    original = a._backoff
+
+    async def counted(deadline: float, attempt: int) -> None:
+        backoffs.append(attempt)
+        await original(deadline, attempt)
+
+    monkeypatch.setattr(a, "_backoff", counted)
+    account = await open_account(a, "10")
+    notices.clear()
+    await deposit(b, account.id, "5")  # `a` caches version 1; the notice is on its way
+    reads = len(loser.calls.read_stream)
+
+    after = await deposit(a, account.id, "1")
+
+    assert (after.balance, after.version) == (Decimal("16.00"), 3)
+    assert await balance_and_version(store, account.id) == ("16.00", 3)
+    assert outcomes == [("OpenAccount", "ok"), ("Deposit", "conflict"), ("Deposit", "ok")]
+    assert loser.calls.read_stream[reads:] == []  # the notice's events, not a read
+    assert backoffs == []  # and no back-off: the winner would have its next chunk ready
 
 
 async def test_two_processes_depositing_at_once_lose_nothing(

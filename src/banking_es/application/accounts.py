@@ -380,8 +380,16 @@ class AccountService:
                         self.on_command(type(pending.command).__name__, "conflict")
                     _log_conflict(f"{len(accepted)} command(s)", stream_id, attempt + 1, exc)
                     attempt += 1
-                    await self._backoff(deadline, attempt)
-                    fresh = True
+                    known = self._cache.version_of(stream_id)
+                    if known is not None and known >= exc.actual:
+                        # The winner's notice already brought the cached copy forward: try
+                        # again from it at once. Reading and backing off would let the other
+                        # process win again and again (it has its next chunk ready).
+                        self._check_budget(deadline, attempt)
+                        fresh = False
+                    else:
+                        await self._backoff(deadline, attempt)
+                        fresh = True
                     continue
                 except IdempotencyKeyExists as exc:
                     hit = _owner_of(exc.existing, accepted)
@@ -610,8 +618,11 @@ class AccountService:
         return metadata
 
     async def _backoff(self, deadline: float, attempt: int) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() >= deadline:
+        self._check_budget(deadline, attempt)
+        await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * attempt)))
+
+    def _check_budget(self, deadline: float, attempt: int) -> None:
+        if asyncio.get_running_loop().time() >= deadline:
             log.warning(
                 "giving up after %d conflicting attempts: retry budget of %.1fs exhausted",
                 attempt,
@@ -619,7 +630,6 @@ class AccountService:
                 extra={"reason": "retry_budget_exhausted", "attempts": attempt},
             )
             raise ServiceUnavailable("the account is too busy right now; retry shortly")
-        await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * attempt)))
 
     def _failed(self, command: str, account_id: str | None, exc: Exception) -> None:
         self.on_command(command, "failed")

@@ -45,6 +45,10 @@ class AggregateCache(Protocol):
         """This process's entry (a copy), without asking a shared cache or counting a hit."""
         ...
 
+    def version_of(self, account_id: str) -> int | None:
+        """The version of this process's entry (None: none), like `peek` without the copy."""
+        ...
+
     def put(self, account: Account, *, share: bool = True) -> None:
         """Keep `account` here and, with `share`, in a shared cache too."""
         ...

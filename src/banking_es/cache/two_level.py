@@ -91,6 +91,9 @@ class TwoLevelAccountCache:
     def peek(self, account_id: str) -> Account | None:
         return self.local.peek(account_id)
 
+    def version_of(self, account_id: str) -> int | None:
+        return self.local.version_of(account_id)
+
     def put(self, account: Account, *, share: bool = True) -> None:
         if not self.local.put(account) or self.redis is None or not share:
             return  # nothing newer than what this process already had (and shared)
