@@ -7,6 +7,7 @@ stored events (the helpers of `test_projections.py`).
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -72,6 +73,7 @@ class Env:
     store: SqlEventStore
     config: KafkaConfig
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    runners: list[KafkaProjectionRunner] = field(default_factory=list)
 
     def relay(self, *, holder: str | None = None, ttl: float = 5.0) -> OutboxRelay:
         publisher = KafkaPublisher(self.config)
@@ -98,6 +100,7 @@ class Env:
         runner = KafkaProjectionRunner(applier, self.config, publisher=publisher, **options)
         self.closers.append(publisher.close)
         self.closers.append(runner.stop)
+        self.runners.append(runner)
         return runner
 
 
@@ -202,7 +205,14 @@ async def matches_replay(env: Env) -> bool:
 
 
 async def assert_matches_replay(env: Env, timeout: float = 20.0) -> None:
-    await eventually(lambda: matches_replay(env), timeout, "the views to match a replay")
+    try:
+        await eventually(lambda: matches_replay(env), timeout, "the views to match a replay")
+    except AssertionError as exc:
+        try:
+            details = await describe_mismatch(env)
+        except Exception as failure:  # the details must not hide the failure itself
+            details = f"(no details: {failure!r})"
+        raise AssertionError(f"{exc}\n{details}") from None
     events = await all_events(env.store)
     summaries, transactions = await tables(env.db)
     assert summaries == expected_summaries(events)
@@ -210,6 +220,62 @@ async def assert_matches_replay(env: Env, timeout: float = 20.0) -> None:
     # No duplicates: one transaction row per money event.
     money = [e for e in events if e.type != "AccountClosed"]
     assert len(transactions) == len(money)
+
+
+async def describe_mismatch(env: Env) -> str:
+    """What the views lack or have too much of, and where the consumer says it is."""
+    events = await all_events(env.store)
+    summaries, transactions = await tables(env.db)
+    expected = expected_transactions(events)
+    by_id = {e.event_id: e for e in events}
+    missing = sorted(
+        (by_id[k].position, by_id[k].stream_id, by_id[k].version)
+        for k in expected.keys() - transactions.keys()
+        if k in by_id
+    )
+    extra = sorted(transactions.keys() - expected.keys())
+    wrong = [k for k in expected.keys() & transactions.keys() if expected[k] != transactions[k]]
+    stale = [k for k, v in expected_summaries(events).items() if summaries.get(k) != v]
+    checkpoints = await env.db.fetch(
+        'SELECT projection, partition, "offset" FROM kafka_checkpoints ORDER BY 1, 2'
+    )
+    streams = sorted({stream for _, stream, _ in missing})[:10]
+    versions = [
+        dict(r)
+        for r in await env.db.fetch("SELECT * FROM kafka_stream_versions")
+        if dict(r)["stream_id"] in streams
+    ]
+    return "\n".join(
+        [
+            *[runner_state(runner) for runner in env.runners],
+            f"events {len(events)}, head position {events[-1].position if events else 0}",
+            f"transactions missing {len(missing)} (position, stream, version): {missing[:20]}",
+            f"transactions extra {len(extra)}, wrong {len(wrong)}; summaries wrong {len(stale)}",
+            f"kafka_checkpoints: {[tuple(dict(r).values()) for r in checkpoints]}",
+            f"kafka_stream_versions of those streams: {versions}",
+        ]
+    )
+
+
+def runner_state(runner: KafkaProjectionRunner) -> str:
+    """A runner's consumer: handled messages, partition states, where its task waits."""
+    lines = [f"runner: handled {runner.handled}"]
+    consumer = runner._consumer
+    if consumer is not None:
+        subscription = consumer._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        for tp in sorted(consumer.assignment()):
+            state = assignment.state_value(tp) if assignment is not None else None
+            lines.append(
+                f"  {tp.partition}: position {getattr(state, '_position', None)},"
+                f" status {getattr(state, '_status', None)}, highwater {consumer.highwater(tp)}"
+            )
+    task = runner._task
+    if task is not None and not task.done():
+        stack = io.StringIO()
+        task.print_stack(limit=30, file=stack)
+        lines.append(stack.getvalue())
+    return "\n".join(lines)
 
 
 # ---- the relay ------------------------------------------------------------------------------
