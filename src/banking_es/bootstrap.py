@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from banking_es.observability.metrics import Metrics
 from banking_es.projections import default_projections
 from banking_es.projections.queries import ReadModels
 from banking_es.projections.runner import ProjectionRunner, ProjectionStatus
+from banking_es.tasks import cancel
 
 if TYPE_CHECKING:
     from banking_es.messaging.wiring import KafkaMessaging
@@ -167,10 +167,7 @@ class Services:
 
     async def close(self) -> None:
         for task in (self._maintenance, self._warming):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel(task)
         await self.accounts.drain()
         if self.kafka is not None:
             await self.kafka.close()

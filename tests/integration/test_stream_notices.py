@@ -64,6 +64,16 @@ async def eventually_cached_at(services: Services, stream_id: str, version: int)
     raise AssertionError(f"the cached copy of {stream_id} never reached version {version}")
 
 
+async def opened_and_cached(first: Services, second: Services) -> str:
+    """An account opened by `first` (version 1), and cached by `second` too."""
+    account = await first.accounts.open_account(
+        cmd.OpenAccount("Ada", Decimal("100"), "USD", None), CTX
+    )
+    assert not isinstance(account, type(None))
+    await second.accounts.get_account(account.id)
+    return account.id
+
+
 async def test_a_write_elsewhere_reaches_the_cache_without_a_query_or_a_conflict(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -73,33 +83,29 @@ async def test_a_write_elsewhere_reaches_the_cache_without_a_query_or_a_conflict
         assert first.stream_notices is not None
         assert second.stream_notices is not None
         assert second.stream_notices.listening
-        account = await first.accounts.open_account(
-            cmd.OpenAccount("Ada", Decimal("100"), "USD", None), CTX
-        )
-        assert not isinstance(account, type(None))
-        await second.accounts.get_account(account.id)  # cached in the second process
+        account_id = await opened_and_cached(first, second)
         reads = count_reads(second)
-        await first.accounts.deposit(cmd.Deposit(account.id, Decimal("5"), None, None), CTX)
-        await eventually_cached_at(second, account.id, 2)  # the notice's events, folded
+        await first.accounts.deposit(cmd.Deposit(account_id, Decimal("5"), None, None), CTX)
+        await eventually_cached_at(second, account_id, 2)  # the notice's events, folded
         assert second.account_cache is not None
-        cached = second.account_cache.peek(account.id)
+        cached = second.account_cache.peek(account_id)
         assert cached is not None
         assert cached.balance == Decimal("105.00")
-        assert account.id not in second.accounts._behind
+        assert account_id not in second.accounts._behind
         await asyncio.sleep(0.05)
-        assert account.id not in first.accounts._behind  # its own notice: skipped
+        assert account_id not in first.accounts._behind  # its own notice: skipped
 
         after = await second.accounts.deposit(
-            cmd.Deposit(account.id, Decimal("1"), None, None), CTX
+            cmd.Deposit(account_id, Decimal("1"), None, None), CTX
         )
         assert outcomes == Counter({"ok": 1})  # no conflict: its copy was at version 2
         assert reads == []  # and no query brought it there
         assert after.version == 3
         assert after.balance == Decimal("106.00")
-        await eventually_cached_at(first, account.id, 3)  # and the other way round
+        await eventually_cached_at(first, account_id, 3)  # and the other way round
         assert second.stream_notices.received >= 1
         # What the notices built is what the store holds.
-        assert (await first.accounts.get_account(account.id)).balance == Decimal("106.00")
+        assert (await first.accounts.get_account(account_id)).balance == Decimal("106.00")
     finally:
         await second.close()
         await first.close()
@@ -111,28 +117,24 @@ async def test_a_copy_the_notice_cannot_bring_forward_is_read_forward(
     first, _ = await process(tmp_path, pg_url, "one")
     second, outcomes = await process(tmp_path, pg_url, "two")
     try:
-        account = await first.accounts.open_account(
-            cmd.OpenAccount("Ada", Decimal("100"), "USD", None), CTX
-        )
-        assert not isinstance(account, type(None))
-        await second.accounts.get_account(account.id)  # cached at version 1
+        account_id = await opened_and_cached(first, second)  # cached at version 1
         assert second.stream_notices is not None
         await second.stream_notices.stop()  # the notice of version 2 is missed
-        await first.accounts.deposit(cmd.Deposit(account.id, Decimal("5"), None, None), CTX)
+        await first.accounts.deposit(cmd.Deposit(account_id, Decimal("5"), None, None), CTX)
         await second.stream_notices.start()
-        await first.accounts.deposit(cmd.Deposit(account.id, Decimal("7"), None, None), CTX)
-        await eventually_behind(second, account.id, 3)  # a gap: not folded, marked behind
+        await first.accounts.deposit(cmd.Deposit(account_id, Decimal("7"), None, None), CTX)
+        await eventually_behind(second, account_id, 3)  # a gap: not folded, marked behind
         assert second.account_cache is not None
-        cached = second.account_cache.peek(account.id)
+        cached = second.account_cache.peek(account_id)
         assert cached is not None
         assert cached.version == 1
 
         reads = count_reads(second)
         after = await second.accounts.deposit(
-            cmd.Deposit(account.id, Decimal("1"), None, None), CTX
+            cmd.Deposit(account_id, Decimal("1"), None, None), CTX
         )
         assert outcomes == Counter({"ok": 1})  # read forward first, then appended
-        assert reads == [account.id]
+        assert reads == [account_id]
         assert after.version == 4
         assert after.balance == Decimal("113.00")
     finally:

@@ -11,13 +11,13 @@ never correctness; it reconnects every `RECONNECT_S` seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from banking_es.eventstore.base import StreamMoved
 from banking_es.eventstore.postgres import STREAMS_CHANNEL, parse_notice
+from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,7 @@ class StreamNotices:
     async def stop(self) -> None:
         from banking_es.db.postgres import close_quietly
 
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await close_quietly(self._conn)
         self._conn = None

@@ -25,6 +25,7 @@ from typing import Any
 
 from banking_es.application.ports import Clock
 from banking_es.identity.users import REVOCATION_CHANNEL, UserRepository
+from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,8 @@ class RevocationList:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._listener is not None:
             from banking_es.db.postgres import close_quietly
 

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from banking_es.messaging.kafka import KafkaConfig
+from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,8 @@ class CacheInvalidator:
             self._task = asyncio.create_task(self._run(), name="kafka-cache-invalidation")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

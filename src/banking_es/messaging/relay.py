@@ -20,6 +20,7 @@ from typing import Protocol
 from banking_es.application.ports import Clock
 from banking_es.eventstore.base import EVENTS_TOPIC, EventStore, OutboxEntry
 from banking_es.messaging.leader import LeaseElection
+from banking_es.tasks import cancel
 
 #: The lease that picks the one process relaying the outbox (Kafka or log publisher).
 RELAY_LEASE = "outbox-relay"
@@ -110,12 +111,7 @@ class OutboxRelay:
             self._task = asyncio.create_task(self._loop(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._leader is not None:
             await self._leader.release()

@@ -45,6 +45,7 @@ from banking_es.messaging import dead_letters
 from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher, decode_event
 from banking_es.projections.base import Projection
 from banking_es.projections.runner import ProjectionStatus
+from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +278,8 @@ class KafkaProjectionRunner:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _seek_to_checkpoints(self, assigned: set[TopicPartition]) -> None:
         if self._consumer is None:
