@@ -166,19 +166,22 @@ async def test_sequential_appends_still_work_after_concurrent_bursts(
 def fail_next_commit(store: EventStore) -> None:
     """Make the store's next batch transaction fail as a database error would.
 
-    Memory: `fail_next_commit`. SQL: the outbox insert, the last write of the transaction
-    (after events, idempotency records and snapshots), raises a driver error once.
+    Memory: `fail_next_commit`. SQL: the last write of the transaction (PostgreSQL: the one
+    statement that writes everything; SQLite: the outbox insert, after events, idempotency
+    records and snapshots) runs, then raises a driver error, once.
     """
     if isinstance(store, MemoryEventStore):
         store.fail_next_commit = StoreUnavailable("injected: connection lost")
         return
-    original = store._insert_outbox  # type: ignore[attr-defined]
+    hook = "_write_all" if hasattr(store, "_write_all") else "_insert_outbox"
+    original = getattr(store, hook)
 
     async def failing(*args: Any) -> None:
-        store._insert_outbox = original  # type: ignore[attr-defined]
+        setattr(store, hook, original)
+        await original(*args)
         raise DatabaseUnavailable("injected: connection lost")
 
-    store._insert_outbox = failing  # type: ignore[attr-defined]
+    setattr(store, hook, failing)
 
 
 async def test_a_failed_batch_fails_every_caller_and_writes_nothing(

@@ -82,16 +82,16 @@ def plan_batch(
             for event in stream.events:
                 position += 1
                 version += 1
-                recorded.append(
+                recorded.append(  # positional: measurably cheaper for a frozen dataclass
                     RecordedEvent(
-                        position=position,
-                        stream_id=stream.stream_id,
-                        version=version,
-                        event_id=event.event_id,
-                        type=event.type,
-                        data=event.data,
-                        metadata=event.metadata,
-                        recorded_at=now,
+                        position,
+                        stream.stream_id,
+                        version,
+                        event.event_id,
+                        event.type,
+                        event.data,
+                        event.metadata,
+                        now,
                     )
                 )
                 if outbox_events:
