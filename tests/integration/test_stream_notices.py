@@ -11,16 +11,26 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from tests.auth import make_settings
+from tests.contract.eventstore_helpers import events, idem, new_stream, one
 
 from banking_es.application.accounts import CommandContext
 from banking_es.bootstrap import Services, build_services
+from banking_es.db.migrate import migrate
+from banking_es.db.postgres import PostgresDatabase
 from banking_es.domain import commands as cmd
 from banking_es.eventstore import stream_notices as stream_notices_module
-from banking_es.eventstore.base import RecordedEvent, StreamMoved
+from banking_es.eventstore.base import ConcurrencyError, RecordedEvent, Snapshot, StreamMoved
 from banking_es.eventstore.batching import BatchPlan
-from banking_es.eventstore.postgres import NOTICE_BYTES, parse_notice, stream_notices
+from banking_es.eventstore.postgres import (
+    NOTICE_BYTES,
+    STREAMS_CHANNEL,
+    PostgresEventStore,
+    parse_notice,
+    stream_notices,
+)
 
 CTX = CommandContext(None, None)
 
@@ -155,6 +165,54 @@ def _event(stream_id: str, version: int, description: str = "pay") -> RecordedEv
     )
 
 
+async def test_notices_carry_exactly_what_the_store_wrote_on_every_path(pg_url: str) -> None:
+    """Positions, versions, times and data of a notice's events are the stored ones, whether
+    the statement that guessed the versions wrote the batch, a conflict in it had it planned
+    from what that statement read, or it needed a plan from the start (keys, snapshots)."""
+    db = await PostgresDatabase.connect(pg_url, max_size=4)
+    await migrate(db)
+    store = PostgresEventStore(db)
+    listener = await asyncpg.connect(pg_url)
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(STREAMS_CHANNEL, lambda *args: payloads.put_nowait(args[3]))
+    try:
+        await store.append(one(new_stream(), 0, events(1)))  # the head is not 0 below
+        await asyncio.wait_for(payloads.get(), 5)
+        a, b, c = new_stream(), new_stream(), new_stream()
+        guessed = [one(a, 0, events(2)), one(a, 2, events(1)), one(b, 0, events(1))]
+        conflicting = [one(c, 0, events(1)), one(a, 0, events(1)), one(b, 1, events(2))]
+        planned = [
+            one(c, 1, events(1), idempotency=[idem()]),
+            one(a, 3, events(1), snapshot=Snapshot(a, 4, {"balance": "1.00"})),
+        ]
+        for batch, failures in ((guessed, 0), (conflicting, 1), (planned, 0)):
+            results = await asyncio.gather(
+                *(store.append(r) for r in batch), return_exceptions=True
+            )
+            assert sum(isinstance(r, ConcurrencyError) for r in results) == failures, results
+            written = [e for r in results if isinstance(r, list) for e in r]
+            assert written, results
+            received: list[RecordedEvent] = []
+            while len(received) < len(written):
+                payload = await asyncio.wait_for(payloads.get(), 5)
+                for moved in parse_notice(payload):
+                    assert moved.version == moved.events[-1].version
+                    received.extend(moved.events)
+            stored = [
+                e
+                for stream in sorted({e.stream_id for e in written})
+                for e in await store.read_stream(stream)
+                if e.position >= written[0].position
+            ]
+            key = lambda e: e.position  # noqa: E731
+            assert sorted(received, key=key) == sorted(stored, key=key) == sorted(written, key=key)
+        assert await store.head_position() == 10
+    finally:
+        await listener.close()
+        await store.close()
+        await db.close()
+
+
 def test_notices_stay_under_the_payload_limit_and_parse_back() -> None:
     streams = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(300)]
     events = [_event(s, v) for s in streams for v in (1, 2)]
@@ -177,6 +235,10 @@ def test_notices_stay_under_the_payload_limit_and_parse_back() -> None:
     good = '["a",2,[[1,2,"e","MoneyDeposited",{},{}]]]'
     mixed = f'o {{"at":"2026-11-23T00:00:00+00:00","s":[["b"],{good},["c","x"],5]}}'
     assert [(m.stream_id, m.version) for m in parse_notice(mixed)] == [("a", 2)]
+    shifted = parse_notice(f'o {{"h":40,"at":"2026-11-23T00:00:00+00:00","s":[{good}]}}')
+    assert [e.position for m in shifted for e in m.events] == [41]  # positions after the head
+    assert parse_notice(f'o {{"h":"40","at":"2026-11-23T00:00:00+00:00","s":[{good}]}}') == []
+    assert parse_notice('o ["not", "an", "object"]') == []
 
 
 async def test_the_listener_comes_back_after_its_connection_is_killed(

@@ -37,6 +37,7 @@ import orjson
 
 from banking_es.db.base import Connection, DatabaseError, DatabaseUnavailable
 from banking_es.eventstore.base import (
+    EVENTS_TOPIC,
     AppendRequest,
     IdempotencyRecord,
     RecordedEvent,
@@ -97,6 +98,35 @@ _WRITE = (  # the events and outbox rows come as one JSON array each (see `_writ
     f" SELECT pg_notify('{STREAMS_CHANNEL}', n) FROM unnest($14::text[]) AS n"
 )
 
+#: The common batch in one statement, with no planning in between (`Guess`): it reads the head,
+#: the clock and the version of every stream, and only when each is what its append expects
+#: writes the events (positions head + 1, head + 2, ...), their outbox rows and the notices
+#: (whose head, time and positions are only known here); either way it answers with the head,
+#: the clock and the versions, so a batch with a conflict is planned from them as usual.
+_WRITE_IF_CURRENT = (
+    "WITH h AS (SELECT coalesce(max(position), 0) AS head, clock_timestamp() AS now"
+    " FROM events),"
+    " cur AS (SELECT s.i, s.v AS expected, coalesce((SELECT e.version FROM events e"
+    " WHERE e.stream_id = s.id ORDER BY e.version DESC LIMIT 1), 0) AS actual"
+    " FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS s(id, v, i)),"
+    " ok AS (SELECT coalesce(bool_and(expected = actual), true) AS ok FROM cur),"
+    " ev AS ("
+    " INSERT INTO events (position, stream_id, version, event_id, type, data, metadata,"
+    " recorded_at)"
+    " SELECT h.head + x.o, x.r->>0, (x.r->>1)::int, x.r->>2, x.r->>3, x.r->4, x.r->5, h.now"
+    " FROM h, ok, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(r, o) WHERE ok.ok),"
+    " ob AS ("
+    " INSERT INTO outbox (topic, key, payload, event_position, created_at)"
+    " SELECT r->>0, r->>1, nullif(r->2, 'null'::jsonb), h.head + (r->>3)::bigint, h.now"
+    " FROM h, ok, jsonb_array_elements($4::jsonb) AS r WHERE ok.ok),"
+    " nt AS ("
+    f" SELECT pg_notify('{STREAMS_CHANNEL}', $5 || ' {{\"h\":' || h.head || ',\"at\":'"
+    " || to_json(h.now)::text || ',\"s\":[' || n || ']}') AS sent"
+    " FROM h, ok, unnest($6::text[]) AS n WHERE ok.ok)"
+    " SELECT h.head, h.now, ok.ok, (SELECT array_agg(actual ORDER BY i) FROM cur) AS actual,"
+    " (SELECT count(*) FROM nt) AS notices FROM h, ok"
+)
+
 
 class PostgresEventStore(SqlEventStore):
     """Events in PostgreSQL; each batch is four round trips in one locked transaction."""
@@ -149,17 +179,23 @@ class PostgresEventStore(SqlEventStore):
         from banking_es.db.postgres import PostgresDatabase
 
         db = cast(PostgresDatabase, self.db)
+        guess = Guess.of(requests, outbox_events=self._outbox_events)  # before the lock
         async with db.connection() as conn:
             await conn.execute(_BEGIN_AND_LOCK)
             try:
-                rows = await conn.fetch(_STATE, touched_streams(requests))
-                head, now = int(rows[0]["head"]), rows[0]["now"]
-                versions = {r["stream_id"]: r["version"] for r in rows if r["version"] is not None}
-                keys = touched_keys(requests)
-                existing = await self._existing_keys(conn, keys) if keys else {}
-                plan = self._plan(requests, head, now, versions, existing)
-                if plan.events or plan.outbox or plan.idempotency or plan.snapshots:
-                    await self._write_all(conn, plan, now)
+                if guess is None:
+                    plan = await self._plan_and_write(conn, requests)
+                else:
+                    row = await conn.fetchrow(_WRITE_IF_CURRENT, *guess.arguments(self.origin))
+                    assert row is not None
+                    head, now = int(row["head"]), row["now"]
+                    if row["ok"]:
+                        plan = None  # written: planned below, after the lock is released
+                    else:  # a conflict: plan from what the statement read, write as usual
+                        actual = dict(zip(guess.streams, row["actual"] or [], strict=True))
+                        plan = self._plan(requests, head, now, actual, {})
+                        if plan.events or plan.outbox:
+                            await self._write_all(conn, plan, now, head)
                 await conn.execute("COMMIT")
             except BaseException:
                 if conn.raw.is_in_transaction():
@@ -168,9 +204,24 @@ class PostgresEventStore(SqlEventStore):
                     except Exception:  # a broken connection: the pool drops it on release
                         pass
                 raise
+        if plan is None:
+            assert guess is not None
+            plan = self._plan(requests, head, now, guess.expected, {})
         return plan
 
-    async def _write_all(self, conn: Connection, plan: BatchPlan, now: datetime) -> None:
+    async def _plan_and_write(self, conn: Connection, requests: list[AppendRequest]) -> BatchPlan:
+        """The general batch (idempotency keys, snapshots): read the state, plan, write."""
+        rows = await conn.fetch(_STATE, touched_streams(requests))
+        head, now = int(rows[0]["head"]), rows[0]["now"]
+        versions = {r["stream_id"]: r["version"] for r in rows if r["version"] is not None}
+        keys = touched_keys(requests)
+        existing = await self._existing_keys(conn, keys) if keys else {}
+        plan = self._plan(requests, head, now, versions, existing)
+        if plan.events or plan.outbox or plan.idempotency or plan.snapshots:
+            await self._write_all(conn, plan, now, head)
+        return plan
+
+    async def _write_all(self, conn: Connection, plan: BatchPlan, now: datetime, head: int) -> None:
         for scope, key in plan.replaced_keys:  # rare: an expired key used again
             await conn.execute(
                 "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key
@@ -201,7 +252,7 @@ class PostgresEventStore(SqlEventStore):
             keys[4].append(body_text(r.body))
             keys[5].append(r.created_at)
             keys[6].append(r.expires_at)
-        notices = stream_notices(self.origin, plan)
+        notices = stream_notices(self.origin, plan, head)
         await conn.execute(_WRITE, events, now, outbox, *snapshots, *keys, notices)
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
@@ -220,41 +271,114 @@ class PostgresEventStore(SqlEventStore):
         return {(r["scope"], r["key"]): row_to_record(r) for r in rows}
 
 
-def stream_notices(origin: str, plan: BatchPlan) -> list[str]:
+class Guess:
+    """A batch written on the guess that every stream is at the version its append expects
+    (`_WRITE_IF_CURRENT`): the common case, prepared before the lock is taken.
+
+    Only batches without idempotency records or snapshots qualify (those need a plan: a
+    lookup of the keys, bodies and states rendered from the recorded events), and only when
+    the appends of one stream within the batch follow each other (otherwise one of them
+    certainly conflicts). Positions are relative to the head (1, 2, ... in batch order, the
+    order `plan_batch` assigns them in), which the statement adds.
+    """
+
+    __slots__ = ("_events", "_notices", "_outbox", "expected", "streams")
+
+    def __init__(
+        self,
+        expected: dict[str, int],
+        events: list[list[Any]],
+        outbox: list[list[Any]],
+        notices: list[str],
+    ) -> None:
+        #: The version each stream must be at, in the order of the statement's answer.
+        self.expected = expected
+        self.streams = list(expected)
+        self._events = events
+        self._outbox = outbox
+        self._notices = notices
+
+    @classmethod
+    def of(cls, requests: Sequence[AppendRequest], *, outbox_events: bool) -> Guess | None:
+        expected: dict[str, int] = {}
+        after: dict[str, int] = {}  # the version each stream reaches within the batch
+        events: list[list[Any]] = []
+        outbox: list[list[Any]] = []
+        moved: dict[str, list[list[Any]]] = {}
+        for request in requests:
+            if request.idempotency:
+                return None
+            for stream in request.streams:
+                sid, version = stream.stream_id, stream.expected_version
+                if stream.snapshot is not None or after.setdefault(sid, version) != version:
+                    return None
+                expected.setdefault(sid, version)
+                for event in stream.events:
+                    version += 1
+                    row = [sid, version, event.event_id, event.type, event.data, event.metadata]
+                    events.append(row)
+                    if outbox_events:
+                        outbox.append([EVENTS_TOPIC, sid, None, len(events)])
+                    moved.setdefault(sid, []).append([len(events), *row[1:]])
+                after[sid] = version
+            for message in request.messages:
+                outbox.append([message.topic, message.key, message.payload, None])
+        return cls(expected, events, outbox, _notice_chunks(moved))
+
+    def arguments(self, origin: str) -> tuple[Any, ...]:
+        return (
+            self.streams,
+            list(self.expected.values()),
+            orjson.dumps(self._events).decode(),
+            orjson.dumps(self._outbox).decode(),
+            origin,
+            self._notices,
+        )
+
+
+#: Room for a notice's head: the origin, `{"h":<position>,"at":"<ISO time>","s":[` and `]}`.
+_NOTICE_HEAD = 100
+
+
+def stream_notices(origin: str, plan: BatchPlan, head: int = 0) -> list[str]:
     """The batch's moved streams as notify payloads of at most `NOTICE_BYTES` each.
 
-    A payload is `<origin> {"at": <recorded_at>, "s": [entry, ...]}`; an entry is
-    `[stream_id, version, [[position, version, event_id, type, data, metadata], ...]]` with the
-    stream's new events, or `[stream_id, version]` when those do not fit in one payload.
+    A payload is `<origin> {"h": <head>, "at": <recorded_at>, "s": [entry, ...]}`; an entry
+    is `[stream_id, version, [[position - head, version, event_id, type, data, metadata], ...]]`
+    with the stream's new events, or `[stream_id, version]` when those do not fit in one
+    payload. (The common batch has the server write the same payloads: `Guess`.)
     """
-    grouped: dict[str, list[RecordedEvent]] = {}
-    for event in plan.events:
-        grouped.setdefault(event.stream_id, []).append(event)
-    if not grouped:
+    moved: dict[str, list[list[Any]]] = {}
+    for e in plan.events:
+        moved.setdefault(e.stream_id, []).append(
+            [e.position - head, e.version, e.event_id, e.type, e.data, e.metadata]
+        )
+    if not moved:
         return []
-    head = f'{origin} {{"at":"{plan.events[0].recorded_at.isoformat()}","s":['.encode()
-    room = NOTICE_BYTES - len(head) - 2  # the closing "]}"
-    notices: list[str] = []
+    at = orjson.dumps(plan.events[0].recorded_at).decode()
+    return [f'{origin} {{"h":{head},"at":{at},"s":[{chunk}]}}' for chunk in _notice_chunks(moved)]
+
+
+def _notice_chunks(moved: dict[str, list[list[Any]]]) -> list[str]:
+    """The entries of `moved` (stream -> its new events), comma-joined in chunks that fit in
+    one payload beside its head."""
+    room = NOTICE_BYTES - _NOTICE_HEAD
+    chunks: list[str] = []
     entries: list[bytes] = []
     size = 0
-    for stream_id, events in grouped.items():
-        version = events[-1].version
-        entry = orjson.dumps(
-            [
-                stream_id,
-                version,
-                [[e.position, e.version, e.event_id, e.type, e.data, e.metadata] for e in events],
-            ]
-        )
+    for stream_id, events in moved.items():
+        version = events[-1][1]
+        entry = orjson.dumps([stream_id, version, events])
         if len(entry) > room:
             entry = orjson.dumps([stream_id, version])
         if entries and size + len(entry) + 1 > room:
-            notices.append((head + b",".join(entries) + b"]}").decode())
+            chunks.append(b",".join(entries).decode())
             entries, size = [], 0
         entries.append(entry)
         size += len(entry) + 1
-    notices.append((head + b",".join(entries) + b"]}").decode())
-    return notices
+    if entries:
+        chunks.append(b",".join(entries).decode())
+    return chunks
 
 
 def parse_notice(payload: str, *, unless_from: str | None = None) -> list[StreamMoved]:
@@ -266,16 +390,19 @@ def parse_notice(payload: str, *, unless_from: str | None = None) -> list[Stream
     try:
         notice = orjson.loads(body)
         at = datetime.fromisoformat(notice["at"])
+        head = notice.get("h", 0)
         entries = notice["s"]
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return []
+    if not isinstance(head, int):
         return []
     moved: list[StreamMoved] = []
     for entry in entries if isinstance(entries, list) else ():
         try:
             stream_id, version, *rest = entry
             events = tuple(
-                RecordedEvent(position, stream_id, v, event_id, type_, data, metadata, at)
-                for position, v, event_id, type_, data, metadata in (rest[0] if rest else ())
+                RecordedEvent(head + offset, stream_id, v, event_id, type_, data, metadata, at)
+                for offset, v, event_id, type_, data, metadata in (rest[0] if rest else ())
             )
         except (TypeError, ValueError):
             continue
