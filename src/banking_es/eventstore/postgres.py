@@ -4,19 +4,23 @@ The lock is what makes the global position safe to tail: a sequence value is tak
 insert but becomes visible at commit, so without it a reader could pass a position
 whose transaction commits later. Batching amortises the lock over many appends.
 
-A batch costs four round trips (docs/performance.md):
+A batch costs three round trips (docs/performance.md):
 
 1. `BEGIN; SELECT pg_advisory_xact_lock(...)` in one simple-protocol message;
-2. one query for the head position, the clock and the current version of every stream
-   of the batch (its snapshot is taken after the lock is held, so it sees every batch
-   committed before; that is why the lock cannot share a statement with it), plus one
-   for the idempotency keys when the batch carries any;
-3. one statement that writes the events, outbox rows, snapshots and idempotency records
-   (data-modifying CTEs; the events and outbox rows come as one JSON array each, which
-   costs the client one `orjson` call and the server no more than `COPY`) and tells
-   other processes which streams moved (`pg_notify` on `STREAMS_CHANNEL`, delivered at
-   commit);
-4. `COMMIT`.
+2. one statement (`_WRITE_IF_CURRENT`) that reads the head position, the clock and the
+   current version of every stream of the batch and, when each is the version its append
+   expects (the common case), writes the events, their outbox rows and the notices. Its
+   snapshot is taken after the lock is held, so it sees every batch committed before; that
+   is why the lock cannot share a statement with it. The rows travel as one JSON array per
+   table, prepared before the lock (`Guess`): one `orjson` call for the client, and no more
+   work than `COPY` for the server;
+3. `COMMIT`.
+
+When a version differs, that statement writes nothing, and the batch is planned from what
+it read (`plan_batch`: a conflict fails only its own append) and written by a second
+statement (`_WRITE`). A batch with idempotency records or snapshots takes that way from the
+start: a query for the state (and one for the keys it carries), then `plan_batch`, then
+`_WRITE`.
 
 The notices (at most `NOTICE_BYTES` each, see `stream_notices`) carry the new events of
 every stream of the batch (or only its new version when they do not fit), so the other
@@ -129,7 +133,8 @@ _WRITE_IF_CURRENT = (
 
 
 class PostgresEventStore(SqlEventStore):
-    """Events in PostgreSQL; each batch is four round trips in one locked transaction."""
+    """Events in PostgreSQL; a batch is three round trips in one locked transaction (module
+    docstring)."""
 
     commit_concurrency = 2  # the next batch is gathered while one waits for the lock
 
