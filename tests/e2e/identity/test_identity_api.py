@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+import orjson
 import pytest
 from tests.auth import (
     PASSWORD,
@@ -324,6 +325,48 @@ async def test_reset_password_is_202_for_known_and_unknown_emails(app: App) -> N
     assert hashed != token  # stored hashed, never as sent
     count = await services.db.fetchval("SELECT count(*) FROM outbox WHERE topic = 'notifications'")
     assert count == 1  # nothing queued for the unknown email
+
+
+async def test_reset_password_answers_before_it_queues_anything(app: App) -> None:
+    """The answer goes out before the token is queued, so its timing cannot tell a known
+    email from an unknown one: when the body is sent, nothing is written yet."""
+    http, services = app
+    user = await register(http)
+    transport = http._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    body = orjson.dumps({"email": user["email"]})
+    sent: list[tuple[int, int]] = []
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        return incoming.pop() if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            assert isinstance(status, int)
+            sent.append((status, -1))
+        elif message["type"] == "http.response.body":
+            queued = await services.db.fetchval("SELECT count(*) FROM password_resets")
+            sent.append((sent[-1][0], queued))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/auth/reset-password",
+        "raw_path": b"/auth/reset-password",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    await transport.app(scope, receive, send)
+    assert sent[-1] == (202, 0)  # answered with nothing written
+    assert await services.db.fetchval("SELECT count(*) FROM password_resets") == 1  # then queued
 
 
 async def test_reset_confirm_sets_the_password_ends_all_logins_and_is_single_use(app: App) -> None:

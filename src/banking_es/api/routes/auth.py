@@ -6,6 +6,7 @@ import logging
 
 import orjson
 from fastapi import APIRouter
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
@@ -21,6 +22,7 @@ from banking_es.api.identity_schemas import (
     UserOut,
 )
 from banking_es.api.routes.accounts import _problems
+from banking_es.identity.service import IdentityService
 from banking_es.identity.tokens import TokenPair
 from banking_es.identity.users import User
 
@@ -116,11 +118,25 @@ async def change_password(
     "/reset-password",
     status_code=202,
     summary="Send a password reset token (always 202, known email or not)",
+    description=(
+        "Answers 202 at once and queues the token afterwards, so neither the answer nor its"
+        " timing tells whether the email belongs to a user."
+    ),
     responses=_problems(400, 415),
 )
 async def reset_password(body: ResetRequest, services: ServicesDep) -> Response:
-    await services.identity.request_reset(body.email)
-    return _json({"status": "accepted"}, 202)
+    # After the answer is sent: a known email costs a transaction, an unknown one does not,
+    # and an answer that waited for it would tell them apart by its time.
+    response = _json({"status": "accepted"}, 202)
+    response.background = BackgroundTask(_queue_reset, services.identity, body.email)
+    return response
+
+
+async def _queue_reset(identity: IdentityService, email: str) -> None:
+    try:
+        await identity.request_reset(email)
+    except Exception:  # the client has its answer; the user can ask again
+        log.exception("queueing a password reset failed")
 
 
 @router.post(
