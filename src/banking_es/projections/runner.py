@@ -68,9 +68,11 @@ STOP_GRACE = 5.0
 #: read-ahead.
 REBUILD_BATCH_SIZE = 50_000
 
-#: Under load, how long a woken loop waits for more commits before its next batch: one
-#: projection transaction per few milliseconds instead of one per commit (docs/performance.md).
-SETTLE = 0.025
+#: Under load, how long a woken loop waits for more commits before its next batch (at most
+#: the poll interval, `PROJECTION_POLL_INTERVAL_MS`): one projection transaction per 100 ms
+#: instead of one per commit. Each batch costs some eight round trips whatever its size; at
+#: 25 ms they were a tenth of a mixed request's CPU (docs/performance.md, fourth round).
+SETTLE = 0.1
 
 Progress = Callable[[int, int], None]
 
