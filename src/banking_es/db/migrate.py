@@ -36,9 +36,31 @@ def available(dialect: str) -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+#: A dollar-quoted string (`$fn$ ... $fn$`, e.g. a function's body): its `;` end no statement.
+_DOLLAR_QUOTED = re.compile(r"(\$[A-Za-z_]*\$).*?\1", re.DOTALL)
+
+
 def _statements(sql: str) -> list[str]:
     body = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
-    return [part.strip() for part in body.split(";") if part.strip()]
+    statements: list[str] = []
+    current: list[str] = []
+    position = 0
+    for quoted in _DOLLAR_QUOTED.finditer(body):
+        _split(body[position : quoted.start()], current, statements)
+        current.append(quoted.group(0))
+        position = quoted.end()
+    _split(body[position:], current, statements)
+    statements.append("".join(current))
+    return [statement.strip() for statement in statements if statement.strip()]
+
+
+def _split(text: str, current: list[str], statements: list[str]) -> None:
+    """Add `text` to the statement being read; each `;` in it ends one."""
+    *ended, rest = text.split(";")
+    for part in ended:
+        statements.append("".join([*current, part]))
+        current.clear()
+    current.append(rest)
 
 
 async def _applied(conn: Connection) -> set[int]:

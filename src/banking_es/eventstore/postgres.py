@@ -4,23 +4,29 @@ The lock is what makes the global position safe to tail: a sequence value is tak
 insert but becomes visible at commit, so without it a reader could pass a position
 whose transaction commits later. Batching amortises the lock over many appends.
 
-A batch costs three round trips (docs/performance.md):
+The common batch (no idempotency records, no snapshots) is ONE statement, outside any
+transaction block, so one round trip and one implicit transaction: the function
+`banking_es_append_if_current` (migrations/postgres/0006_append_function.sql) takes the
+lock, reads the head position, the clock and the current version of every stream of the
+batch (each query of a VOLATILE function takes a fresh snapshot, so these see every batch
+committed before the lock was granted) and, when each is the version its append expects,
+writes the events, their outbox rows and the notices. The rows travel as one JSON array per
+table, prepared before the lock (`Guess`): one `orjson` call for the client, and no more work
+than `COPY` for the server. asyncpg hands back the answer after the commit, so the lock is
+held only while the server works, never across a round trip.
+
+Otherwise (a version differs, or the batch carries idempotency records or snapshots) the
+batch takes four round trips (docs/performance.md):
 
 1. `BEGIN; SELECT pg_advisory_xact_lock(...)` in one simple-protocol message;
-2. one statement (`_WRITE_IF_CURRENT`) that reads the head position, the clock and the
-   current version of every stream of the batch and, when each is the version its append
-   expects (the common case), writes the events, their outbox rows and the notices. Its
-   snapshot is taken after the lock is held, so it sees every batch committed before; that
-   is why the lock cannot share a statement with it. The rows travel as one JSON array per
-   table, prepared before the lock (`Guess`): one `orjson` call for the client, and no more
-   work than `COPY` for the server;
-3. `COMMIT`.
-
-When a version differs, that statement writes nothing, and the batch is planned from what
-it read (`plan_batch`: a conflict fails only its own append) and written by a second
-statement (`_WRITE`). A batch with idempotency records or snapshots takes that way from the
-start: a query for the state (and one for the keys it carries), then `plan_batch`, then
-`_WRITE`.
+2. one query for the head position, the clock and the current version of every stream
+   (its snapshot is taken after the lock is held, so it sees every batch committed before;
+   that is why the lock cannot share a statement with it), plus one for the idempotency
+   keys when the batch carries any; `plan_batch` then decides each append on its own (a
+   conflict fails only that append);
+3. one statement that writes the events, outbox rows, snapshots and idempotency records
+   (data-modifying CTEs) and the notices;
+4. `COMMIT`.
 
 The notices (at most `NOTICE_BYTES` each, see `stream_notices`) carry the new events of
 every stream of the batch (or only its new version when they do not fit), so the other
@@ -102,38 +108,21 @@ _WRITE = (  # the events and outbox rows come as one JSON array each (see `_writ
     f" SELECT pg_notify('{STREAMS_CHANNEL}', n) FROM unnest($14::text[]) AS n"
 )
 
-#: The common batch in one statement, with no planning in between (`Guess`): it reads the head,
-#: the clock and the version of every stream, and only when each is what its append expects
-#: writes the events (positions head + 1, head + 2, ...), their outbox rows and the notices
-#: (whose head, time and positions are only known here); either way it answers with the head,
-#: the clock and the versions, so a batch with a conflict is planned from them as usual.
-_WRITE_IF_CURRENT = (
-    "WITH h AS (SELECT coalesce(max(position), 0) AS head, clock_timestamp() AS now"
-    " FROM events),"
-    " cur AS (SELECT s.i, s.v AS expected, coalesce((SELECT e.version FROM events e"
-    " WHERE e.stream_id = s.id ORDER BY e.version DESC LIMIT 1), 0) AS actual"
-    " FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS s(id, v, i)),"
-    " ok AS (SELECT coalesce(bool_and(expected = actual), true) AS ok FROM cur),"
-    " ev AS ("
-    " INSERT INTO events (position, stream_id, version, event_id, type, data, metadata,"
-    " recorded_at)"
-    " SELECT h.head + x.o, x.r->>0, (x.r->>1)::int, x.r->>2, x.r->>3, x.r->4, x.r->5, h.now"
-    " FROM h, ok, jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(r, o) WHERE ok.ok),"
-    " ob AS ("
-    " INSERT INTO outbox (topic, key, payload, event_position, created_at)"
-    " SELECT r->>0, r->>1, nullif(r->2, 'null'::jsonb), h.head + (r->>3)::bigint, h.now"
-    " FROM h, ok, jsonb_array_elements($4::jsonb) AS r WHERE ok.ok),"
-    " nt AS ("
-    f" SELECT pg_notify('{STREAMS_CHANNEL}', $5 || ' {{\"h\":' || h.head || ',\"at\":'"
-    " || to_json(h.now)::text || ',\"s\":[' || n || ']}') AS sent"
-    " FROM h, ok, unnest($6::text[]) AS n WHERE ok.ok)"
-    " SELECT h.head, h.now, ok.ok, (SELECT array_agg(actual ORDER BY i) FROM cur) AS actual,"
-    " (SELECT count(*) FROM nt) AS notices FROM h, ok"
+#: The common batch, with no planning in between (`Guess`): one statement, outside any
+#: transaction block, so one round trip and one implicit transaction. The function
+#: (migrations/postgres/0006_append_function.sql) takes the lock, reads the head, the clock
+#: and the version of every stream with a snapshot taken after the lock is granted, and only
+#: when each is what its append expects writes the events (positions head + 1, head + 2, ...),
+#: their outbox rows and the notices; either way it answers with what it read. The result
+#: arrives after the commit (asyncpg waits for ReadyForQuery), so an answer is a durable write.
+_APPEND_IF_CURRENT = (
+    "SELECT o_head AS head, o_now AS now, o_ok AS ok, o_actual AS actual"
+    " FROM banking_es_append_if_current($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8)"
 )
 
 
 class PostgresEventStore(SqlEventStore):
-    """Events in PostgreSQL; a batch is three round trips in one locked transaction (module
+    """Events in PostgreSQL; the common batch is one statement, one round trip (module
     docstring)."""
 
     commit_concurrency = 2  # the next batch is gathered while one waits for the lock
@@ -186,21 +175,17 @@ class PostgresEventStore(SqlEventStore):
         db = cast(PostgresDatabase, self.db)
         guess = Guess.of(requests, outbox_events=self._outbox_events)  # before the lock
         async with db.connection() as conn:
+            if guess is not None:
+                row = await conn.fetchrow(
+                    _APPEND_IF_CURRENT, APPEND_LOCK_KEY, *guess.arguments(self.origin)
+                )
+                assert row is not None
+                if row["ok"]:  # written and committed
+                    return self._plan(requests, int(row["head"]), row["now"], guess.expected, {})
+                # A version differs: plan the batch as usual (a conflict fails only its append).
             await conn.execute(_BEGIN_AND_LOCK)
             try:
-                if guess is None:
-                    plan = await self._plan_and_write(conn, requests)
-                else:
-                    row = await conn.fetchrow(_WRITE_IF_CURRENT, *guess.arguments(self.origin))
-                    assert row is not None
-                    head, now = int(row["head"]), row["now"]
-                    if row["ok"]:
-                        plan = None  # written: planned below, after the lock is released
-                    else:  # a conflict: plan from what the statement read, write as usual
-                        actual = dict(zip(guess.streams, row["actual"] or [], strict=True))
-                        plan = self._plan(requests, head, now, actual, {})
-                        if plan.events or plan.outbox:
-                            await self._write_all(conn, plan, now, head)
+                plan = await self._plan_and_write(conn, requests)
                 await conn.execute("COMMIT")
             except BaseException:
                 if conn.raw.is_in_transaction():
@@ -209,9 +194,6 @@ class PostgresEventStore(SqlEventStore):
                     except Exception:  # a broken connection: the pool drops it on release
                         pass
                 raise
-        if plan is None:
-            assert guess is not None
-            plan = self._plan(requests, head, now, guess.expected, {})
         return plan
 
     async def _plan_and_write(self, conn: Connection, requests: list[AppendRequest]) -> BatchPlan:
@@ -278,7 +260,7 @@ class PostgresEventStore(SqlEventStore):
 
 class Guess:
     """A batch written on the guess that every stream is at the version its append expects
-    (`_WRITE_IF_CURRENT`): the common case, prepared before the lock is taken.
+    (`_APPEND_IF_CURRENT`): the common case, prepared before the lock is taken.
 
     Only batches without idempotency records or snapshots qualify (those need a plan: a
     lookup of the keys, bodies and states rendered from the recorded events), and only when
@@ -331,6 +313,7 @@ class Guess:
         return cls(expected, events, outbox, _notice_chunks(moved))
 
     def arguments(self, origin: str) -> tuple[Any, ...]:
+        """The function's arguments after the lock key (`_APPEND_IF_CURRENT`)."""
         return (
             self.streams,
             list(self.expected.values()),
@@ -338,6 +321,7 @@ class Guess:
             orjson.dumps(self._outbox).decode(),
             origin,
             self._notices,
+            STREAMS_CHANNEL,
         )
 
 
