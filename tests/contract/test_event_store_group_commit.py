@@ -85,6 +85,32 @@ async def test_a_conflict_fails_only_its_own_append_not_its_batch_neighbours(
     assert [e.position for e in await everything(event_store)] == list(range(1, 202))
 
 
+async def test_a_batch_of_conflicts_only_writes_nothing_and_reports_each(
+    event_store: EventStore,
+) -> None:
+    """Behind or ahead of its stream, each append hears its own conflict with the version the
+    stream is at (on PostgreSQL, the appends that are behind fail without a planned batch)."""
+    a, b = new_stream(), new_stream()
+    await event_store.append(one(a, 0, events(2)))
+    await event_store.append(one(b, 0, events(1)))
+    head = await event_store.head_position()
+    batches = record_batches(event_store)
+
+    results = await asyncio.gather(
+        event_store.append(one(a, 1, events(1))),  # behind: `a` is at version 2
+        event_store.append(one(b, 3, events(1))),  # ahead: `b` is at version 1
+        event_store.append(one(a, 0, events(1))),  # behind
+        return_exceptions=True,
+    )
+
+    assert batches == [3]
+    assert all(isinstance(r, ConcurrencyError) for r in results), results
+    conflicts = [(r.stream_id, r.expected, r.actual) for r in results]  # type: ignore[union-attr]
+    assert conflicts == [(a, 1, 2), (b, 3, 1), (a, 0, 2)]
+    assert await event_store.head_position() == head
+    assert [e.version for e in await event_store.read_stream(a)] == [1, 2]
+
+
 async def test_same_stream_twice_in_one_batch_the_stale_second_append_fails(
     event_store: EventStore,
 ) -> None:

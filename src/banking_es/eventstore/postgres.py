@@ -41,7 +41,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -49,13 +49,23 @@ from banking_es.db.base import Connection, DatabaseError, DatabaseUnavailable
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,
     AppendRequest,
+    ConcurrencyError,
     IdempotencyRecord,
     RecordedEvent,
     StoreUnavailable,
     StreamMoved,
 )
-from banking_es.eventstore.batching import BatchPlan, Grouper, touched_keys, touched_streams
+from banking_es.eventstore.batching import (
+    BatchOutcome,
+    BatchPlan,
+    Grouper,
+    touched_keys,
+    touched_streams,
+)
 from banking_es.eventstore.sql import SqlEventStore, body_text, dumps, row_to_event, row_to_record
+
+if TYPE_CHECKING:
+    from banking_es.db.postgres import _PgConnection
 
 APPEND_LOCK_KEY = 7_245_301_002
 #: The channel of "these streams moved" notices (see the module docstring).
@@ -175,25 +185,37 @@ class PostgresEventStore(SqlEventStore):
         db = cast(PostgresDatabase, self.db)
         guess = Guess.of(requests, outbox_events=self._outbox_events)  # before the lock
         async with db.connection() as conn:
-            if guess is not None:
-                row = await conn.fetchrow(
-                    _APPEND_IF_CURRENT, APPEND_LOCK_KEY, *guess.arguments(self.origin)
-                )
-                assert row is not None
-                if row["ok"]:  # written and committed
-                    return self._plan(requests, int(row["head"]), row["now"], guess.expected, {})
-                # A version differs: plan the batch as usual (a conflict fails only its append).
-            await conn.execute(_BEGIN_AND_LOCK)
-            try:
-                plan = await self._plan_and_write(conn, requests)
-                await conn.execute("COMMIT")
-            except BaseException:
-                if conn.raw.is_in_transaction():
-                    try:
-                        await conn.raw.execute("ROLLBACK")
-                    except Exception:  # a broken connection: the pool drops it on release
-                        pass
-                raise
+            if guess is None:
+                return await self._locked_batch(conn, requests)
+            row = await conn.fetchrow(
+                _APPEND_IF_CURRENT, APPEND_LOCK_KEY, *guess.arguments(self.origin)
+            )
+            assert row is not None
+            if row["ok"]:  # written and committed
+                return self._plan(requests, int(row["head"]), row["now"], guess.expected, {})
+            # A version differs. An append expecting less than a stream's version then fails
+            # for certain (streams only grow); the others are planned as usual.
+            stored = dict(zip(guess.streams, row["actual"] or [], strict=True))
+            outcomes: list[BatchOutcome | None] = [_behind(r, stored) for r in requests]
+            rest = [r for r, outcome in zip(requests, outcomes, strict=True) if outcome is None]
+            plan = await self._locked_batch(conn, rest) if rest else BatchPlan()
+        planned = iter(plan.outcomes)
+        plan.outcomes = [next(planned) if o is None else o for o in outcomes]
+        return plan
+
+    async def _locked_batch(self, conn: _PgConnection, requests: list[AppendRequest]) -> BatchPlan:
+        """The general batch in one locked transaction (module docstring)."""
+        await conn.execute(_BEGIN_AND_LOCK)
+        try:
+            plan = await self._plan_and_write(conn, requests)
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.raw.is_in_transaction():
+                try:
+                    await conn.raw.execute("ROLLBACK")
+                except Exception:  # a broken connection: the pool drops it on release
+                    pass
+            raise
         return plan
 
     async def _plan_and_write(self, conn: Connection, requests: list[AppendRequest]) -> BatchPlan:
@@ -323,6 +345,15 @@ class Guess:
             self._notices,
             STREAMS_CHANNEL,
         )
+
+
+def _behind(request: AppendRequest, stored: dict[str, int]) -> ConcurrencyError | None:
+    """The conflict of an append that expects a stream below the version it was seen at."""
+    for stream in request.streams:
+        seen = stored.get(stream.stream_id, 0)
+        if stream.expected_version < seen:
+            return ConcurrencyError(stream.stream_id, stream.expected_version, seen)
+    return None
 
 
 #: Room for a notice's head: the origin, `{"h":<position>,"at":"<ISO time>","s":[` and `]}`.
