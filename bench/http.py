@@ -410,7 +410,7 @@ async def http_rows(database_url: str) -> dict[str, Any]:
                 await loop.run_in_executor(
                     None, run_wrk, server.url, "/", "get", ids, token, CACHE_WARMUP_S
                 )
-                rows = {
+                rows: dict[str, Any] = {
                     "health": await loop.run_in_executor(
                         None, run, "/health/live", "health", spread, "row 1 GET /health/live"
                     ),

@@ -16,6 +16,7 @@ import asyncpg
 from banking_es.application.accounts import AccountService, CommandContext
 from banking_es.application.ports import SystemClock, UuidGenerator
 from banking_es.cache.local import LocalAccountCache
+from banking_es.cache.two_level import TwoLevelAccountCache
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
 from banking_es.domain import commands as cmd
@@ -135,7 +136,7 @@ def _eventsourcing_save(url: str) -> float:
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
 
-    class BenchAccount(Aggregate):  # type: ignore[misc]
+    class BenchAccount(Aggregate):
         @event("Opened")
         def __init__(self, owner_name: str, initial_balance: str, currency: str) -> None:
             self.owner_name = owner_name
@@ -143,7 +144,7 @@ def _eventsourcing_save(url: str) -> float:
             self.currency = currency
 
     parts = urlsplit(url)
-    app = Application(
+    app: Application[Any] = Application(
         env={
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": parts.path.lstrip("/"),
@@ -170,7 +171,7 @@ async def load_row(url: str) -> dict[str, Any]:
     try:
         await migrate(db)
         store = PostgresEventStore(db)
-        cache = LocalAccountCache(10_000, 300, "lru")
+        cache = TwoLevelAccountCache(LocalAccountCache(10_000, 300, "lru"), None)
         service = AccountService(
             store, cache, clock=SystemClock(), ids=UuidGenerator(), snapshot_threshold=100
         )
