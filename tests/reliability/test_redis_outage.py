@@ -14,6 +14,7 @@ import httpx
 import pytest
 from tests.api_support import api
 from tests.auth import sign_up
+from tests.e2e.observability_support import scrape, value
 from tests.redis_support import RedisServer, private_redis  # noqa: F401
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -89,6 +90,7 @@ async def test_stopping_and_restarting_redis_under_load_fails_no_request(
             await wait_for(http, "degraded")
             overall = await ready(http)
             assert overall["status"] == "degraded"
+            assert value(await scrape(http), "banking_es_redis_breaker_open") == 1
             await asyncio.sleep(1.5)  # load keeps running on L1, memory limits and the database
             during = sum(statuses.values())
             private_redis.start()
@@ -107,5 +109,9 @@ async def test_stopping_and_restarting_redis_under_load_fails_no_request(
         assert metrics.get("redis_breaker_transitions", "open") >= 1
         assert metrics.get("redis_breaker_transitions", "closed") >= 1
         assert metrics.breaker_state == "closed"
+        exposed = await scrape(http)  # and in Prometheus
+        assert value(exposed, "banking_es_redis_breaker_open") == 0
+        opened = value(exposed, "banking_es_redis_breaker_transitions_total", state="open")
+        assert opened == metrics.get("redis_breaker_transitions", "open")
         assert metrics.total("redis_rejected") > 0  # the open breaker spared those calls
         assert (await ready(http))["status"] == "ok"

@@ -156,6 +156,15 @@ class Metrics:
         self.cache_errors = counter(
             "cache_errors_total", "Cache calls that failed (and fell back), by level", ("level",)
         )
+        self.redis_breaker_open = gauge(
+            "redis_breaker_open",
+            "Workers whose Redis circuit breaker is open or half-open (Redis not used)",
+        )
+        self.redis_breaker_transitions = counter(
+            "redis_breaker_transitions_total",
+            "Changes of a worker's Redis circuit breaker, by new state",
+            ("state",),
+        )
         # -- identity and limits --------------------------------------------------------
         self.validation_failures = counter(
             "validation_failures_total",
@@ -240,6 +249,9 @@ class Metrics:
             self._child(self.cache_evictions, label).inc(amount)
         elif name == "redis_errors":
             self._child(self.cache_errors, "l2").inc(amount)
+        elif name == "redis_breaker_transitions":
+            self._child(self.redis_breaker_transitions, label).inc(amount)
+            self.redis_breaker_open.set(0 if label == "closed" else 1)
         elif name == "rate_limited":
             self._child(self.rate_limited, label).inc(amount)
         elif name == "validation_failures":
