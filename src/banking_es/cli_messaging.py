@@ -257,12 +257,20 @@ def dlq_discard(letter_id: Annotated[int, typer.Argument(help="The dead letter's
 
     settings = _settings()
 
-    async def work(letters: Any) -> None:
-        await letters.discard(letter_id)
+    async def work(letters: Any) -> list[int]:
+        parked: list[int] = await letters.discard(letter_id)
+        return parked
 
     try:
-        _run(_with_letters(settings, work))
+        parked = _run(_with_letters(settings, work))
     except DeadLetterError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     typer.echo(f"discarded dead letter {letter_id}")
+    if parked:
+        ids = ", ".join(map(str, parked))
+        typer.echo(
+            f"{len(parked)} dead letters parked behind it are still open ({ids}), so their key"
+            f" stays parked: `banking-es dlq retry {parked[0]}` applies them in order,"
+            f" `banking-es dlq discard {parked[0]}` skips the next one."
+        )

@@ -9,7 +9,8 @@ A letter is `open` until an admin retries it (applied now, after a fix: `retried
 discards it (`discarded`). While a key has an open letter the consumer parks every later
 message of that key behind it (a letter of its own, `attempts` 0), so one account's
 events are never applied out of order; other keys go on. Retrying a letter applies it and
-then the open letters parked behind it, in order.
+then the open letters parked behind it, in order; discarding one leaves those open (the
+key stays parked until they are retried or discarded too).
 """
 
 from __future__ import annotations
@@ -231,8 +232,11 @@ class DeadLetters:
                     raise RetryFailed(f"dead letter {letter.id} failed again: {exc}") from exc
                 retried.append(letter.id)
 
-    async def discard(self, letter_id: int) -> None:
-        """Give the letter up: its message is skipped for good."""
+    async def discard(self, letter_id: int) -> list[int]:
+        """Give the letter up: its message is skipped for good. Answers the ids of the open
+        letters parked behind it (same consumer and key): they are not applied, and the key
+        stays parked until they are retried (`retry` of the first applies them in order) or
+        discarded in turn."""
         letter = await self.get(letter_id)
         if letter.status != OPEN:
             raise DeadLetterClosed(f"dead letter {letter_id} is {letter.status}")
@@ -240,6 +244,14 @@ class DeadLetters:
             if self._skip is not None:
                 await self._skip(conn, letter)
             await self._set(conn, letter.id, DISCARDED)
+            parked = await conn.fetch(
+                "SELECT id FROM dead_letters WHERE consumer = $1 AND key = $2"
+                " AND status = 'open' AND id > $3 ORDER BY id",
+                letter.consumer,
+                letter.key,
+                letter.id,
+            )
+        return [int(row["id"]) for row in parked]
 
     @staticmethod
     async def _set(conn: Connection, letter_id: int, status: str) -> None:

@@ -78,7 +78,13 @@ async def retry_dead_letter(letter_id: int, letters: DeadLettersDep) -> Response
 
 
 @router.delete(
-    "/{letter_id}", summary="Discard the letter: its message is skipped for good", status_code=204
+    "/{letter_id}",
+    summary="Discard the letter: its message is skipped for good",
+    description=(
+        "The letters parked behind it (same key) stay open, and the key stays parked, until"
+        " they are retried or discarded in turn."
+    ),
+    status_code=204,
 )
 async def discard_dead_letter(letter_id: int, letters: DeadLettersDep) -> Response:
     try:
