@@ -571,7 +571,7 @@ class AccountService:
             return True  # already there (read forward meanwhile)
         if cached.version + 1 != stream.events[0].version:
             return False  # a gap: notices missed or still on the way
-        _fold(cached, list(stream.events))
+        _fold(cached, stream.events)
         self._cache.put(cached, share=False)  # the writer shared it already
         if self._behind.get(stream.stream_id, 0) <= cached.version:
             self._behind.pop(stream.stream_id, None)
@@ -668,7 +668,7 @@ def _decide(state: Account, command: cmd.StreamCommand) -> DomainEvent:
     raise TypeError(f"unknown command {command!r}")
 
 
-def _fold(account: Account, events: list[RecordedEvent]) -> None:
+def _fold(account: Account, events: Sequence[RecordedEvent]) -> None:
     for event in events:
         account.apply(to_domain(event), event.recorded_at)
 

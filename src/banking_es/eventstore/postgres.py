@@ -202,7 +202,7 @@ class PostgresEventStore(SqlEventStore):
                 return self._plan(requests, int(row["head"]), row["now"], guess.expected, {})
             # A version differs. An append expecting less than a stream's version then fails
             # for certain (streams only grow); the others are planned as usual.
-            stored = dict(zip(guess.streams, row["actual"] or [], strict=True))
+            stored = dict(zip(guess.expected, row["actual"] or [], strict=True))
             outcomes: list[BatchOutcome | None] = [_behind(r, stored) for r in requests]
             rest = [r for r, outcome in zip(requests, outcomes, strict=True) if outcome is None]
             plan = await self._locked_batch(conn, rest) if rest else BatchPlan()
@@ -298,7 +298,7 @@ class Guess:
     order `plan_batch` assigns them in), which the statement adds.
     """
 
-    __slots__ = ("_events", "_notices", "_outbox", "expected", "streams")
+    __slots__ = ("_events", "_notices", "_outbox", "expected")
 
     def __init__(
         self,
@@ -307,9 +307,8 @@ class Guess:
         outbox: list[list[Any]],
         notices: list[str],
     ) -> None:
-        #: The version each stream must be at, in the order of the statement's answer.
+        #: The version each stream must be at; its order is that of the statement's answer.
         self.expected = expected
-        self.streams = list(expected)
         self._events = events
         self._outbox = outbox
         self._notices = notices
@@ -344,7 +343,7 @@ class Guess:
     def arguments(self, origin: str) -> tuple[Any, ...]:
         """The function's arguments after the lock key (`_APPEND_IF_CURRENT`)."""
         return (
-            self.streams,
+            list(self.expected),
             list(self.expected.values()),
             orjson.dumps(self._events).decode(),
             orjson.dumps(self._outbox).decode(),
