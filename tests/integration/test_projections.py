@@ -590,6 +590,37 @@ async def test_postgres_batches_wait_for_the_advisory_lock(pg_url: str) -> None:
             await env.db.close()
 
 
+@pytest.mark.postgres
+async def test_postgres_summary_updates_are_hot_updates(pg_url: str) -> None:
+    """A projection batch rewrites the row of every account it touches: no index may cover a
+    column that changes (balance, version, updated_at), and the pages keep room, so
+    PostgreSQL updates the row in place (HOT) instead of adding an entry to every index."""
+    db = await PostgresDatabase.connect(pg_url)
+    env = Env(db, PostgresEventStore(db))
+    try:
+        await migrate(db)
+        bank = await populate(env.store, ops=0)
+        runner = runner_for(env, [AccountSummariesProjection()])
+        await runner.run_once(SUMMARIES)
+        for acct in bank.accounts:
+            await bank.deposit(acct)
+        after = await checkpoint(db, SUMMARIES)
+        events = await env.store.read_all(after, 100)
+        async with db.transaction() as conn:
+            await AccountSummariesProjection().apply(conn, events)
+            counts = await conn.fetchrow(
+                "SELECT pg_stat_get_xact_tuples_updated(c.oid) AS updated,"
+                " pg_stat_get_xact_tuples_hot_updated(c.oid) AS hot"
+                " FROM pg_class c WHERE c.relname = 'account_summaries'"
+            )
+        assert counts is not None
+        assert counts["updated"] == len(bank.accounts) == 4
+        assert counts["hot"] == counts["updated"]
+    finally:
+        await env.store.close()
+        await db.close()
+
+
 @pytest.fixture
 def small_rebuild_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let rebuilds use the runner's (small) batch size, so they take many batches."""
