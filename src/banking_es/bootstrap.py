@@ -36,7 +36,7 @@ from banking_es.observability.health import HealthChecks, core_checks
 from banking_es.observability.metrics import Metrics
 from banking_es.projections import default_projections
 from banking_es.projections.queries import ReadModels
-from banking_es.projections.runner import ProjectionRunner, ProjectionStatus
+from banking_es.projections.runner import PROJECTIONS_LEASE, ProjectionRunner, ProjectionStatus
 from banking_es.tasks import cancel
 
 if TYPE_CHECKING:
@@ -263,6 +263,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             store,
             default_projections(),
             poll_interval=settings.projection_poll_interval_ms / 1000,
+            leader=LeaseElection(db, PROJECTIONS_LEASE, clock),
         )
         development = settings.banking_env is not Environment.PRODUCTION
         # One relay at a time (the lease), as with Kafka: otherwise every worker would read,

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from banking_es.application.codec import to_domain
+from banking_es.application.ports import SystemClock
 from banking_es.db.base import Connection, Database, DatabaseUnavailable
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase, _PgConnection
@@ -44,6 +45,7 @@ from banking_es.eventstore.base import (
 )
 from banking_es.eventstore.postgres import PostgresEventStore
 from banking_es.eventstore.sqlite import SqliteEventStore
+from banking_es.messaging.leader import LeaseElection
 from banking_es.projections import (
     AccountSummariesProjection,
     TransactionsProjection,
@@ -53,7 +55,7 @@ from banking_es.projections import runner as runner_module
 from banking_es.projections import transactions as transactions_module
 from banking_es.projections.base import Projection, RowProjection
 from banking_es.projections.queries import ReadModels
-from banking_es.projections.runner import ProjectionRunner, lock_key
+from banking_es.projections.runner import PROJECTIONS_LEASE, ProjectionRunner, lock_key
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -891,6 +893,43 @@ async def test_the_background_loop_follows_writes_and_survives_errors(
     finally:
         await runner.stop()
     await assert_matches_replay(env)
+
+
+async def test_with_a_lease_only_the_leader_runs_and_a_stand_by_takes_over(
+    open_env: Opener,
+) -> None:
+    """Two server processes: the lease holder applies every batch, the other does not even
+    read the store; once the leader stops (and gives the lease up) the other carries on."""
+    envs = [await open_env(), await open_env()]
+    stores = [CountingStore(env.store) for env in envs]
+    runners = [
+        ProjectionRunner(
+            env.db,
+            store,
+            default_projections(),
+            poll_interval=0.05,
+            leader=LeaseElection(env.db, PROJECTIONS_LEASE, SystemClock(), ttl=0.9),
+        )
+        for env, store in zip(envs, stores, strict=True)
+    ]
+    bank = Bank(envs[0].store, random.Random(5), on_append=lambda: [r.notify() for r in runners])
+    await runners[0].start()
+    await asyncio.sleep(0.2)  # the first takes the lease
+    await runners[1].start()
+    try:
+        await bank.random_ops(30)
+        assert await runners[1].wait_for(await envs[0].store.head_position(), 10)
+        assert stores[0].reads > 0
+        assert stores[1].reads == 0
+
+        await runners[0].stop()
+        await bank.random_ops(10)
+        assert await runners[1].wait_for(await envs[0].store.head_position(), 10)
+        assert stores[1].reads > 0
+    finally:
+        for runner in runners:
+            await runner.stop()
+    await assert_matches_replay(envs[0])
 
 
 async def test_bad_arguments_are_refused(env: Env) -> None:

@@ -55,7 +55,7 @@ class LeaseElection:
         self._margin = ttl / 3
         self._valid_until = 0.0
         #: A stand-by asks again only this often (each attempt is a write transaction).
-        self._standby_poll = min(1.0, ttl / 3)
+        self.standby_poll = min(1.0, ttl / 3)
         self._next_try = 0.0
 
     @property
@@ -69,7 +69,7 @@ class LeaseElection:
             return True  # renewed recently enough
         if not self.is_leader and now_mono < self._next_try:
             return False  # a stand-by: the leader's lease was valid a moment ago
-        self._next_try = now_mono + self._standby_poll
+        self._next_try = now_mono + self.standby_poll
         now = self._clock.now()
         try:
             async with self._db.transaction() as conn:

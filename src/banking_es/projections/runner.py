@@ -20,7 +20,12 @@ JSON not decoded): a `RowProjection` takes them as they are and decodes one even
 time, any other projection gets them decoded.
 
 Background loops (`start`) process the available batches, then wait `poll_interval` or
-until `notify()`; errors are logged and retried with a growing back-off. `rebuild`
+until `notify()`; errors are logged and retried with a growing back-off. With a `leader`
+(a `LeaseElection`; the server passes one) only the process holding the lease runs its
+loops, and the others stand by until it lapses: without one, every worker of a server
+read each batch and raced for the lock, so the batches came twice as often and the
+losers had read them for nothing. The lock stays: it is what keeps a rebuild from the
+CLI, or a lease that changed hands mid-batch, from applying an event twice. `rebuild`
 uses the same lock, so a server and the CLI may be active at the same time:
 
 - full (`from_position=0`) and from-position rebuilds reset the rows after the position
@@ -48,6 +53,7 @@ from typing import TypeVar
 
 from banking_es.db.base import Connection, Database
 from banking_es.eventstore.base import ROW_POSITION, EventRow, EventStore, decode_row
+from banking_es.messaging.leader import LeaseElection
 from banking_es.projections.base import Projection, RowProjection
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,9 @@ REBUILD_BATCH_SIZE = 50_000
 #: instead of one per commit. Each batch costs some eight round trips whatever its size; at
 #: 25 ms they were a tenth of a mixed request's CPU (docs/performance.md, fourth round).
 SETTLE = 0.1
+
+#: The lease that picks the one process of a server running the projection loops.
+PROJECTIONS_LEASE = "projections"
 
 Progress = Callable[[int, int], None]
 
@@ -141,6 +150,7 @@ class ProjectionRunner:
         *,
         poll_interval: float = 0.1,
         batch_size: int = 1000,
+        leader: LeaseElection | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -155,6 +165,7 @@ class ProjectionRunner:
             self._projections[projection.name] = projection
         self._poll = poll_interval
         self._batch_size = batch_size
+        self._leader = leader
         # One batch at a time per projection within this process (loop, run_once, rebuild).
         self._local = {name: asyncio.Lock() for name in self._projections}
         self._wake = {name: asyncio.Event() for name in self._projections}
@@ -189,6 +200,8 @@ class ProjectionRunner:
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._leader is not None and self._leader.is_leader:
+            await self._leader.release()  # a stand-by takes over at its next try
 
     def notify(self) -> None:
         """Wake the loops now (new events were appended)."""
@@ -414,6 +427,10 @@ class ProjectionRunner:
         failures = 0
         batch: _Batch | None = None
         while not self._stopping.is_set():
+            if self._leader is not None and not await self._leader.ensure():
+                batch = None  # a read-ahead is only good for the batch right after it
+                await self._sleep(self._leader.standby_poll)
+                continue
             wake.clear()
             try:
                 batch = await self._step(name, self._batch_size, batch)
