@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -464,3 +465,26 @@ def test_events_are_immutable() -> None:
     event = MoneyDeposited(Decimal("1.00"))
     with pytest.raises(AttributeError):
         event.amount = Decimal("2.00")  # type: ignore[misc]
+
+
+def test_copy_carries_every_field_and_shares_no_state() -> None:
+    values: dict[str, Any] = {
+        "id": "acc-1",
+        "owner_name": "Ada",
+        "owner_id": "user-1",
+        "balance": Decimal("12.34"),
+        "currency": "EUR",
+        "status": CLOSED,
+        "version": 7,
+        "created_at": datetime(2026, 1, 2, tzinfo=UTC),
+        "updated_at": datetime(2026, 1, 3, tzinfo=UTC),
+        "closed_reason": "moved",
+    }
+    # A new field must be added here (and to `Account.copy`, which lists every field).
+    assert [f.name for f in dataclasses.fields(Account)] == list(values)
+    original = Account(**values)
+    copied = original.copy()
+    assert copied is not original
+    assert dataclasses.asdict(copied) == values
+    copied.version += 1
+    assert original.version == 7

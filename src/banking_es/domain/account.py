@@ -7,7 +7,7 @@ Command methods check the rules and return the new events without changing state
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -142,7 +142,21 @@ class Account:
         return account
 
     def copy(self) -> Account:
-        return replace(self)
+        # Every field, positionally: `dataclasses.replace` took 3 us, this takes 0.4 us, and
+        # the hot paths copy an account six or seven times per deposit (cache in and out,
+        # the state a command is decided on). tests/unit/test_account.py checks every field.
+        return Account(
+            self.id,
+            self.owner_name,
+            self.owner_id,
+            self.balance,
+            self.currency,
+            self.status,
+            self.version,
+            self.created_at,
+            self.updated_at,
+            self.closed_reason,
+        )
 
     @property
     def exists(self) -> bool:
