@@ -7,11 +7,13 @@ pick their form from `dialect_of(conn)`.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
 
 import aiosqlite
 import asyncpg
 import asyncpg.pool
+import orjson
 
 from banking_es.db.base import Connection
 
@@ -40,3 +42,19 @@ def in_set(dialect: Dialect, placeholder: int, cast: str = "text") -> str:
     if dialect == "postgres":
         return f"= ANY(${placeholder}::{cast}[])"
     return f"IN (SELECT value FROM json_each(${placeholder}))"
+
+
+def json_rows_select(types: Sequence[str]) -> str:
+    """`SELECT` of the rows of a JSON array bound to `$1` (PostgreSQL), one column per type.
+
+    Projections write their batches as ONE JSON document (`json_rows`) rather than one
+    array per column: one `orjson` call instead of the driver encoding every value, which
+    cost 4 us per row of `account_summaries` against 0.6 us (docs/performance.md).
+    """
+    columns = ", ".join(f"(r->>{i})::{t}" for i, t in enumerate(types))
+    return f"SELECT {columns} FROM jsonb_array_elements($1::jsonb) AS r"
+
+
+def json_rows(rows: Iterable[Sequence[Any]]) -> str:
+    """The rows as a JSON array of arrays (`Decimal` as its exact text, times in RFC 3339)."""
+    return orjson.dumps(list(rows), default=str).decode()

@@ -2,9 +2,10 @@
 
 A batch costs a constant number of statements whatever its size: the rows of the
 accounts it touches are loaded in one query, the events are folded in memory, and the
-changed rows are written back in one multi-row upsert (PostgreSQL: `unnest`; SQLite:
-`executemany`, which runs in-process). An event whose version is not above the row's
-`version` is already in the row and is skipped, so re-applying a batch changes nothing.
+changed rows are written back in one multi-row upsert (PostgreSQL: the rows as one JSON
+document; SQLite: `executemany`, which runs in-process). An event whose version is not
+above the row's `version` is already in the row and is skipped, so re-applying a batch
+changes nothing.
 
 A summary depends on every event of its account, so `only_types` does not narrow what
 is folded: a type-selected replay brings back exactly the rows that `reset` rolled back.
@@ -41,7 +42,7 @@ from banking_es.eventstore.base import (
     RecordedEvent,
     decode_row,
 )
-from banking_es.projections._sql import Dialect, dialect_of, in_set
+from banking_es.projections._sql import Dialect, dialect_of, in_set, json_rows, json_rows_select
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,11 @@ _UPDATE = (
     " created_position = excluded.created_position, created_at = excluded.created_at,"
     " updated_at = excluded.updated_at"
 )
+#: The PostgreSQL types of `_COLUMNS`, in order (the two times last).
+_TYPES = ("text", "text", "text", "numeric", "text", "text", "int", "bigint")
+_TYPES_AT = ("timestamptz", "timestamptz")
 _UPSERT_PG = (
-    f"INSERT INTO account_summaries ({_COLUMNS})"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]::numeric[], $5::text[],"
-    " $6::text[], $7::int[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])" + _UPDATE
+    f"INSERT INTO account_summaries ({_COLUMNS}) " + json_rows_select(_TYPES + _TYPES_AT) + _UPDATE
 )
 _UPSERT_SQLITE = (
     f"INSERT INTO account_summaries ({_COLUMNS})"
@@ -267,12 +269,7 @@ class AccountSummariesProjection:
         if not states:
             return
         if dialect == "postgres":
-            columns: list[list[Any]] = [[] for _ in range(10)]
-            for state in states:
-                for column, value in zip(columns, state.values(), strict=True):
-                    column.append(value)
-            columns[3] = [str(v) for v in columns[3]]  # as text: cheaper than binary numeric
-            await conn.execute(_UPSERT_PG, *columns)
+            await conn.execute(_UPSERT_PG, json_rows(s.values() for s in states))
         else:
             await conn.executemany(_UPSERT_SQLITE, [s.values() for s in states])
 
