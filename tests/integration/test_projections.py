@@ -932,6 +932,26 @@ async def test_with_a_lease_only_the_leader_runs_and_a_stand_by_takes_over(
     await assert_matches_replay(envs[0])
 
 
+async def test_one_read_serves_every_projection_even_when_more_came_since(env: Env) -> None:
+    counting = CountingStore(env.store)
+    runner = ProjectionRunner(env.db, counting, default_projections())
+    bank = await populate(env.store, ops=30)
+    assert await runner.run_once(SUMMARIES) > 0
+    assert counting.reads == 1
+    assert await runner.run_once(TRANSACTIONS) > 0
+    assert counting.reads == 1  # the same batch, read once
+
+    await bank.random_ops(10)
+    await runner.run_once(SUMMARIES)  # reads these ...
+    reads = counting.reads
+    await bank.random_ops(10)  # ... and more come before the other projection runs
+    await runner.run_once(TRANSACTIONS)  # the shared batch, then the rest from the store
+    assert counting.reads == reads + 1
+    await runner.run_once(SUMMARIES)  # the rest, as read for the other projection
+    assert counting.reads == reads + 1
+    await assert_matches_replay(env)
+
+
 async def test_bad_arguments_are_refused(env: Env) -> None:
     runner = runner_for(env)
     with pytest.raises(KeyError, match="nope"):

@@ -25,7 +25,9 @@ until `notify()`; errors are logged and retried with a growing back-off. With a 
 loops, and the others stand by until it lapses: without one, every worker of a server
 read each batch and raced for the lock, so the batches came twice as often and the
 losers had read them for nothing. The lock stays: it is what keeps a rebuild from the
-CLI, or a lease that changed hands mid-batch, from applying an event twice. `rebuild`
+CLI, or a lease that changed hands mid-batch, from applying an event twice. The loops of
+one runner share their reads: a batch read for one projection serves the others that are
+at the same checkpoint (`_read_shared`). `rebuild`
 uses the same lock, so a server and the CLI may be active at the same time:
 
 - full (`from_position=0`) and from-position rebuilds reset the rows after the position
@@ -139,6 +141,15 @@ async def _apply(projection: Projection, conn: Connection, rows: list[EventRow])
         await projection.apply(conn, [decode_row(row) for row in rows])
 
 
+@dataclass(slots=True)
+class _SharedRead:
+    """The latest batch read outside a lock, and the projections that have used it."""
+
+    after: int
+    rows: list[EventRow]
+    taken: set[str]
+
+
 class ProjectionRunner:
     """Keeps `projections` up to date with `store`; their rows and checkpoints live in `db`."""
 
@@ -166,6 +177,7 @@ class ProjectionRunner:
         self._poll = poll_interval
         self._batch_size = batch_size
         self._leader = leader
+        self._shared: _SharedRead | None = None
         # One batch at a time per projection within this process (loop, run_once, rebuild).
         self._local = {name: asyncio.Lock() for name in self._projections}
         self._wake = {name: asyncio.Event() for name in self._projections}
@@ -326,7 +338,7 @@ class ProjectionRunner:
                 seen, rows = previous.position, previous.ahead
             else:
                 seen = await read_checkpoint(self._db, name)
-                rows = await self._store.read_rows(seen, size)
+                rows = await self._read_shared(name, seen, size)
             if not rows:
                 return _Batch(0, seen)
             prefetch: asyncio.Task[list[EventRow]] | None = None
@@ -357,6 +369,27 @@ class ProjectionRunner:
                 except Exception:  # the next step reads again
                     log.debug("projection %s: read-ahead failed", name, exc_info=True)
             return _Batch(len(rows), position, ahead)
+
+    async def _read_shared(self, name: str, after: int, size: int) -> list[EventRow]:
+        """The events after `after`, or those another projection read from the same position
+        and this one has not used yet: the loops run side by side (one wake-up, one settle), so
+        their checkpoints are usually equal, and one read serves all. However long ago it was
+        made, such a read is still a valid batch: every event up to the head it saw, no gap."""
+        shared = self._shared
+        if (
+            shared is not None
+            and shared.after == after
+            and name not in shared.taken
+            and len(shared.rows) <= size
+        ):
+            shared.taken.add(name)
+            if len(shared.taken) == len(self._projections):
+                self._shared = None
+            return shared.rows
+        rows = await self._store.read_rows(after, size)
+        if rows and len(self._projections) > 1:
+            self._shared = _SharedRead(after, rows, {name})
+        return rows
 
     async def _catch_up(
         self, name: str, target: int, start: int, progress: Progress | None, size: int
