@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
@@ -31,7 +31,13 @@ class UuidGenerator:
     """Random UUID4 strings."""
 
     def new_id(self) -> str:
-        return str(uuid.uuid4())
+        # `str(uuid.uuid4())` builds a `UUID` (an int, checks) only to format it: this is the
+        # same 122 random bits, version 4 and RFC 4122 variant, in under half the time.
+        raw = bytearray(os.urandom(16))
+        raw[6] = (raw[6] & 0x0F) | 0x40
+        raw[8] = (raw[8] & 0x3F) | 0x80
+        h = raw.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class AggregateCache(Protocol):
