@@ -172,15 +172,46 @@ async def _with_runner(settings: Settings, work: Any) -> Any:
         await db.close()
 
 
+async def _kafka_status(settings: Settings) -> Any:
+    """The projections' status when a Kafka consumer group drives them (what `/health/ready`
+    reports): checkpoints per partition against the topic's end offsets, plus the outbox."""
+    from banking_es.bootstrap import build_store, connect_database
+    from banking_es.db.migrate import migrate
+    from banking_es.messaging.wiring import kafka_config
+    from banking_es.projections import default_projections
+    from banking_es.projections.kafka_runner import (
+        KafkaProjectionApplier,
+        KafkaProjectionRunner,
+        end_offsets,
+    )
+
+    db = await connect_database(settings, pool_size=4)
+    try:
+        await migrate(db)
+        store = build_store(settings, db)
+        config = kafka_config(settings)
+        topic = config.topics.events
+        runner = KafkaProjectionRunner(
+            KafkaProjectionApplier(db, store, default_projections(), topic), config
+        )
+        return await runner.status(store, await end_offsets(config, topic))
+    finally:
+        await db.close()
+
+
 @projections_app.command("status")
 def projections_status() -> None:
-    """Show each projection's checkpoint and how far it lags behind the event store."""
+    """Show each projection's checkpoint and how far it lags behind the event store (with
+    KAFKA_BOOTSTRAP_SERVERS set: behind the outbox and the topic, as the consumer group sees)."""
     settings = _settings()
 
     async def work(runner: Any) -> Any:
         return await runner.status()
 
-    rows = _run(_with_runner(settings, work))
+    if settings.kafka_bootstrap_servers:
+        rows = _run(_kafka_status(settings))
+    else:
+        rows = _run(_with_runner(settings, work))
     table = Table("projection", "position", "head", "lag (events)", "lag (seconds)")
     for row in rows:
         table.add_row(

@@ -233,6 +233,58 @@ def test_the_cli_shows_the_outbox_replays_and_handles_dead_letters(
     assert "retried" in closed.output
 
 
+def test_projections_status_under_kafka_shows_what_the_consumer_group_applied(
+    kafka_broker: TansuBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's own checkpoints never move under Kafka: the CLI must not report them."""
+    settings = kafka_settings(kafka_broker, tmp_path / "bank.db")
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap)
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", settings.kafka_topic_prefix)
+    monkeypatch.setenv("KAFKA_TOPIC_PARTITIONS", "2")
+
+    async def write(start: bool) -> None:
+        services = await build_services(settings)
+        if start:
+            await services.start()
+        try:
+            account = await open_account(services)
+            await services.accounts.deposit(
+                cmd.Deposit(account.id, Decimal("1.00")), CommandContext()
+            )
+            if start:
+                await wait_for_summary(services, account.id, 2)
+                deadline = time.monotonic() + 20  # and the other projection, checkpoint with rows
+                while time.monotonic() < deadline:
+                    count = await services.db.fetchval(
+                        "SELECT count(*) FROM transactions WHERE account_id = $1", account.id
+                    )
+                    if count == 2:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await services.close()
+
+    def status() -> list[list[str]]:
+        result = CliRunner().invoke(cli_app, ["projections", "status"])
+        assert result.exit_code == 0, result.output
+        rows = [
+            [cell.strip() for cell in line.strip("│ ").split("│")]
+            for line in result.stdout.splitlines()
+            if line.startswith("│") and "projection" not in line
+        ]
+        assert sorted(r[0] for r in rows) == ["account_summaries", "transactions"]
+        return rows
+
+    asyncio.run(write(start=True))
+    for name, position, head, lag, _seconds in status():
+        assert (position, head, lag) == ("2", "2", "0"), name
+
+    asyncio.run(write(start=False))  # two more events, still in the outbox
+    for name, position, head, lag, _seconds in status():
+        assert (position, head, lag) == ("2", "4", "2"), name
+
+
 def test_kafka_message_values_follow_the_documented_format() -> None:
     from datetime import UTC, datetime
 

@@ -483,14 +483,20 @@ class KafkaProjectionRunner:
 
     # ---- status -------------------------------------------------------------------------
 
-    async def status(self, store: EventStore) -> list[ProjectionStatus]:
-        """Lag per projection: events not yet published plus messages not yet applied."""
+    async def status(
+        self, store: EventStore, ends: dict[int, int] | None = None
+    ) -> list[ProjectionStatus]:
+        """Lag per projection: events not yet published plus messages not yet applied.
+
+        `ends` (partition -> end offset) defaults to what this process's consumer sees; a
+        process that does not consume passes `end_offsets(...)`."""
         rows = await self.applier.db.fetch(
             'SELECT projection, partition, "offset", updated_at FROM kafka_checkpoints'
             " WHERE topic = $1",
             self.applier.topic,
         )
-        ends = await self._end_offsets()
+        if ends is None:
+            ends = await self._end_offsets()
         stats = await store.outbox_stats()
         head = await store.head_position()
         now = datetime.now(UTC)
@@ -538,3 +544,26 @@ class KafkaProjectionRunner:
         except (TimeoutError, KafkaError):
             return {}
         return {tp.partition: int(offset) for tp, offset in ends.items()}
+
+
+async def end_offsets(config: KafkaConfig, topic: str, timeout: float = 5.0) -> dict[int, int]:
+    """The end offset of every partition of `topic`, asked by a consumer of no group, for a
+    process that does not consume (`banking-es projections status`); {} when the broker does
+    not answer within `timeout` seconds."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=config.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        request_timeout_ms=config.request_timeout_ms,
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout) if tps else {}
+    except (TimeoutError, KafkaError) as exc:
+        log.warning("kafka: cannot read the end offsets of %s (%s)", topic, exc)
+        return {}
+    finally:
+        await consumer.stop()
+    return {tp.partition: int(offset) for tp, offset in ends.items()}
