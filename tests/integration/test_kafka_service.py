@@ -46,6 +46,16 @@ def kafka_settings(broker: TansuBroker, db_path: Path) -> Settings:
     )
 
 
+def cli_settings(broker: TansuBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """`kafka_settings`, also in the environment a CLI command reads them from."""
+    settings = kafka_settings(broker, tmp_path / "bank.db")
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", settings.kafka_topic_prefix)
+    monkeypatch.setenv("KAFKA_TOPIC_PARTITIONS", str(settings.kafka_topic_partitions))
+    return settings
+
+
 @pytest.fixture
 async def services(kafka_broker: TansuBroker, tmp_path: Path) -> AsyncIterator[Services]:
     built = await build_services(kafka_settings(kafka_broker, tmp_path / "bank.db"))
@@ -191,10 +201,7 @@ async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: S
 def test_the_cli_shows_the_outbox_replays_and_handles_dead_letters(
     kafka_broker: TansuBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = kafka_settings(kafka_broker, tmp_path / "bank.db")
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap)
-    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", settings.kafka_topic_prefix)
+    settings = cli_settings(kafka_broker, tmp_path, monkeypatch)
 
     async def write() -> int:
         services = await build_services(settings)  # not started: rows stay in the outbox
@@ -237,11 +244,7 @@ def test_projections_status_under_kafka_shows_what_the_consumer_group_applied(
     kafka_broker: TansuBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store's own checkpoints never move under Kafka: the CLI must not report them."""
-    settings = kafka_settings(kafka_broker, tmp_path / "bank.db")
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap)
-    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", settings.kafka_topic_prefix)
-    monkeypatch.setenv("KAFKA_TOPIC_PARTITIONS", "2")
+    settings = cli_settings(kafka_broker, tmp_path, monkeypatch)
 
     async def write(start: bool) -> None:
         services = await build_services(settings)
