@@ -74,7 +74,7 @@ class KafkaMessaging:
         if isinstance(publisher, KafkaPublisher):
             await publisher.close()
 
-    async def health(self, timeout: float = 0.7) -> dict[str, Any]:
+    async def health(self, timeout: float = 0.5) -> dict[str, Any]:
         result = await check_broker(self.config, timeout)
         publisher = self.relay.publisher
         if isinstance(publisher, KafkaPublisher):
