@@ -33,7 +33,7 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 users_app = typer.Typer(help="Manage users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-from banking_es.cli_messaging import dlq_app, outbox_app  # noqa: E402
+from banking_es.cli_messaging import _with_store, dlq_app, outbox_app  # noqa: E402
 
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")
@@ -157,26 +157,18 @@ def migrate_command(
 
 
 async def _with_runner(settings: Settings, work: Any) -> Any:
-    from banking_es.bootstrap import build_store, connect_database
-    from banking_es.db.migrate import migrate
     from banking_es.projections import default_projections
     from banking_es.projections.runner import ProjectionRunner
 
-    db = await connect_database(settings, pool_size=4)
-    try:
-        await migrate(db)
-        store = build_store(settings, db)
-        runner = ProjectionRunner(db, store, default_projections())
-        return await work(runner)
-    finally:
-        await db.close()
+    async def run(db: Any, store: Any) -> Any:
+        return await work(ProjectionRunner(db, store, default_projections()))
+
+    return await _with_store(settings, run)
 
 
 async def _kafka_status(settings: Settings) -> Any:
     """The projections' status when a Kafka consumer group drives them (what `/health/ready`
     reports): checkpoints per partition against the topic's end offsets, plus the outbox."""
-    from banking_es.bootstrap import build_store, connect_database
-    from banking_es.db.migrate import migrate
     from banking_es.messaging.wiring import kafka_config
     from banking_es.projections import default_projections
     from banking_es.projections.kafka_runner import (
@@ -185,18 +177,15 @@ async def _kafka_status(settings: Settings) -> Any:
         end_offsets,
     )
 
-    db = await connect_database(settings, pool_size=4)
-    try:
-        await migrate(db)
-        store = build_store(settings, db)
-        config = kafka_config(settings)
-        topic = config.topics.events
-        runner = KafkaProjectionRunner(
-            KafkaProjectionApplier(db, store, default_projections(), topic), config
-        )
+    config = kafka_config(settings)
+    topic = config.topics.events
+
+    async def status(db: Any, store: Any) -> Any:
+        applier = KafkaProjectionApplier(db, store, default_projections(), topic)
+        runner = KafkaProjectionRunner(applier, config)
         return await runner.status(store, await end_offsets(config, topic))
-    finally:
-        await db.close()
+
+    return await _with_store(settings, status)
 
 
 @projections_app.command("status")

@@ -72,12 +72,9 @@ _UPDATE = (
     " created_position = excluded.created_position, created_at = excluded.created_at,"
     " updated_at = excluded.updated_at"
 )
-#: The PostgreSQL types of `_COLUMNS`, in order (the two times last).
-_TYPES = ("text", "text", "text", "numeric", "text", "text", "int", "bigint")
-_TYPES_AT = ("timestamptz", "timestamptz")
-_UPSERT_PG = (
-    f"INSERT INTO account_summaries ({_COLUMNS}) " + json_rows_select(_TYPES + _TYPES_AT) + _UPDATE
-)
+#: The PostgreSQL types of `_COLUMNS`, in order.
+_TYPES = "text text text numeric text text int bigint timestamptz timestamptz"
+_UPSERT_PG = f"INSERT INTO account_summaries ({_COLUMNS}) {json_rows_select(_TYPES)}{_UPDATE}"
 _UPSERT_SQLITE = (
     f"INSERT INTO account_summaries ({_COLUMNS})"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)" + _UPDATE

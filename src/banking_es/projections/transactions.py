@@ -72,7 +72,7 @@ _COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 #: document, which costs the client a third of what `COPY`'s binary encoding does).
 COPY_MIN_ROWS = 2000
 _INSERT_PG = f"INSERT INTO transactions ({_COLUMNS}) " + json_rows_select(
-    ("text", "text", "text", "numeric", "numeric", "text", "int", "text", "bigint", "timestamptz")
+    "text text text numeric numeric text int text bigint timestamptz"
 )
 _INSERT_SQLITE = (
     f"INSERT INTO transactions ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
