@@ -87,29 +87,46 @@ def serve(
 
     import uvicorn
 
+    from banking_es import serving
+
     # Workers re-read settings from the environment: pass the CLI overrides down.
     os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
     os.environ["WORKERS"] = str(settings.workers)
+    # A listening socket per worker, so that connections spread over them (serving.py).
+    spread = settings.workers > 1 and serving.spreads_connections()
+    sockets = []
+    if spread:
+        try:
+            sockets = serving.bind_worker_sockets(settings.host, settings.port, settings.workers)
+        except OSError as exc:
+            where = f"{settings.host}:{settings.port}"
+            console.print(f"[red]error:[/red] cannot listen on {where}: {exc}")
+            raise typer.Exit(1) from None
     console.print(
         f"banking-es serving on http://{settings.host}:{settings.port} "
         f"(docs: http://{settings.host}:{settings.port}/docs, workers: {settings.workers})"
     )
-    uvicorn.run(
-        "banking_es.api.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,
-        log_config=None,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=10,
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "log_config": None,
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 10,
         # uvicorn kills a worker that misses a 5 s health ping; a busy worker on a loaded
         # machine is not hung, and killing it drops its requests in flight.
-        timeout_worker_healthcheck=30,
-    )
+        "timeout_worker_healthcheck": 30,
+    }
+    if not spread:
+        uvicorn.run("banking_es.api.app:create_app", **options)
+        return
+    serving.SpreadSupervisor(
+        uvicorn.Config("banking_es.api.app:create_app", **options), sockets
+    ).run()
 
 
 async def _migrate(settings: Settings) -> list[Any]:

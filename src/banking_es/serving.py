@@ -1,0 +1,123 @@
+"""Worker processes that each accept their own share of the connections.
+
+uvicorn's `--workers` hands one listening socket to every process, and whichever process
+wakes first accepts every connection waiting. Clients that open their connections together
+(a proxy's keep-alive pool growing under load, a load generator) can all land on one
+worker while the other idles, and stay there as long as they keep their connections: with
+64 connections opened at once, one worker held all 64 in runs of `make bench`, and served
+deposits on one core of two.
+
+On Linux each worker here gets a listening socket of its own instead, all bound to the same
+address with `SO_REUSEPORT`; the kernel spreads new connections over them by a hash of the
+client's address and port. The supervisor holds every socket, so connections that arrive
+while a worker restarts wait in its queue for the replacement instead of being refused.
+Elsewhere (where `SO_REUSEPORT` does not spread connections) uvicorn's shared socket stays.
+
+Joining a `SO_REUSEPORT` group is allowed to any process of the same user that asks for it,
+so a second server started on the same port would silently share the traffic instead of
+failing. `bind_worker_sockets` therefore first binds the address alone, which fails if
+anything (a group included) holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+from uvicorn.config import STARTUP_FAILURE, Config
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+log = logging.getLogger("banking_es.serving")
+
+
+def spreads_connections() -> bool:
+    """Whether this platform balances connections over `SO_REUSEPORT` sockets (Linux)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_worker_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` sockets bound to `host:port` in one `SO_REUSEPORT` group (port 0: one free
+    port for all). Raises OSError when the address is taken, by a group too."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:  # fails if anyone holds the address
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class SpreadSupervisor(Multiprocess):
+    """uvicorn's supervisor (restarts, health pings, graceful stop), with worker `i`
+    listening on `sockets[i]` only. The number of workers is fixed: SIGTTIN and SIGTTOU
+    are refused, a new worker would have no socket of its own."""
+
+    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self.processes_num = len(sockets)
+
+    def _process(self, index: int) -> Process:
+        return Process(self.config, [self.sockets[index]])
+
+    def init_processes(self) -> None:
+        for index in range(self.processes_num):
+            process = self._process(index)
+            process.start()
+            self.processes.append(process)
+
+    def keep_subprocess_alive(self) -> None:
+        # uvicorn's, but a replacement takes over the socket of the worker it replaces.
+        if self.should_exit.is_set():
+            return
+        for index, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung: not answering the health ping
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:
+                # Failed before serving (the app cannot start): it would fail again.
+                log.error("worker [%s] failed to start; stopping", process.pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            log.warning("worker [%s] died; starting a replacement", process.pid)
+            replacement = self._process(index)
+            replacement.start()
+            self.processes[index] = replacement
+
+    def restart_all(self) -> None:
+        # SIGHUP: replace each worker in turn, the new one ready before the old one stops.
+        for index, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = self._process(index)
+            new.start()
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                if not self.should_exit.is_set():
+                    log.error("worker [%s] was not ready in time; restart aborted", new.pid)
+                return
+            old.terminate()
+            old.join()
+            self.processes[index] = new
+
+    def handle_ttin(self) -> None:
+        log.warning("SIGTTIN ignored: the number of workers is fixed (WORKERS)")
+
+    def handle_ttou(self) -> None:
+        log.warning("SIGTTOU ignored: the number of workers is fixed (WORKERS)")
