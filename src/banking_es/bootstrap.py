@@ -66,6 +66,7 @@ def build_store(
 
         return PostgresEventStore(
             db,
+            processes=settings.workers,
             batch_max_size=settings.batch_max_size,
             batch_max_wait_ms=settings.batch_max_wait_ms,
             on_batch=on_batch,

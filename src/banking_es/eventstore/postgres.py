@@ -142,9 +142,18 @@ class PostgresEventStore(SqlEventStore):
     """Events in PostgreSQL; the common batch is one statement, one round trip (module
     docstring)."""
 
-    commit_concurrency = 2  # the next batch is gathered while one waits for the lock
+    #: Batches in flight at the append lock, over all the processes of a server: while one
+    #: holds the lock the next is there, ready, so the lock is never idle between commits.
+    #: Alone, a process keeps two in flight; one of each of two processes is enough, and a
+    #: second of the same process would only wait at the lock while more appends queue
+    #: behind it. Measured (docs/performance.md, sixth round): with WORKERS=2, one batch in
+    #: flight per worker made batches larger and a deposit cheaper than two.
+    LOCK_QUEUE = 2
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, processes: int = 1, **kwargs: Any) -> None:
+        """`processes`: how many processes of the server append to this database (its
+        `WORKERS`); each keeps its share of `LOCK_QUEUE` batches in flight, at least one."""
+        self.commit_concurrency = max(1, -(-self.LOCK_QUEUE // processes))
         super().__init__(*args, **kwargs)
         #: Names this process in its notices, so it can skip its own.
         self.origin = uuid.uuid4().hex[:12]
