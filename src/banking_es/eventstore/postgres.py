@@ -38,6 +38,7 @@ process that misses one still appends safely (the version check), it just confli
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -153,7 +154,7 @@ class PostgresEventStore(SqlEventStore):
     def __init__(self, *args: Any, processes: int = 1, **kwargs: Any) -> None:
         """`processes`: how many processes of the server append to this database (its
         `WORKERS`); each keeps its share of `LOCK_QUEUE` batches in flight, at least one."""
-        self.commit_concurrency = max(1, -(-self.LOCK_QUEUE // processes))
+        self.commit_concurrency = math.ceil(self.LOCK_QUEUE / processes)
         super().__init__(*args, **kwargs)
         #: Names this process in its notices, so it can skip its own.
         self.origin = uuid.uuid4().hex[:12]
