@@ -168,13 +168,15 @@ async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: S
     account = await open_account(services)
     await wait_for_summary(services, account.id, 1)
     first = await _letter(services, account)
-    second = await _letter(services, await open_account(services, "Bob"))
+    bob = await open_account(services, "Bob")
+    second = await _letter(services, bob)
+    third = await _letter(services, bob)  # the same key: parked behind `second`
     app = create_app(services.settings, services)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         client.headers.update(await admin_headers(client, services))
         listed = (await client.get("/admin/dead-letters")).json()["items"]
-        assert [item["id"] for item in listed] == [first, second]
+        assert [item["id"] for item in listed] == [first, second, third]
         assert listed[0]["error"] == "boom"
         assert listed[0]["headers"]["event_type"] == "AccountCreated"
 
@@ -186,7 +188,14 @@ async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: S
         assert again.headers["content-type"].startswith("application/problem+json")
         assert again.json()["code"] == "dead_letter_closed"
 
-        assert (await client.delete(f"/admin/dead-letters/{second}")).status_code == 204
+        discarded = await client.delete(f"/admin/dead-letters/{second}")
+        assert discarded.status_code == 200
+        assert discarded.json() == {"discarded": second, "still_parked": [third]}
+        closed = await client.delete(f"/admin/dead-letters/{second}")
+        assert closed.status_code == 409
+        assert closed.json()["code"] == "dead_letter_closed"
+        last = await client.delete(f"/admin/dead-letters/{third}")
+        assert last.json() == {"discarded": third, "still_parked": []}
         missing = await client.delete("/admin/dead-letters/999999")
         assert missing.status_code == 404
         assert missing.json()["code"] == "dead_letter_not_found"
@@ -194,7 +203,8 @@ async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: S
         assert bad.status_code in (400, 422)
 
         everything = (await client.get("/admin/dead-letters", params={"status": "all"})).json()
-        assert [item["status"] for item in everything["items"]] == ["retried", "discarded"]
+        statuses = [item["status"] for item in everything["items"]]
+        assert statuses == ["retried", "discarded", "discarded"]
         assert (await client.get("/admin/dead-letters")).json()["items"] == []
 
 

@@ -81,16 +81,17 @@ async def retry_dead_letter(letter_id: int, letters: DeadLettersDep) -> Response
     "/{letter_id}",
     summary="Discard the letter: its message is skipped for good",
     description=(
-        "The letters parked behind it (same key) stay open, and the key stays parked, until"
-        " they are retried or discarded in turn."
+        'Answers `{"discarded": id, "still_parked": [ids]}`: the letters parked behind it'
+        " (same key) are not applied; they stay open, and the key stays parked, until they are"
+        " retried or discarded in turn."
     ),
-    status_code=204,
+    responses={404: {}, 409: {}},
 )
 async def discard_dead_letter(letter_id: int, letters: DeadLettersDep) -> Response:
     try:
-        await letters.discard(letter_id)
+        parked = await letters.discard(letter_id)
     except DeadLetterNotFound as exc:
         raise ApiError(404, "dead_letter_not_found", str(exc)) from None
     except DeadLetterClosed as exc:
         raise ApiError(409, "dead_letter_closed", str(exc)) from None
-    return Response(status_code=204)
+    return _json({"discarded": letter_id, "still_parked": parked})
