@@ -33,7 +33,7 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 users_app = typer.Typer(help="Manage users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-from banking_es.cli_messaging import _with_store, dlq_app, outbox_app  # noqa: E402
+from banking_es.cli_messaging import dlq_app, outbox_app, with_store  # noqa: E402
 
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")
@@ -180,7 +180,7 @@ async def _with_runner(settings: Settings, work: Any) -> Any:
     async def run(db: Any, store: Any) -> Any:
         return await work(ProjectionRunner(db, store, default_projections()))
 
-    return await _with_store(settings, run)
+    return await with_store(settings, run)
 
 
 async def _kafka_status(settings: Settings) -> Any:
@@ -202,7 +202,7 @@ async def _kafka_status(settings: Settings) -> Any:
         runner = KafkaProjectionRunner(applier, config)
         return await runner.status(store, await end_offsets(config, topic))
 
-    return await _with_store(settings, status)
+    return await with_store(settings, status)
 
 
 @projections_app.command("status")

@@ -51,7 +51,9 @@ def _run(coro: Awaitable[T]) -> T:
     return run(wrapped())
 
 
-async def _with_store(settings: Settings, work: Callable[[Any, Any], Awaitable[T]]) -> T:
+async def with_store(settings: Settings, work: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """`work(db, store)` on a migrated database, both closed afterwards (the CLI commands'
+    shared set-up, also of `banking-es projections`)."""
     from banking_es.bootstrap import build_store, connect_database
     from banking_es.db.migrate import migrate
 
@@ -84,7 +86,7 @@ def outbox_status() -> None:
     async def work(db: Any, store: Any) -> Any:
         return await store.outbox_stats()
 
-    stats = _run(_with_store(settings, work))
+    stats = _run(with_store(settings, work))
     age = 0.0
     if stats.oldest_created_at is not None:
         age = max(0.0, (datetime.now(UTC) - stats.oldest_created_at).total_seconds())
@@ -125,7 +127,7 @@ def outbox_relay() -> None:
             if isinstance(relay.publisher, KafkaPublisher):
                 await relay.publisher.close()
 
-    _run(_with_store(settings, work))
+    _run(with_store(settings, work))
 
 
 @outbox_app.command("replay")
@@ -183,7 +185,7 @@ def outbox_replay(
                 store, kafka_config(settings), from_position, last, event_type, report
             )
 
-    sent = _run(_with_store(settings, work))
+    sent = _run(with_store(settings, work))
     typer.echo(f"republished {sent} events")
 
 
@@ -199,7 +201,7 @@ async def _with_letters(settings: Settings, work: Callable[[Any], Awaitable[T]])
         applier = KafkaProjectionApplier(db, store, default_projections(), topic)
         return await work(applier.dead_letters())
 
-    return await _with_store(settings, inner)
+    return await with_store(settings, inner)
 
 
 @dlq_app.command("list")
