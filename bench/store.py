@@ -33,11 +33,12 @@ BIG_STREAM = 100_000
 LOAD_REPEATS = 30
 REBUILD_EVENTS = 1_000_000
 REBUILD_ACCOUNTS = 10_000
+IDS = UuidGenerator()
 
 
 def _opened(account_id: str, i: int) -> NewEvent:
     return NewEvent(
-        event_id=str(uuid.uuid4()),
+        event_id=IDS.new_event_id(),  # as the service makes them
         type="AccountCreated",
         data={
             "account_id": account_id,
@@ -253,7 +254,7 @@ def _event_rows(now: datetime) -> list[tuple[Any, ...]]:
                     position,
                     account_id,
                     version,
-                    str(uuid.uuid4()),
+                    IDS.new_event_id(),
                     kind,
                     data,
                     meta % (command, request_id, request_id),

@@ -153,7 +153,9 @@ class AccountService:
         )
         state = Account(account_id)
         state.apply(event)
-        new_event = to_new_event(event, self._ids.new_id(), self._metadata(context, "OpenAccount"))
+        new_event = to_new_event(
+            event, self._ids.new_event_id(), self._metadata(context, "OpenAccount")
+        )
 
         def finish(recorded: Sequence[RecordedEvent]) -> Account:
             done = state.copy()
@@ -206,7 +208,7 @@ class AccountService:
     async def _transfer(
         self, command: cmd.Transfer, context: CommandContext
     ) -> TransferResult | Replayed:
-        transfer_id = self._ids.new_id()
+        transfer_id = self._ids.new_event_id()
         deadline = asyncio.get_running_loop().time() + self._retry_budget
         async with self._locks.hold(command.from_account_id, command.to_account_id):
             fresh = False
@@ -260,7 +262,7 @@ class AccountService:
                         StreamAppend(
                             target.id,
                             target.version,
-                            [to_new_event(received, self._ids.new_id(), metadata)],
+                            [to_new_event(received, self._ids.new_event_id(), metadata)],
                             self._snapshot(target.version, new_target, _stamp(new_target)),
                         ),
                     ],
@@ -361,7 +363,7 @@ class AccountService:
                 new_events.append(
                     to_new_event(
                         event,
-                        self._ids.new_id(),
+                        self._ids.new_event_id(),
                         self._metadata(pending.context, type(pending.command).__name__),
                     )
                 )
