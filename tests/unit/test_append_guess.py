@@ -1,82 +1,174 @@
 """`Guess` (the one-statement PostgreSQL batch) must write exactly what `plan_batch` plans.
 
-When the statement finds every stream at the version its append expects, it writes the
-guessed rows with positions head + 1, head + 2, ... and the store answers the callers with
-`plan_batch`'s plan for those versions. Were the two to disagree, a caller could hear
-"conflict" for an append that was written (and retry it: a double deposit).
+The statement (migrations/postgres/0008_append_batch_function.sql) refuses every append one
+of whose streams is not at the version it expects, and writes the others with positions
+head + 1, head + 2, ... in batch order; the store then answers the callers with
+`plan_batch`'s plan for the versions the statement read. Were the two to disagree, a caller
+could hear "conflict" for an append that was written (and retry it: a double deposit), or
+get the wrong positions. `statement` below does what the SQL does, from `Guess.arguments`;
+tests/integration/test_postgres_append_batch.py runs the SQL itself the same way.
 """
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from tests.contract.eventstore_helpers import events, idem, new_stream, one
 
-from banking_es.eventstore.base import EVENTS_TOPIC, AppendRequest, OutboxMessage, Snapshot
+from banking_es.eventstore.base import (
+    EVENTS_TOPIC,
+    AppendRequest,
+    ConcurrencyError,
+    OutboxMessage,
+    Snapshot,
+)
 from banking_es.eventstore.batching import plan_batch
-from banking_es.eventstore.postgres import Guess
+from banking_es.eventstore.postgres import NOTICE_BYTES, Guess
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
-def random_batch(rng: random.Random) -> list[AppendRequest]:
-    """Appends to a few streams, each continuing the stream's previous append in the batch
-    (sometimes with a stream twice in one request, or with no events, or messages)."""
-    streams = {new_stream(): rng.randrange(0, 5) for _ in range(rng.randrange(1, 5))}
+def random_batch(rng: random.Random) -> tuple[list[AppendRequest], dict[str, int]]:
+    """Appends to distinct streams (sometimes a stream twice in one request, continuing
+    itself, or several streams, or no events, or messages, or a snapshot), and the version
+    each stream is really at: mostly the expected one, sometimes not."""
     batch: list[AppendRequest] = []
+    actual: dict[str, int] = {}
     for _ in range(rng.randrange(1, 12)):
-        stream = rng.choice(list(streams))
-        count = rng.randrange(0, 4)
-        parts = [one(stream, streams[stream], events(count)).streams[0]]
-        streams[stream] += count
-        if rng.random() < 0.2:
-            parts.append(one(stream, streams[stream], events(1)).streams[0])
-            streams[stream] += 1
+        parts = []
+        snapshot_of = None
+        for _ in range(rng.choice((1, 1, 1, 2))):
+            stream = new_stream()
+            version = rng.randrange(0, 5)
+            actual[stream] = version if rng.random() < 0.7 else rng.randrange(0, 7)
+            count = rng.randrange(0, 4)
+            parts.append(one(stream, version, events(count)).streams[0])
+            if rng.random() < 0.2:
+                parts.append(one(stream, version + count, events(1)).streams[0])
+                count += 1
+            if count and rng.random() < 0.2:
+                snapshot_of = (stream, version + count)
+        if snapshot_of is not None:
+            first = parts.index(next(p for p in parts if p.stream_id == snapshot_of[0]))
+            state = {"balance": f"{snapshot_of[1]}.00"}
+            parts[first] = one(
+                parts[first].stream_id,
+                parts[first].expected_version,
+                parts[first].events,
+                snapshot=Snapshot(snapshot_of[0], snapshot_of[1], state),
+            ).streams[0]
         messages = [OutboxMessage("notifications", "k", {"n": 1})] if rng.random() < 0.2 else []
         batch.append(AppendRequest(parts, messages=messages))
-    return batch
+    return batch, actual
 
 
-def test_the_guess_writes_what_plan_batch_plans_in_the_same_order() -> None:
+def statement(arguments: tuple[Any, ...], head: int, actual: dict[str, int]) -> dict[str, Any]:
+    """What the SQL function does with `Guess.arguments`, given the streams' versions."""
+    streams, expected, appends, rows, outbox, snapshots, _, notices, chunks, _ = arguments
+    refused = {a for s, e, a in zip(streams, expected, appends, strict=True) if actual[s] != e}
+    skipped = {s for s, a in zip(streams, appends, strict=True) if a in refused}
+    kept: dict[int, int] = {}  # 1-based event index -> position
+    written = []
+    for index, (stream, version, event_id, *_) in enumerate(orjson.loads(rows), start=1):
+        if stream not in skipped:
+            kept[index] = head + len(kept) + 1
+            written.append((kept[index], stream, version, event_id))
+    return {
+        "refused": refused,
+        "events": written,
+        "outbox": [
+            (topic, key, payload, None if event is None else kept[event])
+            for topic, key, payload, event, append in orjson.loads(outbox)
+            if append not in refused
+        ],
+        "snapshots": [
+            (stream, version, state)
+            for stream, version, state, append in orjson.loads(snapshots)
+            if append not in refused
+        ],
+        "notices": {
+            chunk: [
+                e
+                for e, c, a in zip(notices, chunks, appends, strict=True)
+                if c == chunk and e is not None and a not in refused
+            ]
+            for chunk in set(chunks)
+        },
+    }
+
+
+def test_the_statement_writes_what_plan_batch_plans_on_the_versions_it_read() -> None:
     rng = random.Random(7)
-    for _ in range(300):
-        batch = random_batch(rng)
+    refusals = 0
+    for _ in range(500):
+        batch, actual = random_batch(rng)
         outbox_events = rng.random() < 0.5
         guess = Guess.of(batch, outbox_events=outbox_events)
         assert guess is not None
         head = rng.randrange(0, 1000)
+        arguments = guess.arguments("origin")
+        assert list(zip(arguments[0], arguments[1], strict=True)) == list(guess.expected.items())
+        done = statement(arguments, head, actual)
         plan = plan_batch(
             batch,
             head=head,
             now=NOW,
-            versions=guess.expected,
+            versions={s: actual[s] for s in guess.expected},
             existing_keys={},
             outbox_events=outbox_events,
         )
-        assert all(isinstance(outcome, list) for outcome in plan.outcomes), plan.outcomes
-        streams, expected, rows, outbox, _, _, _ = guess.arguments("origin")
-        assert list(zip(streams, expected, strict=True)) == list(guess.expected.items())
-        guessed = [
-            (head + i, stream, version, event_id)
-            for i, (stream, version, event_id, *_) in enumerate(orjson.loads(rows), start=1)
+        planned_refusals = {
+            i for i, o in enumerate(plan.outcomes, start=1) if isinstance(o, ConcurrencyError)
+        }
+        assert planned_refusals == done["refused"]
+        refusals += len(planned_refusals)
+        assert done["events"] == [
+            (e.position, e.stream_id, e.version, e.event_id) for e in plan.events
         ]
-        planned = [(e.position, e.stream_id, e.version, e.event_id) for e in plan.events]
-        assert guessed == planned
-        relative = [
-            (topic, key, payload, None if at is None else head + at)
-            for topic, key, payload, at in orjson.loads(outbox)
+        assert done["outbox"] == [
+            (o.topic, o.key, o.payload, o.event_position) for o in plan.outbox
         ]
-        assert relative == [(o.topic, o.key, o.payload, o.event_position) for o in plan.outbox]
+        assert done["snapshots"] == [(s.stream_id, s.version, s.state) for s in plan.snapshots]
         assert outbox_events == any(o.topic == EVENTS_TOPIC for o in plan.outbox) or not plan.events
+        # Each payload holds the entries of the written streams and their new events only.
+        written = {(e.stream_id, e.version, e.event_id) for e in plan.events}
+        noticed = set()
+        for entries in done["notices"].values():
+            body = f'origin {{"at":"2026-11-23T00:00:00+00:00","s":[{",".join(entries)}]}}'
+            assert len(body.encode()) <= NOTICE_BYTES
+            for stream, version, new in orjson.loads(body.partition(" ")[2])["s"]:
+                assert new[-1][0] == version
+                noticed.update((stream, v, event_id) for v, event_id, *_ in new)
+        assert noticed == written
+    assert refusals > 100  # the refusals were exercised, not only the happy batches
 
 
 def test_batches_that_need_a_plan_are_not_guessed() -> None:
     stream = new_stream()
     assert Guess.of([one(stream, 0, events(1), idempotency=[idem()])], outbox_events=False) is None
-    snapshot = Snapshot(stream, 1, {"balance": "1.00"})
-    assert Guess.of([one(stream, 0, events(1), snapshot=snapshot)], outbox_events=False) is None
-    # Two appends of one stream that do not follow each other: one of them certainly fails.
-    twice = [one(stream, 0, events(1)), one(stream, 0, events(1))]
+    rendered = Snapshot(stream, 1, lambda recorded: {"balance": "1.00"})
+    assert Guess.of([one(stream, 0, events(1), snapshot=rendered)], outbox_events=False) is None
+    ready = Snapshot(stream, 1, {"balance": "1.00"})
+    assert Guess.of([one(stream, 0, events(1), snapshot=ready)], outbox_events=False) is not None
+    # One stream in two appends: the second depends on the first.
+    twice = [one(stream, 0, events(1)), one(stream, 1, events(1))]
     assert Guess.of(twice, outbox_events=False) is None
+    # Twice in one append, not continuing itself: certainly a conflict.
+    gap = AppendRequest(
+        [one(stream, 0, events(1)).streams[0], one(stream, 3, events(1)).streams[0]]
+    )
+    assert Guess.of([gap], outbox_events=False) is None
+
+
+def test_notice_entries_of_many_streams_are_spread_over_payloads_that_fit() -> None:
+    batch = [one(new_stream(), 0, events(3)) for _ in range(300)]
+    guess = Guess.of(batch, outbox_events=False)
+    assert guess is not None
+    done = statement(guess.arguments("o"), 0, dict.fromkeys(guess.expected, 0))
+    assert len(done["notices"]) > 1
+    for entries in done["notices"].values():
+        assert len(",".join(entries).encode()) <= NOTICE_BYTES - 100
+    assert sum(len(entries) for entries in done["notices"].values()) == 300

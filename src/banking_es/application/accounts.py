@@ -34,6 +34,7 @@ from banking_es.eventstore.base import (
     EventStore,
     IdempotencyKeyExists,
     IdempotencyRecord,
+    MovedEvent,
     NewEvent,
     RecordedEvent,
     Snapshot,
@@ -670,7 +671,7 @@ def _decide(state: Account, command: cmd.StreamCommand) -> DomainEvent:
     raise TypeError(f"unknown command {command!r}")
 
 
-def _fold(account: Account, events: Sequence[RecordedEvent]) -> None:
+def _fold(account: Account, events: Sequence[RecordedEvent] | Sequence[MovedEvent]) -> None:
     for event in events:
         account.apply(to_domain(event), event.recorded_at)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from banking_es.domain.events import SCHEMA_VERSION, DomainEvent, event_from_stored
-from banking_es.eventstore.base import NewEvent, RecordedEvent
+from banking_es.eventstore.base import MovedEvent, NewEvent, RecordedEvent
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -32,6 +32,6 @@ def upcast(type_name: str, schema: int, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def to_domain(recorded: RecordedEvent) -> DomainEvent:
+def to_domain(recorded: RecordedEvent | MovedEvent) -> DomainEvent:
     schema = int(recorded.metadata.get("schema", 1))
     return event_from_stored(recorded.type, upcast(recorded.type, schema, recorded.data))

@@ -79,13 +79,27 @@ class RecordedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class MovedEvent:
+    """An event another process appended, as its stream notice carries it: everything a
+    `RecordedEvent` holds but the global position (which a notice leaves out, see
+    `eventstore/postgres.py`)."""
+
+    version: int
+    event_id: str
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class StreamMoved:
     """Another process appended to `stream_id`, up to `version`. `events` are the appended
     events when the notice could carry them (empty when they did not fit)."""
 
     stream_id: str
     version: int
-    events: tuple[RecordedEvent, ...] = ()
+    events: tuple[MovedEvent, ...] = ()
 
 
 #: An event as its row is stored, `data` and `metadata` still JSON text: (position,

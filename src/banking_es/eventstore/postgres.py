@@ -4,19 +4,22 @@ The lock is what makes the global position safe to tail: a sequence value is tak
 insert but becomes visible at commit, so without it a reader could pass a position
 whose transaction commits later. Batching amortises the lock over many appends.
 
-The common batch (no idempotency records, no snapshots) is ONE statement, outside any
-transaction block, so one round trip and one implicit transaction: the function
-`banking_es_append_if_current` (migrations/postgres/0006_append_function.sql) takes the
-lock, reads the head position, the clock and the current version of every stream of the
-batch (each query of a VOLATILE function takes a fresh snapshot, so these see every batch
-committed before the lock was granted) and, when each is the version its append expects,
-writes the events, their outbox rows and the notices. The rows travel as one JSON array per
-table, prepared before the lock (`Guess`): one `orjson` call for the client, and no more work
-than `COPY` for the server. asyncpg hands back the answer after the commit, so the lock is
-held only while the server works, never across a round trip.
+The common batch (no idempotency records, no snapshot rendered from the recorded events)
+is ONE statement, outside any transaction block, so one round trip and one implicit
+transaction: the function `banking_es_append_batch` (migrations/postgres/
+0008_append_batch_function.sql) takes the lock, reads the head position, the clock and
+the current version of every stream of the batch (each query of a VOLATILE function
+takes a fresh snapshot, so these see every batch committed before the lock was granted),
+refuses each append one of whose streams is not at the version it expects, and writes the
+others: their events, outbox rows, snapshots and notice entries. The rows travel as one
+JSON array per table, prepared before the lock (`Guess`): one `orjson` call for the
+client, and no more work than `COPY` for the server. asyncpg hands back the answer after
+the commit, so the lock is held only while the server works, never across a round trip,
+also when another process has moved a stream (a refused append is retried by its caller).
 
-Otherwise (a version differs, or the batch carries idempotency records or snapshots) the
-batch takes four round trips (docs/performance.md):
+Otherwise (the batch carries idempotency records, whose stored outcomes must be looked up
+and rendered, or a snapshot rendered from the recorded events) the batch takes four round
+trips (docs/performance.md):
 
 1. `BEGIN; SELECT pg_advisory_xact_lock(...)` in one simple-protocol message;
 2. one query for the head position, the clock and the current version of every stream
@@ -34,6 +37,9 @@ processes of the service bring their cached copies forward without a query, or m
 as behind (`eventstore/stream_notices.py`) and read the few new events before their next
 command, instead of failing its append on a version conflict. They only save work: a
 process that misses one still appends safely (the version check), it just conflicts once.
+They carry no global positions (their readers fold events into account states, which
+need none), so the statement can leave out the entries of the appends it refuses without
+renumbering the others.
 """
 
 from __future__ import annotations
@@ -50,14 +56,13 @@ from banking_es.db.base import Connection, DatabaseError, DatabaseUnavailable
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,
     AppendRequest,
-    ConcurrencyError,
     IdempotencyRecord,
+    MovedEvent,
     RecordedEvent,
     StoreUnavailable,
     StreamMoved,
 )
 from banking_es.eventstore.batching import (
-    BatchOutcome,
     BatchPlan,
     Grouper,
     touched_keys,
@@ -128,14 +133,16 @@ _WRITE = (  # the events and outbox rows come as one JSON array each (see `_writ
 
 #: The common batch, with no planning in between (`Guess`): one statement, outside any
 #: transaction block, so one round trip and one implicit transaction. The function
-#: (migrations/postgres/0006_append_function.sql) takes the lock, reads the head, the clock
-#: and the version of every stream with a snapshot taken after the lock is granted, and only
-#: when each is what its append expects writes the events (positions head + 1, head + 2, ...),
-#: their outbox rows and the notices; either way it answers with what it read. The result
-#: arrives after the commit (asyncpg waits for ReadyForQuery), so an answer is a durable write.
-_APPEND_IF_CURRENT = (
-    "SELECT o_head AS head, o_now AS now, o_ok AS ok, o_actual AS actual"
-    " FROM banking_es_append_if_current($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8)"
+#: (migrations/postgres/0008_append_batch_function.sql) takes the lock, reads the head, the
+#: clock and the version of every stream with a snapshot taken after the lock is granted,
+#: refuses the appends whose streams are not at the versions they expect and writes the
+#: others (positions head + 1, head + 2, ... in batch order), their outbox rows, snapshots
+#: and notices. The result arrives after the commit (asyncpg waits for ReadyForQuery), so an
+#: answer is a durable write.
+_APPEND_BATCH = (
+    "SELECT o_head AS head, o_now AS now, o_actual AS actual, o_refused AS refused"
+    " FROM banking_es_append_batch($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9,"
+    " $10, $11)"
 )
 
 
@@ -204,21 +211,13 @@ class PostgresEventStore(SqlEventStore):
         async with db.connection() as conn:
             if guess is None:
                 return await self._locked_batch(conn, requests)
-            row = await conn.fetchrow(
-                _APPEND_IF_CURRENT, APPEND_LOCK_KEY, *guess.arguments(self.origin)
-            )
-            assert row is not None
-            if row["ok"]:  # written and committed
-                return self._plan(requests, int(row["head"]), row["now"], guess.expected, {})
-            # A version differs. An append expecting less than a stream's version then fails
-            # for certain (streams only grow); the others are planned as usual.
-            stored = dict(zip(guess.expected, row["actual"] or [], strict=True))
-            outcomes: list[BatchOutcome | None] = [_behind(r, stored) for r in requests]
-            rest = [r for r, outcome in zip(requests, outcomes, strict=True) if outcome is None]
-            plan = await self._locked_batch(conn, rest) if rest else BatchPlan()
-        planned = iter(plan.outcomes)
-        plan.outcomes = [next(planned) if o is None else o for o in outcomes]
-        return plan
+            row = await conn.fetchrow(_APPEND_BATCH, APPEND_LOCK_KEY, *guess.arguments(self.origin))
+        assert row is not None
+        # Written and committed: every append but the refused ones. Each stream is in one
+        # append only, so `plan_batch` on the versions the statement read refuses exactly
+        # those, and numbers the others' events as it did (tests/unit/test_append_guess.py).
+        versions = dict(zip(guess.expected, row["actual"], strict=True))
+        return self._plan(requests, int(row["head"]), row["now"], versions, {})
 
     async def _locked_batch(self, conn: _PgConnection, requests: list[AppendRequest]) -> BatchPlan:
         """The general batch in one locked transaction (module docstring)."""
@@ -278,7 +277,7 @@ class PostgresEventStore(SqlEventStore):
             keys[4].append(body_text(r.body))
             keys[5].append(r.created_at)
             keys[6].append(r.expires_at)
-        notices = stream_notices(self.origin, plan, head)
+        notices = stream_notices(self.origin, plan)
         await conn.execute(_WRITE, events, now, outbox, *snapshots, *keys, notices)
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
@@ -299,121 +298,156 @@ class PostgresEventStore(SqlEventStore):
 
 class Guess:
     """A batch written on the guess that every stream is at the version its append expects
-    (`_APPEND_IF_CURRENT`): the common case, prepared before the lock is taken.
+    (`_APPEND_BATCH`): the common case, prepared before the lock is taken. The statement
+    refuses the appends for which the guess was wrong and writes the rest.
 
-    Only batches without idempotency records or snapshots qualify (those need a plan: a
-    lookup of the keys, bodies and states rendered from the recorded events), and only when
-    the appends of one stream within the batch follow each other (otherwise one of them
-    certainly conflicts). Positions are relative to the head (1, 2, ... in batch order, the
-    order `plan_batch` assigns them in), which the statement adds.
+    Only batches without idempotency records qualify (their stored outcomes must be looked
+    up, and their bodies rendered from the recorded events), only with snapshots whose state
+    is ready (not rendered from the recorded events), and only when no stream is in two
+    appends of the batch (then no append depends on another; a process appends to a stream
+    one chunk at a time, so this is the usual case). Positions are relative to the head (1,
+    2, ... in batch order, the order `plan_batch` assigns them in), which the statement adds.
     """
 
-    __slots__ = ("_events", "_notices", "_outbox", "expected")
+    __slots__ = ("_appends", "_chunks", "_events", "_notices", "_outbox", "_snapshots", "expected")
 
     def __init__(
         self,
         expected: dict[str, int],
+        appends: list[int],
         events: list[list[Any]],
         outbox: list[list[Any]],
-        notices: list[str],
+        snapshots: list[list[Any]],
+        notices: list[str | None],
     ) -> None:
         #: The version each stream must be at; its order is that of the statement's answer.
         self.expected = expected
+        #: The append (1-based, batch order) of each stream of `expected`.
+        self._appends = appends
         self._events = events
         self._outbox = outbox
+        self._snapshots = snapshots
         self._notices = notices
+        self._chunks = _notice_chunks(notices)
 
     @classmethod
     def of(cls, requests: Sequence[AppendRequest], *, outbox_events: bool) -> Guess | None:
         expected: dict[str, int] = {}
-        after: dict[str, int] = {}  # the version each stream reaches within the batch
+        appends: list[int] = []
         events: list[list[Any]] = []
         outbox: list[list[Any]] = []
+        snapshots: list[list[Any]] = []
         moved: dict[str, list[list[Any]]] = {}
-        for request in requests:
+        for index, request in enumerate(requests, start=1):
             if request.idempotency:
                 return None
+            after: dict[str, int] = {}  # the version each stream reaches within this append
             for stream in request.streams:
                 sid, version = stream.stream_id, stream.expected_version
-                if stream.snapshot is not None or after.setdefault(sid, version) != version:
+                if sid in after:  # again in one request: it must continue the earlier part
+                    if after[sid] != version:
+                        return None
+                elif sid in expected:  # in an earlier append of the batch
                     return None
-                expected.setdefault(sid, version)
+                else:
+                    expected[sid] = version
+                    appends.append(index)
+                    moved[sid] = []
+                snapshot = stream.snapshot
+                if snapshot is not None:
+                    if callable(snapshot.state):
+                        return None
+                    snapshots.append([snapshot.stream_id, snapshot.version, snapshot.state, index])
                 for event in stream.events:
                     version += 1
                     row = [sid, version, event.event_id, event.type, event.data, event.metadata]
                     events.append(row)
                     if outbox_events:
-                        outbox.append([EVENTS_TOPIC, sid, None, len(events)])
-                    moved.setdefault(sid, []).append([len(events), *row[1:]])
+                        outbox.append([EVENTS_TOPIC, sid, None, len(events), index])
+                    moved[sid].append(row[1:])
                 after[sid] = version
             for message in request.messages:
-                outbox.append([message.topic, message.key, message.payload, None])
-        return cls(expected, events, outbox, _notice_chunks(moved))
+                outbox.append([message.topic, message.key, message.payload, None, index])
+        return cls(expected, appends, events, outbox, snapshots, _notice_entries(moved))
 
     def arguments(self, origin: str) -> tuple[Any, ...]:
-        """The function's arguments after the lock key (`_APPEND_IF_CURRENT`)."""
+        """The function's arguments after the lock key (`_APPEND_BATCH`)."""
         return (
             list(self.expected),
             list(self.expected.values()),
+            self._appends,
             orjson.dumps(self._events).decode(),
             orjson.dumps(self._outbox).decode(),
+            orjson.dumps(self._snapshots).decode(),
             origin,
             self._notices,
+            self._chunks,
             STREAMS_CHANNEL,
         )
 
 
-def _behind(request: AppendRequest, stored: dict[str, int]) -> ConcurrencyError | None:
-    """The conflict of an append that expects a stream below the version it was seen at."""
-    for stream in request.streams:
-        seen = stored.get(stream.stream_id, 0)
-        if stream.expected_version < seen:
-            return ConcurrencyError(stream.stream_id, stream.expected_version, seen)
-    return None
-
-
-#: Room for a notice's head: the origin, `{"h":<position>,"at":"<ISO time>","s":[` and `]}`.
+#: Room for a notice's head: the origin, `{"at":"<ISO time>","s":[` and `]}`.
 _NOTICE_HEAD = 100
 
 
-def stream_notices(origin: str, plan: BatchPlan, head: int = 0) -> list[str]:
+def stream_notices(origin: str, plan: BatchPlan) -> list[str]:
     """The batch's moved streams as notify payloads of at most `NOTICE_BYTES` each.
 
-    A payload is `<origin> {"h": <head>, "at": <recorded_at>, "s": [entry, ...]}`; an entry
-    is `[stream_id, version, [[position - head, version, event_id, type, data, metadata], ...]]`
-    with the stream's new events, or `[stream_id, version]` when those do not fit in one
-    payload. (The common batch has the server write the same payloads: `Guess`.)
+    A payload is `<origin> {"at": <recorded_at>, "s": [entry, ...]}`; an entry is
+    `[stream_id, version, [[version, event_id, type, data, metadata], ...]]` with the
+    stream's new events, or `[stream_id, version]` when those do not fit in one payload.
+    (The common batch has the server write the same payloads: `Guess`.)
     """
     moved: dict[str, list[list[Any]]] = {}
     for e in plan.events:
         moved.setdefault(e.stream_id, []).append(
-            [e.position - head, e.version, e.event_id, e.type, e.data, e.metadata]
+            [e.version, e.event_id, e.type, e.data, e.metadata]
         )
     if not moved:
         return []
     at = orjson.dumps(plan.events[0].recorded_at).decode()
-    return [f'{origin} {{"h":{head},"at":{at},"s":[{chunk}]}}' for chunk in _notice_chunks(moved)]
+    entries = _notice_entries(moved)
+    chunks = _notice_chunks(entries)
+    joined: dict[int, list[str]] = {}
+    for entry, chunk in zip(entries, chunks, strict=True):
+        if entry is not None:
+            joined.setdefault(chunk, []).append(entry)
+    return [f'{origin} {{"at":{at},"s":[{",".join(parts)}]}}' for parts in joined.values()]
 
 
-def _notice_chunks(moved: dict[str, list[list[Any]]]) -> list[str]:
-    """The entries of `moved` (stream -> its new events), comma-joined in chunks that fit in
-    one payload beside its head."""
+def _notice_entries(moved: dict[str, list[list[Any]]]) -> list[str | None]:
+    """One notice entry per stream of `moved` (stream -> its new events), in its order:
+    the stream's new version and events, or only the version when the events do not fit
+    in one payload beside its head; None for a stream without new events."""
     room = NOTICE_BYTES - _NOTICE_HEAD
-    chunks: list[str] = []
-    entries: list[bytes] = []
-    size = 0
+    entries: list[str | None] = []
     for stream_id, events in moved.items():
-        version = events[-1][1]
+        if not events:
+            entries.append(None)
+            continue
+        version = events[-1][0]
         entry = orjson.dumps([stream_id, version, events])
         if len(entry) > room:
             entry = orjson.dumps([stream_id, version])
-        if entries and size + len(entry) + 1 > room:
-            chunks.append(b",".join(entries).decode())
-            entries, size = [], 0
-        entries.append(entry)
-        size += len(entry) + 1
-    if entries:
-        chunks.append(b",".join(entries).decode())
+        entries.append(entry.decode())
+    return entries
+
+
+def _notice_chunks(entries: list[str | None]) -> list[int]:
+    """The payload each of `entries` goes into: consecutive entries share one while they
+    fit in it beside its head (leaving some out, as the statement does for refused
+    appends, only makes a payload smaller)."""
+    room = NOTICE_BYTES - _NOTICE_HEAD
+    chunks: list[int] = []
+    chunk = 0
+    size = 0
+    for entry in entries:
+        length = len(entry.encode()) + 1 if entry is not None else 0
+        if size and size + length > room:
+            chunk += 1
+            size = 0
+        size += length
+        chunks.append(chunk)
     return chunks
 
 
@@ -426,19 +460,16 @@ def parse_notice(payload: str, *, unless_from: str | None = None) -> list[Stream
     try:
         notice = orjson.loads(body)
         at = datetime.fromisoformat(notice["at"])
-        head = notice.get("h", 0)
         entries = notice["s"]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        return []
-    if not isinstance(head, int):
         return []
     moved: list[StreamMoved] = []
     for entry in entries if isinstance(entries, list) else ():
         try:
             stream_id, version, *rest = entry
             events = tuple(
-                RecordedEvent(head + offset, stream_id, v, event_id, type_, data, metadata, at)
-                for offset, v, event_id, type_, data, metadata in (rest[0] if rest else ())
+                MovedEvent(v, event_id, type_, data, metadata, at)
+                for v, event_id, type_, data, metadata in (rest[0] if rest else ())
             )
         except (TypeError, ValueError):
             continue

@@ -1,0 +1,102 @@
+"""The one-statement batch on PostgreSQL (`banking_es_append_batch`, migration 0008) against
+`plan_batch`: random batches of appends, some expecting versions their streams are not at,
+run through the real function. It must refuse exactly the appends `plan_batch` refuses and
+write exactly the rows it plans (positions, events, outbox rows, snapshots), and its
+notices must carry exactly the written streams' new events."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import asyncpg
+import pytest
+from tests.contract.eventstore_helpers import events, one
+from tests.unit.test_append_guess import random_batch
+
+from banking_es.db.migrate import migrate
+from banking_es.db.postgres import PostgresDatabase
+from banking_es.eventstore.base import ConcurrencyError
+from banking_es.eventstore.postgres import STREAMS_CHANNEL, Guess, PostgresEventStore, parse_notice
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.mark.parametrize("outbox_events", [False, True])
+async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_events: bool) -> None:
+    db = await PostgresDatabase.connect(pg_url, max_size=4)
+    await migrate(db)
+    store = PostgresEventStore(db, outbox_events=outbox_events)
+    listener = await asyncpg.connect(pg_url)
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(STREAMS_CHANNEL, lambda *args: payloads.put_nowait(args[3]))
+    rng = random.Random(11)
+    refused = written = 0
+    try:
+        for _ in range(40):
+            batch, actual = random_batch(rng)
+            seeded = 0
+            for stream, version in actual.items():  # the streams really are at `actual`
+                if version:
+                    await store.append(one(stream, 0, events(version)))
+                    seeded += 1
+            for _ in range(seeded):  # one notice each (one append per batch): not this batch's
+                await asyncio.wait_for(payloads.get(), 5)
+            assert Guess.of(batch, outbox_events=outbox_events) is not None
+            head = await store.head_position()
+            outbox_before = await db.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+
+            plan = await store._apply_batch(batch)
+
+            for request, outcome in zip(batch, plan.outcomes, strict=True):
+                first: dict[str, int] = {}  # a stream's later part continues its first
+                for part in request.streams:
+                    first.setdefault(part.stream_id, part.expected_version)
+                moved = [s for s, version in first.items() if actual[s] != version]
+                assert isinstance(outcome, ConcurrencyError) == bool(moved), (request, outcome)
+            refused += sum(isinstance(o, ConcurrencyError) for o in plan.outcomes)
+            written += len(plan.events)
+            stored = [
+                e
+                for e in await store.read_all(head, 10_000)
+                if e.stream_id in {s for r in batch for s in (p.stream_id for p in r.streams)}
+            ]
+            assert stored == plan.events
+            assert [e.position for e in stored] == list(range(head + 1, head + 1 + len(stored)))
+            assert await store.head_position() == head + len(stored)
+            rows = await db.fetch(
+                "SELECT topic, key, payload, event_position FROM outbox WHERE id > $1 ORDER BY id",
+                outbox_before,
+            )
+            assert [tuple(r.values()) for r in rows] == [
+                (o.topic, o.key, o.payload, o.event_position) for o in plan.outbox
+            ]
+            for snapshot in plan.snapshots:
+                assert await store.latest_snapshot(snapshot.stream_id) == snapshot
+            for request, outcome in zip(batch, plan.outcomes, strict=True):
+                if isinstance(outcome, ConcurrencyError):
+                    for part in request.streams:
+                        got = await store.latest_snapshot(part.stream_id)
+                        assert got is None or got.version <= actual[part.stream_id]
+            # The notices carry the written streams' events, and nothing of the refused ones.
+            noticed = []
+            while len(noticed) < len(plan.events):
+                for moved in parse_notice(await asyncio.wait_for(payloads.get(), 5)):
+                    assert moved.events
+                    assert moved.version == moved.events[-1].version
+                    noticed.extend((moved.stream_id, e) for e in moved.events)
+            await asyncio.sleep(0.02)
+            assert payloads.empty()
+            assert sorted(
+                (s, e.version, e.event_id, e.type, e.data, e.metadata, e.recorded_at)
+                for s, e in noticed
+            ) == sorted(
+                (e.stream_id, e.version, e.event_id, e.type, e.data, e.metadata, e.recorded_at)
+                for e in plan.events
+            )
+        assert refused > 10
+        assert written > 100
+    finally:
+        await listener.close()
+        await store.close()
+        await db.close()
