@@ -65,7 +65,8 @@ async def test_counts_after_known_traffic_are_exact(database_url: str) -> None:
             )
             == 4
         )
-        # 1 opening + 3 deposits; snapshots at versions 2 and 4 (threshold 2)
+        # 1 opening + 3 deposits; snapshots at versions 1 and 3 (threshold 2: the states the
+        # deposits to versions 2 and 4 were decided on)
         assert value(metrics, P + "eventstore_events_appended_total") == 4
         assert value(metrics, P + "snapshots_written_total") == 2
         assert value(metrics, P + "eventstore_batch_size_count") == 4
@@ -73,7 +74,7 @@ async def test_counts_after_known_traffic_are_exact(database_url: str) -> None:
         assert value(metrics, P + "eventstore_batch_duration_seconds_count") == 4
         assert value(metrics, P + "eventstore_queue_length") == 0
 
-        # A cache miss loads the latest snapshot (version 4) instead of the whole stream.
+        # A cache miss loads the latest snapshot (version 3) instead of the whole stream.
         misses = value(metrics, P + "cache_requests_total", level="l1", result="miss")
         services.cache.invalidate(account)
         assert (await client.get(f"/accounts/{account}")).json()["balance"] == "30.00"

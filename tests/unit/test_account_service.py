@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from tests.contract.eventstore_helpers import record_batches
 from unit_support import EPOCH, FakeClock, ServiceFactory, SpyStore
 
 from banking_es.application import codec
@@ -743,45 +744,62 @@ async def test_drain_waits_for_queued_commands(service: AccountService) -> None:
 async def test_a_snapshot_is_written_every_threshold_events(
     make_service: ServiceFactory, store: MemoryEventStore
 ) -> None:
+    """Of the state each append crossing a multiple of the threshold was decided on."""
     service = make_service(snapshot_threshold=3)
     account = await open_account(service, "0")
     for _ in range(6):
         await deposit(service, account.id, "1")  # versions 2..7, one batch each
     latest = await store.latest_snapshot(account.id)
     assert latest is not None
-    assert latest.version == 6
+    assert latest.version == 5  # the append 5 -> 6 crossed 6
     assert latest.state == {
         "id": account.id,
         "owner_name": "Ada",
         "owner_id": "owner-1",
-        "balance": "5.00",
+        "balance": "4.00",
         "currency": USD,
         "status": OPEN,
-        "version": 6,
+        "version": 5,
         "created_at": t(1).isoformat(),
-        "updated_at": t(6).isoformat(),
+        "updated_at": t(5).isoformat(),
         "closed_reason": None,
     }
-    earlier = await store.latest_snapshot(account.id, max_version=5)
+    assert Account.from_snapshot(latest.state) == await service.account_at_version(account.id, 5)
+    earlier = await store.latest_snapshot(account.id, max_version=4)
     assert earlier is not None
-    assert earlier.version == 3
+    assert earlier.version == 2  # the append 2 -> 3 crossed 3
     assert isinstance(earlier.state, dict)
-    assert earlier.state["balance"] == "2.00"
-    assert await store.latest_snapshot(account.id, max_version=2) is None
+    assert earlier.state["balance"] == "1.00"
+    assert await store.latest_snapshot(account.id, max_version=1) is None
 
 
-async def test_one_batch_crossing_the_threshold_writes_one_snapshot_of_its_final_state(
+async def test_one_batch_crossing_the_threshold_writes_one_snapshot_of_its_starting_state(
     make_service: ServiceFactory, store: MemoryEventStore
 ) -> None:
     service = make_service(snapshot_threshold=3)
     account = await open_account(service, "0")
+    await deposit(service, account.id, "1")  # version 2
+    batches = record_batches(store)
     await asyncio.gather(*(deposit(service, account.id, "1") for _ in range(5)))
+    assert batches == [1]  # versions 3..7 in one append, across 3 and 6
     latest = await store.latest_snapshot(account.id)
     assert latest is not None
-    assert latest.version == 6
+    assert latest.version == 2
     assert isinstance(latest.state, dict)
-    assert latest.state["balance"] == "5.00"
-    assert await store.latest_snapshot(account.id, max_version=5) is None
+    assert latest.state["balance"] == "1.00"
+    assert await store.latest_snapshot(account.id, max_version=1) is None
+
+
+async def test_an_account_just_opened_has_no_snapshot(
+    make_service: ServiceFactory, store: MemoryEventStore
+) -> None:
+    service = make_service(snapshot_threshold=1)
+    account = await open_account(service, "0")
+    assert await store.latest_snapshot(account.id) is None  # nothing recorded before it
+    await deposit(service, account.id, "1")
+    first = await store.latest_snapshot(account.id)
+    assert first is not None
+    assert first.version == 1
 
 
 async def test_loading_reads_the_latest_snapshot_and_only_later_events(
@@ -790,25 +808,14 @@ async def test_loading_reads_the_latest_snapshot_and_only_later_events(
     writer = make_service(snapshot_threshold=3)
     account = await open_account(writer, "0")
     for _ in range(7):
-        await deposit(writer, account.id, "1")  # snapshots at 3 and 6; the store is at 8
+        await deposit(writer, account.id, "1")  # snapshots at 2 and 5; the store is at 8
     expected = await writer.get_account(account.id)
     spy = SpyStore(store)
     reader = make_service(spy)
     loaded = await reader.get_account(account.id)
     assert loaded == expected
     assert (loaded.version, loaded.balance, loaded.updated_at) == (8, Decimal("7.00"), t(8))
-    assert spy.calls.read_stream == [(account.id, 6, {})]
-
-
-async def test_open_with_a_threshold_of_one_snapshots_the_new_account(
-    make_service: ServiceFactory, store: MemoryEventStore
-) -> None:
-    service = make_service(snapshot_threshold=1)
-    account = await open_account(service, "3")
-    snapshot = await store.latest_snapshot(account.id)
-    assert snapshot is not None
-    assert snapshot.version == 1
-    assert Account.from_snapshot(snapshot.state) == account  # type: ignore[arg-type]
+    assert spy.calls.read_stream == [(account.id, 5, {})]
 
 
 async def test_a_transfer_crossing_the_threshold_snapshots_both_accounts(
@@ -817,11 +824,11 @@ async def test_a_transfer_crossing_the_threshold_snapshots_both_accounts(
     service = make_service(snapshot_threshold=2)
     source = await open_account(service, "10")
     target = await open_account(service, "0")
-    await transfer(service, source.id, target.id, "4")
-    for account_id, balance in ((source.id, "6.00"), (target.id, "4.00")):
+    await transfer(service, source.id, target.id, "4")  # both 1 -> 2: across 2
+    for account_id, balance in ((source.id, "10.00"), (target.id, "0.00")):
         snapshot = await store.latest_snapshot(account_id)
         assert snapshot is not None
-        assert snapshot.version == 2
+        assert snapshot.version == 1  # the state the transfer was decided on
         assert isinstance(snapshot.state, dict)
         assert snapshot.state["balance"] == balance
 
@@ -879,12 +886,12 @@ async def test_account_at_version_of_an_unknown_account_is_not_found(
 async def test_account_at_version_starts_from_the_nearest_earlier_snapshot(
     make_service: ServiceFactory, store: MemoryEventStore
 ) -> None:
-    await history(make_service(snapshot_threshold=2))  # snapshots at versions 2 and 4
+    await history(make_service(snapshot_threshold=2))  # snapshots at versions 1 and 3
     [account_id] = {e.stream_id for e in await store.read_all(0, 100)}
     spy = SpyStore(store)
-    past = await make_service(spy).account_at_version(account_id, 3)
-    assert (past.version, past.balance) == (3, Decimal("12.00"))
-    assert spy.calls.read_stream == [(account_id, 2, {"to_version": 3})]
+    past = await make_service(spy).account_at_version(account_id, 2)
+    assert (past.version, past.balance) == (2, Decimal("15.00"))
+    assert spy.calls.read_stream == [(account_id, 1, {"to_version": 2})]
 
 
 async def test_account_as_of_a_moment_folds_the_events_recorded_until_then(
