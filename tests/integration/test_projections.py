@@ -952,6 +952,72 @@ async def test_one_read_serves_every_projection_even_when_more_came_since(env: E
     await assert_matches_replay(env)
 
 
+def spy_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The accounts whose rows the projections read back from their tables from now on."""
+    asked: list[str] = []
+    load = AccountSummariesProjection._load
+    previous = TransactionsProjection._previous
+
+    async def spied_load(conn: Connection, dialect: Any, account_ids: list[str]) -> Any:
+        asked.extend(account_ids)
+        return await load(conn, dialect, account_ids)
+
+    async def spied_previous(conn: Connection, dialect: Any, first: dict[str, int]) -> Any:
+        asked.extend(first)
+        return await previous(conn, dialect, first)
+
+    monkeypatch.setattr(AccountSummariesProjection, "_load", staticmethod(spied_load))
+    monkeypatch.setattr(TransactionsProjection, "_previous", staticmethod(spied_previous))
+    return asked
+
+
+async def test_batches_take_the_rows_they_wrote_from_memory_until_someone_else_writes(
+    open_env: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, other = await open_env(), await open_env()
+    bank = await populate(env.store, ops=30)
+    runner = runner_for(env)
+    await run_all(runner)
+    asked = spy_reads(monkeypatch)
+    live = [a for a in bank.accounts if a.open]
+    for acct in live:
+        await bank.deposit(acct)
+    await run_all(runner)
+    assert asked == []  # every account's row came from memory
+    await assert_matches_replay(env)
+
+    for acct in live:  # another process applies these: the rows change behind its back
+        await bank.deposit(acct)
+    await run_all(runner_for(other))
+    for acct in live:
+        await bank.deposit(acct)
+    asked.clear()
+    await run_all(runner)
+    assert sorted(asked) == sorted([a.id for a in live] * 2)  # so it read them again
+    await assert_matches_replay(env)
+
+
+async def test_a_batch_that_rolls_back_leaves_nothing_remembered(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bank = await populate(env.store, ops=30)
+    runner = runner_for(env)
+    await run_all(runner)
+    await bank.random_ops(30)
+    write = runner_module.write_checkpoint
+
+    async def failing(conn: Connection, name: str, position: int) -> None:
+        raise DatabaseUnavailable("connection lost (simulated)")
+
+    monkeypatch.setattr(runner_module, "write_checkpoint", failing)
+    for name in (SUMMARIES, TRANSACTIONS):  # applied (and remembered), then rolled back
+        with pytest.raises(DatabaseUnavailable):
+            await runner.run_once(name)
+    monkeypatch.setattr(runner_module, "write_checkpoint", write)
+    await run_all(runner)
+    await assert_matches_replay(env)
+
+
 async def test_bad_arguments_are_refused(env: Env) -> None:
     runner = runner_for(env)
     with pytest.raises(KeyError, match="nope"):

@@ -13,7 +13,9 @@ is folded: a type-selected replay brings back exactly the rows that `reset` roll
 events up to it again, read from the `events` table of the same database.
 
 Stored rows (`apply_rows`, what the runner reads) are decoded one at a time while they
-are folded, and only those of the handled types.
+are folded, and only those of the handled types. Between the runner's batches the
+projection remembers the rows it wrote (for `MEMORY_SIZE` accounts) and loads only the
+others; the runner makes it `forget` whenever its rows may have changed otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+from cachetools import LRUCache
 
 from banking_es.application.codec import to_domain
 from banking_es.db.base import Connection, Row
@@ -81,6 +85,8 @@ _UPSERT_SQLITE = (
 )
 #: Accounts per statement when rolling rows back (keeps parameter lists and reads bounded).
 _RESET_CHUNK = 500
+#: Accounts whose row `apply_rows` remembers between batches.
+MEMORY_SIZE = 100_000
 
 
 @dataclass(slots=True)
@@ -183,6 +189,13 @@ class AccountSummariesProjection:
 
     name: str = "account_summaries"
 
+    def __init__(self, memory_size: int = MEMORY_SIZE) -> None:
+        #: Account -> its row as `apply_rows` last wrote (or read) it.
+        self._rows: LRUCache[str, _Summary] = LRUCache(maxsize=memory_size)
+
+    def forget(self) -> None:
+        self._rows.clear()
+
     async def apply(
         self,
         conn: Connection,
@@ -195,20 +208,40 @@ class AccountSummariesProjection:
 
     async def apply_rows(self, conn: Connection, rows: Sequence[EventRow]) -> None:
         relevant = [row for row in rows if row[ROW_TYPE] in HANDLED_TYPES]
-        await self._apply(conn, [row[ROW_STREAM] for row in relevant], map(decode_row, relevant))
+        streams = [row[ROW_STREAM] for row in relevant]
+        await self._apply(conn, streams, map(decode_row, relevant), remembered=self._rows)
 
     async def _apply(
-        self, conn: Connection, streams: list[str], events: Iterable[RecordedEvent]
+        self,
+        conn: Connection,
+        streams: list[str],
+        events: Iterable[RecordedEvent],
+        remembered: LRUCache[str, _Summary] | None = None,
     ) -> None:
-        """Fold `events` (of the handled types, by account `streams`) into their rows."""
+        """Fold `events` (of the handled types, by account `streams`) into their rows, taken
+        from `remembered` when there (and put there after)."""
         if not streams:
             return
         dialect = dialect_of(conn)
         account_ids = list(dict.fromkeys(streams))
-        states = await self._load(conn, dialect, account_ids)
+        states: dict[str, _Summary] = {}
+        missing = account_ids
+        if remembered is not None:
+            missing = []
+            for account_id in account_ids:
+                state = remembered.get(account_id)
+                if state is None:
+                    missing.append(account_id)
+                else:
+                    states[account_id] = state
+        if missing:
+            states.update(await self._load(conn, dialect, missing))
         changed: set[str] = set()
         _fold(states, events, changed)
         await self._write(conn, dialect, [states[a] for a in account_ids if a in changed])
+        if remembered is not None:
+            for account_id, state in states.items():
+                remembered[account_id] = state
 
     async def reset(
         self, conn: Connection, from_position: int, types: frozenset[str] | None

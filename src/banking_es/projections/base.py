@@ -4,7 +4,7 @@ The runner (`runner.py`) calls `apply` inside the transaction that also moves th
 projection's checkpoint, so a batch takes effect exactly once. `reset` deletes what
 was derived from events after a position, before a rebuild replays them. A
 `RowProjection` also takes the events as the store's rows (`apply_rows`), which is what
-the runner reads.
+the runner reads; it may remember what it wrote between the runner's batches (`forget`).
 """
 
 from __future__ import annotations
@@ -58,5 +58,13 @@ class RowProjection(Projection, Protocol):
     """
 
     async def apply_rows(self, conn: Connection, rows: Sequence[EventRow]) -> None:
-        """The same as `apply(conn, [decode_row(row) for row in rows])`."""
+        """The same as `apply(conn, [decode_row(row) for row in rows])`, except that it may
+        take what it wrote in earlier `apply_rows` calls (the last row of each account) from
+        memory instead of reading it back: the runner calls it only for its batches in
+        checkpoint order, and `forget()` first whenever its rows may have changed otherwise
+        (another process or a rebuild moved the checkpoint, a batch rolled back)."""
+        ...
+
+    def forget(self) -> None:
+        """Drop what `apply_rows` remembers; the next batch reads its rows again."""
         ...

@@ -27,7 +27,11 @@ read each batch and raced for the lock, so the batches came twice as often and t
 losers had read them for nothing. The lock stays: it is what keeps a rebuild from the
 CLI, or a lease that changed hands mid-batch, from applying an event twice. The loops of
 one runner share their reads: a batch read for one projection serves the others that are
-at the same checkpoint (`_read_shared`). `rebuild`
+at the same checkpoint (`_read_shared`). A row projection may remember the rows it wrote
+and skip reading them back in its next batch (`RowProjection.forget`): the runner lets it
+only while the checkpoint it finds under the lock is the one its own last batch
+committed (otherwise another process, or a rebuild, moved it, and the rows may have
+changed too), and makes it forget after a batch that did not commit. `rebuild`
 uses the same lock, so a server and the CLI may be active at the same time:
 
 - full (`from_position=0`) and from-position rebuilds reset the rows after the position
@@ -178,6 +182,13 @@ class ProjectionRunner:
         self._batch_size = batch_size
         self._leader = leader
         self._shared: _SharedRead | None = None
+        #: The checkpoint each projection's last batch in this runner committed. A row
+        #: projection may remember what it wrote (`RowProjection.forget`): only while the
+        #: checkpoint is still there has nobody else changed its rows since.
+        self._committed: dict[str, int] = {}
+        self._forget = {
+            name: p.forget for name, p in self._projections.items() if isinstance(p, RowProjection)
+        }
         # One batch at a time per projection within this process (loop, run_once, rebuild).
         self._local = {name: asyncio.Lock() for name in self._projections}
         self._wake = {name: asyncio.Event() for name in self._projections}
@@ -347,6 +358,9 @@ class ProjectionRunner:
                     if not await self._try_lock(conn, name):
                         return None
                     checkpoint = await read_checkpoint(conn, name)
+                    if self._committed.get(name) != checkpoint and name in self._forget:
+                        self._forget[name]()  # moved by someone else: its rows may have too
+                    self._committed[name] = checkpoint
                     if checkpoint != seen:
                         rows = await self._store.read_rows(checkpoint, size)
                         if not rows:
@@ -354,8 +368,10 @@ class ProjectionRunner:
                     position = rows[-1][ROW_POSITION]
                     if len(rows) >= size:
                         prefetch = asyncio.create_task(self._store.read_rows(position, size))
+                    del self._committed[name]  # until the commit: what it remembers is ahead
                     await _apply(projection, conn, rows)
                     await write_checkpoint(conn, name, position)
+                self._committed[name] = position
             except BaseException:
                 if prefetch is not None:
                     prefetch.cancel()
