@@ -28,6 +28,7 @@ from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.domain.account import Account
+from banking_es.tasks import cancel_all
 
 log = logging.getLogger("banking_es.cache")
 
@@ -118,12 +119,8 @@ class TwoLevelAccountCache:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_all(tasks)
 
     async def flush(self) -> None:
         """Write what is pending to L2 now (tests and shutdown)."""

@@ -61,6 +61,7 @@ from banking_es.db.base import Connection, Database
 from banking_es.eventstore.base import ROW_POSITION, EventRow, EventStore, decode_row
 from banking_es.messaging.leader import LeaseElection
 from banking_es.projections.base import Projection, RowProjection
+from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,7 @@ class ProjectionRunner:
             wake.set()
         tasks, self._tasks = self._tasks, []
         _done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
-        for task in pending:
-            task.cancel()
+        await asyncio.gather(*(cancel(task) for task in pending), return_exceptions=True)
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._leader is not None and self._leader.is_leader:
             await self._leader.release()  # a stand-by takes over at its next try
