@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
-
-#: How long `cancel` waits for a cancelled task before it asks again.
-RECANCEL_S = 0.1
 
 
 async def cancel(task: asyncio.Task[Any] | None) -> None:
     """Cancel `task` and wait until it has ended (None or a finished task: nothing to do).
 
-    A cancellation can be lost: Python 3.11's `asyncio.wait_for` drops one that arrives just
-    as the call it waits for completes, and the task then goes on (to wait forever for work
-    that never comes: a hung shutdown, seen in the tests). So the cancellation is repeated
-    every `RECANCEL_S` until the task has ended. An error the task ended with other than its
-    cancellation is raised here.
+    An error the task ended with other than its cancellation is raised here. The wait has
+    no limit: a task may need a while to clean up (a Kafka consumer leaving its group). A
+    cancellation can also be lost, though: Python 3.11's `asyncio.wait_for` drops one that
+    arrives just as the call it waits for completes, and a loop then goes on waiting for its
+    next work, forever. So the service waits with `asyncio.timeout` (which keeps it), and a
+    loop around calls that might lose one (redis-py's) also ends on a flag of its own.
     """
     if task is None:
         return
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=RECANCEL_S)
-    if not task.cancelled():
-        task.result()  # its error, if it ended with one
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

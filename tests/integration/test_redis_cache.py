@@ -136,3 +136,25 @@ async def test_without_a_reachable_redis_the_cache_is_l1_only_and_the_breaker_op
         assert (await gateway.health())["status"] == "degraded"
     finally:
         await gateway.close()
+
+
+async def test_closing_ends_the_l2_writer_even_when_its_cancellation_is_lost(
+    processes: Callable[[], Process],
+) -> None:
+    service, cache = processes()
+    account = await open_account(service, "1.00")
+    await cache.flush()
+    writing = asyncio.Event()
+
+    async def flush_losing_its_cancellation() -> None:
+        writing.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:  # as Python 3.11's wait_for may drop one
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    cache.flush = flush_losing_its_cancellation  # type: ignore[method-assign]
+    account.version += 1
+    cache.put(account)  # something new for L2: wakes the writer
+    await asyncio.wait_for(writing.wait(), 2)
+    await asyncio.wait_for(cache.close(), 2)

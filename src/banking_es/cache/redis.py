@@ -89,7 +89,8 @@ class RedisGateway:
         self._in_flight += 1
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(call(self.client), self._deadline)
+            async with asyncio.timeout(self._deadline):
+                result = await call(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failure()
             self.metrics.inc("redis_errors", op)

@@ -68,6 +68,7 @@ class TwoLevelAccountCache:
         self._tasks: list[asyncio.Task[None]] = []
         self._script: Any = redis.client.register_script(_PUT_IF_NEWER) if redis else None
         self.subscribed = False
+        self._closing = False
 
     # ---- the port --------------------------------------------------------------------------
 
@@ -119,6 +120,8 @@ class TwoLevelAccountCache:
         ]
 
     async def close(self) -> None:
+        self._closing = True  # the writer ends by itself should its cancellation be lost
+        self._wake.set()
         tasks, self._tasks = self._tasks, []
         await cancel_all(tasks)
 
@@ -132,7 +135,10 @@ class TwoLevelAccountCache:
                 self.metrics.inc("cache_l2_dropped", "", len(batch))
 
     async def _write_behind(self) -> None:
-        while True:
+        # A cancellation that arrives while redis-py finishes a pipeline can be lost inside
+        # it (the task then went on to wait here forever, and `close` with it): so it also
+        # ends when it finds the cache closing.
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             await self.flush()

@@ -88,7 +88,8 @@ class RevocationList:
             self._wake.clear()
             interval = POSTGRES_POLL_S if self._listener is not None else SQLITE_POLL_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             try:
                 await self.refresh()
                 if loop.time() >= next_prune:

@@ -13,6 +13,7 @@ published out of order by two relays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -101,10 +102,9 @@ class OutboxRelay:
                 log.warning("outbox relay failed, retrying: %s", exc)
                 await asyncio.sleep(1.0)
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._poll)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
 
     def start(self) -> None:
         if self._task is None:

@@ -369,7 +369,8 @@ class KafkaProjectionRunner:
         if not assigned:
             return
         try:
-            ends = await asyncio.wait_for(consumer.end_offsets(assigned), 2.0)
+            async with asyncio.timeout(2.0):
+                ends = await consumer.end_offsets(assigned)
             for tp in assigned:
                 if await consumer.position(tp) > ends[tp]:
                     log.warning("kafka projections: the log of %s was reset; from start", tp)
@@ -540,7 +541,8 @@ class KafkaProjectionRunner:
         if not tps:
             return {}
         try:
-            ends = await asyncio.wait_for(consumer.end_offsets(tps), 0.5)
+            async with asyncio.timeout(0.5):
+                ends = await consumer.end_offsets(tps)
         except (TimeoutError, KafkaError):
             return {}
         return {tp.partition: int(offset) for tp, offset in ends.items()}
@@ -558,9 +560,13 @@ async def end_offsets(config: KafkaConfig, topic: str, timeout: float = 5.0) -> 
         request_timeout_ms=config.request_timeout_ms,
     )
     try:
-        await asyncio.wait_for(consumer.start(), timeout)
+        async with asyncio.timeout(timeout):
+            await consumer.start()
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout) if tps else {}
+        ends = {}
+        if tps:
+            async with asyncio.timeout(timeout):
+                ends = await consumer.end_offsets(tps)
     except (TimeoutError, KafkaError) as exc:
         log.warning("kafka: cannot read the end offsets of %s (%s)", topic, exc)
         return {}

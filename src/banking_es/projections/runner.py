@@ -506,7 +506,8 @@ class ProjectionRunner:
                 await asyncio.sleep(0)  # more is waiting; let others run, then go on
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self._poll)
+                    async with asyncio.timeout(self._poll):
+                        await wake.wait()
                 if batch.applied and wake.is_set():
                     # Under steady load (the last batch had events and a commit woke us): let a
                     # few more commits land so the next batch, and its transaction, is bigger.
@@ -515,4 +516,5 @@ class ProjectionRunner:
     async def _sleep(self, seconds: float) -> None:
         """Sleep, ending early only when the runner stops."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
