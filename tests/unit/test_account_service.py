@@ -698,9 +698,10 @@ async def test_a_store_outage_fails_every_command_of_the_batch_as_unavailable(
 ) -> None:
     account = await open_account(service, "10")
     store.fail_next_commit = StoreUnavailable("database went away")
-    outcomes = await asyncio.gather(
-        *(deposit(service, account.id, "1") for _ in range(5)), return_exceptions=True
-    )
+    async with service._locks.hold(account.id):  # as a transfer would: the five queue up
+        deposits = [asyncio.create_task(deposit(service, account.id, "1")) for _ in range(5)]
+        await asyncio.sleep(0.01)
+    outcomes = await asyncio.gather(*deposits, return_exceptions=True)
     assert all(isinstance(o, ServiceUnavailable) for o in outcomes), outcomes
     assert await balance_and_version(store, account.id) == ("10.00", 1)
     assert (await deposit(service, account.id, "1")).version == 2
@@ -723,10 +724,15 @@ async def test_a_cancelled_caller_does_not_fail_the_other_commands_of_its_batch(
 ) -> None:
     account = await open_account(service, "0")
     tasks = [asyncio.create_task(deposit(service, account.id, "1")) for _ in range(3)]
-    await asyncio.sleep(0)  # all three are queued
+    await asyncio.sleep(0)  # the first runs its own command, the others queue behind it
     tasks[0].cancel()
     outcomes = await asyncio.gather(*tasks[1:], return_exceptions=True)
     assert [type(o) for o in outcomes] == [Account, Account], outcomes
+    # Whether or not the cancelled one was written, the account goes on from what is stored.
+    after = await deposit(service, account.id, "1")
+    stored = await store.read_stream(account.id)
+    assert after.version == len(stored)
+    assert after.balance == Decimal(len(stored) - 1)
 
 
 async def test_drain_waits_for_queued_commands(service: AccountService) -> None:
@@ -778,10 +784,12 @@ async def test_one_batch_crossing_the_threshold_writes_one_snapshot_of_its_start
 ) -> None:
     service = make_service(snapshot_threshold=3)
     account = await open_account(service, "0")
-    await deposit(service, account.id, "1")  # version 2
     batches = record_batches(store)
-    await asyncio.gather(*(deposit(service, account.id, "1") for _ in range(5)))
-    assert batches == [1]  # versions 3..7 in one append, across 3 and 6
+    await asyncio.gather(*(deposit(service, account.id, "1") for _ in range(6)))
+    # The first runs alone (version 2), the five queued behind it in one append (3..7),
+    # across 3 and 6.
+    assert batches == [1, 1]
+    assert [e.version for e in await store.read_stream(account.id)] == list(range(1, 8))
     latest = await store.latest_snapshot(account.id)
     assert latest is not None
     assert latest.version == 2

@@ -1,10 +1,11 @@
 """Command handlers and store-backed queries for accounts and transfers.
 
-Writes for one account are queued per stream inside the process: a drain task takes
-every queued command, decides them one after another on the cached state and appends
-all their events in one append (so a hot account costs one round trip per batch, not
-per command). A version conflict caused by another process reloads the state from the
-store (fast-forward) and decides again, until `retry_budget` seconds have passed.
+Writes for one account are queued per stream inside the process: the first command of a
+quiet stream runs in its caller's task, and a drain task takes every command queued
+behind it, decides them one after another on the cached state and appends all their
+events in one append (so a hot account costs one round trip per batch, not per command).
+A version conflict caused by another process reloads the state from the store
+(fast-forward) and decides again, until `retry_budget` seconds have passed.
 Rejections are only final when made on a state known to be current.
 """
 
@@ -298,29 +299,50 @@ class AccountService:
         self._pending.setdefault(stream_id, deque()).append(_Pending(command, context, future))
         with span(f"command {type(command).__name__}", {"account.id": stream_id}):
             if stream_id not in self._draining:
+                # Nobody drains the stream, so its queue holds just this command: the caller
+                # runs it as the first chunk itself, and hands what queues meanwhile to a
+                # drain task. A task of its own for every command of a quiet stream (most
+                # of them) cost a task and two switches per deposit (docs/performance.md).
                 self._draining.add(stream_id)
-                task = asyncio.create_task(self._drain(stream_id))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                try:
+                    await self._run_chunk(stream_id)
+                finally:
+                    self._hand_off(stream_id)
             return await future
+
+    def _hand_off(self, stream_id: str) -> None:
+        """After a caller's own chunk: a drain task for the commands queued meanwhile."""
+        if stream_id not in self._pending:
+            self._draining.discard(stream_id)
+            return
+        task = asyncio.create_task(self._drain(stream_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _drain(self, stream_id: str) -> None:
         try:
-            while queue := self._pending.get(stream_id):
-                chunk = [queue.popleft() for _ in range(min(len(queue), MAX_CHUNK))]
-                if not queue:
-                    del self._pending[stream_id]
-                async with self._locks.hold(stream_id):
-                    try:
-                        await self._execute(stream_id, chunk)
-                    except Exception as exc:
-                        failure = _as_unavailable(exc)
-                        for pending in chunk:
-                            if not pending.future.done():
-                                self._failed(type(pending.command).__name__, stream_id, exc)
-                                pending.future.set_exception(failure)
+            while stream_id in self._pending:
+                await self._run_chunk(stream_id)
         finally:
             self._draining.discard(stream_id)
+
+    async def _run_chunk(self, stream_id: str) -> None:
+        """Take the next chunk of the stream's queue, once the stream's lock is held (what
+        queues while a transfer holds it joins the chunk), and execute it; a failure that is
+        not a command's outcome (the store unavailable, a bug) fails each of its commands."""
+        async with self._locks.hold(stream_id):
+            queue = self._pending[stream_id]
+            chunk = [queue.popleft() for _ in range(min(len(queue), MAX_CHUNK))]
+            if not queue:
+                del self._pending[stream_id]
+            try:
+                await self._execute(stream_id, chunk)
+            except Exception as exc:
+                failure = _as_unavailable(exc)
+                for pending in chunk:
+                    if not pending.future.done():
+                        self._failed(type(pending.command).__name__, stream_id, exc)
+                        pending.future.set_exception(failure)
 
     async def _execute(self, stream_id: str, chunk: list[_Pending]) -> None:
         deadline = asyncio.get_running_loop().time() + self._retry_budget
@@ -635,8 +657,11 @@ class AccountService:
 
     async def drain(self) -> None:
         """Wait for queued commands to finish (graceful shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._draining:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0.001)  # a caller is running its own command
 
 
 def _log_conflict(what: str, stream_id: str, attempt: int, exc: ConcurrencyError) -> None:
