@@ -354,6 +354,25 @@ async def test_under_load_the_flusher_waits_max_wait_for_more_appends() -> None:
     assert backend.batches == [["a", "b"], ["c", "d"]]
 
 
+async def test_under_load_the_flusher_waits_no_longer_once_as_many_as_last_time_queue() -> None:
+    backend = Backend()
+    backend.gate = asyncio.Event()
+    committer = GroupCommitter(backend.commit, max_size=100, max_wait_ms=5_000)
+    firsts = [asyncio.create_task(committer.submit(req(s))) for s in ("a", "b", "c")]
+    await backend.started.wait()
+    backend.gate.set()
+    await asyncio.gather(*firsts)  # a batch of 3: the flusher now waits for 3
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    second = [asyncio.create_task(committer.submit(req(s))) for s in ("d", "e")]
+    await asyncio.sleep(0.05)
+    assert backend.batches == [["a", "b", "c"]]  # two are fewer than last time: it waits
+    second.append(asyncio.create_task(committer.submit(req("f"))))
+    await asyncio.gather(*second)
+    assert loop.time() - started < 1  # not the 5 s of max_wait
+    assert backend.batches == [["a", "b", "c"], ["d", "e", "f"]]
+
+
 async def test_concurrency_allows_several_batches_in_flight() -> None:
     backend = Backend()
     backend.gate = asyncio.Event()
