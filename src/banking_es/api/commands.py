@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 from fastapi import Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from banking_es.api.deps import Caller
@@ -54,7 +55,7 @@ async def run_command(
     request: Request,
     caller: Caller,
     idempotency: IdempotencyService,
-    body: Any,
+    body: BaseModel,
     *,
     status: int,
     action: Callable[[CommandContext], Awaitable[T | Replayed]],
@@ -62,7 +63,10 @@ async def run_command(
     headers: Callable[[T], dict[str, str]] | None = None,
     location_prefix: str | None = None,
 ) -> Response:
-    """Execute `action` once per Idempotency-Key and answer with `status` and `render(result)`."""
+    """Execute `action` once per Idempotency-Key and answer with `status` and `render(result)`.
+
+    `body` is the request's model; it is dumped for the key's fingerprint only when the
+    request has a key (most do not)."""
     key = idempotency_key(request)
     if key is None:
         result = await action(CommandContext(caller.user_id, caller.request_id))
@@ -70,7 +74,7 @@ async def run_command(
         return _respond(status, render(result), headers(result) if headers else None)
 
     scope = caller.idempotency_scope
-    print_ = fingerprint(request.method, request.url.path, body)
+    print_ = fingerprint(request.method, request.url.path, body.model_dump())
     fast = await idempotency.fast_lookup(scope, key, print_)  # Redis: no database for retries
     if fast is not None:
         return _replay(fast, location_prefix)

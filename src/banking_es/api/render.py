@@ -18,12 +18,15 @@ from banking_es.eventstore.base import RecordedEvent
 
 
 def _time(value: datetime | None) -> str | None:
+    """RFC 3339, UTC written as "Z"."""
     if value is None:
         return None
     return value.isoformat().replace("+00:00", "Z")
 
 
-def account_dict(account: Account, warnings: Sequence[str] = ()) -> dict[str, Any]:
+def account_json(account: Account, warnings: Sequence[str] = ()) -> bytes:
+    """Every write and `GET /accounts/{id}` answers with this: orjson writes the datetimes
+    itself, as `_time` would (a fifth of the time of `isoformat`, twice per answer)."""
     body: dict[str, Any] = {
         "id": account.id,
         "owner_name": account.owner_name,
@@ -31,16 +34,12 @@ def account_dict(account: Account, warnings: Sequence[str] = ()) -> dict[str, An
         "currency": account.currency,
         "status": account.status,
         "version": account.version,
-        "created_at": _time(account.created_at),
-        "updated_at": _time(account.updated_at),
+        "created_at": account.created_at,
+        "updated_at": account.updated_at,
     }
     if warnings:
         body["warnings"] = list(warnings)
-    return body
-
-
-def account_json(account: Account, warnings: Sequence[str] = ()) -> bytes:
-    return orjson.dumps(account_dict(account, warnings))
+    return orjson.dumps(body, option=orjson.OPT_UTC_Z)
 
 
 def transfer_dict(transfer: TransferResult, warnings: Sequence[str] = ()) -> dict[str, Any]:

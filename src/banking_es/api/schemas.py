@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, Wi
 from pydantic_core import PydanticCustomError
 
 from banking_es.api.jsonbody import BadNumber
-from banking_es.domain.money import MAX_INTEGER_DIGITS
+from banking_es.domain.money import CENT, MAX_INTEGER_DIGITS
 
 _DECIMAL_TEXT = re.compile(r"^-?\d+(\.\d+)?$")
+_TOO_LARGE = Decimal(10) ** MAX_INTEGER_DIGITS
 _MONEY_SCHEMA = {
     "oneOf": [
         {"type": "string", "pattern": r"^-?\d{1,15}(\.\d{1,2})?$", "example": "500.50"},
@@ -41,13 +42,13 @@ def _money(value: Any) -> Decimal:
     if not amount.is_finite():
         raise PydanticCustomError("money", "must be a finite number")
     # The magnitude first: quantizing a 30-digit number would overflow the context.
-    if abs(amount) >= Decimal(10) ** MAX_INTEGER_DIGITS:
+    if abs(amount) >= _TOO_LARGE:
         raise PydanticCustomError("money", f"must have at most {MAX_INTEGER_DIGITS} integer digits")
     exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int)
-    if exponent < -2 and amount != amount.quantize(Decimal("0.01")):
+    if exponent < -2 and amount != amount.quantize(CENT):
         raise PydanticCustomError("money", "must have at most 2 decimal places")
-    return amount.quantize(Decimal("0.01")) + 0  # no negative zero
+    return amount.quantize(CENT) + 0  # no negative zero
 
 
 def _positive(value: Any) -> Decimal:

@@ -482,7 +482,11 @@ class AccountService:
         return account if account.exists else None
 
     async def owner_of(self, account_id: str) -> str | None:
-        """The owner's user id. It never changes, so a cached state answers without a query."""
+        """The owner's user id. It never changes, so a cached state answers without a query
+        (looked at, not counted as a cache hit: the command that follows counts its own)."""
+        cached = self._cache.peek(account_id)
+        if cached is not None and cached.exists:
+            return cached.owner_id
         account, _ = await self._load(account_id, fresh=False)
         if not account.exists:
             raise NotFound(f"account {account_id} not found")

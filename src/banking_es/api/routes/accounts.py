@@ -75,7 +75,7 @@ async def _write(
         request,
         caller,
         services.idempotency,
-        body.model_dump(),
+        body,
         status=200,
         action=guarded(
             lambda: services.access.check_write(caller.identity, str(account_id)), execute
@@ -115,7 +115,7 @@ async def open_account(
         request,
         caller,
         services.idempotency,
-        body.model_dump(),
+        body,
         status=201,
         action=lambda ctx: services.accounts.open_account(command, ctx),
         render=lambda account: render.account_json(account, warnings),

@@ -62,7 +62,7 @@ async def create_transfer(
         request,
         caller,
         services.idempotency,
-        body.model_dump(),
+        body,
         status=201,
         action=guarded(
             lambda: services.access.check_write(caller.identity, source),

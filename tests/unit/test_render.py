@@ -1,0 +1,59 @@
+"""Response bodies: an account's timestamps, written by orjson, read as `_time` writes them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from banking_es.api import render
+from banking_es.domain.account import Account
+
+ZONES = st.none() | st.sampled_from(
+    [UTC, ZoneInfo("UTC"), timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
+)
+
+
+def _account(created: datetime | None, updated: datetime | None) -> Account:
+    account = Account("4b0a2f5e-8a53-4c5e-9d0f-2f4f0d1b6c11")
+    account.owner_name = "Ada"
+    account.balance = Decimal("12.5")
+    account.currency = "USD"
+    account.status = "open"
+    account.version = 3
+    account.created_at = created
+    account.updated_at = updated
+    return account
+
+
+@given(
+    created=st.datetimes(timezones=ZONES),
+    updated=st.datetimes(timezones=ZONES) | st.none(),
+)
+def test_account_timestamps_are_written_as_time_writes_them(
+    created: datetime, updated: datetime | None
+) -> None:
+    body = orjson.loads(render.account_json(_account(created, updated)))
+    assert body["created_at"] == render._time(created)
+    assert body["updated_at"] == render._time(updated)
+
+
+def test_an_account_body_in_full() -> None:
+    created = datetime(2026, 12, 6, 4, 53, 26, 280803, tzinfo=UTC)
+    updated = datetime(2026, 12, 6, 5, 0, 0, tzinfo=UTC)
+    body = render.account_json(_account(created, updated), ["a warning"])
+    assert orjson.loads(body) == {
+        "id": "4b0a2f5e-8a53-4c5e-9d0f-2f4f0d1b6c11",
+        "owner_name": "Ada",
+        "balance": "12.50",
+        "currency": "USD",
+        "status": "open",
+        "version": 3,
+        "created_at": "2026-12-06T04:53:26.280803Z",
+        "updated_at": "2026-12-06T05:00:00Z",
+        "warnings": ["a warning"],
+    }
