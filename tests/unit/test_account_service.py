@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from tests.contract.eventstore_helpers import record_batches
 from unit_support import EPOCH, FakeClock, ServiceFactory, SpyStore
 
+from banking_es.application import accounts as accounts_module
 from banking_es.application import codec
 from banking_es.application.accounts import (
     AccountService,
@@ -589,14 +591,14 @@ async def test_a_conflict_is_retried_at_once_from_the_copy_the_winners_notice_br
     a, b = make_service(loser), make_service(Winner(store))
     outcomes: list[tuple[str, str]] = []
     a.on_command = lambda name, outcome: outcomes.append((name, outcome))
-    backoffs: list[int] = []
-    original = a._backoff
+    waits: list[int] = []
+    original = a._await_notice
 
-    async def counted(deadline: float, attempt: int) -> None:
-        backoffs.append(attempt)
-        await original(deadline, attempt)
+    async def counted(stream_id: str, version: int, attempt: int) -> None:
+        waits.append(attempt)
+        await original(stream_id, version, attempt)
 
-    monkeypatch.setattr(a, "_backoff", counted)
+    monkeypatch.setattr(a, "_await_notice", counted)
     account = await open_account(a, "10")
     notices.clear()
     await deposit(b, account.id, "5")  # `a` caches version 1; the notice is on its way
@@ -608,7 +610,51 @@ async def test_a_conflict_is_retried_at_once_from_the_copy_the_winners_notice_br
     assert await balance_and_version(store, account.id) == ("16.00", 3)
     assert outcomes == [("OpenAccount", "ok"), ("Deposit", "conflict"), ("Deposit", "ok")]
     assert loser.calls.read_stream[reads:] == []  # the notice's events, not a read
-    assert backoffs == []  # and no back-off: the winner would have its next chunk ready
+    assert waits == []  # and no wait: the winner would have its next chunk ready
+
+
+async def test_a_conflict_waits_for_the_winners_notice_then_retries_from_it(
+    make_service: ServiceFactory, store: MemoryEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The usual order on PostgreSQL: the loser's append fails first, the winner's notice
+    # arrives a moment later. The loser waits for it (not a blind back-off) and goes on from
+    # the events it carries.
+    notices: list[StreamMoved] = []
+
+    class Winner(SpyStore):
+        async def append(self, request: AppendRequest) -> list[RecordedEvent]:
+            recorded = await super().append(request)
+            last = recorded[-1]
+            notices.append(StreamMoved(last.stream_id, last.version, tuple(recorded)))
+            return recorded
+
+    class Loser(SpyStore):
+        async def append(self, request: AppendRequest) -> list[RecordedEvent]:
+            try:
+                return await super().append(request)
+            except ConcurrencyError:
+                moved = list(notices)
+                notices.clear()
+                asyncio.get_running_loop().call_soon(a.note_moved, moved)
+                raise
+
+    # A wait without the notice would last 30 s (and then read the store).
+    monkeypatch.setattr(accounts_module.random, "uniform", lambda low, high: 30.0)
+    loser = Loser(store)
+    a, b = make_service(loser), make_service(Winner(store))
+    account = await open_account(a, "10")
+    notices.clear()
+    await deposit(b, account.id, "5")
+    reads = len(loser.calls.read_stream)
+
+    started = time.monotonic()
+    after = await deposit(a, account.id, "1")
+
+    assert time.monotonic() - started < 10
+    assert (after.balance, after.version) == (Decimal("16.00"), 3)
+    assert await balance_and_version(store, account.id) == ("16.00", 3)
+    assert loser.calls.read_stream[reads:] == []  # the notice's events, not a read
+    assert a._awaiting == {}
 
 
 async def test_two_processes_depositing_at_once_lose_nothing(
