@@ -23,7 +23,7 @@ def table(r: dict[str, Any]) -> str:
         ok = d["rate"] >= 5000 and ratio >= 0.45 and d["p99_ms"] < 50
         lines.append(
             f"| 2 | deposits, 64 conns, 1,000 accounts | {d['rate']:,.0f}/s"
-            f" (p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms) | row 1 | {ratio:.0%}"
+            f" (p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms) | row 1 | {ratio:.1%}"
             f" | >= 5,000/s, >= 45%, p99 < 50 ms | {_met(ok)} |"
         )
         c = http["contention"]
@@ -31,14 +31,14 @@ def table(r: dict[str, Any]) -> str:
         bad = c["non_2xx"] + c["socket_errors"]
         lines.append(
             f"| 3 | deposits, 64 conns, ONE account | {c['rate']:,.0f}/s"
-            f" ({c['non_2xx']} non-2xx, p99 {c['p99_ms']:.1f} ms) | row 1 | {ratio:.0%}"
+            f" ({c['non_2xx']} non-2xx, p99 {c['p99_ms']:.1f} ms) | row 1 | {ratio:.1%}"
             f" | >= 1,500/s, 0 non-2xx | {_met(c['rate'] >= 1500 and bad == 0)} |"
         )
         m = http["mixed"]
         ratio = m["rate"] / ceiling
         lines.append(
             f"| 4 | mixed 70% GET / 20% deposit / 10% withdraw | {m['rate']:,.0f}/s"
-            f" (p99 {m['p99_ms']:.1f} ms) | row 1 | {ratio:.0%} | >= 50% | {_met(ratio >= 0.5)} |"
+            f" (p99 {m['p99_ms']:.1f} ms) | row 1 | {ratio:.1%} | >= 50% | {_met(ratio >= 0.5)} |"
         )
     a = r.get("appends")
     if a:
@@ -47,7 +47,7 @@ def table(r: dict[str, Any]) -> str:
         lines.append(
             f"| 5 | event-store appends in process (+ outbox rows) | {a['store_rate']:,.0f}/s"
             f" | COPY {a['copy_rate']:,.0f}/s; eventsourcing {a['eventsourcing_rate']:,.0f}/s"
-            f" | {vs_copy:.0%} of COPY; {vs_es:.1f}x | >= 60%, >= 5x"
+            f" | {vs_copy:.1%} of COPY; {vs_es:.1f}x | >= 60%, >= 5x"
             f" | {_met(vs_copy >= 0.6 and vs_es >= 5)} |"
         )
     ld = r.get("load")
