@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -564,31 +565,48 @@ async def test_a_conflicting_write_from_another_process_is_retried_not_failed(
     assert outcomes == [("OpenAccount", "ok"), ("Deposit", "conflict"), ("Deposit", "ok")]
 
 
+class NoticeWinner(SpyStore):
+    """Another process's store: each append is announced as PostgreSQL's stream notices would
+    announce it, to be delivered (`take`) when the test says."""
+
+    def __init__(self, inner: MemoryEventStore) -> None:
+        super().__init__(inner)
+        self.notices: list[StreamMoved] = []
+
+    async def append(self, request: AppendRequest) -> list[RecordedEvent]:
+        recorded = await super().append(request)
+        last = recorded[-1]
+        self.notices.append(StreamMoved(last.stream_id, last.version, tuple(recorded)))
+        return recorded
+
+    def take(self) -> list[StreamMoved]:
+        taken, self.notices = self.notices, []
+        return taken
+
+
+class NoticeLoser(SpyStore):
+    """A store whose failed appends (version conflicts) call `on_conflict` first."""
+
+    def __init__(self, inner: MemoryEventStore, on_conflict: Callable[[], object]) -> None:
+        super().__init__(inner)
+        self.on_conflict = on_conflict
+
+    async def append(self, request: AppendRequest) -> list[RecordedEvent]:
+        try:
+            return await super().append(request)
+        except ConcurrencyError:
+            self.on_conflict()
+            raise
+
+
 async def test_a_conflict_is_retried_at_once_from_the_copy_the_winners_notice_brought(
     make_service: ServiceFactory, store: MemoryEventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # PostgreSQL delivers the winner's notice (its new events) a moment after its commit:
     # here it arrives just as the loser's append fails.
-    notices: list[StreamMoved] = []
-
-    class Winner(SpyStore):
-        async def append(self, request: AppendRequest) -> list[RecordedEvent]:
-            recorded = await super().append(request)
-            last = recorded[-1]
-            notices.append(StreamMoved(last.stream_id, last.version, tuple(recorded)))
-            return recorded
-
-    class Loser(SpyStore):
-        async def append(self, request: AppendRequest) -> list[RecordedEvent]:
-            try:
-                return await super().append(request)
-            except ConcurrencyError:
-                a.note_moved(notices)
-                notices.clear()
-                raise
-
-    loser = Loser(store)
-    a, b = make_service(loser), make_service(Winner(store))
+    winner = NoticeWinner(store)
+    loser = NoticeLoser(store, lambda: a.note_moved(winner.take()))
+    a, b = make_service(loser), make_service(winner)
     outcomes: list[tuple[str, str]] = []
     a.on_command = lambda name, outcome: outcomes.append((name, outcome))
     waits: list[int] = []
@@ -600,7 +618,7 @@ async def test_a_conflict_is_retried_at_once_from_the_copy_the_winners_notice_br
 
     monkeypatch.setattr(a, "_await_notice", counted)
     account = await open_account(a, "10")
-    notices.clear()
+    winner.take()
     await deposit(b, account.id, "5")  # `a` caches version 1; the notice is on its way
     reads = len(loser.calls.read_stream)
 
@@ -619,31 +637,15 @@ async def test_a_conflict_waits_for_the_winners_notice_then_retries_from_it(
     # The usual order on PostgreSQL: the loser's append fails first, the winner's notice
     # arrives a moment later. The loser waits for it (not a blind back-off) and goes on from
     # the events it carries.
-    notices: list[StreamMoved] = []
-
-    class Winner(SpyStore):
-        async def append(self, request: AppendRequest) -> list[RecordedEvent]:
-            recorded = await super().append(request)
-            last = recorded[-1]
-            notices.append(StreamMoved(last.stream_id, last.version, tuple(recorded)))
-            return recorded
-
-    class Loser(SpyStore):
-        async def append(self, request: AppendRequest) -> list[RecordedEvent]:
-            try:
-                return await super().append(request)
-            except ConcurrencyError:
-                moved = list(notices)
-                notices.clear()
-                asyncio.get_running_loop().call_soon(a.note_moved, moved)
-                raise
-
+    winner = NoticeWinner(store)
+    loser = NoticeLoser(
+        store, lambda: asyncio.get_running_loop().call_soon(a.note_moved, winner.take())
+    )
     # A wait without the notice would last 30 s (and then read the store).
     monkeypatch.setattr(accounts_module.random, "uniform", lambda low, high: 30.0)
-    loser = Loser(store)
-    a, b = make_service(loser), make_service(Winner(store))
+    a, b = make_service(loser), make_service(winner)
     account = await open_account(a, "10")
-    notices.clear()
+    winner.take()
     await deposit(b, account.id, "5")
     reads = len(loser.calls.read_stream)
 
