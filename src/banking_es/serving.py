@@ -13,6 +13,12 @@ client's address and port. The supervisor holds every socket, so connections tha
 while a worker restarts wait in its queue for the replacement instead of being refused.
 Elsewhere (where `SO_REUSEPORT` does not spread connections) uvicorn's shared socket stays.
 
+uvicorn's supervisor pings each worker every half second and waits for the answer up to
+`timeout_worker_healthcheck` (30 s here). A worker that dies while a ping waits for its
+answer went unnoticed for those 30 s: the supervisor holds both ends of the ping's pipe, so
+no end-of-file ever comes. `WorkerProcess` waits for the answer or the worker's exit,
+whichever comes first, and the replacement starts at once.
+
 Joining a `SO_REUSEPORT` group is allowed to any process of the same user that asks for it,
 so a second server started on the same port would silently share the traffic instead of
 failing. `bind_worker_sockets` therefore first binds the address alone, which fails if
@@ -22,8 +28,10 @@ anything (a group included) holds it.
 from __future__ import annotations
 
 import logging
+import pickle
 import socket
 import sys
+from multiprocessing.connection import wait
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
@@ -60,6 +68,22 @@ def bind_worker_sockets(host: str, port: int, count: int) -> list[socket.socket]
     return sockets
 
 
+class WorkerProcess(Process):
+    """uvicorn's worker process, whose health ping also ends when the worker exits."""
+
+    def is_alive(self, timeout: float = 5) -> bool:
+        if not self.process.is_alive():
+            return False
+        try:
+            self.parent_conn.send(b"ping")
+            answered = self.parent_conn in wait([self.parent_conn, self.process.sentinel], timeout)
+            if answered:
+                self.parent_conn.recv()  # the worker's startup flag; any answer means alive
+            return answered
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return False
+
+
 class SpreadSupervisor(Multiprocess):
     """uvicorn's supervisor (restarts, health pings, graceful stop), with worker `i`
     listening on `sockets[i]` only. The number of workers is fixed: SIGTTIN and SIGTTOU
@@ -69,8 +93,8 @@ class SpreadSupervisor(Multiprocess):
         super().__init__(config, sockets)
         self.processes_num = len(sockets)
 
-    def _process(self, index: int) -> Process:
-        return Process(self.config, [self.sockets[index]])
+    def _process(self, index: int) -> WorkerProcess:
+        return WorkerProcess(self.config, [self.sockets[index]])
 
     def init_processes(self) -> None:
         for index in range(self.processes_num):
@@ -79,7 +103,8 @@ class SpreadSupervisor(Multiprocess):
             self.processes.append(process)
 
     def keep_subprocess_alive(self) -> None:
-        # uvicorn's, but a replacement takes over the socket of the worker it replaces.
+        # uvicorn's, but a replacement takes over the socket of the worker it replaces, and
+        # a worker that dies during its health ping is replaced at once (WorkerProcess).
         if self.should_exit.is_set():
             return
         for index, process in enumerate(self.processes):

@@ -156,6 +156,32 @@ def test_connections_wait_for_the_replacement_of_a_dead_worker(server: ServerPro
             client.close()
 
 
+def test_a_worker_that_dies_during_its_health_ping_is_replaced_at_once(
+    server: ServerProcess,
+) -> None:
+    # The supervisor pings every worker each half second and waits up to 30 s
+    # (timeout_worker_healthcheck) for the answer. A paused worker never answers, so the
+    # ping is waiting when it dies; uvicorn's own wait noticed nothing for those 30 s, and
+    # the connections queued for the worker waited as long (once in CI, at random).
+    dead = workers(server)[0]
+    os.kill(dead, signal.SIGSTOP)
+    time.sleep(1.5)  # at least one ping to it is now waiting for an answer
+    os.kill(dead, signal.SIGKILL)
+    killed = time.monotonic()
+    clients = open_together(server.port, CONNECTIONS)
+    try:
+        while time.monotonic() - killed < 20 and len(set(workers(server)) - {dead}) < 2:
+            time.sleep(0.05)
+        replaced_after = time.monotonic() - killed
+        assert replaced_after < 10, f"replaced only after {replaced_after:.1f} s"
+        for client in clients:
+            assert read_answer(client).startswith(b"HTTP/1.1 200")
+        assert all(count >= 12 for count in held(server, clients).values())
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it() -> None:
     group = bind_worker_sockets("127.0.0.1", 0, 2)
     try:
