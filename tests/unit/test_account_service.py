@@ -120,14 +120,18 @@ async def stored_record(store: MemoryEventStore, key: str) -> IdempotencyRecord 
 
 
 class AlwaysConflicting:
-    """A store on which every append loses a race with another process."""
+    """A store on which every append loses a race with another process (the first
+    `conflicts` appends only, when given)."""
 
-    def __init__(self, inner: MemoryEventStore) -> None:
+    def __init__(self, inner: MemoryEventStore, conflicts: int | None = None) -> None:
         self.inner = inner
         self.attempts = 0
+        self.conflicts = conflicts
 
     async def append(self, request: AppendRequest) -> list[RecordedEvent]:
         self.attempts += 1
+        if self.conflicts is not None and self.attempts > self.conflicts:
+            return await self.inner.append(request)
         raise ConcurrencyError(request.streams[0].stream_id, 1, 2)
 
     def __getattr__(self, name: str) -> Any:
@@ -739,6 +743,25 @@ async def test_conflicts_beyond_the_retry_budget_are_service_unavailable(
         await transfer(service, source.id, target.id, "1")
     assert racing.attempts > 1
     assert await store.head_position() == 2
+
+
+async def test_the_retry_budget_of_a_transfer_starts_once_it_holds_the_locks(
+    make_service: ServiceFactory, store: MemoryEventStore
+) -> None:
+    # A transfer queued behind others for its accounts' locks has not used any of its
+    # budget: one conflict after a long wait is retried, as for a deposit.
+    seed = make_service()
+    source = await open_account(seed, "10")
+    target = await open_account(seed, "10")
+    racing = AlwaysConflicting(store, conflicts=1)
+    service = make_service(racing, retry_budget=0.3)
+    async with service._locks.hold(source.id):
+        moving = asyncio.create_task(transfer(service, source.id, target.id, "1"))
+        await asyncio.sleep(0.5)  # longer than the whole budget
+    result = await moving
+    assert result.amount == Decimal("1.00")
+    assert racing.attempts == 2
+    assert await balance_and_version(store, source.id) == ("9.00", 2)
 
 
 async def test_a_store_outage_fails_every_command_of_the_batch_as_unavailable(

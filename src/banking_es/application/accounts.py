@@ -215,8 +215,10 @@ class AccountService:
         self, command: cmd.Transfer, context: CommandContext
     ) -> TransferResult | Replayed:
         transfer_id = self._ids.new_event_id()
-        deadline = asyncio.get_running_loop().time() + self._retry_budget
         async with self._locks.hold(command.from_account_id, command.to_account_id):
+            # The budget is for retries after conflicts, as for a chunk (`_execute`): it starts
+            # once the locks are held, not while the transfer queues behind others for them.
+            deadline = asyncio.get_running_loop().time() + self._retry_budget
             fresh = False
             attempt = 0
             while True:
