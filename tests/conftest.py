@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import hypothesis
 import pytest
 
 from banking_es.db.base import Database
@@ -40,6 +41,11 @@ from banking_es.eventstore.postgres import PostgresEventStore
 from banking_es.eventstore.sqlite import SqliteEventStore
 
 T = TypeVar("T")
+
+# Property tests judge results, not timings: Hypothesis's 200 ms deadline per example fails
+# them ("Flaky") when a busy machine stalls one example.
+hypothesis.settings.register_profile("banking-es", deadline=None)
+hypothesis.settings.load_profile("banking-es")
 
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -174,9 +174,14 @@ async def drain_outbox(relay: OutboxRelay, store: EventStore) -> None:
 
 
 async def read_topic(
-    config: KafkaConfig, topic: str, count: int, timeout: float = 15.0
+    config: KafkaConfig,
+    topic: str,
+    count: int,
+    timeout: float = 15.0,
+    until: Callable[[list[Any]], bool] | None = None,
 ) -> list[Any]:
-    """The first `count` messages of every partition of `topic` (no group)."""
+    """The first `count` messages of every partition of `topic` (no group); with `until`,
+    the messages read once `until` holds of them."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=config.bootstrap_servers,
@@ -193,6 +198,8 @@ async def read_topic(
             batches = await consumer.getmany(timeout_ms=200)
             for batch in batches.values():
                 records.extend(batch)
+            if until is not None and until(records):
+                break
         return records
     finally:
         await consumer.stop()
@@ -317,15 +324,17 @@ async def test_relay_publishes_every_event_in_order_per_account_with_headers(env
 
 async def test_one_relay_leads_and_a_standby_takes_over_when_it_dies(env: Env) -> None:
     bank = await populate(env.store, ops=10)
-    first = env.relay(holder="first", ttl=1.0)
-    second = env.relay(holder="second", ttl=1.0)
+    # The lease must outlast the leader's first run, which also starts its producer and
+    # creates the topics: over a second on a busy machine.
+    first = env.relay(holder="first", ttl=5.0)
+    second = env.relay(holder="second", ttl=5.0)
     assert await first.run_once() > 0
     await populate_more(bank, 5)
     assert await second.run_once() == 0  # stands by while the lease is held
     assert (await env.store.outbox_stats()).backlog > 0
     # The leader "dies": it neither renews nor releases. After the lease expires the
     # stand-by takes over and publishes the rest.
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(5.1)
     await drain_outbox(second, env.store)
     assert await first.run_once() == 0  # the old leader now stands by
     events = await all_events(env.store)
@@ -616,7 +625,12 @@ async def test_a_killed_relay_process_is_replaced_by_a_standby_process(
         await eventually(lambda: _backlog_empty(store), 30, "the stand-by to take over")
         assert standby.poll() is None
         events = await all_events(store)
-        records = await read_topic(config, config.topics.events, 10**9, timeout=4.0)
+        stored = {e.event_id for e in events}
+
+        def all_arrived(records: list[Any]) -> bool:
+            return stored <= {orjson.loads(r.value)["event_id"] for r in records}
+
+        records = await read_topic(config, config.topics.events, 10**9, 30.0, all_arrived)
         # Every event arrived (a copy may repeat after the kill), each account's in order:
         # every version is seen for the first time right after the one before it.
         assert {e.event_id for e in events} == {orjson.loads(r.value)["event_id"] for r in records}

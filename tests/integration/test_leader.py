@@ -29,20 +29,22 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
 
 async def test_one_holder_leads_until_it_releases_or_its_lease_expires(db: Database) -> None:
     clock = SystemClock()
-    first = LeaseElection(db, "job", clock, holder="first", ttl=0.6)
-    second = LeaseElection(db, "job", clock, holder="second", ttl=0.6)
+    # A lease of seconds: a busy machine may stall between two statements for a good part
+    # of a second, which a shorter one would not survive.
+    first = LeaseElection(db, "job", clock, holder="first", ttl=3.0)
+    second = LeaseElection(db, "job", clock, holder="second", ttl=3.0)
     assert await first.ensure()
     assert not await second.ensure()
     assert first.is_leader
     assert not second.is_leader
 
     await first.release()
-    await asyncio.sleep(0.25)  # the stand-by's next attempt
+    await asyncio.sleep(second.standby_poll + 0.05)  # the stand-by's next attempt
     assert await second.ensure()
     assert not await first.ensure()
 
     # The leader dies (no renewal, no release): the lease expires and the other takes over.
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(3.1)
     assert await first.ensure()
     assert await db.fetchval("SELECT holder FROM leases WHERE name = 'job'") == "first"
 

@@ -902,19 +902,17 @@ async def test_with_a_lease_only_the_leader_runs_and_a_stand_by_takes_over(
     read the store; once the leader stops (and gives the lease up) the other carries on."""
     envs = [await open_env(), await open_env()]
     stores = [CountingStore(env.store) for env in envs]
+    leaders = [LeaseElection(env.db, PROJECTIONS_LEASE, SystemClock(), ttl=5.0) for env in envs]
     runners = [
-        ProjectionRunner(
-            env.db,
-            store,
-            default_projections(),
-            poll_interval=0.05,
-            leader=LeaseElection(env.db, PROJECTIONS_LEASE, SystemClock(), ttl=0.9),
-        )
-        for env, store in zip(envs, stores, strict=True)
+        ProjectionRunner(env.db, store, default_projections(), poll_interval=0.05, leader=leader)
+        for env, store, leader in zip(envs, stores, leaders, strict=True)
     ]
     bank = Bank(envs[0].store, random.Random(5), on_append=lambda: [r.notify() for r in runners])
     await runners[0].start()
-    await asyncio.sleep(0.2)  # the first takes the lease
+    deadline = time.monotonic() + 10
+    while not leaders[0].is_leader:  # the first takes the lease
+        assert time.monotonic() < deadline, "the first runner never took the lease"
+        await asyncio.sleep(0.01)
     await runners[1].start()
     try:
         await bank.random_ops(30)

@@ -5,7 +5,9 @@ copy forward without a query (or, when it cannot, reads forward) instead of conf
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import astuple
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -50,8 +52,19 @@ async def process(tmp_path: Path, pg_url: str, name: str) -> tuple[Services, Cou
     return services, outcomes
 
 
+#: How long a notice may take to arrive (usually milliseconds; generous for a busy machine).
+NOTICE_WAIT_S = 10.0
+
+
+def waiting() -> Iterator[None]:
+    """Yields until NOTICE_WAIT_S have passed (the caller sleeps between turns)."""
+    deadline = time.monotonic() + NOTICE_WAIT_S
+    while time.monotonic() < deadline:
+        yield
+
+
 async def eventually_behind(services: Services, stream_id: str, version: int) -> None:
-    for _ in range(200):
+    for _ in waiting():
         if services.accounts._behind.get(stream_id, 0) >= version:
             return
         await asyncio.sleep(0.01)
@@ -73,7 +86,7 @@ def count_reads(services: Services) -> list[str]:
 
 async def eventually_cached_at(services: Services, stream_id: str, version: int) -> None:
     assert services.account_cache is not None
-    for _ in range(200):
+    for _ in waiting():
         cached = services.account_cache.peek(stream_id)
         if cached is not None and cached.version >= version:
             return
@@ -268,7 +281,7 @@ async def test_the_listener_comes_back_after_its_connection_is_killed(
         assert notices.listening
         backend = notices._conn.get_server_pid()
         await first.db.execute("SELECT pg_terminate_backend($1)", backend)
-        for _ in range(200):
+        for _ in waiting():
             if notices.listening and notices._conn.get_server_pid() != backend:
                 break
             await asyncio.sleep(0.01)

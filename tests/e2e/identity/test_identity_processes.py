@@ -59,12 +59,16 @@ async def test_logouts_and_role_changes_are_seen_by_every_worker_of_another_serv
         )
         assert set(statuses) == {200}
         assert (await http.post("/auth/logout", headers=bearer(token))).status_code == 204
-        started = time.monotonic()
+        # Every worker of both servers learns of it (a notice, or SQLite's poll), well within
+        # 10 s even on a busy machine (usually within 0.1 s) ...
+        deadline = time.monotonic() + 10.0
         while True:
-            statuses = await asyncio.gather(*(_status(http, second.url, token) for _ in range(10)))
+            statuses = await asyncio.gather(
+                *(_status(http, server.url, token) for server in servers for _ in range(20))
+            )
             if set(statuses) == {401}:
                 break
-            assert time.monotonic() - started < 2.0, statuses
+            assert time.monotonic() < deadline, statuses
             await asyncio.sleep(0.02)
         # ... and stays rejected by every worker, on both servers.
         await asyncio.sleep(0.3)
@@ -87,7 +91,7 @@ async def test_logouts_and_role_changes_are_seen_by_every_worker_of_another_serv
             f"{first.url}/admin/users/{user['id']}", json={"roles": ["auditor"]}, headers=admin
         )
         assert patched.status_code == 200, patched.text
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 10.0
         while set(
             await asyncio.gather(*(_status(http, second.url, customer) for _ in range(10)))
         ) != {401}:
