@@ -725,15 +725,23 @@ async def test_a_rejection_on_a_current_state_is_final(
     assert await store.head_position() == 1
 
 
-async def test_conflicts_beyond_the_retry_budget_are_service_unavailable(
-    make_service: ServiceFactory, store: MemoryEventStore
-) -> None:
+async def racing_accounts(
+    make_service: ServiceFactory, store: MemoryEventStore, conflicts: int | None = None
+) -> tuple[Account, Account, AlwaysConflicting, AccountService]:
+    """Two accounts of 10.00, and a service with a retry budget of 0.3 s whose appends
+    conflict (the first `conflicts` only, when given)."""
     seed = make_service()
     source = await open_account(seed, "10")
     target = await open_account(seed, "10")
-    racing = AlwaysConflicting(store)
+    racing = AlwaysConflicting(store, conflicts)
     # 0.3 s: at 0.05 s a stalled moment of a shared machine once left room for one attempt only.
-    service = make_service(racing, retry_budget=0.3)
+    return source, target, racing, make_service(racing, retry_budget=0.3)
+
+
+async def test_conflicts_beyond_the_retry_budget_are_service_unavailable(
+    make_service: ServiceFactory, store: MemoryEventStore
+) -> None:
+    source, target, racing, service = await racing_accounts(make_service, store)
     with pytest.raises(ServiceUnavailable) as info:
         await deposit(service, source.id, "1")
     assert info.value.code == "service_unavailable"
@@ -750,11 +758,7 @@ async def test_the_retry_budget_of_a_transfer_starts_once_it_holds_the_locks(
 ) -> None:
     # A transfer queued behind others for its accounts' locks has not used any of its
     # budget: one conflict after a long wait is retried, as for a deposit.
-    seed = make_service()
-    source = await open_account(seed, "10")
-    target = await open_account(seed, "10")
-    racing = AlwaysConflicting(store, conflicts=1)
-    service = make_service(racing, retry_budget=0.3)
+    source, target, racing, service = await racing_accounts(make_service, store, conflicts=1)
     async with service._locks.hold(source.id):
         moving = asyncio.create_task(transfer(service, source.id, target.id, "1"))
         await asyncio.sleep(0.5)  # longer than the whole budget
