@@ -822,6 +822,19 @@ async def test_drain_waits_for_queued_commands(service: AccountService) -> None:
 # ---- snapshots -----------------------------------------------------------------------------------
 
 
+async def assert_first_snapshot_at_version_2(
+    store: MemoryEventStore, account_id: str, max_version: int | None = None
+) -> None:
+    """The latest snapshot up to `max_version` is of version 2 (balance 1.00, after a
+    deposit of 1 on an account opened with 0), and there is none before it."""
+    snapshot = await store.latest_snapshot(account_id, max_version=max_version)
+    assert snapshot is not None
+    assert snapshot.version == 2
+    assert isinstance(snapshot.state, dict)
+    assert snapshot.state["balance"] == "1.00"
+    assert await store.latest_snapshot(account_id, max_version=1) is None
+
+
 async def test_a_snapshot_is_written_every_threshold_events(
     make_service: ServiceFactory, store: MemoryEventStore
 ) -> None:
@@ -846,12 +859,8 @@ async def test_a_snapshot_is_written_every_threshold_events(
         "closed_reason": None,
     }
     assert Account.from_snapshot(latest.state) == await service.account_at_version(account.id, 5)
-    earlier = await store.latest_snapshot(account.id, max_version=4)
-    assert earlier is not None
-    assert earlier.version == 2  # the append 2 -> 3 crossed 3
-    assert isinstance(earlier.state, dict)
-    assert earlier.state["balance"] == "1.00"
-    assert await store.latest_snapshot(account.id, max_version=1) is None
+    # The append 2 -> 3 crossed 3; nothing before it.
+    await assert_first_snapshot_at_version_2(store, account.id, max_version=4)
 
 
 async def test_one_batch_crossing_the_threshold_writes_one_snapshot_of_its_starting_state(
@@ -865,12 +874,7 @@ async def test_one_batch_crossing_the_threshold_writes_one_snapshot_of_its_start
     # across 3 and 6.
     assert batches == [1, 1]
     assert [e.version for e in await store.read_stream(account.id)] == list(range(1, 8))
-    latest = await store.latest_snapshot(account.id)
-    assert latest is not None
-    assert latest.version == 2
-    assert isinstance(latest.state, dict)
-    assert latest.state["balance"] == "1.00"
-    assert await store.latest_snapshot(account.id, max_version=1) is None
+    await assert_first_snapshot_at_version_2(store, account.id)
 
 
 async def test_an_account_just_opened_has_no_snapshot(
