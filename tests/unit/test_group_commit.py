@@ -343,12 +343,14 @@ async def test_batches_grow_while_a_commit_is_in_flight_up_to_max_size() -> None
 async def test_under_load_the_flusher_waits_max_wait_for_more_appends() -> None:
     backend = Backend()
     backend.gate = asyncio.Event()
-    committer = GroupCommitter(backend.commit, max_size=100, max_wait_ms=200)
+    # 2 s: a busy machine may stall the test for a good part of a second. The wait ends when
+    # "d" arrives (the queue is then as large as the last batch), so the test stays quick.
+    committer = GroupCommitter(backend.commit, max_size=100, max_wait_ms=2_000)
     firsts = [asyncio.create_task(committer.submit(req(s))) for s in ("a", "b")]
     await backend.started.wait()
     late = [asyncio.create_task(committer.submit(req("c")))]
     backend.gate.set()
-    await asyncio.sleep(0.02)  # well inside the 200 ms wait
+    await asyncio.sleep(0.02)  # well inside the 2 s wait
     late.append(asyncio.create_task(committer.submit(req("d"))))
     await asyncio.gather(*firsts, *late)
     assert backend.batches == [["a", "b"], ["c", "d"]]
