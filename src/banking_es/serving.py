@@ -69,19 +69,19 @@ def bind_worker_sockets(host: str, port: int, count: int) -> list[socket.socket]
 
 
 class WorkerProcess(Process):
-    """uvicorn's worker process, whose health ping also ends when the worker exits."""
+    """uvicorn's worker process, whose health ping (behind `is_alive`, `ping` and
+    `is_ready`) also ends when the worker exits."""
 
-    def is_alive(self, timeout: float = 5) -> bool:
-        if not self.process.is_alive():
-            return False
+    def _healthcheck(self, timeout: float) -> bool | None:
+        """The worker's startup flag, or None when it exits or does not answer in time."""
         try:
             self.parent_conn.send(b"ping")
-            answered = self.parent_conn in wait([self.parent_conn, self.process.sentinel], timeout)
-            if answered:
-                self.parent_conn.recv()  # the worker's startup flag; any answer means alive
-            return answered
+            if self.parent_conn not in wait([self.parent_conn, self.process.sentinel], timeout):
+                return None
+            started: bool = self.parent_conn.recv()
+            return started
         except (OSError, EOFError, pickle.UnpicklingError):
-            return False
+            return None
 
 
 class SpreadSupervisor(Multiprocess):
