@@ -1,6 +1,6 @@
 """`Guess` (the one-statement PostgreSQL batch) must write exactly what `plan_batch` plans.
 
-The statement (migrations/postgres/0008_append_batch_function.sql) refuses every append one
+The statement (migrations/postgres/0009_append_batch_notice_bodies.sql) refuses every append one
 of whose streams is not at the version it expects, and writes the others with positions
 head + 1, head + 2, ... in batch order; the store then answers the callers with
 `plan_batch`'s plan for the versions the statement read. Were the two to disagree, a caller
@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from tests.contract.eventstore_helpers import events, idem, new_stream, one
+from tests.contract.eventstore_helpers import event, events, idem, new_stream, one
 
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,
     AppendRequest,
     ConcurrencyError,
+    NewEvent,
     OutboxMessage,
     Snapshot,
 )
@@ -45,9 +46,9 @@ def random_batch(rng: random.Random) -> tuple[list[AppendRequest], dict[str, int
             version = rng.randrange(0, 5)
             actual[stream] = version if rng.random() < 0.7 else rng.randrange(0, 7)
             count = rng.randrange(0, 4)
-            parts.append(one(stream, version, events(count)).streams[0])
+            parts.append(one(stream, version, some_events(rng, count)).streams[0])
             if rng.random() < 0.2:
-                parts.append(one(stream, version + count, events(1)).streams[0])
+                parts.append(one(stream, version + count, some_events(rng, 1)).streams[0])
                 count += 1
             if count and rng.random() < 0.2:
                 snapshot_of = (stream, version + count)
@@ -65,9 +66,21 @@ def random_batch(rng: random.Random) -> tuple[list[AppendRequest], dict[str, int
     return batch, actual
 
 
+def some_events(rng: random.Random, count: int) -> list[NewEvent]:
+    """`count` events, sometimes with text beyond ASCII (a notice entry's length in bytes is
+    then not its length in characters)."""
+    if rng.random() < 0.3:
+        return [
+            event("MoneyDeposited", amount="1.00", memo="Zoë paid € for 🚀") for _ in range(count)
+        ]
+    return events(count)
+
+
 def statement(arguments: tuple[Any, ...], head: int, actual: dict[str, int]) -> dict[str, Any]:
     """What the SQL function does with `Guess.arguments`, given the streams' versions."""
-    streams, expected, appends, rows, outbox, snapshots, _, notices, chunks, _ = arguments
+    streams, expected, appends, rows, outbox, snapshots, _, bodies, which, starts, lengths, _ = (
+        arguments
+    )
     refused = {a for s, e, a in zip(streams, expected, appends, strict=True) if actual[s] != e}
     skipped = {s for s, a in zip(streams, appends, strict=True) if a in refused}
     kept: dict[int, int] = {}  # 1-based event index -> position
@@ -89,20 +102,26 @@ def statement(arguments: tuple[Any, ...], head: int, actual: dict[str, int]) -> 
             for stream, version, state, append in orjson.loads(snapshots)
             if append not in refused
         ],
-        "notices": {
-            chunk: [
-                e
-                for e, c, a in zip(notices, chunks, appends, strict=True)
-                if c == chunk and e is not None and a not in refused
-            ]
-            for chunk in set(chunks)
-        },
+        # Nothing refused: the bodies as they are; else the written streams' entries, cut out
+        # of the bodies by their byte offsets (1-based).
+        "notices": (
+            {i: [body] for i, body in enumerate(bodies, start=1)}
+            if not refused
+            else {
+                notice: [
+                    bodies[n - 1].encode()[start - 1 : start - 1 + length].decode()
+                    for n, start, length, a in zip(which, starts, lengths, appends, strict=True)
+                    if n == notice and a not in refused
+                ]
+                for notice in set(which) - {None}
+            }
+        ),
     }
 
 
 def test_the_statement_writes_what_plan_batch_plans_on_the_versions_it_read() -> None:
     rng = random.Random(7)
-    refusals = 0
+    refusals = whole = 0
     for _ in range(500):
         batch, actual = random_batch(rng)
         outbox_events = rng.random() < 0.5
@@ -125,6 +144,7 @@ def test_the_statement_writes_what_plan_batch_plans_on_the_versions_it_read() ->
         }
         assert planned_refusals == done["refused"]
         refusals += len(planned_refusals)
+        whole += not planned_refusals
         assert done["events"] == [
             (e.position, e.stream_id, e.version, e.event_id) for e in plan.events
         ]
@@ -143,7 +163,9 @@ def test_the_statement_writes_what_plan_batch_plans_on_the_versions_it_read() ->
                 assert new[-1][0] == version
                 noticed.update((stream, v, event_id) for v, event_id, *_ in new)
         assert noticed == written
-    assert refusals > 100  # the refusals were exercised, not only the happy batches
+    # Both ways of the statement were exercised: batches with refusals and whole ones.
+    assert refusals > 100
+    assert whole > 50
 
 
 def test_batches_that_need_a_plan_are_not_guessed() -> None:
@@ -171,4 +193,9 @@ def test_notice_entries_of_many_streams_are_spread_over_payloads_that_fit() -> N
     assert len(done["notices"]) > 1
     for entries in done["notices"].values():
         assert len(",".join(entries).encode()) <= NOTICE_BYTES - 100
-    assert sum(len(entries) for entries in done["notices"].values()) == 300
+    streams = [
+        stream
+        for entries in done["notices"].values()
+        for stream, *_ in orjson.loads(f"[{','.join(entries)}]")
+    ]
+    assert sorted(streams) == sorted(guess.expected)

@@ -7,13 +7,14 @@ whose transaction commits later. Batching amortises the lock over many appends.
 The common batch (no idempotency records, no snapshot rendered from the recorded events)
 is ONE statement, outside any transaction block, so one round trip and one implicit
 transaction: the function `banking_es_append_batch` (migrations/postgres/
-0008_append_batch_function.sql) takes the lock, reads the head position, the clock and
-the current version of every stream of the batch (each query of a VOLATILE function
+0009_append_batch_notice_bodies.sql) takes the lock, reads the head position, the clock
+and the current version of every stream of the batch (each query of a VOLATILE function
 takes a fresh snapshot, so these see every batch committed before the lock was granted),
 refuses each append one of whose streams is not at the version it expects, and writes the
 others: their events, outbox rows, snapshots and notice entries. The rows travel as one
 JSON array per table, prepared before the lock (`Guess`): one `orjson` call for the
-client, and no more work than `COPY` for the server. asyncpg hands back the answer after
+client, and no more work than `COPY` for the server; the notices' bodies come joined
+(`NoticeBodies`), so the server only adds their heads. asyncpg hands back the answer after
 the commit, so the lock is held only while the server works, never across a round trip,
 also when another process has moved a stream (a refused append is retried by its caller).
 
@@ -47,6 +48,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -133,16 +135,16 @@ _WRITE = (  # the events and outbox rows come as one JSON array each (see `_writ
 
 #: The common batch, with no planning in between (`Guess`): one statement, outside any
 #: transaction block, so one round trip and one implicit transaction. The function
-#: (migrations/postgres/0008_append_batch_function.sql) takes the lock, reads the head, the
+#: (migrations/postgres/0009_append_batch_notice_bodies.sql) takes the lock, reads the head, the
 #: clock and the version of every stream with a snapshot taken after the lock is granted,
 #: refuses the appends whose streams are not at the versions they expect and writes the
 #: others (positions head + 1, head + 2, ... in batch order), their outbox rows, snapshots
-#: and notices. The result arrives after the commit (asyncpg waits for ReadyForQuery), so an
-#: answer is a durable write.
+#: and notices (their bodies ready, `NoticeBodies`). The result arrives after the commit
+#: (asyncpg waits for ReadyForQuery), so an answer is a durable write.
 _APPEND_BATCH = (
     "SELECT o_head AS head, o_now AS now, o_actual AS actual, o_refused AS refused"
-    " FROM banking_es_append_batch($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9,"
-    " $10, $11)"
+    " FROM banking_es_append_batch($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8,"
+    " $9::text[], $10::int[], $11::int[], $12::int[], $13)"
 )
 
 
@@ -309,7 +311,7 @@ class Guess:
     2, ... in batch order, the order `plan_batch` assigns them in), which the statement adds.
     """
 
-    __slots__ = ("_appends", "_chunks", "_events", "_notices", "_outbox", "_snapshots", "expected")
+    __slots__ = ("_appends", "_events", "_notices", "_outbox", "_snapshots", "expected")
 
     def __init__(
         self,
@@ -318,7 +320,7 @@ class Guess:
         events: list[list[Any]],
         outbox: list[list[Any]],
         snapshots: list[list[Any]],
-        notices: list[str | None],
+        notices: NoticeBodies,
     ) -> None:
         #: The version each stream must be at; its order is that of the statement's answer.
         self.expected = expected
@@ -327,8 +329,8 @@ class Guess:
         self._events = events
         self._outbox = outbox
         self._snapshots = snapshots
+        #: The notice entry of each stream of `expected`, in the payloads' bodies.
         self._notices = notices
-        self._chunks = _notice_chunks(notices)
 
     @classmethod
     def of(cls, requests: Sequence[AppendRequest], *, outbox_events: bool) -> Guess | None:
@@ -368,7 +370,9 @@ class Guess:
                 after[sid] = version
             for message in request.messages:
                 outbox.append([message.topic, message.key, message.payload, None, index])
-        return cls(expected, appends, events, outbox, snapshots, _notice_entries(moved))
+        return cls(
+            expected, appends, events, outbox, snapshots, NoticeBodies.of(_notice_entries(moved))
+        )
 
     def arguments(self, origin: str) -> tuple[Any, ...]:
         """The function's arguments after the lock key (`_APPEND_BATCH`)."""
@@ -380,8 +384,10 @@ class Guess:
             orjson.dumps(self._outbox).decode(),
             orjson.dumps(self._snapshots).decode(),
             origin,
-            self._notices,
-            self._chunks,
+            self._notices.bodies,
+            self._notices.notice,
+            self._notices.start,
+            self._notices.length,
             STREAMS_CHANNEL,
         )
 
@@ -406,21 +412,16 @@ def stream_notices(origin: str, plan: BatchPlan) -> list[str]:
     if not moved:
         return []
     at = orjson.dumps(plan.events[0].recorded_at).decode()
-    entries = _notice_entries(moved)
-    chunks = _notice_chunks(entries)
-    joined: dict[int, list[str]] = {}
-    for entry, chunk in zip(entries, chunks, strict=True):
-        if entry is not None:
-            joined.setdefault(chunk, []).append(entry)
-    return [f'{origin} {{"at":{at},"s":[{",".join(parts)}]}}' for parts in joined.values()]
+    bodies = NoticeBodies.of(_notice_entries(moved)).bodies
+    return [f'{origin} {{"at":{at},"s":[{body}]}}' for body in bodies]
 
 
-def _notice_entries(moved: dict[str, list[list[Any]]]) -> list[str | None]:
-    """One notice entry per stream of `moved` (stream -> its new events), in its order:
-    the stream's new version and events, or only the version when the events do not fit
-    in one payload beside its head; None for a stream without new events."""
+def _notice_entries(moved: dict[str, list[list[Any]]]) -> list[bytes | None]:
+    """One notice entry (UTF-8 JSON) per stream of `moved` (stream -> its new events), in
+    its order: the stream's new version and events, or only the version when the events do
+    not fit in one payload beside its head; None for a stream without new events."""
     room = NOTICE_BYTES - _NOTICE_HEAD
-    entries: list[str | None] = []
+    entries: list[bytes | None] = []
     for stream_id, events in moved.items():
         if not events:
             entries.append(None)
@@ -429,26 +430,50 @@ def _notice_entries(moved: dict[str, list[list[Any]]]) -> list[str | None]:
         entry = orjson.dumps([stream_id, version, events])
         if len(entry) > room:
             entry = orjson.dumps([stream_id, version])
-        entries.append(entry.decode())
+        entries.append(entry)
     return entries
 
 
-def _notice_chunks(entries: list[str | None]) -> list[int]:
-    """The payload each of `entries` goes into: consecutive entries share one while they
-    fit in it beside its head (leaving some out, as the statement does for refused
-    appends, only makes a payload smaller)."""
-    room = NOTICE_BYTES - _NOTICE_HEAD
-    chunks: list[int] = []
-    chunk = 0
-    size = 0
-    for entry in entries:
-        length = len(entry.encode()) + 1 if entry is not None else 0
-        if size and size + length > room:
-            chunk += 1
-            size = 0
-        size += length
-        chunks.append(chunk)
-    return chunks
+@dataclass(slots=True)
+class NoticeBodies:
+    """Notice entries joined into payload bodies (`entry,entry,...`) that fit in a payload
+    beside its head, and where each entry is: the body (1-based), its first byte in the
+    body's UTF-8 (1-based) and its length in bytes; None for a missing entry.
+
+    The batch function sends the bodies as they are when it writes every append, and cuts
+    the entries of the written streams out of them when it refuses some (leaving entries
+    out only makes a payload smaller)."""
+
+    bodies: list[str]
+    notice: list[int | None]
+    start: list[int | None]
+    length: list[int | None]
+
+    @classmethod
+    def of(cls, entries: list[bytes | None]) -> NoticeBodies:
+        room = NOTICE_BYTES - _NOTICE_HEAD
+        joined = cls([], [], [], [])
+        body: list[bytes] = []
+        size = 0  # of the body so far, commas included
+        for entry in entries:
+            if entry is None:
+                joined.notice.append(None)
+                joined.start.append(None)
+                joined.length.append(None)
+                continue
+            if body and size + 1 + len(entry) > room:
+                joined.bodies.append(b",".join(body).decode())
+                body, size = [], 0
+            if body:
+                size += 1
+            joined.notice.append(len(joined.bodies) + 1)
+            joined.start.append(size + 1)
+            joined.length.append(len(entry))
+            body.append(entry)
+            size += len(entry)
+        if body:
+            joined.bodies.append(b",".join(body).decode())
+        return joined
 
 
 def parse_notice(payload: str, *, unless_from: str | None = None) -> list[StreamMoved]:
