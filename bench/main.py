@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from banking_es.api.app import GC_THRESHOLDS, tune_gc
 from bench import http, store
 from bench.common import load_average, say, scratch_database
 from bench.report import table
@@ -63,7 +64,11 @@ async def run(rows: set[int]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rows", nargs="*", default=["1-7"], help="rows to run, e.g. 1-4 6")
     args = parser.parse_args()
     rows = _parse_rows(args.rows)
@@ -76,7 +81,14 @@ def main() -> None:
                 " (it installs requirements-bench.lock)"
             ) from None
     say(f"bench: rows {sorted(rows)}; load average before: {load_average()}")
+    # Rows 5-7 run the store and the projections in this process: collect garbage as a
+    # serving worker does, where they run (api/app.py). With CPython's defaults a fifth of
+    # row 5's time went to collections, each traversing the thousands of appends waiting for
+    # their batch (docs/performance.md, ninth round). The references run under the same
+    # settings.
+    tune_gc()
     results = asyncio.run(run(rows))
+    results["machine"]["gc_thresholds"] = list(GC_THRESHOLDS)
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{stamp}.json"
