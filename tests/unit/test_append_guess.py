@@ -12,6 +12,7 @@ tests/integration/test_postgres_append_batch.py runs the SQL itself the same way
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,9 +79,7 @@ def some_events(rng: random.Random, count: int) -> list[NewEvent]:
 
 def statement(arguments: tuple[Any, ...], head: int, actual: dict[str, int]) -> dict[str, Any]:
     """What the SQL function does with `Guess.arguments`, given the streams' versions."""
-    streams, expected, appends, rows, outbox, snapshots, _, bodies, which, starts, lengths, _ = (
-        arguments
-    )
+    streams, expected, appends, rows, outbox, snapshots, _, bodies, entries, _ = arguments
     refused = {a for s, e, a in zip(streams, expected, appends, strict=True) if actual[s] != e}
     skipped = {s for s, a in zip(streams, appends, strict=True) if a in refused}
     kept: dict[int, int] = {}  # 1-based event index -> position
@@ -107,16 +106,21 @@ def statement(arguments: tuple[Any, ...], head: int, actual: dict[str, int]) -> 
         "notices": (
             {i: [body] for i, body in enumerate(bodies, start=1)}
             if not refused
-            else {
-                notice: [
-                    bodies[n - 1].encode()[start - 1 : start - 1 + length].decode()
-                    for n, start, length, a in zip(which, starts, lengths, appends, strict=True)
-                    if n == notice and a not in refused
-                ]
-                for notice in set(which) - {None}
-            }
+            else _grouped(
+                (at[0], bodies[at[0] - 1].encode()[at[1] - 1 : at[1] - 1 + at[2]].decode())
+                for at, a in zip(orjson.loads(entries), appends, strict=True)
+                if at is not None and a not in refused
+            )
         ),
     }
+
+
+def _grouped(pairs: Iterable[tuple[int, str]]) -> dict[int, list[str]]:
+    """GROUP BY the first of each pair (a payload is sent only for a group with rows)."""
+    groups: dict[int, list[str]] = {}
+    for key, value in pairs:
+        groups.setdefault(key, []).append(value)
+    return groups
 
 
 def test_the_statement_writes_what_plan_batch_plans_on_the_versions_it_read() -> None:

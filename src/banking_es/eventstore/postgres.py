@@ -144,7 +144,7 @@ _WRITE = (  # the events and outbox rows come as one JSON array each (see `_writ
 _APPEND_BATCH = (
     "SELECT o_head AS head, o_now AS now, o_actual AS actual, o_refused AS refused"
     " FROM banking_es_append_batch($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8,"
-    " $9::text[], $10::int[], $11::int[], $12::int[], $13)"
+    " $9::text[], $10::jsonb, $11)"
 )
 
 
@@ -385,9 +385,7 @@ class Guess:
             orjson.dumps(self._snapshots).decode(),
             origin,
             self._notices.bodies,
-            self._notices.notice,
-            self._notices.start,
-            self._notices.length,
+            orjson.dumps(self._notices.entries).decode(),
             STREAMS_CHANNEL,
         )
 
@@ -437,38 +435,32 @@ def _notice_entries(moved: dict[str, list[list[Any]]]) -> list[bytes | None]:
 @dataclass(slots=True)
 class NoticeBodies:
     """Notice entries joined into payload bodies (`entry,entry,...`) that fit in a payload
-    beside its head, and where each entry is: the body (1-based), its first byte in the
-    body's UTF-8 (1-based) and its length in bytes; None for a missing entry.
+    beside its head, and where each entry is in them: [body (1-based), its first byte in
+    the body's UTF-8 (1-based), its length in bytes], or None for a missing entry.
 
     The batch function sends the bodies as they are when it writes every append, and cuts
     the entries of the written streams out of them when it refuses some (leaving entries
     out only makes a payload smaller)."""
 
     bodies: list[str]
-    notice: list[int | None]
-    start: list[int | None]
-    length: list[int | None]
+    entries: list[tuple[int, int, int] | None]
 
     @classmethod
     def of(cls, entries: list[bytes | None]) -> NoticeBodies:
         room = NOTICE_BYTES - _NOTICE_HEAD
-        joined = cls([], [], [], [])
+        joined = cls([], [])
         body: list[bytes] = []
         size = 0  # of the body so far, commas included
         for entry in entries:
             if entry is None:
-                joined.notice.append(None)
-                joined.start.append(None)
-                joined.length.append(None)
+                joined.entries.append(None)
                 continue
             if body and size + 1 + len(entry) > room:
                 joined.bodies.append(b",".join(body).decode())
                 body, size = [], 0
             if body:
                 size += 1
-            joined.notice.append(len(joined.bodies) + 1)
-            joined.start.append(size + 1)
-            joined.length.append(len(entry))
+            joined.entries.append((len(joined.bodies) + 1, size + 1, len(entry)))
             body.append(entry)
             size += len(entry)
         if body:

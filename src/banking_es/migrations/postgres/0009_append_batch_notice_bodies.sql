@@ -3,8 +3,9 @@
 -- append lock.
 --
 -- * The notices come ready: one body per payload (its entries joined by commas, built by
---   the client before the lock), with each stream's entry located in its body (1-based byte
---   offset and length in UTF-8). When the statement refuses no append it only adds the
+--   the client before the lock), and where each stream's entry is in them (`entries`:
+--   [body (1-based), first byte (1-based), length in bytes] of its UTF-8, or null for a
+--   stream without one; JSON, which the client writes faster than an array per column). When the statement refuses no append it only adds the
 --   head of each payload (origin and clock) and sends the bodies; before, it re-joined the
 --   entries with string_agg every time, most of what the notices cost.
 -- * When it refuses no append, the positions are head + the index of the event in
@@ -28,9 +29,7 @@ CREATE FUNCTION banking_es_append_batch(
     new_snapshots jsonb,
     origin text,
     notices text[],
-    entry_notices int[],
-    entry_starts int[],
-    entry_lengths int[],
+    entries jsonb,
     channel text,
     OUT o_head bigint,
     OUT o_now timestamptz,
@@ -114,8 +113,12 @@ BEGIN
             )
             || ']}'
     )
-    FROM unnest(entry_notices, entry_starts, entry_lengths, appends)
-        WITH ORDINALITY AS n(notice, start, length, a, i)
+    FROM (
+        SELECT (x.at->>0)::int AS notice, (x.at->>1)::int AS start, (x.at->>2)::int AS length,
+               x.i, u.a
+        FROM jsonb_array_elements(entries) WITH ORDINALITY AS x(at, i)
+        JOIN unnest(appends) WITH ORDINALITY AS u(a, i) ON u.i = x.i
+    ) n
     WHERE n.notice IS NOT NULL AND NOT (n.a = ANY (o_refused))
     GROUP BY n.notice
     ORDER BY n.notice;
