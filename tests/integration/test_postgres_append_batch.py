@@ -103,3 +103,29 @@ async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_eve
         await listener.close()
         await store.close()
         await db.close()
+
+
+async def test_stream_ids_with_quotes_braces_and_backslashes_reach_the_function_intact(
+    pg_url: str,
+) -> None:
+    """The stream ids and versions travel as JSON (`_array_of_json`): ids that would need
+    quoting in an array literal arrive as they were, in their order."""
+    db = await PostgresDatabase.connect(pg_url, max_size=2)
+    await migrate(db)
+    store = PostgresEventStore(db)
+    odd = ['a"b', "c\\d", "{e,f}", "g h", "zoë 🚀", "NULL", ""]
+    try:
+        await store.append(one(odd[1], 0, events(2)))  # one of them is ahead of its append
+        batch = [one(stream, 0, events(1)) for stream in odd]
+        assert Guess.of(batch, outbox_events=False) is not None
+
+        plan = await store._apply_batch(batch)
+
+        refused = [isinstance(o, ConcurrencyError) for o in plan.outcomes]
+        assert refused == [stream == "c\\d" for stream in odd]
+        for stream in odd:
+            stored = await store.read_stream(stream)
+            assert [e.stream_id for e in stored] == [stream] * (2 if stream == "c\\d" else 1)
+    finally:
+        await store.close()
+        await db.close()
