@@ -1,4 +1,4 @@
-"""The one-statement batch on PostgreSQL (`banking_es_append_batch`, migration 0009) against
+"""The one-statement batch on PostgreSQL (`banking_es_append_batch_v2`, migration 0009) against
 `plan_batch`: random batches of appends, some expecting versions their streams are not at,
 run through the real function. It must refuse exactly the appends `plan_batch` refuses and
 write exactly the rows it plans (positions, events, outbox rows, snapshots), and its
@@ -11,13 +11,19 @@ import random
 
 import asyncpg
 import pytest
-from tests.contract.eventstore_helpers import events, one
+from tests.contract.eventstore_helpers import events, new_stream, one
 from tests.unit.test_append_guess import random_batch
 
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
 from banking_es.eventstore.base import ConcurrencyError
-from banking_es.eventstore.postgres import STREAMS_CHANNEL, Guess, PostgresEventStore, parse_notice
+from banking_es.eventstore.postgres import (
+    APPEND_LOCK_KEY,
+    STREAMS_CHANNEL,
+    Guess,
+    PostgresEventStore,
+    parse_notice,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -127,5 +133,57 @@ async def test_stream_ids_with_quotes_braces_and_backslashes_reach_the_function_
             stored = await store.read_stream(stream)
             assert [e.stream_id for e in stored] == [stream] * (2 if stream == "c\\d" else 1)
     finally:
+        await store.close()
+        await db.close()
+
+
+#: The previous release's call (migration 0008's function, its arguments untyped).
+PREVIOUS_RELEASE_APPEND = (
+    "SELECT o_head AS head, o_now AS now, o_actual AS actual, o_refused AS refused"
+    " FROM banking_es_append_batch($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9,"
+    " $10, $11)"
+)
+
+
+async def test_a_process_of_the_previous_release_keeps_appending_after_the_upgrade(
+    pg_url: str,
+) -> None:
+    """During a rolling upgrade the previous release calls 0008's function as before; after
+    migration 0009 that call must still resolve (and take the same lock), and a notice it
+    sends must read as one of this release."""
+    db = await PostgresDatabase.connect(pg_url, max_size=2)
+    await migrate(db)
+    store = PostgresEventStore(db)
+    listener = await asyncpg.connect(pg_url)
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(STREAMS_CHANNEL, lambda *args: payloads.put_nowait(args[3]))
+    stream = new_stream()
+    entry = f'["{stream}",1,[[1,"e-1","MoneyDeposited",{{"amount":"1.00"}},{{}}]]]'
+    try:
+        row = await db.fetchrow(
+            PREVIOUS_RELEASE_APPEND,
+            APPEND_LOCK_KEY,
+            [stream],
+            [0],
+            [1],
+            f'[["{stream}",1,"e-1","MoneyDeposited",{{"amount":"1.00"}},{{}}]]',
+            "[]",
+            "[]",
+            "old-process",
+            [entry],
+            [0],
+            STREAMS_CHANNEL,
+        )
+        assert row is not None
+        assert (row["refused"], row["actual"]) == ([], [0])
+        [stored] = await store.read_stream(stream)
+        assert (stored.version, stored.event_id, stored.data) == (1, "e-1", {"amount": "1.00"})
+        [moved] = parse_notice(await asyncio.wait_for(payloads.get(), 5))
+        assert (moved.stream_id, moved.version, len(moved.events)) == (stream, 1, 1)
+        # And this release appends after it, at the next position.
+        [recorded] = await store.append(one(stream, 1, events(1)))
+        assert (recorded.version, recorded.position) == (2, stored.position + 1)
+    finally:
+        await listener.close()
         await store.close()
         await db.close()

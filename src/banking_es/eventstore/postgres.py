@@ -6,7 +6,7 @@ whose transaction commits later. Batching amortises the lock over many appends.
 
 The common batch (no idempotency records, no snapshot rendered from the recorded events)
 is ONE statement, outside any transaction block, so one round trip and one implicit
-transaction: the function `banking_es_append_batch` (migrations/postgres/
+transaction: the function `banking_es_append_batch_v2` (migrations/postgres/
 0009_append_batch_notice_bodies.sql) takes the lock, reads the head position, the clock
 and the current version of every stream of the batch (each query of a VOLATILE function
 takes a fresh snapshot, so these see every batch committed before the lock was granted),
@@ -157,7 +157,7 @@ def _array_of_json(placeholder: int, cast: str = "") -> str:
 
 _APPEND_BATCH = (
     "SELECT o_head AS head, o_now AS now, o_actual AS actual, o_refused AS refused"
-    f" FROM banking_es_append_batch($1, {_array_of_json(2)}, {_array_of_json(3, '::int')},"
+    f" FROM banking_es_append_batch_v2($1, {_array_of_json(2)}, {_array_of_json(3, '::int')},"
     f" {_array_of_json(4, '::int')}, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9::text[],"
     " $10::jsonb, $11)"
 )

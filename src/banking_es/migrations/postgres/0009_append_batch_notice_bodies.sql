@@ -16,10 +16,12 @@
 -- positions, and each payload is rebuilt from the entries of the written streams, cut out
 -- of the bodies by their byte offsets.
 --
--- 0008's function stays (an overload with other arguments), so a process of the previous
--- release still running beside this one during an upgrade keeps appending safely: both take
--- the same lock and send notices in the same format.
-CREATE FUNCTION banking_es_append_batch(
+-- It has a name of its own, and 0008's function stays: a process of the previous release
+-- still running beside this one during an upgrade keeps appending safely (both take the same
+-- lock and send notices in the same format). An overload of the same name would not do: the
+-- previous release sends its arguments untyped, and PostgreSQL could not choose between the
+-- two ("function ... is not unique"; tests/integration/test_postgres_append_batch.py).
+CREATE FUNCTION banking_es_append_batch_v2(
     lock_key bigint,
     streams text[],
     expected int[],
