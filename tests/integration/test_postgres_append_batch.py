@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import random
 
-import asyncpg
 import pytest
 from tests.contract.eventstore_helpers import events, new_stream, one
+from tests.integration.pg_notices import store_and_notices
 from tests.unit.test_append_guess import random_batch
 
 from banking_es.db.migrate import migrate
@@ -30,15 +30,9 @@ pytestmark = pytest.mark.postgres
 
 @pytest.mark.parametrize("outbox_events", [False, True])
 async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_events: bool) -> None:
-    db = await PostgresDatabase.connect(pg_url, max_size=4)
-    await migrate(db)
-    store = PostgresEventStore(db, outbox_events=outbox_events)
-    listener = await asyncpg.connect(pg_url)
-    payloads: asyncio.Queue[str] = asyncio.Queue()
-    await listener.add_listener(STREAMS_CHANNEL, lambda *args: payloads.put_nowait(args[3]))
     rng = random.Random(11)
     refused = written = whole = 0
-    try:
+    async with store_and_notices(pg_url, outbox_events=outbox_events) as (db, store, payloads):
         for _ in range(40):
             batch, actual = random_batch(rng)
             seeded = 0
@@ -105,10 +99,6 @@ async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_eve
         assert refused > 10
         assert whole > 5
         assert written > 100
-    finally:
-        await listener.close()
-        await store.close()
-        await db.close()
 
 
 async def test_stream_ids_with_quotes_braces_and_backslashes_reach_the_function_intact(
@@ -151,15 +141,9 @@ async def test_a_process_of_the_previous_release_keeps_appending_after_the_upgra
     """During a rolling upgrade the previous release calls 0008's function as before; after
     migration 0009 that call must still resolve (and take the same lock), and a notice it
     sends must read as one of this release."""
-    db = await PostgresDatabase.connect(pg_url, max_size=2)
-    await migrate(db)
-    store = PostgresEventStore(db)
-    listener = await asyncpg.connect(pg_url)
-    payloads: asyncio.Queue[str] = asyncio.Queue()
-    await listener.add_listener(STREAMS_CHANNEL, lambda *args: payloads.put_nowait(args[3]))
     stream = new_stream()
     entry = f'["{stream}",1,[[1,"e-1","MoneyDeposited",{{"amount":"1.00"}},{{}}]]]'
-    try:
+    async with store_and_notices(pg_url) as (db, store, payloads):
         row = await db.fetchrow(
             PREVIOUS_RELEASE_APPEND,
             APPEND_LOCK_KEY,
@@ -183,7 +167,3 @@ async def test_a_process_of_the_previous_release_keeps_appending_after_the_upgra
         # And this release appends after it, at the next position.
         [recorded] = await store.append(one(stream, 1, events(1)))
         assert (recorded.version, recorded.position) == (2, stored.position + 1)
-    finally:
-        await listener.close()
-        await store.close()
-        await db.close()

@@ -14,15 +14,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from tests.auth import make_settings
 from tests.contract.eventstore_helpers import events, idem, new_stream, one
+from tests.integration.pg_notices import store_and_notices
 
 from banking_es.application.accounts import CommandContext
 from banking_es.bootstrap import Services, build_services
-from banking_es.db.migrate import migrate
-from banking_es.db.postgres import PostgresDatabase
 from banking_es.domain import commands as cmd
 from banking_es.eventstore import stream_notices as stream_notices_module
 from banking_es.eventstore.base import (
@@ -35,8 +33,6 @@ from banking_es.eventstore.base import (
 from banking_es.eventstore.batching import BatchPlan
 from banking_es.eventstore.postgres import (
     NOTICE_BYTES,
-    STREAMS_CHANNEL,
-    PostgresEventStore,
     parse_notice,
     stream_notices,
 )
@@ -190,13 +186,7 @@ async def test_notices_carry_exactly_what_the_store_wrote_on_every_path(pg_url: 
     one statement wrote the batch (refusing a conflicting append in it, or not), or it
     needed a plan (keys, a snapshot rendered from the recorded events, a stream in two
     appends of the batch)."""
-    db = await PostgresDatabase.connect(pg_url, max_size=4)
-    await migrate(db)
-    store = PostgresEventStore(db)
-    listener = await asyncpg.connect(pg_url)
-    payloads: asyncio.Queue[str] = asyncio.Queue()
-    await listener.add_listener(STREAMS_CHANNEL, lambda *args: payloads.put_nowait(args[3]))
-    try:
+    async with store_and_notices(pg_url) as (_, store, payloads):
         await store.append(one(new_stream(), 0, events(1)))  # the head is not 0 below
         await asyncio.wait_for(payloads.get(), 5)
         a, b, c = new_stream(), new_stream(), new_stream()
@@ -234,10 +224,6 @@ async def test_notices_carry_exactly_what_the_store_wrote_on_every_path(pg_url: 
                 for e in stored
             )
         assert await store.head_position() == 11
-    finally:
-        await listener.close()
-        await store.close()
-        await db.close()
 
 
 def test_notices_stay_under_the_payload_limit_and_parse_back() -> None:

@@ -105,7 +105,8 @@ _KEYS = (
 )
 
 _READ_MANY = (  # LATERAL: one index scan per read, never a scan of the events table
-    # The reads come as one JSON array of [stream, after version] (see `_array_of_json`).
+    # The reads come as one JSON array of [stream, after version]: cheaper for the driver
+    # than an array per column (see `_array_of_json`).
     "SELECT q.i, e.* FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS q(r, i)"
     " CROSS JOIN LATERAL (SELECT position, stream_id, version, event_id, type, data, metadata,"
     " recorded_at FROM events WHERE stream_id = q.r->>0 AND version > (q.r->>1)::int"
@@ -136,14 +137,6 @@ _WRITE = (  # the events and outbox rows come as one JSON array each (see `_writ
 )
 
 
-#: The common batch, with no planning in between (`Guess`): one statement, outside any
-#: transaction block, so one round trip and one implicit transaction. The function
-#: (migrations/postgres/0009_append_batch_notice_bodies.sql) takes the lock, reads the head, the
-#: clock and the version of every stream with a snapshot taken after the lock is granted,
-#: refuses the appends whose streams are not at the versions they expect and writes the
-#: others (positions head + 1, head + 2, ... in batch order), their outbox rows, snapshots
-#: and notices (their bodies ready, `NoticeBodies`). The result arrives after the commit
-#: (asyncpg waits for ReadyForQuery), so an answer is a durable write.
 def _array_of_json(placeholder: int, cast: str = "") -> str:
     """The array of the JSON array (of strings or numbers) bound to `$placeholder`, in its
     order. asyncpg encodes a `text[]` or `int[]` parameter at 0.5-0.9 us per element (each
@@ -155,6 +148,14 @@ def _array_of_json(placeholder: int, cast: str = "") -> str:
     )
 
 
+#: The common batch, with no planning in between (`Guess`): one statement, outside any
+#: transaction block, so one round trip and one implicit transaction. The function
+#: (migrations/postgres/0009_append_batch_notice_bodies.sql) takes the lock, reads the head, the
+#: clock and the version of every stream with a snapshot taken after the lock is granted,
+#: refuses the appends whose streams are not at the versions they expect and writes the
+#: others (positions head + 1, head + 2, ... in batch order), their outbox rows, snapshots
+#: and notices (their bodies ready, `NoticeBodies`). The result arrives after the commit
+#: (asyncpg waits for ReadyForQuery), so an answer is a durable write.
 _APPEND_BATCH = (
     "SELECT o_head AS head, o_now AS now, o_actual AS actual, o_refused AS refused"
     f" FROM banking_es_append_batch_v2($1, {_array_of_json(2)}, {_array_of_json(3, '::int')},"
