@@ -12,11 +12,12 @@ import random
 import pytest
 from tests.contract.eventstore_helpers import events, new_stream, one
 from tests.integration.pg_notices import store_and_notices
-from tests.unit.test_append_guess import random_batch
+from tests.unit.test_append_guess import NOW, random_batch
 
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
 from banking_es.eventstore.base import ConcurrencyError
+from banking_es.eventstore.batching import plan_batch
 from banking_es.eventstore.postgres import (
     APPEND_LOCK_KEY,
     STREAMS_CHANNEL,
@@ -47,6 +48,19 @@ async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_eve
             outbox_before = await db.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
 
             plan = await store._apply_batch(batch)
+            # The store's answer and the rows written are those plan_batch plans on the
+            # versions the streams were at (the fast path builds no outbox or snapshot rows
+            # of its own: the database did).
+            planned = plan_batch(
+                batch,
+                head=head,
+                now=plan.events[0].recorded_at if plan.events else NOW,
+                versions=actual,
+                existing_keys={},
+                outbox_events=outbox_events,
+            )
+            assert plan.events == planned.events
+            assert plan.wrote_outbox == planned.wrote_outbox
 
             for request, outcome in zip(batch, plan.outcomes, strict=True):
                 first: dict[str, int] = {}  # a stream's later part continues its first
@@ -70,9 +84,9 @@ async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_eve
                 outbox_before,
             )
             assert [tuple(r.values()) for r in rows] == [
-                (o.topic, o.key, o.payload, o.event_position) for o in plan.outbox
+                (o.topic, o.key, o.payload, o.event_position) for o in planned.outbox
             ]
-            for snapshot in plan.snapshots:
+            for snapshot in planned.snapshots:
                 assert await store.latest_snapshot(snapshot.stream_id) == snapshot
             for request, outcome in zip(batch, plan.outcomes, strict=True):
                 if isinstance(outcome, ConcurrencyError):

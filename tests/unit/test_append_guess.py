@@ -116,6 +116,13 @@ def statement(arguments: tuple[Any, ...], head: int, actual: dict[str, int]) -> 
     }
 
 
+def _outcome(outcome: object) -> object:
+    """An outcome, comparable: the recorded events, or the conflict's details."""
+    if isinstance(outcome, ConcurrencyError):
+        return (outcome.stream_id, outcome.expected, outcome.actual)
+    return outcome
+
+
 def _grouped(pairs: Iterable[tuple[int, str]]) -> dict[int, list[str]]:
     """GROUP BY the first of each pair (a payload is sent only for a group with rows)."""
     groups: dict[int, list[str]] = {}
@@ -158,6 +165,11 @@ def test_the_statement_writes_what_plan_batch_plans_on_the_versions_it_read() ->
             (o.topic, o.key, o.payload, o.event_position) for o in plan.outbox
         ]
         assert done["snapshots"] == [(s.stream_id, s.version, s.state) for s in plan.snapshots]
+        # What the store answers once the statement has run: plan_batch's outcomes.
+        answered = guess.plan(batch, head, NOW, [actual[s] for s in guess.expected])
+        assert [_outcome(o) for o in answered.outcomes] == [_outcome(o) for o in plan.outcomes]
+        assert answered.events == plan.events
+        assert answered.wrote_outbox == bool(done["outbox"]) == plan.wrote_outbox
         assert outbox_events == any(o.topic == EVENTS_TOPIC for o in plan.outbox) or not plan.events
         # Each payload holds the entries of the written streams and their new events only.
         written = {(e.stream_id, e.version, e.event_id) for e in plan.events}

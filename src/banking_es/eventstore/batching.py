@@ -24,6 +24,7 @@ from banking_es.eventstore.base import (
     IdempotencyRecord,
     RecordedEvent,
     Snapshot,
+    StreamAppend,
 )
 
 BatchOutcome = list[RecordedEvent] | EventStoreError
@@ -49,6 +50,9 @@ class BatchPlan:
     replaced_keys: list[tuple[str, str]] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     outcomes: list[BatchOutcome] = field(default_factory=list)
+    #: Whether the batch writes outbox rows (the relay has work). `outbox` may be left empty
+    #: when the database builds the rows itself (`eventstore/postgres.py`, `Guess`).
+    wrote_outbox: bool = False
 
 
 def plan_batch(
@@ -78,25 +82,14 @@ def plan_batch(
             continue
         recorded: list[RecordedEvent] = []
         for stream in request.streams:
-            version = stream.expected_version
-            for event in stream.events:
-                position += 1
-                version += 1
-                recorded.append(  # positional: measurably cheaper for a frozen dataclass
-                    RecordedEvent(
-                        position,
-                        stream.stream_id,
-                        version,
-                        event.event_id,
-                        event.type,
-                        event.data,
-                        event.metadata,
-                        now,
-                    )
-                )
-                if outbox_events:
-                    plan.outbox.append(OutboxRow(EVENTS_TOPIC, stream.stream_id, None, position))
-            versions[stream.stream_id] = version
+            written = recorded_events(stream, position, now)
+            position += len(written)
+            recorded.extend(written)
+            if outbox_events:
+                plan.outbox += [
+                    OutboxRow(EVENTS_TOPIC, e.stream_id, None, e.position) for e in written
+                ]
+            versions[stream.stream_id] = stream.expected_version + len(written)
             if stream.snapshot is not None:
                 snapshot = stream.snapshot
                 if callable(snapshot.state):
@@ -115,7 +108,17 @@ def plan_batch(
             plan.outbox.append(OutboxRow(message.topic, message.key, message.payload, None))
         plan.events.extend(recorded)
         plan.outcomes.append(recorded)
+    plan.wrote_outbox = bool(plan.outbox)
     return plan
+
+
+def recorded_events(stream: StreamAppend, head: int, now: datetime) -> list[RecordedEvent]:
+    """The stream's new events as recorded at `now`, the first at position `head + 1`."""
+    sid, version = stream.stream_id, stream.expected_version
+    return [  # positional: measurably cheaper for a frozen dataclass
+        RecordedEvent(head + i, sid, version + i, e.event_id, e.type, e.data, e.metadata, now)
+        for i, e in enumerate(stream.events, start=1)
+    ]
 
 
 def _check(

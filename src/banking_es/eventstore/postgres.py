@@ -58,6 +58,7 @@ from banking_es.db.base import Connection, DatabaseError, DatabaseUnavailable
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,
     AppendRequest,
+    ConcurrencyError,
     IdempotencyRecord,
     MovedEvent,
     RecordedEvent,
@@ -67,6 +68,7 @@ from banking_es.eventstore.base import (
 from banking_es.eventstore.batching import (
     BatchPlan,
     Grouper,
+    recorded_events,
     touched_keys,
     touched_streams,
 )
@@ -231,11 +233,8 @@ class PostgresEventStore(SqlEventStore):
                 return await self._locked_batch(conn, requests)
             row = await conn.fetchrow(_APPEND_BATCH, APPEND_LOCK_KEY, *guess.arguments(self.origin))
         assert row is not None
-        # Written and committed: every append but the refused ones. Each stream is in one
-        # append only, so `plan_batch` on the versions the statement read refuses exactly
-        # those, and numbers the others' events as it did (tests/unit/test_append_guess.py).
-        versions = dict(zip(guess.expected, row["actual"], strict=True))
-        return self._plan(requests, int(row["head"]), row["now"], versions, {})
+        # Written and committed: every append but the refused ones.
+        return guess.plan(requests, int(row["head"]), row["now"], row["actual"])
 
     async def _locked_batch(self, conn: _PgConnection, requests: list[AppendRequest]) -> BatchPlan:
         """The general batch in one locked transaction (module docstring)."""
@@ -389,6 +388,36 @@ class Guess:
         return cls(
             expected, appends, events, outbox, snapshots, NoticeBodies.of(_notice_entries(moved))
         )
+
+    def plan(
+        self, requests: Sequence[AppendRequest], head: int, now: datetime, actual: Sequence[int]
+    ) -> BatchPlan:
+        """The outcome of every append, once the statement has run: what `plan_batch` plans
+        on the versions the statement read (`actual`, in the order of `expected`), without
+        the rows the statement wrote itself (tests/unit/test_append_guess.py). Each stream
+        is in one append only, so the statement refused exactly the appends with a stream
+        not at its expected version, and numbered the others' events in batch order."""
+        refused: dict[int, ConcurrencyError] = {}
+        for (stream_id, expected), found, index in zip(
+            self.expected.items(), actual, self._appends, strict=True
+        ):
+            if found != expected and index not in refused:  # the append's first such stream
+                refused[index] = ConcurrencyError(stream_id, expected, found)
+        plan = BatchPlan()
+        position = head
+        for index, request in enumerate(requests, start=1):
+            failure = refused.get(index)
+            if failure is not None:
+                plan.outcomes.append(failure)
+                continue
+            recorded: list[RecordedEvent] = []
+            for stream in request.streams:
+                recorded += recorded_events(stream, position + len(recorded), now)
+            position += len(recorded)
+            plan.events += recorded
+            plan.outcomes.append(recorded)
+        plan.wrote_outbox = any(row[4] not in refused for row in self._outbox)
+        return plan
 
     def arguments(self, origin: str) -> tuple[Any, ...]:
         """The function's arguments after the lock key (`_APPEND_BATCH`)."""

@@ -139,8 +139,8 @@ class SqlEventStore:
     ) -> list[BatchOutcome]:
         try:
             plan = await self._apply_batch(requests)
-            if self.on_commit is not None and (plan.events or plan.outbox):
-                self.on_commit(bool(plan.outbox))
+            if self.on_commit is not None and (plan.events or plan.wrote_outbox):
+                self.on_commit(plan.wrote_outbox)
             return plan.outcomes
         except UniqueViolation as exc:
             # Only reachable if a row was written outside the append lock (e.g. a concurrent
