@@ -63,12 +63,12 @@ from banking_es.eventstore.base import (
     MovedEvent,
     RecordedEvent,
     StoreUnavailable,
+    StreamAppend,
     StreamMoved,
 )
 from banking_es.eventstore.batching import (
     BatchPlan,
     Grouper,
-    recorded_events,
     touched_keys,
     touched_streams,
 )
@@ -412,7 +412,7 @@ class Guess:
                 continue
             recorded: list[RecordedEvent] = []
             for stream in request.streams:
-                recorded += recorded_events(stream, position + len(recorded), now)
+                recorded += _recorded(stream, position + len(recorded), now)
             position += len(recorded)
             plan.events += recorded
             plan.outcomes.append(recorded)
@@ -433,6 +433,15 @@ class Guess:
             orjson.dumps(self._notices.entries).decode(),
             STREAMS_CHANNEL,
         )
+
+
+def _recorded(stream: StreamAppend, head: int, now: datetime) -> list[RecordedEvent]:
+    """The stream's new events as recorded at `now`, the first at position `head + 1`."""
+    sid, version = stream.stream_id, stream.expected_version
+    return [  # positional: measurably cheaper for a frozen dataclass
+        RecordedEvent(head + i, sid, version + i, e.event_id, e.type, e.data, e.metadata, now)
+        for i, e in enumerate(stream.events, start=1)
+    ]
 
 
 #: Room for a notice's head: the origin, `{"at":"<ISO time>","s":[` and `]}`.
