@@ -11,9 +11,9 @@ WORKDIR /app
 # Exactly the versions CI tested (requirements.lock), then the project itself.
 COPY pyproject.toml requirements.lock README.md ./
 RUN pip install --no-cache-dir uv==0.13.9 \
- && uv pip sync --system --no-cache requirements.lock
+ && uv pip sync --system --no-cache --compile-bytecode requirements.lock
 COPY src ./src
-RUN uv pip install --system --no-cache --no-deps . \
+RUN uv pip install --system --no-cache --compile-bytecode --no-deps . \
  && useradd --system --create-home --home-dir /home/banking banking \
  && mkdir -p /data && chown banking /data
 

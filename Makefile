@@ -8,11 +8,14 @@ LINT   := src tests $(wildcard bench)
 
 .PHONY: install run test test-fast lint fmt typecheck bench clean
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE=1 (set on our machines and in the image)
+# Python would compile every module at every start: `banking-es --help` took 2.0 s instead
+# of 0.55 s, and a server was ready in 6-11 s instead of about 2 s.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
-	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
-	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -45,7 +48,7 @@ typecheck: $(STAMP)
 ## make bench: the performance table (PostgreSQL on loopback; installs wrk and the bench extra)
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(UV) pip install --quiet --python $(BIN)/python -r requirements-bench.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-bench.lock
 	$(BIN)/python -m bench
 
 lock:
