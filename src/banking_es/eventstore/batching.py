@@ -200,7 +200,13 @@ class Grouper(Generic[Req, Res]):
             filled.set_result(None)  # as large as the last batch: the flusher waits no more
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop())
-        return await future
+        try:
+            return await future
+        finally:
+            # A refused append raises its error here, and the error's traceback holds this
+            # frame: without this, frame -> future -> error -> traceback -> frame would be a
+            # cycle, left to the garbage collector (tests/unit/test_group_commit.py).
+            del future
 
     async def _flush_loop(self) -> None:
         while self._queue:
