@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from tests.contract.eventstore_helpers import record_batches
-from unit_support import EPOCH, FakeClock, ServiceFactory, SpyStore
+from unit_support import EPOCH, FakeClock, ServiceFactory, SpyStore, collector_garbage
 
 from banking_es.application import accounts as accounts_module
 from banking_es.application import codec
@@ -241,6 +241,21 @@ async def test_withdraw_rejects_more_than_the_balance_and_writes_nothing(
         await withdraw(service, account.id, "10.01")
     assert (info.value.balance, info.value.amount) == (Decimal("10.00"), Decimal("10.01"))
     assert await store.head_position() == 1
+
+
+async def test_a_refused_command_leaves_no_reference_cycle_for_the_collector(
+    service: AccountService,
+) -> None:
+    """The refusal is decided in one frame and raised to the caller from another: neither
+    may be held by the error's traceback while it holds the error (in a server, such a cycle
+    kept the frames of the whole HTTP stack of each refused request until a collection)."""
+    account = await open_account(service, "10")
+    with collector_garbage() as garbage:
+        for _ in range(3):
+            with pytest.raises(errors.InsufficientFunds):
+                await withdraw(service, account.id, "10.01")
+    refusals = [o for o in garbage if isinstance(o, errors.DomainError)]
+    assert refusals == [], f"{len(refusals)} refusals waited for the collector"
 
 
 async def test_deposit_beyond_the_balance_limit_is_rejected(service: AccountService) -> None:
@@ -736,6 +751,18 @@ async def racing_accounts(
     racing = AlwaysConflicting(store, conflicts)
     # 0.3 s: at 0.05 s a stalled moment of a shared machine once left room for one attempt only.
     return source, target, racing, make_service(racing, retry_budget=0.3)
+
+
+async def test_a_command_given_up_after_conflicts_leaves_no_reference_cycle(
+    make_service: ServiceFactory, store: MemoryEventStore
+) -> None:
+    source, _, _, service = await racing_accounts(make_service, store)
+    with collector_garbage() as garbage:
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailable):
+                await deposit(service, source.id, "1")
+    failures = [o for o in garbage if isinstance(o, ServiceUnavailable)]
+    assert failures == [], f"{len(failures)} failures waited for the collector"
 
 
 async def test_conflicts_beyond_the_retry_budget_are_service_unavailable(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from unit_support import EPOCH
+from unit_support import EPOCH, collector_garbage
 
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,
@@ -486,9 +485,7 @@ async def test_a_refused_append_leaves_no_reference_cycle_for_the_collector() ->
     deposit load these were young collections of 12-22 ms each."""
     backend = Backend()
     committer = GroupCommitter(backend.commit, max_wait_ms=0)
-    gc.collect()
-    gc.disable()
-    try:
+    with collector_garbage() as garbage:
         for stream in ("bad-1", "bad-2", "bad-3"):
             try:
                 await committer.submit(req(stream))
@@ -497,11 +494,5 @@ async def test_a_refused_append_leaves_no_reference_cycle_for_the_collector() ->
             else:
                 pytest.fail("the append was not refused")
         await committer.drain()
-        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection frees stays in gc.garbage
-        gc.collect()
-        cyclic = [o for o in gc.garbage if isinstance(o, ConcurrencyError)]
-        assert cyclic == [], f"{len(cyclic)} refused appends' errors waited for the collector"
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
+    errors = [o for o in garbage if isinstance(o, ConcurrencyError)]
+    assert errors == [], f"{len(errors)} refused appends' errors waited for the collector"

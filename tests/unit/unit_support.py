@@ -3,7 +3,9 @@ contract suite's `eventstore_helpers`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +16,26 @@ from banking_es.eventstore.memory import MemoryEventStore
 
 #: Where every fake clock starts: far from "now", so a test never depends on the real time.
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@contextmanager
+def collector_garbage() -> Iterator[list[object]]:
+    """The objects that only the garbage collector could free (reference cycles) among those
+    the block left behind: the list is filled when the block ends. Reference counting frees
+    everything else at once; a cycle waits for a collection, which in a serving worker is a
+    pause of milliseconds (docs/performance.md, eleventh round)."""
+    found: list[object] = []
+    gc.collect()
+    gc.disable()
+    try:
+        yield found
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection frees stays in gc.garbage
+        gc.collect()
+        found.extend(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 class FakeClock:

@@ -23,7 +23,12 @@ from decimal import Decimal
 from typing import Any
 
 from banking_es.application.codec import to_domain, to_new_event
-from banking_es.application.errors import NotFound, ServiceUnavailable, VersionConflict
+from banking_es.application.errors import (
+    ApplicationError,
+    NotFound,
+    ServiceUnavailable,
+    VersionConflict,
+)
 from banking_es.application.locks import StreamLocks
 from banking_es.application.ports import AggregateCache, Clock, EventPageCache, IdGenerator
 from banking_es.domain import commands as cmd
@@ -314,7 +319,10 @@ class AccountService:
                     await self._run_chunk(stream_id)
                 finally:
                     self._hand_off(stream_id)
-            return await future
+            try:
+                return await future
+            finally:
+                del future  # a refused command's error must not hold it (`Grouper.submit`)
 
     def _hand_off(self, stream_id: str) -> None:
         """After a caller's own chunk: a drain task for the commands queued meanwhile."""
@@ -386,7 +394,9 @@ class AccountService:
                 try:
                     event = _decide(state, pending.command)
                 except DomainError as exc:
-                    pending.outcome = exc
+                    # The caller raises it anew; its traceback would hold this frame, which
+                    # holds `pending`: a reference cycle for the garbage collector.
+                    pending.outcome = exc.with_traceback(None)
                     continue
                 state.apply(event)
                 new_events.append(
@@ -756,6 +766,14 @@ def _owner_of(record: IdempotencyRecord, accepted: list[tuple[_Pending, Account]
 
 
 def _as_unavailable(exc: Exception) -> Exception:
+    """What the callers of a chunk hear of a failure that is not a command's outcome. The
+    service's own errors lose their traceback and the error they were raised while handling
+    (the last conflict, when the retry budget runs out): each holds the frames that hold the
+    callers' futures, which hold the error, a reference cycle per failed command. A bug
+    keeps both, for its log."""
     if isinstance(exc, StoreUnavailable):
         return ServiceUnavailable("the event store is unavailable; retry shortly")
+    if isinstance(exc, ApplicationError | DomainError):
+        exc.__context__ = None
+        return exc.with_traceback(None)
     return exc
