@@ -25,6 +25,7 @@ def collector_garbage() -> Iterator[list[object]]:
     everything else at once; a cycle waits for a collection, which in a serving worker is a
     pause of milliseconds (docs/performance.md, eleventh round)."""
     found: list[object] = []
+    enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
@@ -35,7 +36,8 @@ def collector_garbage() -> Iterator[list[object]]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
-        gc.enable()
+        if enabled:
+            gc.enable()
 
 
 class FakeClock:
