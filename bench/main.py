@@ -25,15 +25,27 @@ from bench.report import table
 RESULTS = Path(__file__).parent / "results"
 
 
-def _parse_rows(values: list[str]) -> set[int]:
+ROWS = range(1, 8)
+
+
+def _rows(value: str) -> set[int]:
+    """One `--rows` value: `4`, `1-4` or `1,3,5-7` (argparse's `type`: a bad one is a usage
+    error, not a traceback, and nothing runs)."""
     rows: set[int] = set()
-    for value in values:
-        for part in value.split(","):
-            if "-" in part:
-                low, high = part.split("-")
-                rows.update(range(int(low), int(high) + 1))
-            elif part:
-                rows.add(int(part))
+    for part in value.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first = int(low)
+            last = int(high) if dash else first
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a row or a range of rows (e.g. 5 or 1-4)"
+            ) from None
+        if first > last or first not in ROWS or last not in ROWS:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: rows are {ROWS.start}-{ROWS.stop - 1}, ranges low-high"
+            )
+        rows.update(range(first, last + 1))
     return rows
 
 
@@ -70,9 +82,11 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rows", nargs="*", default=["1-7"], help="rows to run, e.g. 1-4 6")
+    parser.add_argument(
+        "--rows", nargs="+", type=_rows, default=[set(ROWS)], help="rows to run, e.g. 1-4 6"
+    )
     args = parser.parse_args()
-    rows = _parse_rows(args.rows)
+    rows: set[int] = set().union(*args.rows)
     if 5 in rows:
         try:
             import eventsourcing.postgres  # noqa: F401  (row 5's reference)
