@@ -3,7 +3,9 @@
 Drives the ASGI app directly (no sockets, so the numbers are the middleware's own cost)
 with GET /health/live, and times the `span()` helper alone:
 
-    .venv/bin/python bench/observability_overhead.py [--requests 20000]
+    .venv/bin/python -m bench.observability_overhead [--requests 20000] [--rounds 5]
+
+(As a module: run as a file, `bench/http.py` would shadow the standard library's `http`.)
 
 Modes: tracing off (the default: no OTEL_EXPORTER_OTLP_ENDPOINT), tracing on with every
 span recorded and handed to an exporter that drops it (the SDK's full cost without the
@@ -119,9 +121,21 @@ async def main(requests: int, rounds: int) -> None:
     print(f"  span() helper, tracing on    {med['span-on']:8.1f} us/call")
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return number
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.observability_overhead", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--requests", type=_positive, default=20000, help="per round and mode")
+    parser.add_argument("--rounds", type=_positive, default=5, help="the median is reported")
     args = parser.parse_args()
     asyncio.run(main(args.requests, args.rounds))
