@@ -33,7 +33,12 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 users_app = typer.Typer(help="Manage users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-from banking_es.cli_messaging import dlq_app, outbox_app, with_store  # noqa: E402
+from banking_es.cli_messaging import (  # noqa: E402
+    BIGINT_MAX,
+    dlq_app,
+    outbox_app,
+    with_store,
+)
 
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")
@@ -239,7 +244,13 @@ def projections_rebuild(
         ),
     ] = None,
     from_position: Annotated[
-        int, typer.Option("--from-position", min=0, help="Replay events after this position only")
+        int,
+        typer.Option(
+            "--from-position",
+            min=0,
+            max=BIGINT_MAX,
+            help="Replay events after this position only",
+        ),
     ] = 0,
     event_type: Annotated[
         list[str] | None,

@@ -25,6 +25,10 @@ from banking_es.config import Settings
 
 T = TypeVar("T")
 
+#: The largest id or position the databases store (a PostgreSQL `bigint`, a SQLite integer):
+#: a larger one on the command line is a usage error, not a driver's overflow.
+BIGINT_MAX = 2**63 - 1
+
 outbox_app = typer.Typer(
     help="The transactional outbox: its backlog, the relay to Kafka, replays.",
     no_args_is_help=True,
@@ -133,10 +137,12 @@ def outbox_relay() -> None:
 @outbox_app.command("replay")
 def outbox_replay(
     from_position: Annotated[
-        int, typer.Option("--from-position", min=1, help="First position to republish")
+        int,
+        typer.Option("--from-position", min=1, max=BIGINT_MAX, help="First position to republish"),
     ],
     to_position: Annotated[
-        int | None, typer.Option("--to-position", min=1, help="Last position (default: head)")
+        int | None,
+        typer.Option("--to-position", min=1, max=BIGINT_MAX, help="Last position (default: head)"),
     ] = None,
     event_type: Annotated[
         list[str] | None, typer.Option("--type", help="Only events of this type (repeatable)")
@@ -234,7 +240,9 @@ def dlq_list(
 
 
 @dlq_app.command("retry")
-def dlq_retry(letter_id: Annotated[int, typer.Argument(help="The dead letter's id")]) -> None:
+def dlq_retry(
+    letter_id: Annotated[int, typer.Argument(min=1, max=BIGINT_MAX, help="The dead letter's id")],
+) -> None:
     """Apply a dead letter now (after a fix), with the letters parked behind it."""
     from banking_es.messaging.dead_letters import DeadLetterError
 
@@ -253,7 +261,9 @@ def dlq_retry(letter_id: Annotated[int, typer.Argument(help="The dead letter's i
 
 
 @dlq_app.command("discard")
-def dlq_discard(letter_id: Annotated[int, typer.Argument(help="The dead letter's id")]) -> None:
+def dlq_discard(
+    letter_id: Annotated[int, typer.Argument(min=1, max=BIGINT_MAX, help="The dead letter's id")],
+) -> None:
     """Discard a dead letter: its message is skipped for good."""
     from banking_es.messaging.dead_letters import DeadLetterError
 

@@ -68,3 +68,27 @@ def test_the_cli_says_which_letters_keep_the_key_parked(
     alone = CliRunner().invoke(cli_app, ["dlq", "discard", str(ids["b"][0])])
     assert alone.exit_code == 0, alone.output
     assert "still open" not in alone.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["dlq", "retry", str(2**63)],  # beyond a bigint: was the driver's OverflowError
+        ["dlq", "discard", "99999999999999999999999"],
+        ["dlq", "retry", "0"],
+        ["projections", "rebuild", "--from-position", str(2**63)],
+        ["outbox", "replay", "--from-position", str(2**63)],
+        ["outbox", "replay", "--from-position", "1", "--to-position", str(2**63)],
+    ],
+)
+def test_ids_and_positions_beyond_what_the_database_stores_are_usage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    asyncio.run(_letters(tmp_path / "bank.db"))
+    before = (tmp_path / "bank.db").read_bytes()
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'bank.db'}")
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a crash
+    assert "Invalid value" in result.output
+    assert (tmp_path / "bank.db").read_bytes() == before  # nothing ran
