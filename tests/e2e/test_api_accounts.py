@@ -575,7 +575,10 @@ async def test_get_account_with_both_version_and_as_of_is_400(api: httpx.AsyncCl
 
 @pytest.mark.parametrize(
     "as_of",
-    ["yesterday", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01", ""],
+    [
+        *("yesterday", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01", ""),
+        *("\u0662026-01-01T00:00:00Z", "2026-01-01T00:00:00Z\n"),  # a non-ASCII digit, a newline
+    ],
 )
 async def test_get_account_as_of_must_be_an_rfc3339_time_with_zone(
     api: httpx.AsyncClient, as_of: str

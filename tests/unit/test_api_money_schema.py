@@ -19,7 +19,11 @@ def test_money_request_accepts_exact_amounts(amount: object, expected: str) -> N
 
 
 @pytest.mark.parametrize(
-    "amount", ["0", "-1", "0.001", "1e3", "1000000000000000", True, None, "", "NaN"]
+    "amount",
+    [
+        *("0", "-1", "0.001", "1e3", "1000000000000000", True, None, "", "NaN"),
+        *("\u0665", "1\u0660", "\uff15", "5\n", " 5", "5 "),  # other scripts' digits, blanks
+    ],
 )
 def test_money_request_rejects_invalid_amounts_as_validation_errors(amount: object) -> None:
     with pytest.raises(ValidationError):

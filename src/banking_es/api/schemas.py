@@ -13,11 +13,12 @@ from pydantic_core import PydanticCustomError
 from banking_es.api.jsonbody import BadNumber
 from banking_es.domain.money import CENT, MAX_INTEGER_DIGITS
 
-_DECIMAL_TEXT = re.compile(r"^-?\d+(\.\d+)?$")
+#: ASCII digits only (`\d` would take any script's, e.g. "٥" for 5), the whole string.
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _TOO_LARGE = Decimal(10) ** MAX_INTEGER_DIGITS
 _MONEY_SCHEMA = {
     "oneOf": [
-        {"type": "string", "pattern": r"^-?\d{1,15}(\.\d{1,2})?$", "example": "500.50"},
+        {"type": "string", "pattern": r"^-?[0-9]{1,15}(\.[0-9]{1,2})?$", "example": "500.50"},
         {"type": "number", "example": 500.5},
     ],
     "description": "At most 15 integer digits and 2 decimals; no exponents, NaN or Infinity.",
@@ -34,7 +35,7 @@ def _money(value: Any) -> Decimal:
     elif isinstance(value, Decimal):
         amount = value
     elif isinstance(value, str):
-        if not _DECIMAL_TEXT.match(value):
+        if not _DECIMAL_TEXT.fullmatch(value):
             raise PydanticCustomError("money", "must be a decimal number such as 500.50")
         amount = Decimal(value)
     else:

@@ -153,8 +153,9 @@ async def list_accounts(
     return Response(render.page(data, has_more, next_cursor), media_type="application/json")
 
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339 = re.compile(  # ASCII digits, the whole string (`fullmatch`)
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 
 
@@ -169,9 +170,9 @@ def _rfc3339(text: str) -> datetime:
             errors=[{"field": "as_of", "message": message}],
         )
 
-    if not _RFC3339.match(text):
+    if not _RFC3339.fullmatch(text):
         raise refuse("must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z")
-    digits = re.sub(r"\.(\d{6})\d+", r".\1", text)  # Python keeps microseconds
+    digits = re.sub(r"\.([0-9]{6})[0-9]+", r".\1", text)  # Python keeps microseconds
     try:
         return datetime.fromisoformat(digits.replace("z", "Z")).astimezone(UTC)
     except (ValueError, OverflowError):
