@@ -165,6 +165,20 @@ async def test_malformed_json_is_400_invalid_json(
 
 
 @pytest.mark.parametrize("endpoint", endpoint_params(WRITE_ENDPOINTS))
+async def test_a_key_given_twice_is_400_invalid_json_naming_it(
+    world: World, endpoint: Endpoint
+) -> None:
+    # Parsers differ on which of the two values wins; a proxy may have checked the other one.
+    valid = world.fill(_valid_body(endpoint))
+    first = next(iter(json.loads(valid)))
+    twice = valid.rstrip()[:-1] + f', "{first}": ' + json.dumps(json.loads(valid)[first]) + "}"
+
+    body = await world.rejects(endpoint.path, twice, 400, "invalid_json")
+
+    assert f"the key '{first}' appears twice" in body["detail"]
+
+
+@pytest.mark.parametrize("endpoint", endpoint_params(WRITE_ENDPOINTS))
 async def test_an_empty_body_is_400_invalid_json(world: World, endpoint: Endpoint) -> None:
     await world.rejects(endpoint.path, b"", 400, "invalid_json")
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from banking_es.api.jsonbody import DUPLICATE_KEY
 from banking_es.api.problems import ApiError, problem_body, problem_response
 from banking_es.application import errors as app_errors
 from banking_es.domain import errors as domain_errors
@@ -95,7 +96,13 @@ def validation_problems(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
 async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
-    if any(e.get("type") == "json_invalid" for e in errors):
+    invalid = [e for e in errors if e.get("type") == "json_invalid"]
+    if invalid:
+        reason = str((invalid[0].get("ctx") or {}).get("error", ""))
+        if reason.startswith(DUPLICATE_KEY):  # the rest says nothing a client can use
+            return problem_response(
+                400, "invalid_json", f"the request body is not valid JSON: {reason}"
+            )
         return problem_response(400, "invalid_json", "the request body is not valid JSON")
     if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") == "missing" for e in errors):
         return problem_response(400, "invalid_json", "a JSON object body is required")
