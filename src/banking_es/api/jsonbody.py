@@ -78,7 +78,9 @@ def loads(raw: bytes) -> Any:
     try:
         return _DECODER.decode(text)
     except _DuplicateKey as exc:
-        message = f"{DUPLICATE_KEY}{exc.args[0]!r} appears twice in one object"
+        key: str = exc.args[0]
+        shown = repr(key if len(key) <= 40 else key[:40] + "...")  # it is echoed to the client
+        message = f"{DUPLICATE_KEY}{shown} appears twice in one object"
         raise json.JSONDecodeError(message, text, 0) from None
 
 
