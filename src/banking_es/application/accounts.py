@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from banking_es.application.codec import to_domain, to_new_event
 from banking_es.application.errors import (
@@ -394,9 +394,7 @@ class AccountService:
                 try:
                     event = _decide(state, pending.command)
                 except DomainError as exc:
-                    # The caller raises it anew; its traceback would hold this frame, which
-                    # holds `pending`: a reference cycle for the garbage collector.
-                    pending.outcome = exc.with_traceback(None)
+                    pending.outcome = _detached(exc)  # the caller raises it anew
                     continue
                 state.apply(event)
                 new_events.append(
@@ -765,15 +763,23 @@ def _owner_of(record: IdempotencyRecord, accepted: list[tuple[_Pending, Account]
     return accepted[0][0]
 
 
+E = TypeVar("E", bound=BaseException)
+
+
+def _detached(exc: E) -> E:
+    """`exc` without its traceback and the error it was raised while handling (the last
+    conflict, when the retry budget runs out). Both hold the frames that hold the pending
+    commands and their futures, which hold `exc`: a reference cycle per refused command,
+    left to the garbage collector."""
+    exc.__context__ = None
+    return exc.with_traceback(None)
+
+
 def _as_unavailable(exc: Exception) -> Exception:
-    """What the callers of a chunk hear of a failure that is not a command's outcome. The
-    service's own errors lose their traceback and the error they were raised while handling
-    (the last conflict, when the retry budget runs out): each holds the frames that hold the
-    callers' futures, which hold the error, a reference cycle per failed command. A bug
-    keeps both, for its log."""
+    """What the callers of a chunk hear of a failure that is not a command's outcome: the
+    service's own errors `_detached`; a bug as it is (its traceback is for its log)."""
     if isinstance(exc, StoreUnavailable):
         return ServiceUnavailable("the event store is unavailable; retry shortly")
     if isinstance(exc, ApplicationError | DomainError):
-        exc.__context__ = None
-        return exc.with_traceback(None)
+        return _detached(exc)
     return exc
