@@ -232,7 +232,7 @@ def test_the_cli_shows_the_outbox_replays_and_handles_dead_letters(
     assert "│ 4 " in status.stdout  # four events wait for the relay
 
     replay = runner.invoke(
-        cli_app, ["outbox", "replay", "--from-position", "2", "--type", "MoneyDeposited"]
+        cli_app, ["outbox", "replay", "--from-position", "1", "--type", "MoneyDeposited"]
     )
     assert replay.exit_code == 0, replay.output
     assert "republished 3 events" in replay.stdout
