@@ -169,6 +169,9 @@ async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: S
     await wait_for_summary(services, account.id, 1)
     first = await _letter(services, account)
     bob = await open_account(services, "Bob")
+    # Bob's own event must be consumed first: were it still in flight, it would be parked
+    # behind the letters made below and become a letter of its own.
+    await wait_for_summary(services, bob.id, 1)
     second = await _letter(services, bob)
     third = await _letter(services, bob)  # the same key: parked behind `second`
     app = create_app(services.settings, services)
