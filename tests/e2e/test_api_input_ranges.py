@@ -27,9 +27,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 INT4_MAX = 2**31 - 1  # PostgreSQL `integer`: versions
 INT8_MAX = 2**63 - 1  # PostgreSQL `bigint`: positions, dead-letter ids
 EDGES = [0, 1, -1, INT4_MAX, 2**32, INT8_MAX, 2**64, 10**18, 10**19, 10**40]
-EXAMPLES = settings(
-    max_examples=300, suppress_health_check=[HealthCheck.too_slow], derandomize=False
-)
+EXAMPLES = settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _near(edge: int) -> st.SearchStrategy[int]:
