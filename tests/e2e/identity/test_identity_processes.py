@@ -154,12 +154,17 @@ async def test_users_cli_creates_an_admin_lists_users_and_sets_roles(
     assert "roles" in bad_role.stderr
 
 
+REFRESH_SECRET = "bQ7-wE3rT9yU1iO5pA8sD2fG6hJ0kL4zX_cV"
+
+
 @pytest.mark.parametrize(
     ("jwt_secret", "problem"),
     [
         (None, "JWT_SECRET is missing"),
         ("short-secret", "JWT_SECRET is shorter than 32 bytes"),
         ("default-secret", "JWT_SECRET is a well-known default"),
+        ("ab" * 20, "JWT_SECRET has fewer than 16 different characters"),
+        (REFRESH_SECRET, "JWT_SECRET and REFRESH_TOKEN_SECRET are the same"),
     ],
 )
 def test_serve_refuses_weak_secrets_in_production(
@@ -168,7 +173,7 @@ def test_serve_refuses_weak_secrets_in_production(
     env = {
         "BANKING_ENV": "production",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'banking.db'}",
-        "REFRESH_TOKEN_SECRET": "r" * 40,
+        "REFRESH_TOKEN_SECRET": REFRESH_SECRET,
         "PORT": "1",
     }
     if jwt_secret is not None:

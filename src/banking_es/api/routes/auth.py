@@ -39,8 +39,14 @@ def user_json(user: User) -> dict[str, object]:
     }
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+#: Tokens must not stay in a cache on the way (RFC 6749 5.1).
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _pair(pair: TokenPair) -> Response:
@@ -50,7 +56,8 @@ def _pair(pair: TokenPair) -> Response:
             "refresh_token": pair.refresh_token,
             "token_type": "bearer",
             "expires_in": pair.expires_in,
-        }
+        },
+        headers=NO_STORE,
     )
 
 
