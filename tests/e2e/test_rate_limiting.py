@@ -224,6 +224,17 @@ async def test_login_and_password_reset_have_their_own_per_ip_limit(
         assert services.cache_metrics.get("rate_limited", "auth") == 1
 
 
+async def test_registration_is_under_the_auth_limit(tmp_path: Path, fake_time: FakeTime) -> None:
+    """Each registration costs an Argon2 hash, and its 409 tells whether a name is taken."""
+    settings = {**LIMITS, "auth_rate_limit_per_minute": 2}
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        codes = [(await http.post("/auth/register", json={})).status_code for _ in range(3)]
+        assert codes[:2] != [429, 429]
+        assert codes[2] == 429
+        assert services.cache_metrics.get("rate_limited", "auth") == 1
+
+
 async def test_health_and_metrics_are_exempt(tmp_path: Path, fake_time: FakeTime) -> None:
     settings = {**LIMITS, "rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1}
     async with api(tmp_path, **settings) as (http, services):

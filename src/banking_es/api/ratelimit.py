@@ -1,10 +1,11 @@
-"""Rate limiting (API.md): moving windows from the `limits` library, shared through Redis.
+"""Rate limiting (API.md): moving windows, in Redis (`limits`) or in this server (`ratewindows`).
 
 Two places apply the limits, both cheap and both plain (no `BaseHTTPMiddleware`):
 
 - `RateLimitMiddleware` (ASGI, before routing and authentication) limits every request per
-  client IP (`RATE_LIMIT_PER_IP_PER_MINUTE`), and `/auth/login` and `/auth/reset-password`
-  per IP (`AUTH_RATE_LIMIT_PER_MINUTE`), so floods of unauthenticated requests are cut too.
+  client IP (`RATE_LIMIT_PER_IP_PER_MINUTE`), and `/auth/login`, `/auth/register` and
+  `/auth/reset-password` per IP (`AUTH_RATE_LIMIT_PER_MINUTE`): they cost an Argon2 hash
+  each, and floods of unauthenticated requests are cut before anything runs.
 - `limit_client`, a FastAPI dependency of the resource routers (`RATE_LIMITED`) that depends
   on the caller (so it runs after authentication), charges the user (`user:<id>`, the IP if
   anonymous): `RATE_LIMIT_PER_MINUTE` per minute and at most `RATE_LIMIT_BURST` per second.
@@ -47,7 +48,7 @@ from banking_es.config import Settings
 log = logging.getLogger("banking_es.ratelimit")
 
 EXEMPT_PREFIXES = ("/health", "/metrics")
-AUTH_PATHS = ("/auth/login", "/auth/reset-password")
+AUTH_PATHS = ("/auth/login", "/auth/register", "/auth/reset-password")
 
 
 @dataclass(frozen=True, slots=True)
