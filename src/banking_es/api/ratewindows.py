@@ -13,6 +13,7 @@ A refusal records nothing and tells when the window admits again.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import math
 import mmap
@@ -57,11 +58,19 @@ class MemoryWindows:
         return None
 
 
-_HEADER = struct.Struct("<Qdq")  # key hash (0: free), last seen, newest bucket
 _BUCKETS = 61
-_COUNTS = _HEADER.size
-_SLOT = _COUNTS + 4 * _BUCKETS + 4
+_HEADER = struct.Struct("<QdqI")  # key hash (0: free), last seen, newest bucket, total
+_COUNT = struct.Struct("<I")
+_COUNTS = struct.Struct(f"<{_BUCKETS}I")  # each bucket's count, after the header
+_SLOT = _HEADER.size + _COUNTS.size
 _WAYS = 8
+_EMPTY = bytes(_COUNTS.size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _code(key: str) -> int:
+    """A key's hash, the same in every process (0 marks a free slot)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") or 1
 
 
 class SharedWindows:
@@ -89,31 +98,34 @@ class SharedWindows:
         )
 
     def hit(self, key: str, amount: int, window: float, now: float) -> float | None:
-        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-        code = int.from_bytes(digest, "little") or 1
+        code = _code(key)
         width = window / (_BUCKETS - 1)
         bucket = math.floor(now / width)
         again: float | None = None
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             offset, found = self._slot(code)
-            newest = _HEADER.unpack_from(self._map, offset)[2] if found else bucket - _BUCKETS
-            counted = offset + _COUNTS
-            with (
-                memoryview(self._map)[counted : counted + 4 * _BUCKETS] as raw,
-                raw.cast("I") as counts,
-            ):
-                for gone in range(max(newest + 1, bucket - _BUCKETS + 1), bucket + 1):
-                    counts[gone % _BUCKETS] = 0  # left the window since the last hit
-                newest = max(newest, bucket)  # a clock stepping back counts into the newest
-                if sum(counts) < amount:
-                    counts[newest % _BUCKETS] += 1
-                else:
-                    oldest = next(
-                        b for b in range(newest - _BUCKETS + 1, newest + 1) if counts[b % _BUCKETS]
-                    )
-                    again = (oldest + _BUCKETS) * width
-            _HEADER.pack_into(self._map, offset, code, now, newest)
+            _, _, newest, total = _HEADER.unpack_from(self._map, offset)
+            counts = offset + _HEADER.size
+            if not found or bucket - newest >= _BUCKETS:  # nothing it holds counts any more
+                self._map[counts : counts + _COUNTS.size] = _EMPTY
+                newest, total = bucket, 0
+            for gone in range(newest + 1, bucket + 1):  # left the window since the last hit
+                at = counts + 4 * (gone % _BUCKETS)
+                total -= _COUNT.unpack_from(self._map, at)[0]
+                _COUNT.pack_into(self._map, at, 0)
+            newest = max(newest, bucket)  # a clock stepping back counts into the newest
+            if total < amount:
+                at = counts + 4 * (newest % _BUCKETS)
+                _COUNT.pack_into(self._map, at, _COUNT.unpack_from(self._map, at)[0] + 1)
+                total += 1
+            else:  # admits again when its oldest bucket leaves the window
+                held = _COUNTS.unpack_from(self._map, counts)
+                oldest = next(
+                    b for b in range(newest - _BUCKETS + 1, newest + 1) if held[b % _BUCKETS]
+                )
+                again = (oldest + _BUCKETS) * width
+            _HEADER.pack_into(self._map, offset, code, now, newest, total)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         return again
@@ -123,7 +135,7 @@ class SharedWindows:
         first = (code % self._sets) * _WAYS * _SLOT
         victim, stalest = first, math.inf
         for offset in range(first, first + _WAYS * _SLOT, _SLOT):
-            held, seen, _ = _HEADER.unpack_from(self._map, offset)
+            held, seen, _, _ = _HEADER.unpack_from(self._map, offset)
             if held == code:
                 return offset, True
             if seen < stalest:
