@@ -108,7 +108,7 @@ def test_a_registration_flood_leaves_login_latency_within_twice_its_idle_value(
                 return time.perf_counter() - started
 
             login_latency()  # warm up
-            idle = statistics.median(login_latency() for _ in range(7))
+            idle = [login_latency() for _ in range(7)]
             stop = threading.Event()
             registered: list[int] = []
 
@@ -128,12 +128,15 @@ def test_a_registration_flood_leaves_login_latency_within_twice_its_idle_value(
                 thread.start()
             try:
                 time.sleep(1)  # every thread has a registration in flight
-                loaded = statistics.median(login_latency() for _ in range(7))
+                loaded = statistics.median(login_latency() for _ in range(9))
             finally:
                 stop.set()
                 for thread in threads:
                     thread.join()
+            # idle before and after: the host's own load moves meanwhile (a shared machine)
+            idle = [*idle, *(login_latency() for _ in range(7))]
         assert set(registered) == {201}
-        assert loaded <= 2 * idle, f"idle {idle * 1000:.0f} ms, flooded {loaded * 1000:.0f} ms"
+        usual = statistics.median(idle)
+        assert loaded <= 2 * usual, f"idle {usual * 1000:.0f} ms, flooded {loaded * 1000:.0f} ms"
     finally:
         server.stop()
