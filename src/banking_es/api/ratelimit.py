@@ -72,7 +72,7 @@ class Refusal:
 
 
 class RateLimiter:
-    """The limits of `Settings`, checked in Redis when it is there, else in memory."""
+    """The limits of `Settings`, checked in Redis when it is there, else in this server."""
 
     def __init__(
         self,
