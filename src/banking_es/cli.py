@@ -126,12 +126,13 @@ def serve(
         # machine is not hung, and killing it drops its requests in flight.
         "timeout_worker_healthcheck": 30,
     }
-    if not spread:
-        uvicorn.run("banking_es.api.app:create_app", **options)
-        return
-    serving.SpreadSupervisor(
-        uvicorn.Config("banking_es.api.app:create_app", **options), sockets
-    ).run()
+    with serving.shared_rate_limits(settings):
+        if not spread:
+            uvicorn.run("banking_es.api.app:create_app", **options)
+            return
+        serving.SpreadSupervisor(
+            uvicorn.Config("banking_es.api.app:create_app", **options), sockets
+        ).run()
 
 
 async def _migrate(settings: Settings) -> list[Any]:

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit_per_minute: int = Field(60, ge=1)
     rate_limit_burst: int = Field(10, ge=0)
+    rate_limit_per_client_per_minute: int | None = Field(None, ge=1)
     rate_limit_per_ip_per_minute: int = Field(600, ge=1)
     auth_rate_limit_per_minute: int = Field(10, ge=1)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

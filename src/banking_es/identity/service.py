@@ -111,12 +111,17 @@ class IdentityService:
         if len(email) > 254 or not _EMAIL.match(email):
             raise InvalidInput("email", "must be a valid email address")
         check_password(password)
+        # Before the costly hash (the unique constraint below still decides a race): a name
+        # taken costs a query, not a core.
+        if await self.users.by_login_name(username) or await self.users.by_email(email):
+            raise UserExists("a user with this username or email exists")
+        hashed = await self.passwords.hash_new_user(password)
         now = self.clock.now()
         user = User(
             str(uuid.uuid4()),
             username,
             email,
-            await self.passwords.hash(password),
+            hashed,
             roles,
             0,
             None,
