@@ -326,10 +326,11 @@ class IdentityService:
             user_id = await self.users.use_reset(conn, _hash_token(token), now)
             if user_id is None:
                 raise InvalidToken("the reset token is invalid, used or expired")
-            await self.users.set_password(conn, user_id, hashed, now)
             user = await self.users.by_id(user_id, conn)
             assert user is not None
+            # The lock-out rows before the users row, in the order a login takes them.
             await self.attempts.unlock(conn, user.name_keys, user_id, "password reset", now)
+            await self.users.set_password(conn, user_id, hashed, now)
             ended = await self.users.revoke_logins(conn, now, "password reset", user_id=user_id)
         self.revocations.add(ended)
 

@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import httpx
-from tests.auth import PASSWORD, ShiftedClock, bearer, login, register
+from tests.auth import PASSWORD, ShiftedClock, bearer, login, register, reset_token
 from tests.e2e.identity.conftest import LOCKOUT, MAX_ATTEMPTS, App
 from tests.e2e.identity.test_identity_api import assert_problem
 
@@ -131,3 +131,20 @@ async def test_a_username_and_its_email_are_two_keys(app: App) -> None:
     assert_problem(await _login(http, user["username"], PASSWORD), 429, "account_locked")
     assert_problem(await _login(http, user["username"].upper(), PASSWORD), 429, "account_locked")
     await login(http, user["email"])
+
+
+async def test_a_password_reset_ends_the_lockout_of_both_names(app: App) -> None:
+    http, services = app
+    user = await register(http)
+    for name in (user["username"], user["email"]):
+        for _ in range(MAX_ATTEMPTS):
+            await _login(http, name, "wrong-password")
+        assert_problem(await _login(http, name, PASSWORD), 429, "account_locked")
+    assert (await http.post("/auth/reset-password", json={"email": user["email"]})).is_success
+    confirmed = await http.post(
+        "/auth/reset-password/confirm",
+        json={"token": await reset_token(services, user["id"]), "new_password": "brand-new-pass"},
+    )
+    assert confirmed.status_code == 204
+    for name in (user["username"], user["email"]):
+        await login(http, name, "brand-new-pass")
