@@ -1,6 +1,6 @@
 """The lock-out table (`LoginAttempts`) on SQLite and PostgreSQL, on the fake clock: the
 bound under concurrency from two connections pools, the sliding window, the resets, unlock
-and purge."""
+and purge; the migration keeps a user locked before it locked."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.contract.eventstore_helpers import SQL_BACKENDS
 from tests.unit.unit_support import FakeClock
 
 from banking_es.db.base import Database
-from banking_es.db.migrate import migrate
+from banking_es.db.migrate import _statements, available, migrate
 from banking_es.identity.lockout import LoginAttempts, new_ticket
 
 pytestmark = pytest.mark.parametrize("backend", SQL_BACKENDS)
@@ -122,3 +122,37 @@ async def test_purge_drops_the_rows_that_ended(open_database: DatabaseOpener) ->
     await attempts.purge(clock.now())
     rows = await attempts.db.fetch("SELECT name_key FROM login_attempts")
     assert [r["name_key"] for r in rows] == ["bob"]
+
+
+async def test_a_user_locked_before_the_migration_stays_locked_under_both_names(
+    open_database: DatabaseOpener,
+) -> None:
+    db = await open_database()
+    clock = FakeClock()
+    lock_out_table = {"postgres": 10, "sqlite": 6}[db.dialect]
+    async with db.transaction() as conn:  # the schema as it was before, with a locked user
+        await conn.execute(
+            "CREATE TABLE schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+        )
+        for migration in available(db.dialect):
+            if migration.version >= lock_out_table:
+                break
+            for statement in _statements(migration.sql):
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
+                *(migration.version, migration.name, clock.now()),
+            )
+        await conn.execute(
+            "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
+            " roles, failed_logins, locked_until, created_at, updated_at)"
+            " VALUES ('u1', 'Ann', 'ann', 'Ann@x.org', 'ann@x.org', 'h', 'customer', 0, $1,"
+            " $2, $2)",
+            *(clock.now() + WINDOW, clock.now()),
+        )
+    await migrate(db)
+    attempts = LoginAttempts(db, MAX, WINDOW)
+    for name in ("ann", "ann@x.org"):
+        assert await attempts.reserve([name], new_ticket(), clock.now()) == 60
+    assert await attempts.reserve(["bob"], new_ticket(), clock.now()) is None
