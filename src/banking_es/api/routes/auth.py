@@ -110,7 +110,9 @@ async def logout(
     "/change-password",
     status_code=204,
     summary="Change the password; every other login of the user ends",
-    responses=_problems(400, 401, 415),
+    description="A wrong current password counts as a failed login of both of the user's "
+    "names: after MAX_LOGIN_ATTEMPTS, 429 account_locked, as for POST /auth/login.",
+    responses=_problems(400, 401, 415, 429),
 )
 async def change_password(
     body: ChangePasswordRequest, services: ServicesDep, caller: CallerDep
