@@ -26,4 +26,6 @@ SELECT k, '[]', locked_until, locked_until
 FROM users, LATERAL (VALUES (username_key), (email_key)) AS names (k)
 WHERE locked_until IS NOT NULL;
 
-ALTER TABLE users DROP COLUMN failed_logins, DROP COLUMN locked_until;
+-- users.failed_logins and users.locked_until stay (unused) while a server of the previous
+-- release may still run against this database during a rolling upgrade; a later migration
+-- drops them.

@@ -26,5 +26,5 @@ SELECT username_key, '[]', locked_until, locked_until FROM users WHERE locked_un
 UNION ALL
 SELECT email_key, '[]', locked_until, locked_until FROM users WHERE locked_until IS NOT NULL;
 
-ALTER TABLE users DROP COLUMN failed_logins;
-ALTER TABLE users DROP COLUMN locked_until;
+-- users.failed_logins and users.locked_until stay (unused) until a later migration: a
+-- server of the previous release may still read them.
