@@ -197,6 +197,8 @@ class PostgresEventStore(SqlEventStore):
                     [r.scope, r.key, r.fingerprint, r.status, body_text(body), r.created_at,
                      r.expires_at]
                 )  # fmt: skip
+        if not (snapshots or records):
+            return  # every append refused
         rows = await conn.fetch(
             _STORE_RENDERED, orjson.dumps(snapshots).decode(), orjson.dumps(records).decode(), now
         )
@@ -207,14 +209,15 @@ class PostgresEventStore(SqlEventStore):
             if (scope, key) not in stored or (scope, key) in seen:
                 taken.append((scope, key))
             seen.add((scope, key))
-        if taken and len(requests) > 1:
-            # Which append holds it is decided one append at a time (`_commit_batch`).
-            raise UniqueViolation("an idempotency key of the batch is taken")
         if taken:
-            row = await conn.fetchrow(
-                "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2", *taken[0]
-            )
-            assert row is not None
+            row = None
+            if len(requests) == 1:
+                row = await conn.fetchrow(
+                    "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2", *taken[0]
+                )
+            if row is None:
+                # Which append holds it is decided one append at a time (`_commit_batch`).
+                raise UniqueViolation("an idempotency key of the batch is taken")
             raise IdempotencyKeyExists(row_to_record(row))
 
 
