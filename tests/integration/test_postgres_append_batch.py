@@ -245,3 +245,19 @@ async def test_a_process_of_the_previous_release_keeps_appending_after_the_upgra
             "SELECT proname FROM pg_proc WHERE proname LIKE 'banking_es_append%'"
         )
         assert sorted(r["proname"] for r in functions) == ["banking_es_append_batch_v2"]
+
+
+async def test_a_batch_of_several_calls_is_written_whole_or_retried_append_by_append(
+    pg_url: str,
+) -> None:
+    """A stream in two appends splits the batch into calls; they share one transaction, so
+    when a later call fails (here: text jsonb cannot store) the earlier call's appends
+    are not already committed when each append is retried alone: no caller hears a conflict
+    for an append that was written."""
+    a, b = new_stream(), new_stream()
+    poison = one(b, 0, [event("Odd", bad="nul \u0000")])
+    async with store_and_notices(pg_url) as (_, store, _payloads):
+        outcomes = await store._commit_batch([one(a, 0, events(1)), one(a, 1, events(1)), poison])
+        assert [type(o).__name__ for o in outcomes] == ["list", "list", "AppendRejected"]
+        assert [e.version for e in await store.read_stream(a)] == [1, 2]
+        assert await store.read_stream(b) == []
