@@ -2,7 +2,8 @@
 
 `write_history` opens accounts, deposits, withdraws, transfers and closes one, with
 snapshots every 3 versions and (optionally) an outbox row per event, as with Kafka on;
-it answers every account's balance. `run_verify` runs the real command on a database URL.
+it answers every account's balance (`read_balances` reads them again). `run_verify` runs the
+real command on a database URL.
 """
 
 from __future__ import annotations
@@ -18,24 +19,14 @@ from typer.testing import CliRunner
 from banking_es.application.accounts import CommandContext
 from banking_es.bootstrap import build_services
 from banking_es.cli import app as cli_app
-from banking_es.config import load_settings
+from banking_es.config import Settings, load_settings
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
 
 
 async def write_history(database_url: str, data_dir: Path, *, outbox: bool) -> dict[str, Decimal]:
     """Write a small history through the service; answer each account's balance."""
-    settings = load_settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        projection_poll_interval_ms=10,
-        rate_limit_enabled=False,
-        snapshot_threshold=3,
-        argon2_time_cost=1,
-        argon2_memory_cost=8,
-        **TEST_SECRETS,
-    )
-    services = await build_services(settings)
+    services = await build_services(_settings(database_url, data_dir))
     # As with KAFKA_BOOTSTRAP_SERVERS set: every event also gets its outbox row.
     services.store._outbox_events = outbox
     await services.start()
@@ -61,6 +52,28 @@ async def write_history(database_url: str, data_dir: Path, *, outbox: bool) -> d
         return {i: (await service.get_account(i)).balance for i in ids}
     finally:
         await services.close()
+
+
+async def read_balances(database_url: str, data_dir: Path, ids: list[str]) -> dict[str, Decimal]:
+    """Each account's balance, as the service loads it (snapshot and events)."""
+    services = await build_services(_settings(database_url, data_dir))
+    try:
+        return {i: (await services.accounts.get_account(i)).balance for i in ids}
+    finally:
+        await services.close()
+
+
+def _settings(database_url: str, data_dir: Path) -> Settings:
+    return load_settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        projection_poll_interval_ms=10,
+        rate_limit_enabled=False,
+        snapshot_threshold=3,
+        argon2_time_cost=1,
+        argon2_memory_cost=8,
+        **TEST_SECRETS,
+    )
 
 
 def run_verify(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Result:
