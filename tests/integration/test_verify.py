@@ -120,6 +120,10 @@ DAMAGE = {
         ["DELETE FROM transactions WHERE position = " + _FIRST.format(type="TransferSent")],
         ": no row (position ",
     ),
+    "a checkpoint beyond the events": (
+        ["UPDATE projection_checkpoints SET position = position + 5 WHERE name = 'transactions'"],
+        "transactions: checkpoint ",
+    ),
     "a snapshot changed": (
         ["UPDATE snapshots SET state = {json_set}(state, {balance}, '\"999.00\"'::jsonb)"],
         "snapshots: account ",
