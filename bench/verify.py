@@ -1,10 +1,11 @@
-"""`banking-es verify` over a generated store: `python -m bench.verify [--events N] [--keep]`.
+"""`banking-es verify` over a generated store: `python -m bench.verify [--events N]`.
 
 Fills a scratch PostgreSQL database with `COPY`: accounts opened, then deposits,
 withdrawals and transfers (both sides in one commit), a snapshot every 100 versions,
 both read models at the head and an outbox row per event (as with Kafka on); the
 snapshots and read-model rows are made by the same domain and projection code the
 service uses. Then times `verify` in process and the `banking-es verify` command.
+`--database NAME` fills NAME once (when it does not exist) and keeps it for the next runs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from banking_es.eventstore.base import RecordedEvent
 from banking_es.projections.account_summaries import Summary, fold_summaries
 from banking_es.projections.transactions import transaction_rows
 from banking_es.verify import verify
-from bench.common import say, scratch_database
+from bench.common import ADMIN_URL, db_url, load_average, say, scratch_database
 
 ACCOUNTS = 10_000
 SNAPSHOT_EVERY = 100
@@ -147,49 +148,86 @@ async def fill(url: str, store: _Store) -> None:
         await conn.close()
 
 
-async def run(events: int, keep: bool) -> None:
+async def run(events: int, database: str | None) -> None:
+    if database is None:
+        async with scratch_database("verify") as url:
+            await _generate_and_fill(url, events)
+            await _time_verify(url)
+        return
+    url = db_url(database)
+    try:
+        conn = await asyncpg.connect(url)
+        await conn.close()
+    except asyncpg.InvalidCatalogNameError:
+        admin = await asyncpg.connect(ADMIN_URL)
+        try:
+            await admin.execute(f'CREATE DATABASE "{database}"')
+        finally:
+            await admin.close()
+        await _generate_and_fill(url, events)
+    await _time_verify(url)
+
+
+async def _generate_and_fill(url: str, events: int) -> None:
     say(f"generating {events:,} events over {ACCOUNTS:,} accounts")
     store = generate(events)
-    async with scratch_database("verify") as url:
-        say("COPY into the tables")
-        started = time.perf_counter()
-        await fill(url, store)
-        say(f"filled in {time.perf_counter() - started:.1f} s")
-        del store
-        db = await PostgresDatabase.connect(url, max_size=2)
-        try:
-            report = await verify(db)
-        finally:
-            await db.close()
-        assert report.sound, report.problems
-        say(f"verify in process: {report.events:,} events in {report.seconds:.2f} s,"
-            f" {report.events / report.seconds:,.0f} events/s")  # fmt: skip
-        env = {**os.environ, "DATABASE_URL": url}
-        started = time.perf_counter()
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "banking_es", "verify"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        elapsed = time.perf_counter() - started
-        say(f"banking-es verify: exit {done.returncode} in {elapsed:.2f} s"
-            f" ({events / elapsed:,.0f} events/s with start-up)")  # fmt: skip
-        say(done.stdout.strip())
-        if keep:
-            say(f"keeping {url}; press Enter to drop it")
-            await asyncio.to_thread(sys.stdin.readline)
+    say("COPY into the tables")
+    started = time.perf_counter()
+    await fill(url, store)
+    say(f"filled in {time.perf_counter() - started:.1f} s")
+
+
+async def _time_verify(url: str) -> None:
+    say(f"load average {load_average()}; calibration: {calibration():.1f} us of CPU per"
+        " sum(range(1000))")  # fmt: skip
+    db = await PostgresDatabase.connect(url, max_size=2)
+    try:
+        cpu = time.process_time()
+        report = await verify(db)
+        cpu = time.process_time() - cpu
+    finally:
+        await db.close()
+    assert report.sound, report.problems
+    rate = report.events / report.seconds
+    per_event = cpu / report.events * 1e6
+    say(f"verify in process: {report.events:,} events in {report.seconds:.2f} s,"
+        f" {rate:,.0f} events/s; client CPU {per_event:.1f} us per event")  # fmt: skip
+    say(f"load average {load_average()}")
+    env = {**os.environ, "DATABASE_URL": url}
+    started = time.perf_counter()
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "banking_es", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    say(f"banking-es verify: exit {done.returncode} in {elapsed:.2f} s"
+        f" ({report.events / elapsed:,.0f} events/s with start-up)")  # fmt: skip
+    say(done.stdout.strip())
+
+
+def calibration() -> float:
+    """Microseconds of this process's CPU per `sum(range(1000))`: how fast a core runs
+    Python now (a loaded machine shares its cores, and each CPU second does less)."""
+    started = time.process_time()
+    for _ in range(20_000):
+        sum(range(1000))
+    return (time.process_time() - started) / 20_000 * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--keep", action="store_true", help="keep the database until Enter")
+    parser.add_argument(
+        "--database",
+        help="a database to fill (if it does not exist) and keep, instead of a scratch one",
+    )
     args = parser.parse_args()
     if args.events < ACCOUNTS:
         parser.error(f"--events must be at least {ACCOUNTS}")
-    asyncio.run(run(args.events, args.keep))
+    asyncio.run(run(args.events, args.database))
 
 
 if __name__ == "__main__":
