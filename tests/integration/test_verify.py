@@ -3,17 +3,23 @@ each kind of damage, made with one SQL statement, is found and named."""
 
 from __future__ import annotations
 
+import asyncio
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from tests.conftest import run_sync
 from tests.e2e.http_support import BOTH_BACKENDS
-from tests.integration.verify_support import run_verify, write_history
+from tests.integration.verify_support import run_verify, service_settings, write_history
 
+from banking_es.application.accounts import CommandContext
+from banking_es.bootstrap import build_services
 from banking_es.config import load_settings
 from banking_es.db.base import Database
 from banking_es.db.postgres import PostgresDatabase
 from banking_es.db.sqlite import SqliteDatabase
+from banking_es.domain import commands as cmd
+from banking_es.verify import verify
 
 
 @pytest.fixture
@@ -147,3 +153,52 @@ def test_each_kind_of_damage_is_found_and_named(
     assert isinstance(result.exception, SystemExit), result.exception  # a report, no crash
     assert line in result.stdout, result.stdout
     assert "NOT SOUND" in result.stdout
+
+
+async def _verify_while_writing(url: str, data_dir: Path) -> list[int]:
+    """Verify three times while the service deposits and transfers and its projections
+    follow; answer the head each verify saw (each report must be sound)."""
+    services = await build_services(service_settings(url, data_dir))
+    await services.start()
+    stop = asyncio.Event()
+    try:
+        service, context = services.accounts, CommandContext()
+        accounts = []
+        for name in ("Ann", "Bob"):
+            opened = await service.open_account(cmd.OpenAccount(name, Decimal(500), "USD"), context)
+            accounts.append(opened.id)  # type: ignore[union-attr]
+
+        async def write() -> None:
+            while not stop.is_set():
+                await service.deposit(cmd.Deposit(accounts[0], Decimal("2.00")), context)
+                await service.transfer(cmd.Transfer(accounts[0], accounts[1], Decimal(1)), context)
+
+        writer = asyncio.create_task(write())
+        heads = []
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            report = await verify(services.db, page=7)
+            assert report.sound, report.problems
+            heads.append(report.head)
+        stop.set()
+        await writer
+        return heads
+    finally:
+        stop.set()
+        await services.close()
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_verify_is_sound_while_the_service_writes_and_projects(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url: str = (
+        request.getfixturevalue("pg_url")
+        if backend == "postgres"
+        else f"sqlite:///{tmp_path / 'banking.db'}"
+    )
+    heads = run_sync(_verify_while_writing(url, tmp_path))
+    assert heads == sorted(heads)
+    assert heads[-1] > heads[0], heads  # the writes went on while it read

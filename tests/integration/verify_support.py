@@ -2,7 +2,8 @@
 
 `write_history` opens accounts, deposits, withdraws, transfers and closes one, with
 snapshots every 3 versions and (optionally) an outbox row per event, as with Kafka on;
-it answers every account's balance (`read_balances` reads them again). `run_verify` runs the
+it answers every account's balance (`read_balances` reads them again;
+`service_settings` are the settings). `run_verify` runs the
 real command on a database URL.
 """
 
@@ -26,7 +27,7 @@ from banking_es.domain.account import Account
 
 async def write_history(database_url: str, data_dir: Path, *, outbox: bool) -> dict[str, Decimal]:
     """Write a small history through the service; answer each account's balance."""
-    services = await build_services(_settings(database_url, data_dir))
+    services = await build_services(service_settings(database_url, data_dir))
     # As with KAFKA_BOOTSTRAP_SERVERS set: every event also gets its outbox row.
     services.store._outbox_events = outbox
     await services.start()
@@ -56,14 +57,14 @@ async def write_history(database_url: str, data_dir: Path, *, outbox: bool) -> d
 
 async def read_balances(database_url: str, data_dir: Path, ids: list[str]) -> dict[str, Decimal]:
     """Each account's balance, as the service loads it (snapshot and events)."""
-    services = await build_services(_settings(database_url, data_dir))
+    services = await build_services(service_settings(database_url, data_dir))
     try:
         return {i: (await services.accounts.get_account(i)).balance for i in ids}
     finally:
         await services.close()
 
 
-def _settings(database_url: str, data_dir: Path) -> Settings:
+def service_settings(database_url: str, data_dir: Path) -> Settings:
     return load_settings(
         database_url=database_url,
         data_dir=data_dir,
