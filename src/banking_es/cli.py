@@ -39,9 +39,11 @@ from banking_es.cli_messaging import (  # noqa: E402
     outbox_app,
     with_store,
 )
+from banking_es.cli_verify import verify_command  # noqa: E402
 
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")
+app.command("verify")(verify_command)
 
 console = Console(stderr=True, soft_wrap=True)
 

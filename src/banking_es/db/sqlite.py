@@ -166,6 +166,22 @@ class SqliteDatabase:
                     pass
                 raise
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        # A connection of its own: a read transaction held on the shared reader would keep
+        # every other read of this process on the same old snapshot.
+        try:
+            raw = await _open(self.path)
+            await raw.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        try:
+            yield _SqliteConnection(raw)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                await raw.rollback()
+            await raw.close()
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return await self._reader.fetch(sql, *args)
 

@@ -11,7 +11,7 @@ remembered last rows): docs/architecture.md ("Read models").
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,7 @@ from banking_es.application.codec import to_domain
 from banking_es.db.base import BulkCopy, Connection
 from banking_es.domain.events import (
     AccountCreated,
+    DomainEvent,
     MoneyDeposited,
     MoneyWithdrawn,
     TransferReceived,
@@ -156,7 +157,7 @@ class TransactionsProjection:
         if unknown:
             read, later = await self._previous(conn, dialect, unknown)
             balances.update(read)
-        rows = _rows(events, balances, only_types)
+        rows = transaction_rows(events, balances, only_types)
         # Re-applied events conflict on (account_id, version); when no row exists at or after
         # the batch's versions nothing can conflict, and the plain INSERT (or COPY) is cheaper.
         if not later and count >= COPY_MIN_ROWS and isinstance(conn, BulkCopy):
@@ -221,15 +222,17 @@ class TransactionsProjection:
             await conn.executemany(_INSERT_SQLITE + suffix, rows)
 
 
-def _rows(
+def transaction_rows(
     relevant: Iterable[RecordedEvent],
     balances: dict[str, Decimal],
-    only_types: frozenset[str] | None,
+    only_types: frozenset[str] | None = None,
+    decode: Callable[[RecordedEvent], DomainEvent] = to_domain,
 ) -> Iterator[tuple[Any, ...]]:
     """The rows of `relevant` (events of `ROW_TYPES`), carrying `balances` (by account)
-    forward through every event, also those of types `only_types` leaves out."""
+    forward through every event, also those of types `only_types` leaves out. `decode`
+    turns a stored event into its domain event."""
     for recorded in relevant:
-        event = to_domain(recorded)
+        event = decode(recorded)
         account_id = recorded.stream_id
         transfer_id: str | None = None
         description: str | None = None
