@@ -14,7 +14,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from banking_es.application.errors import NotFound
 from banking_es.application.ports import Clock
@@ -32,6 +32,8 @@ from banking_es.identity.passwords import Passwords
 from banking_es.identity.revocation import RevocationList
 from banking_es.identity.tokens import ACCESS, REFRESH, TokenCodec, TokenPair
 from banking_es.identity.users import ROLES, Login, User, UserRepository, encode_roles
+from banking_es.mail.messages import queue_password_changed_mail, queue_reset_mail
+from banking_es.mail.queue import MailQueue
 
 NOTIFICATIONS_TOPIC = "notifications"
 _USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
@@ -89,8 +91,11 @@ class IdentityService:
         max_login_attempts: int,
         lockout_duration: int,
         password_reset_ttl: int,
+        mail: MailQueue | None = None,
     ) -> None:
         self.users = users
+        #: None when mail is off (production without SMTP_URL, resets disabled).
+        self.mail = mail
         #: Told of every login attempt: (outcome success|failure|locked, user id or None).
         self.on_login: Callable[[str, str | None], None] = lambda outcome, user_id: None
         self.passwords = passwords
@@ -260,11 +265,35 @@ class IdentityService:
             ended = await self.users.revoke_logins(
                 conn, now, "password change", user_id=user.id, keep=principal.login_id
             )
+            await queue_password_changed_mail(self.mail, conn, user, now, by_reset=False)
         self.revocations.add(ended)
+        self._mail_queued()
 
-    async def request_reset(self, email: str) -> str | None:
-        """Queue a reset token for the user with this email; the token (for tests) or None."""
+    async def request_reset(self, email: str) -> None:
+        """Queue a reset mail for the user with this email, if there is one.
+
+        Its token is made only when the mail is sent (`issue_reset_token`): none waits in
+        the queue. The notification on the outbox says that a reset was asked for, no more.
+        """
         user = await self.users.by_email(email.strip())
+        if user is None:
+            return
+        now = self.clock.now()
+        async with self.users.db.transaction() as conn:
+            await queue_reset_mail(self.mail, conn, user, now)
+            await self.users.insert_notification(
+                conn,
+                NOTIFICATIONS_TOPIC,
+                user.id,
+                {"type": "password_reset_requested", "user_id": user.id},
+                now,
+            )
+        self._mail_queued()
+
+    async def issue_reset_token(self, user_id: str) -> tuple[str, str, datetime] | None:
+        """A new reset token for the mail sender: (username, token, expiry); only its hash
+        is stored. None if the user no longer exists."""
+        user = await self.users.by_id(user_id)
         if user is None:
             return None
         token = secrets.token_urlsafe(32)
@@ -272,20 +301,11 @@ class IdentityService:
         expires = now + timedelta(seconds=self.password_reset_ttl)
         async with self.users.db.transaction() as conn:
             await self.users.insert_reset(conn, _hash_token(token), user.id, now, expires)
-            await self.users.insert_notification(
-                conn,
-                NOTIFICATIONS_TOPIC,
-                user.id,
-                {
-                    "type": "password_reset",
-                    "user_id": user.id,
-                    "email": user.email,
-                    "token": token,
-                    "expires_at": expires.isoformat(),
-                },
-                now,
-            )
-        return token
+        return user.username, token, expires
+
+    def _mail_queued(self) -> None:
+        if self.mail is not None:
+            self.mail.on_queued()
 
     async def confirm_reset(self, token: str, new_password: str) -> None:
         check_password(new_password, "new_password")
@@ -298,7 +318,11 @@ class IdentityService:
             await self.users.set_password(conn, user_id, hashed, now)
             await self.users.clear_failures(conn, user_id)
             ended = await self.users.revoke_logins(conn, now, "password reset", user_id=user_id)
+            user = await self.users.by_id(user_id, conn)
+            if user is not None:
+                await queue_password_changed_mail(self.mail, conn, user, now, by_reset=True)
         self.revocations.add(ended)
+        self._mail_queued()
 
 
 def require_admin(principal: Principal) -> None:
