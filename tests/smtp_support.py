@@ -82,6 +82,6 @@ class SmtpServer:
 
 def token_in(message: EmailMessage) -> str:
     """The reset token of a reset mail (the indented line of its body)."""
-    found = re.search(r"^    (\S+)$", message.get_content(), re.MULTILINE)
+    found = re.search(r"^    (\S+)\r?$", message.get_content(), re.MULTILINE)
     assert found, message.get_content()
     return found.group(1)

@@ -101,6 +101,9 @@ class MailSender:
         self._leader = leader
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # aiosmtplib waits with `asyncio.wait_for`, which can lose a cancellation (see
+        # `tasks.cancel`): the loop also ends on this flag.
+        self._stopping = False
         #: Told of each mail the server accepted (metrics; tests read the mail here).
         self.on_sent: Callable[[EmailMessage], None] = lambda message: None
         queue.on_queued = self.notify
@@ -117,6 +120,8 @@ class MailSender:
             return 0
         due = await self.queue.due(self._clock.now(), self._batch)
         for mail in due:
+            if self._stopping:
+                return 0
             await self._deliver(mail)
         return len(due)
 
@@ -163,7 +168,7 @@ class MailSender:
         return message
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 while await self.run_once() >= self._batch:
                     pass
@@ -179,9 +184,12 @@ class MailSender:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._loop(), name="mail-sender")
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
         await cancel(self._task)
         self._task = None
         if self._leader is not None:
