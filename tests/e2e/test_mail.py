@@ -27,6 +27,8 @@ from tests.smtp_support import SmtpServer, token_in
 
 from banking_es.bootstrap import Services
 from banking_es.mail.messages import RESET_SUBJECT, queue_login_locked_mail
+from banking_es.mail.queue import MailQueue
+from banking_es.mail.setup import build_sender
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -254,3 +256,46 @@ async def test_development_without_smtp_url_logs_the_mail(
         assert any(f"mail to {user['email']}" in m and token in m for m in logged), logged
         confirm = {"token": token, "new_password": "from the log"}
         assert (await http.post("/auth/reset-password/confirm", json=confirm)).status_code == 204
+
+
+async def test_one_sender_at_a_time_and_a_stand_by_takes_over(
+    tmp_path: Path, database_url: str, smtp: SmtpServer
+) -> None:
+    """Two workers' senders on one database: only the lease holder sends, each mail once."""
+    async with running_app(tmp_path, database_url, smtp_url=smtp.url) as (_http, services):
+        first = services.mail
+        assert first is not None
+        queue = first.queue
+        second = build_sender(
+            services.settings, services.db, MailQueue(services.db), services.clock, _no_reset
+        )
+        by_second: list[Any] = []
+        second.on_sent = by_second.append
+        for _ in range(100):  # the running sender takes the lease at start
+            if await services.db.fetchval("SELECT holder FROM leases WHERE name = 'mail-sender'"):
+                break
+            await asyncio.sleep(0.02)
+        now = services.clock.now()
+        async with services.db.transaction() as conn:
+            for n in range(5):
+                await queue.put(conn, "notice", f"u{n}", f"u{n}@example.com", f"n{n}", "hi", now)
+        for _ in range(20):
+            assert await second.run_once() == 0  # stands by
+            await asyncio.sleep(0.01)
+        first.notify()
+        for n in range(5):
+            await smtp.wait_for(lambda m, n=n: m["Subject"] == f"n{n}")
+        await first.stop()  # gives the lease up
+        async with services.db.transaction() as conn:
+            await queue.put(conn, "notice", "u9", "u9@example.com", "n9", "hi", now)
+        for _ in range(100):  # once its next try at the lease is due
+            if await second.run_once():
+                break
+            await asyncio.sleep(0.05)
+        await second.stop()
+        assert sorted(m["Subject"] for m in smtp.received) == [f"n{n}" for n in (0, 1, 2, 3, 4, 9)]
+        assert [m["Subject"] for m in by_second] == ["n9"]
+
+
+async def _no_reset(user_id: str) -> None:
+    raise AssertionError("no reset mail in this test")
