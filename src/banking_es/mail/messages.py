@@ -35,7 +35,16 @@ def reset_body(username: str, token: str, expires_at: datetime) -> str:
 async def queue_reset_mail(
     queue: MailQueue | None, conn: Connection, user: User, at: datetime
 ) -> None:
-    if queue is not None:
+    """One pending reset mail per user: asking again while one waits (a flood, or a mail
+    server that is away) adds none; the waiting one gets a fresh token when it is sent."""
+    if queue is None:
+        return
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM mail_queue WHERE user_id = $1 AND kind = $2 AND status = 'pending'",
+        user.id,
+        RESET,
+    )
+    if not waiting:
         await queue.put(conn, RESET, user.id, user.email, RESET_SUBJECT, None, at)
 
 
