@@ -33,6 +33,7 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 users_app = typer.Typer(help="Manage users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+from banking_es.cli_mail import check_mail_or_exit, mail_app  # noqa: E402
 from banking_es.cli_messaging import (  # noqa: E402
     BIGINT_MAX,
     dlq_app,
@@ -44,6 +45,7 @@ from banking_es.cli_verify import verify_command  # noqa: E402
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")
 app.command("verify")(verify_command)
+app.add_typer(mail_app, name="mail")
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -80,6 +82,7 @@ def serve(
     """Serve the HTTP API (migrates the database first). Docs at /docs."""
     settings = _settings(host=host, port=port, workers=workers)
     _ensure_secrets(settings)  # before the fork: every worker reads the same secrets
+    check_mail_or_exit(settings)
     # Before anything imports prometheus-client: it reads PROMETHEUS_MULTIPROC_DIR at import.
     from banking_es.observability.multiproc import prepare_multiprocess_dir
 

@@ -17,6 +17,7 @@ from banking_es.api.routes import (
     accounts,
     admin,
     admin_dead_letters,
+    admin_mail,
     auth,
     health,
     metrics,
@@ -108,6 +109,7 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(admin_dead_letters.router)
+    app.include_router(admin_mail.router)
     errors.install(app)
     identity_errors.install(app)
     openapi.install(app)

@@ -14,9 +14,14 @@ from banking_es.identity.secrets_store import ensure_secrets
 from banking_es.identity.service import IdentityService
 from banking_es.identity.tokens import TokenCodec
 from banking_es.identity.users import UserRepository
+from banking_es.mail.queue import MailQueue
+from banking_es.mail.setup import mail_enabled
 
 
-def build_identity(settings: Settings, db: Database, clock: Clock) -> IdentityService:
+def build_identity(
+    settings: Settings, db: Database, clock: Clock, *, mail: MailQueue | None = None
+) -> IdentityService:
+    """`mail`: the queue the process's sender follows (default: a new one, if mail is on)."""
     settings = ensure_secrets(settings)
     assert settings.jwt_secret
     assert settings.refresh_token_secret
@@ -42,4 +47,5 @@ def build_identity(settings: Settings, db: Database, clock: Clock) -> IdentitySe
         max_login_attempts=settings.max_login_attempts,
         lockout_duration=settings.lockout_duration,
         password_reset_ttl=settings.password_reset_ttl,
+        mail=mail or (MailQueue(db) if mail_enabled(settings) else None),
     )

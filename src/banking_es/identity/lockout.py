@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -116,9 +116,17 @@ class LoginAttempts:
                 await self._put(conn, k, state.reserved(ticket, now))
         return None
 
-    async def fail(self, keys: Iterable[str], ticket: str, now: datetime) -> list[str]:
-        """The check `ticket` failed; the keys this failure locked."""
+    async def fail(
+        self,
+        keys: Iterable[str],
+        ticket: str,
+        now: datetime,
+        on_lock: Callable[[Connection, datetime], Awaitable[None]] | None = None,
+    ) -> list[str]:
+        """The check `ticket` failed; the keys this failure locked. `on_lock` runs once in the
+        same transaction when it locked any, with the lock's end (e.g. to queue a mail)."""
         locked = []
+        until: datetime | None = None
         async with self.db.transaction() as conn:
             for k in sorted(set(keys)):
                 state = await self._take(conn, k, now)
@@ -126,6 +134,9 @@ class LoginAttempts:
                 await self._put(conn, k, after)
                 if state.locked_until is None and after.locked_until is not None:
                     locked.append(k)
+                    until = after.locked_until
+            if until is not None and on_lock is not None:
+                await on_lock(conn, until)
         return locked
 
     async def succeed(

@@ -3,7 +3,8 @@
 In production a missing, short (< 32 bytes), well-known or low-variety (< 16 different
 characters) secret, or one secret used for both, stops start-up with one line. Elsewhere a
 random secret is created once in `settings.data_dir` (mode 0600) and read back by every
-later process, so all workers and restarts share it.
+later process, so all workers and restarts share it. The directory is kept 0700 and the
+files 0600 (`private_files`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from banking_es.config import Environment, Settings, SettingsError
+from banking_es.private_files import narrow_if_exists, private_dir
 
 MIN_BYTES = 32
 #: A random secret of 32 bytes has many more; fewer is a word, a pattern or a repetition.
@@ -63,7 +65,7 @@ def _problem(value: str | None) -> str | None:
 def _read_or_create(path: Path) -> str:
     """Written to a private temporary file, then linked into place: concurrent starters
     never see a half-written secret, and the first one to link wins."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     if not path.exists():
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
         try:
@@ -73,6 +75,7 @@ def _read_or_create(path: Path) -> str:
                 os.link(temporary, path)
         finally:
             os.unlink(temporary)
+    narrow_if_exists(path)  # one written wider by hand or by an older version
     value = path.read_text().strip()
     if len(value.encode()) < MIN_BYTES:
         raise SettingsError(f"secret file {path} is shorter than {MIN_BYTES} bytes; delete it")

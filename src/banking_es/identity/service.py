@@ -13,13 +13,13 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from banking_es.application.errors import NotFound
 from banking_es.application.ports import Clock
-from banking_es.db.base import UniqueViolation
+from banking_es.db.base import Connection, UniqueViolation
 from banking_es.identity.errors import (
     AccountLocked,
     Forbidden,
@@ -34,6 +34,12 @@ from banking_es.identity.passwords import Passwords
 from banking_es.identity.revocation import RevocationList
 from banking_es.identity.tokens import ACCESS, REFRESH, TokenCodec, TokenPair
 from banking_es.identity.users import ROLES, Login, User, UserRepository, encode_roles, key
+from banking_es.mail.messages import (
+    queue_login_locked_mail,
+    queue_password_changed_mail,
+    queue_reset_mail,
+)
+from banking_es.mail.queue import MailQueue
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +100,14 @@ class IdentityService:
         max_login_attempts: int,
         lockout_duration: int,
         password_reset_ttl: int,
+        mail: MailQueue | None = None,
     ) -> None:
         self.users = users
         self.attempts = attempts
+        #: None when mail is off (production without SMTP_URL, resets disabled).
+        self.mail = mail
         #: Told of every login attempt: (outcome success|failure|locked, user id or None).
         self.on_login: Callable[[str, str | None], None] = lambda outcome, user_id: None
-        #: Told when a failed password check of a known user locks one of its names (a key).
-        self.on_locked: Callable[[User, str], Awaitable[None]] = _nothing
         self.passwords = passwords
         self.tokens = tokens
         self.revocations = revocations
@@ -208,13 +215,19 @@ class IdentityService:
         return ticket
 
     async def _failed(self, user: User | None, keys: list[str], ticket: str) -> None:
-        locked = await self.attempts.fail(keys, ticket, self.clock.now())
-        for name_key in locked:
+        now = self.clock.now()
+
+        async def mail_owner(conn: Connection, locked_until: datetime) -> None:
+            if user is not None:
+                await queue_login_locked_mail(self.mail, conn, user, locked_until, now)
+
+        locked = await self.attempts.fail(keys, ticket, now, mail_owner)
+        for _ in locked:
             # The key of an unknown name is not logged: it may be a password typed as a name.
             user_id = user.id if user else None
             log.warning("a login name is locked after failed password checks (user %s)", user_id)
-            if user is not None:
-                await self.on_locked(user, name_key)
+        if locked and user is not None:
+            self._mail_queued()
 
     async def unlock(self, name: str, by: str) -> list[str]:
         """End the lock-out of a name, and of both names of the user it names; the keys that
@@ -296,11 +309,35 @@ class IdentityService:
             ended = await self.users.revoke_logins(
                 conn, now, "password change", user_id=user.id, keep=principal.login_id
             )
+            await queue_password_changed_mail(self.mail, conn, user, now, by_reset=False)
         self.revocations.add(ended)
+        self._mail_queued()
 
-    async def request_reset(self, email: str) -> str | None:
-        """Queue a reset token for the user with this email; the token (for tests) or None."""
+    async def request_reset(self, email: str) -> None:
+        """Queue a reset mail for the user with this email, if there is one.
+
+        Its token is made only when the mail is sent (`issue_reset_token`): none waits in
+        the queue. The notification on the outbox says that a reset was asked for, no more.
+        """
         user = await self.users.by_email(email.strip())
+        if user is None:
+            return
+        now = self.clock.now()
+        async with self.users.db.transaction() as conn:
+            await queue_reset_mail(self.mail, conn, user, now)
+            await self.users.insert_notification(
+                conn,
+                NOTIFICATIONS_TOPIC,
+                user.id,
+                {"type": "password_reset_requested", "user_id": user.id},
+                now,
+            )
+        self._mail_queued()
+
+    async def issue_reset_token(self, user_id: str) -> tuple[str, str, datetime] | None:
+        """A new reset token for the mail sender: (username, token, expiry); only its hash
+        is stored. None if the user no longer exists."""
+        user = await self.users.by_id(user_id)
         if user is None:
             return None
         token = secrets.token_urlsafe(32)
@@ -308,20 +345,11 @@ class IdentityService:
         expires = now + timedelta(seconds=self.password_reset_ttl)
         async with self.users.db.transaction() as conn:
             await self.users.insert_reset(conn, _hash_token(token), user.id, now, expires)
-            await self.users.insert_notification(
-                conn,
-                NOTIFICATIONS_TOPIC,
-                user.id,
-                {
-                    "type": "password_reset",
-                    "user_id": user.id,
-                    "email": user.email,
-                    "token": token,
-                    "expires_at": expires.isoformat(),
-                },
-                now,
-            )
-        return token
+        return user.username, token, expires
+
+    def _mail_queued(self) -> None:
+        if self.mail is not None:
+            self.mail.on_queued()
 
     async def confirm_reset(self, token: str, new_password: str) -> None:
         check_password(new_password, "new_password")
@@ -337,11 +365,9 @@ class IdentityService:
             await self.attempts.unlock(conn, user.name_keys, user_id, "password reset", now)
             await self.users.set_password(conn, user_id, hashed, now)
             ended = await self.users.revoke_logins(conn, now, "password reset", user_id=user_id)
+            await queue_password_changed_mail(self.mail, conn, user, now, by_reset=True)
         self.revocations.add(ended)
-
-
-async def _nothing(user: User, name_key: str) -> None:
-    return None
+        self._mail_queued()
 
 
 def require_admin(principal: Principal) -> None:

@@ -22,6 +22,7 @@ from banking_es.api.identity_schemas import (
     UserOut,
 )
 from banking_es.api.routes.accounts import _problems
+from banking_es.application.errors import ServiceUnavailable
 from banking_es.identity.service import IdentityService
 from banking_es.identity.tokens import TokenPair
 from banking_es.identity.users import User
@@ -131,14 +132,21 @@ async def change_password(
         "Answers 202 at once and queues the token afterwards, so neither the answer nor its"
         " timing tells whether the email belongs to a user."
     ),
-    responses=_problems(400, 415),
+    responses=_problems(400, 415, 503),
 )
 async def reset_password(body: ResetRequest, services: ServicesDep) -> Response:
+    _require_resets(services.settings.password_reset_enabled)
     # After the answer is sent: a known email costs a transaction, an unknown one does not,
     # and an answer that waited for it would tell them apart by its time.
     response = _json({"status": "accepted"}, 202)
     response.background = BackgroundTask(_queue_reset, services.identity, body.email)
     return response
+
+
+def _require_resets(enabled: bool) -> None:
+    # PASSWORD_RESET_ENABLED=false: a server without a mail server cannot deliver a token.
+    if not enabled:
+        raise ServiceUnavailable("password reset is disabled on this server", retry_after=3600)
 
 
 async def _queue_reset(identity: IdentityService, email: str) -> None:
@@ -152,9 +160,10 @@ async def _queue_reset(identity: IdentityService, email: str) -> None:
     "/reset-password/confirm",
     status_code=204,
     summary="Set a new password with a reset token; every login ends",
-    responses=_problems(400, 415),
+    responses=_problems(400, 415, 503),
 )
 async def reset_password_confirm(body: ResetConfirmRequest, services: ServicesDep) -> Response:
+    _require_resets(services.settings.password_reset_enabled)
     await services.identity.confirm_reset(body.token, body.new_password)
     return Response(status_code=204)
 
