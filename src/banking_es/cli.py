@@ -74,8 +74,15 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Server processes sharing the port [env WORKERS]")
     ] = None,
+    no_migrate: Annotated[
+        bool,
+        typer.Option(
+            "--no-migrate",
+            help="Do not migrate; refuse to start unless `banking-es migrate` has run",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the HTTP API (migrates the database first). Docs at /docs."""
+    """Serve the HTTP API (migrates the database first, unless --no-migrate). Docs at /docs."""
     settings = _settings(host=host, port=port, workers=workers)
     _ensure_secrets(settings)  # before the fork: every worker reads the same secrets
     # Before anything imports prometheus-client: it reads PROMETHEUS_MULTIPROC_DIR at import.
@@ -85,9 +92,13 @@ def serve(
     from banking_es.logging_setup import configure_logging
 
     configure_logging(settings)
-    applied = _run(_migrate(settings))
     log = logging.getLogger("banking_es")
-    log.info("database %s ready (%d migrations applied now)", settings.backend, len(applied))
+    if no_migrate:
+        _require_migrated(settings)
+        log.info("database %s ready (--no-migrate: checked, nothing applied)", settings.backend)
+    else:
+        applied = _run(_migrate(settings))
+        log.info("database %s ready (%d migrations applied now)", settings.backend, len(applied))
     import os
 
     import uvicorn
@@ -127,11 +138,33 @@ def serve(
         "timeout_worker_healthcheck": 30,
     }
     if not spread:
-        uvicorn.run("banking_es.api.app:create_app", **options)
+        uvicorn.run(serving.APP_FACTORY, **options)
         return
-    serving.SpreadSupervisor(
-        uvicorn.Config("banking_es.api.app:create_app", **options), sockets
-    ).run()
+    serving.SpreadSupervisor(uvicorn.Config(serving.APP_FACTORY, **options), sockets).run()
+
+
+def _require_migrated(settings: Settings) -> None:
+    """Exit 1 naming the pending migrations, if any (the pods of a rollout whose migration
+    job has not run, or failed, must not serve a schema they do not know)."""
+
+    async def pending() -> list[Any]:
+        from banking_es.bootstrap import connect_database
+        from banking_es.db.migrate import pending
+
+        db = await connect_database(settings, pool_size=2)
+        try:
+            return await pending(db)
+        finally:
+            await db.close()
+
+    missing = _run(pending())
+    if missing:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+        console.print(
+            f"[red]error:[/red] the database is not migrated ({len(missing)} pending: {names}); "
+            "run `banking-es migrate` first (serve --no-migrate never migrates)"
+        )
+        raise typer.Exit(1)
 
 
 async def _migrate(settings: Settings) -> list[Any]:

@@ -38,6 +38,9 @@ from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 log = logging.getLogger("banking_es.serving")
 
+#: The workers' app: `serve` migrates (or checks) the database once, before they start.
+APP_FACTORY = "banking_es.api.app:create_served_app"
+
 
 def spreads_connections() -> bool:
     """Whether this platform balances connections over `SO_REUSEPORT` sockets (Linux)."""
