@@ -5,7 +5,7 @@
 # Build stage: uv fills a virtualenv, which is all the final image takes from here.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN pip install --no-cache-dir uv==0.13.9 && python -m venv /opt/venv
+RUN pip install --no-cache-dir uv==0.13.9 && python -m venv --without-pip /opt/venv
 # Exactly the versions CI tested (requirements.lock), then the project itself.
 COPY pyproject.toml requirements.lock README.md /src/
 RUN uv pip sync --python /opt/venv/bin/python --no-cache --compile-bytecode /src/requirements.lock
