@@ -69,9 +69,11 @@ def test_make_run_installs_the_runtime_lock_and_make_test_the_dev_lock(tmp_path:
     assert synced_locks(make_dry_run(tmp_path, "run")) == ["requirements.lock"]
     assert synced_locks(make_dry_run(tmp_path, "test")) == ["requirements-dev.lock"]
     # A runtime-only venv, as `make run` leaves it: `make test` must install the dev lock.
-    (tmp_path / ".venv").mkdir()
-    time.sleep(0.01)
-    (tmp_path / ".venv" / ".installed-runtime").touch()
+    stamp = tmp_path / ".venv" / ".installed-runtime"
+    stamp.parent.mkdir()
+    stamp.touch()
+    later = time.time() + 60
+    os.utime(stamp, (later, later))
     assert synced_locks(make_dry_run(tmp_path, "run")) == []
     assert synced_locks(make_dry_run(tmp_path, "test")) == ["requirements-dev.lock"]
 
