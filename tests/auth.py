@@ -8,7 +8,8 @@ In-process::
         await http.post("/accounts", json={...}, headers=headers)
 
 Against a real server (`tests.server.ServerProcess`): `sign_up(http)` works the same, and
-`create_admin_cli(...)` makes an admin through `banking-es users create-admin`.
+`create_admin_cli(...)` makes an admin through `banking-es users create-admin`;
+`run_cli(args, workdir, DATABASE_URL=...)` runs any other `banking-es` command.
 """
 
 from __future__ import annotations
@@ -131,6 +132,19 @@ async def admin_headers(
         username, f"{username}@example.com", ADMIN_PASSWORD, roles=roles
     )
     return bearer((await login(http, username, ADMIN_PASSWORD))["access_token"])
+
+
+def run_cli(args: list[str], workdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`banking-es ARGS` in `workdir` (its data in `workdir/data`), with cheap Argon2."""
+    return subprocess.run(
+        [sys.executable, "-m", "banking_es", *args],
+        cwd=workdir,
+        env={**os.environ, **FAST_ARGON2, "DATA_DIR": str(workdir / "data"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def create_admin_cli(

@@ -372,5 +372,23 @@ def users_set_role(
     typer.echo(f"{user.username} now has roles: {', '.join(user.roles)}")
 
 
+@users_app.command("unlock")
+def users_unlock(
+    name: Annotated[str, typer.Argument(help="Username or email (or any name tried at login)")],
+) -> None:
+    """End a login lock-out: of the name, and of both names of the user it names (recorded
+    as made from the command line)."""
+    import getpass
+
+    settings = _settings()
+
+    async def work(identity: Any) -> list[str]:
+        ended: list[str] = await identity.unlock(name, f"cli:{getpass.getuser()}")
+        return ended
+
+    ended = _run(_with_identity(settings, work))
+    typer.echo(f"unlocked: {', '.join(ended)}" if ended else f"no lock-out on {name!r}")
+
+
 def main() -> None:
     app()

@@ -65,10 +65,11 @@ def run_server(settings: Settings, *, no_migrate: bool) -> None:
         # machine is not hung, and killing it drops its requests in flight.
         "timeout_worker_healthcheck": 30,
     }
-    if not spread:
-        uvicorn.run(serving.APP_FACTORY, **options)
-        return
-    serving.SpreadSupervisor(uvicorn.Config(serving.APP_FACTORY, **options), sockets).run()
+    with serving.shared_rate_limits(settings):
+        if not spread:
+            uvicorn.run(serving.APP_FACTORY, **options)
+            return
+        serving.SpreadSupervisor(uvicorn.Config(serving.APP_FACTORY, **options), sockets).run()
 
 
 def _require_migrated(settings: Settings) -> None:

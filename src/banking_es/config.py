@@ -1,4 +1,4 @@
-"""One typed `Settings`, read from the environment (see API.md, "Configuration").
+"""One typed `Settings`, read from the environment (every variable: docs/configuration.md).
 
 Nothing here connects to anything; `bootstrap` builds the adapters from a `Settings`.
 A bad value stops start-up with one line naming the variable (`SettingsError`).
@@ -27,7 +27,7 @@ class Environment(StrEnum):
 
 
 class Settings(BaseSettings):
-    """Every configuration variable of API.md, typed, with its default."""
+    """Every configuration variable of docs/configuration.md, typed, with its default."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit_per_minute: int = Field(60, ge=1)
     rate_limit_burst: int = Field(10, ge=0)
+    rate_limit_per_client_per_minute: int | None = Field(None, ge=1)
     rate_limit_per_ip_per_minute: int = Field(600, ge=1)
     auth_rate_limit_per_minute: int = Field(10, ge=1)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

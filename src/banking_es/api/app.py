@@ -98,6 +98,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        redoc_url=None,  # /docs is the documentation; ReDoc would need more in its policy
+        swagger_ui_oauth2_redirect_url=None,  # bearer tokens only: no OAuth2 flow to finish
     )
     if services is not None:
         app.state.services = services
@@ -115,7 +117,9 @@ def create_app(
         app.add_middleware(HotPathMiddleware, fastapi=app)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        RequestContextMiddleware, docs_path=app.docs_url, docs_policy=openapi.docs_policy(app)
+    )
     return app
 
 

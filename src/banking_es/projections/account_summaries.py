@@ -1,21 +1,11 @@
 """`account_summaries`: one row per account, the fold of all of its events.
 
-A batch costs a constant number of statements whatever its size: the rows of the
-accounts it touches are loaded in one query, the events are folded in memory, and the
-changed rows are written back in one multi-row upsert (PostgreSQL: the rows as one JSON
-document; SQLite: `executemany`, which runs in-process). An event whose version is not
-above the row's `version` is already in the row and is skipped, so re-applying a batch
-changes nothing.
-
-A summary depends on every event of its account, so `only_types` does not narrow what
-is folded: a type-selected replay brings back exactly the rows that `reset` rolled back.
-`reset` rolls a row back to its state at `from_position` by folding that account's
-events up to it again, read from the `events` table of the same database.
-
-Stored rows (`apply_rows`, what the runner reads) are decoded one at a time while they
-are folded, and only those of the handled types. Between the runner's batches the
-projection remembers the rows it wrote (for `MEMORY_SIZE` accounts) and loads only the
-others; the runner makes it `forget` whenever its rows may have changed otherwise.
+A batch loads the rows of the accounts it touches in one query, folds the events in memory
+and writes the changed rows back in one multi-row upsert; an event not above a row's
+`version` is already in it, so re-applying a batch changes nothing. A summary depends on
+every event of its account, so a type-selected replay folds them all. `reset` rolls a row
+back to its state at a position by folding that account's events up to it again.
+Details: docs/architecture.md ("Read models").
 """
 
 from __future__ import annotations

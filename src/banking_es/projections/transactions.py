@@ -1,31 +1,11 @@
 """`transactions`: one row per money movement, with the balance right after it.
 
-| event              | row type       | amount            |
-|--------------------|----------------|-------------------|
-| `AccountCreated`   | `opening`      | `initial_balance` |
-| `MoneyDeposited`   | `deposit`      | `amount`          |
-| `MoneyWithdrawn`   | `withdrawal`   | `amount`          |
-| `TransferSent`     | `transfer_out` | `amount`          |
-| `TransferReceived` | `transfer_in`  | `amount`          |
-
-`AccountClosed` makes no row (and does not move the balance); other types are ignored.
-
-`balance_after` continues from the projection's own rows: for each account of a batch,
-one query finds the row with the greatest version below the batch's first event of that
-account, and the batch carries the balance forward in memory, through every event of
-the batch, also those of types a selective replay (`only_types`) does not write. Rows
-are de-duplicated by (account_id, version) with `ON CONFLICT DO NOTHING`, so re-applying
-an event has no effect. When no row can conflict (no row of the batch's accounts at or
-after their first version: always so in a rebuild, which starts from deleted rows), a
-rebuild's large batch is written with PostgreSQL's `COPY` instead; like the plain INSERT
-it would fail on a duplicate. On PostgreSQL the INSERT takes the rows as one JSON document.
-
-Stored rows (`apply_rows`, what the runner reads) are decoded one at a time while the
-rows are made, and only those of `ROW_TYPES`. Between the runner's batches the projection
-remembers each account's last row (its version and `balance_after`, for `MEMORY_SIZE`
-accounts), so the balance query above reads only accounts it has not written lately: on
-the deposit load of `make bench` it was a fifth of PostgreSQL's time in the projections.
-The runner makes it `forget` whenever its rows may have changed otherwise.
+`AccountCreated` makes an `opening` row, `MoneyDeposited` a `deposit`, `MoneyWithdrawn` a
+`withdrawal`, `TransferSent` a `transfer_out` and `TransferReceived` a `transfer_in`;
+`AccountClosed` makes none. `balance_after` continues from the projection's own rows and is
+carried through a batch in memory; rows are de-duplicated by (account_id, version), so
+re-applying an event has no effect. How batches are read and written (COPY in rebuilds, the
+remembered last rows): docs/architecture.md ("Read models").
 """
 
 from __future__ import annotations

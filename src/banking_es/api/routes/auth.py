@@ -39,8 +39,14 @@ def user_json(user: User) -> dict[str, object]:
     }
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+#: Tokens must not stay in a cache on the way (RFC 6749 5.1).
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _pair(pair: TokenPair) -> Response:
@@ -50,7 +56,8 @@ def _pair(pair: TokenPair) -> Response:
             "refresh_token": pair.refresh_token,
             "token_type": "bearer",
             "expires_in": pair.expires_in,
-        }
+        },
+        headers=NO_STORE,
     )
 
 
@@ -103,7 +110,9 @@ async def logout(
     "/change-password",
     status_code=204,
     summary="Change the password; every other login of the user ends",
-    responses=_problems(400, 401, 415),
+    description="A wrong current password counts as a failed login of both of the user's "
+    "names: after MAX_LOGIN_ATTEMPTS, 429 account_locked, as for POST /auth/login.",
+    responses=_problems(400, 401, 415, 429),
 )
 async def change_password(
     body: ChangePasswordRequest, services: ServicesDep, caller: CallerDep
