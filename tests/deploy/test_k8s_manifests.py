@@ -244,3 +244,19 @@ def test_the_containers_commands_and_probes_exist(path: Path, tmp_path: Path) ->
         assert probe["httpGet"]["port"] in ports
     service = one(resources, "Service")
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
+
+
+def test_the_readme_compose_commands_exist() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    commands = re.findall(
+        r"^docker compose exec (\S+) (banking-es .+)$",
+        (ROOT / "README.md").read_text(),
+        re.MULTILINE,
+    )
+    assert commands, "the README shows how to run the CLI in the container"
+    for service, command in commands:
+        assert service in compose["services"]
+        parse_cli(command.split())
+    secrets = {"JWT_SECRET", "REFRESH_TOKEN_SECRET"}
+    environment = compose["services"]["banking-es"]["environment"]
+    assert all("${" + name + ":?" in environment[name] for name in secrets)
