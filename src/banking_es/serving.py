@@ -50,6 +50,9 @@ from banking_es.config import Settings
 
 log = logging.getLogger("banking_es.serving")
 
+#: The workers' app: `serve` migrates (or checks) the database once, before they start.
+APP_FACTORY = "banking_es.api.app:create_served_app"
+
 
 def spreads_connections() -> bool:
     """Whether this platform balances connections over `SO_REUSEPORT` sockets (Linux)."""

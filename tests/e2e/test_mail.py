@@ -133,7 +133,7 @@ async def test_lockout_mail_says_until_when(tmp_path: Path, smtp: SmtpServer) ->
 async def test_wrong_passwords_that_lock_a_login_mail_its_owner_once(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:
-    async with running_app(tmp_path, smtp_url=smtp.url, max_login_attempts=3) as (http, services):
+    async with running_app(tmp_path, smtp_url=smtp.url, max_login_attempts=3) as (http, _services):
         user = await register(http)
         for _ in range(3):
             wrong = {"username": user["username"], "password": "not the password"}

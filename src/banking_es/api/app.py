@@ -63,10 +63,12 @@ def create_app(
     services: Services | None = None,
     *,
     hot_path: bool = True,
+    migrate: bool = True,
 ) -> FastAPI:
     """Build the app. Services are built in the lifespan unless given (tests may pass them).
 
-    `hot_path=False` leaves every request to FastAPI (tests compare the two).
+    `hot_path=False` leaves every request to FastAPI (tests compare the two); `migrate=False`
+    serves the database as it is.
     """
     settings = settings or load_settings()
 
@@ -77,7 +79,7 @@ def create_app(
             from banking_es.logging_setup import configure_logging
 
             configure_logging(settings)
-        built = services or await build_services(settings, run_migrations=True)
+        built = services or await build_services(settings, run_migrations=migrate)
         app.state.services = built
         if own:
             await built.start()
@@ -121,3 +123,9 @@ def create_app(
         RequestContextMiddleware, docs_path=app.docs_url, docs_policy=openapi.docs_policy(app)
     )
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app of `banking-es serve`'s workers: serve migrated the database (or, with
+    `--no-migrate`, checked that it is migrated) before starting them."""
+    return create_app(migrate=False)
