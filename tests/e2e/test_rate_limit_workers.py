@@ -28,6 +28,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         AUTH_RATE_LIMIT_PER_MINUTE="10",
         RATE_LIMIT_BURST="10",
         RATE_LIMIT_PER_MINUTE="1000",
+        MAX_LOGIN_ATTEMPTS="100",  # the logins below test the rate limit, not the lock-out
     ).start()
     try:
         yield process
