@@ -156,7 +156,7 @@ def test_the_pods_are_unprivileged_and_stop_gracefully(path: Path, tmp_path: Pat
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    # uvicorn's graceful shutdown (timeout_graceful_shutdown in cli.py) must fit after it
+    # uvicorn's graceful shutdown (timeout_graceful_shutdown in cli/serve.py) must fit after it
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + 10 + 5
     assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the count"
     hpa = one(resources, "HorizontalPodAutoscaler")

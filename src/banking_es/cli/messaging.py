@@ -21,13 +21,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from banking_es.cli.common import BIGINT_MAX, console, read_settings, run, with_store
 from banking_es.config import Settings
 
 T = TypeVar("T")
-
-#: The largest id or position the databases store (a PostgreSQL `bigint`, a SQLite integer):
-#: a larger one on the command line is a usage error, not a driver's overflow.
-BIGINT_MAX = 2**63 - 1
 
 outbox_app = typer.Typer(
     help="The transactional outbox: its backlog, the relay to Kafka, replays.",
@@ -37,40 +34,6 @@ dlq_app = typer.Typer(
     help="Dead letters of the Kafka consumers: list, retry after a fix, discard.",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    from banking_es.cli import _settings as load
-
-    return load()
-
-
-def _run(coro: Awaitable[T]) -> T:
-    from banking_es.cli import _run as run
-
-    async def wrapped() -> T:
-        return await coro
-
-    return run(wrapped())
-
-
-async def with_store(settings: Settings, work: Callable[[Any, Any], Awaitable[T]]) -> T:
-    """`work(db, store)` on a migrated database, both closed afterwards (the CLI commands'
-    shared set-up, also of `banking-es projections`)."""
-    from banking_es.bootstrap import build_store, connect_database
-    from banking_es.db.migrate import migrate
-
-    db = await connect_database(settings, pool_size=4)
-    try:
-        await migrate(db)
-        store = build_store(settings, db)
-        try:
-            return await work(db, store)
-        finally:
-            await store.close()
-    finally:
-        await db.close()
 
 
 def _require_kafka(settings: Settings) -> None:
@@ -85,12 +48,12 @@ def _require_kafka(settings: Settings) -> None:
 @outbox_app.command("status")
 def outbox_status() -> None:
     """Show the outbox backlog (rows not yet published) and the age of the oldest one."""
-    settings = _settings()
+    settings = read_settings()
 
     async def work(db: Any, store: Any) -> Any:
         return await store.outbox_stats()
 
-    stats = _run(with_store(settings, work))
+    stats = run(with_store(settings, work))
     age = 0.0
     if stats.oldest_created_at is not None:
         age = max(0.0, (datetime.now(UTC) - stats.oldest_created_at).total_seconds())
@@ -105,7 +68,7 @@ def outbox_relay() -> None:
 
     Start as many as you like: one holds the lease and publishes, the others stand by.
     """
-    settings = _settings()
+    settings = read_settings()
     _require_kafka(settings)
     from banking_es.logging_setup import configure_logging
 
@@ -131,7 +94,7 @@ def outbox_relay() -> None:
             if isinstance(relay.publisher, KafkaPublisher):
                 await relay.publisher.close()
 
-    _run(with_store(settings, work))
+    run(with_store(settings, work))
 
 
 @outbox_app.command("replay")
@@ -158,7 +121,7 @@ def outbox_replay(
     `--from-position N` means after N, as a checkpoint does (0: from the beginning).
     Consumers of the service recognise the copies by (stream, version): no double effect.
     """
-    settings = _settings()
+    settings = read_settings()
     _require_kafka(settings)
     if to_position is not None and to_position <= from_position:
         console.print("[red]error:[/red] --to-position must be after --from-position")
@@ -197,7 +160,7 @@ def outbox_replay(
                 store, kafka_config(settings), from_position, last, event_type, report
             )
 
-    sent = _run(with_store(settings, work))
+    sent = run(with_store(settings, work))
     typer.echo(f"republished {sent} events")
 
 
@@ -225,13 +188,13 @@ def dlq_list(
     if status not in ("open", "retried", "discarded", "all"):
         console.print("[red]error:[/red] --status must be open, retried, discarded or all")
         raise typer.Exit(2)
-    settings = _settings()
+    settings = read_settings()
 
     async def work(letters: Any) -> Any:
         return await letters.find(status=None if status == "all" else status, limit=limit)
 
     table = Table("id", "status", "key", "partition", "offset", "type", "attempts", "error")
-    for letter in _run(_with_letters(settings, work)):
+    for letter in run(_with_letters(settings, work)):
         table.add_row(
             str(letter.id),
             letter.status,
@@ -252,14 +215,14 @@ def dlq_retry(
     """Apply a dead letter now (after a fix), with the letters parked behind it."""
     from banking_es.messaging.dead_letters import DeadLetterError
 
-    settings = _settings()
+    settings = read_settings()
 
     async def work(letters: Any) -> list[int]:
         result: list[int] = await letters.retry(letter_id)
         return result
 
     try:
-        retried = _run(_with_letters(settings, work))
+        retried = run(_with_letters(settings, work))
     except DeadLetterError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -273,14 +236,14 @@ def dlq_discard(
     """Discard a dead letter: its message is skipped for good."""
     from banking_es.messaging.dead_letters import DeadLetterError
 
-    settings = _settings()
+    settings = read_settings()
 
     async def work(letters: Any) -> list[int]:
         parked: list[int] = await letters.discard(letter_id)
         return parked
 
     try:
-        parked = _run(_with_letters(settings, work))
+        parked = run(_with_letters(settings, work))
     except DeadLetterError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from banking_es.cli_messaging import BIGINT_MAX, _run, _settings, console, with_store
+from banking_es.cli.common import BIGINT_MAX, console, read_settings, run, with_store
 from banking_es.config import Settings, SettingsError
 
 mail_app = typer.Typer(
@@ -41,12 +41,12 @@ async def _with_queue(settings: Settings, work: Any) -> Any:
 @mail_app.command("status")
 def mail_status() -> None:
     """Show how many mails wait to be sent and how many are dead."""
-    settings = _settings()
+    settings = read_settings()
 
     async def work(queue: Any) -> tuple[int, int]:
         return await queue.pending_count(), len(await queue.dead(10000))
 
-    pending, dead = _run(_with_queue(settings, work))
+    pending, dead = run(_with_queue(settings, work))
     table = Table("pending", "dead")
     table.add_row(str(pending), str(dead))
     Console().print(table)
@@ -55,13 +55,13 @@ def mail_status() -> None:
 @mail_app.command("dead-letters")
 def mail_dead_letters(limit: Annotated[int, typer.Option(min=1, max=10000)] = 100) -> None:
     """List mails given up on after MAIL_MAX_ATTEMPTS, oldest first (never their bodies)."""
-    settings = _settings()
+    settings = read_settings()
 
     async def work(queue: Any) -> Any:
         return await queue.dead(limit)
 
     table = Table("id", "kind", "recipient", "attempts", "created", "last error")
-    for mail in _run(_with_queue(settings, work)):
+    for mail in run(_with_queue(settings, work)):
         table.add_row(
             str(mail.id),
             mail.kind,
@@ -80,13 +80,13 @@ def mail_retry(
     """Send a dead mail again (after the mail server is fixed), with a fresh count of tries."""
     from banking_es.mail.queue import MailNotFound
 
-    settings = _settings()
+    settings = read_settings()
 
     async def work(queue: Any) -> None:
         await queue.retry(mail_id, datetime.now(UTC))
 
     try:
-        _run(_with_queue(settings, work))
+        run(_with_queue(settings, work))
     except MailNotFound as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -1,16 +1,73 @@
-"""`banking-es serve`: migrate (or, with --no-migrate, check) the database, then start the
-workers, each with its own listening socket where the platform allows (serving.py)."""
+"""`banking-es serve` and `banking-es migrate`: migrate (or, with --no-migrate, check) the
+database, then start the workers, each with its own listening socket where the platform
+allows (serving.py)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from banking_es.cli import _migrate, _run, console
+from banking_es.cli.common import console, ensure_secrets, migrate_database, read_settings, run
+from banking_es.cli.mail import check_mail_or_exit
 from banking_es.config import Settings
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [env HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env PORT, default 3000]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes sharing the port [env WORKERS]")
+    ] = None,
+    no_migrate: Annotated[
+        bool,
+        typer.Option(
+            "--no-migrate",
+            help="Do not migrate; refuse to start unless `banking-es migrate` has run",
+        ),
+    ] = False,
+) -> None:
+    """Serve the HTTP API (migrates the database first, unless --no-migrate). Docs at /docs."""
+    settings = read_settings(host=host, port=port, workers=workers)
+    ensure_secrets(settings)  # before the fork: every worker reads the same secrets
+    check_mail_or_exit(settings)
+    run_server(settings, no_migrate=no_migrate)
+
+
+def migrate_command(
+    show_status: Annotated[
+        bool, typer.Option("--status", help="Only show what is applied")
+    ] = False,
+) -> None:
+    """Apply pending database migrations (safe to run twice, or from two servers at once)."""
+    settings = read_settings()
+
+    async def show() -> list[tuple[Any, bool]]:
+        from banking_es.bootstrap import connect_database
+        from banking_es.db.migrate import status as migration_status
+
+        db = await connect_database(settings, pool_size=2)
+        try:
+            return await migration_status(db)
+        finally:
+            await db.close()
+
+    if show_status:
+        table = Table("version", "name", "applied")
+        for migration, is_applied in run(show()):
+            table.add_row(f"{migration.version:04d}", migration.name, "yes" if is_applied else "no")
+        Console().print(table)
+        return
+    applied = run(migrate_database(settings))
+    if applied:
+        for migration in applied:
+            typer.echo(f"applied {migration.version:04d}_{migration.name}")
+    else:
+        typer.echo("database is up to date")
 
 
 def run_server(settings: Settings, *, no_migrate: bool) -> None:
@@ -27,7 +84,7 @@ def run_server(settings: Settings, *, no_migrate: bool) -> None:
         _require_migrated(settings)
         log.info("database %s ready (--no-migrate: checked, nothing applied)", settings.backend)
     else:
-        applied = _run(_migrate(settings))
+        applied = run(migrate_database(settings))
         log.info("database %s ready (%d migrations applied now)", settings.backend, len(applied))
     import uvicorn
 
@@ -86,7 +143,7 @@ def _require_migrated(settings: Settings) -> None:
         finally:
             await db.close()
 
-    missing = _run(pending())
+    missing = run(pending())
     if missing:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
         console.print(

@@ -9,19 +9,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from banking_es.cli.common import read_settings, run
 from banking_es.config import Settings
 
 console = Console(stderr=True, soft_wrap=True)
 
 
 def verify_command() -> None:
-    """Check the store from its events: positions, versions, transfers, balances, snapshots,
-    read models and outbox. Read-only and safe while servers run; exit 1 when anything is
-    wrong, with a line per problem."""
-    from banking_es.cli import _run, _settings
+    """Check the store from its events (read-only, safe while servers run; exit 1: damaged).
+
+    Positions, versions, transfers, balances, snapshots, read models and the outbox are
+    checked; the report has a line per problem."""
     from banking_es.verify import CHECKS, KEPT
 
-    report = _run(_verify(_settings()))
+    report = run(_verify(read_settings()))
     out = Console(soft_wrap=True)
     rate = report.events / report.seconds if report.seconds else 0.0
     if report.sound:
