@@ -1,4 +1,5 @@
-"""The `banking-es` command line: serve the API, migrate the database, manage projections."""
+"""The `banking-es` command line: serve the API, migrate the database, manage projections
+(outbox and dead letters: `cli_messaging`; export and import: `cli_portable`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from banking_es.config import Settings, SettingsError, load_settings
@@ -33,15 +33,13 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 users_app = typer.Typer(help="Manage users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-from banking_es.cli_messaging import (  # noqa: E402
-    BIGINT_MAX,
-    dlq_app,
-    outbox_app,
-    with_store,
-)
+from banking_es.cli_messaging import BIGINT_MAX, dlq_app, outbox_app, with_store  # noqa: E402
+from banking_es.cli_portable import export_command, import_command, rebuild_with_progress  # noqa: E402
 
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")
+app.command("export")(export_command)
+app.command("import")(import_command)
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -283,32 +281,9 @@ def projections_rebuild(
         raise typer.Exit(2)
 
     async def work(runner: Any) -> dict[str, int]:
-        done: dict[str, int] = {}
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} events/s"),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
-            loop = asyncio.get_running_loop()
-            for name in chosen:
-                task = progress.add_task(name, total=None, rate="-")
-                started = loop.time()
-
-                def report(
-                    count: int, total: int, task: Any = task, started: float = started
-                ) -> None:
-                    elapsed = max(loop.time() - started, 1e-6)
-                    progress.update(
-                        task, completed=count, total=total, rate=f"{count / elapsed:,.0f}"
-                    )
-
-                done[name] = await runner.rebuild(
-                    name, from_position=from_position, types=event_type or None, progress=report
-                )
-        return done
+        return await rebuild_with_progress(
+            runner, chosen, from_position=from_position, types=event_type or None
+        )
 
     results = _run(_with_runner(settings, work))
     for name, count in results.items():
