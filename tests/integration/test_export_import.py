@@ -296,6 +296,7 @@ DAMAGES = {
         lambda p: rewrite(p, lambda d: d[: d.rindex(b'{"manifest"')]),
         "truncated",
     ),
+    "data after the manifest": (lambda p: rewrite(p, lambda d: d + b"[1]\n"), "after its manifest"),
     "row changed": (
         lambda p: rewrite(p, lambda d: d.replace(b'"valid"', b'"valie"', 1)),
         "checksum",

@@ -17,7 +17,7 @@ import gzip
 import hashlib
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -104,8 +104,8 @@ class ExportWriter:
         self._table, self._table_hash, self._rows = name, hashlib.sha256(), 0
         self._write(orjson.dumps({"table": name, "columns": list(columns)}) + b"\n")
 
-    def rows(self, rows: list[list[Any]]) -> None:
-        """Append rows (lists of JSON-able values, datetimes included) to the open table."""
+    def rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Append rows (sequences of JSON-able values, datetimes included) to the open table."""
         if not rows:
             return
         data = b"\n".join(orjson.dumps(row) for row in rows) + b"\n"
@@ -188,19 +188,29 @@ class ExportReader:
         self.close()
 
     def _lines(self) -> Iterator[list[bytes]]:
+        """The lines after the header, a megabyte at a time, each with its newline (a last
+        line without one is a cut line)."""
+        rest = b""
         try:
-            while lines := self._gz.readlines(1 << 20):
-                yield lines
+            while chunk := self._gz.read(1 << 20):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                yield [line + b"\n" for line in lines]
         except (OSError, EOFError, zlib.error) as exc:
             raise DamagedFile(f"{self.path} is damaged or truncated ({exc})") from None
+        if rest:
+            yield [rest]
 
     def items(self, *, decode: bool = True) -> Iterator[Item]:
         table: TableStart | None = None
         table_hash, count = hashlib.sha256(), 0
         seen: dict[str, dict[str, Any]] = {}
         batch: list[list[Any]] = []
+        finished = False
         for lines in self._lines():
             for line in lines:
+                if finished:
+                    raise DamagedFile(f"{self.path} has data after its manifest")
                 if not line.endswith(b"\n"):
                     raise DamagedFile(f"{self.path} is truncated (its last line is cut)")
                 if line.startswith(b"[") and table is not None:
@@ -218,7 +228,8 @@ class ExportReader:
                     raise DamagedFile(f"{self.path} has a row outside any table")
                 if "manifest" in entry:
                     self._check_manifest(entry, seen, table)
-                    return
+                    finished = True  # read on to the end: gzip checks its CRC there
+                    continue
                 self._file_hash.update(line)
                 if "table" in entry and table is None:
                     table = TableStart(str(entry["table"]), tuple(entry["columns"]))
@@ -238,7 +249,8 @@ class ExportReader:
                     table = None
                 else:
                     raise DamagedFile(f"{self.path} has an unexpected line: {line[:60]!r}")
-        raise DamagedFile(f"{self.path} is truncated (no manifest at its end)")
+        if not finished:
+            raise DamagedFile(f"{self.path} is truncated (no manifest at its end)")
 
     def _check_manifest(
         self, entry: dict[str, Any], seen: dict[str, dict[str, Any]], table: TableStart | None
@@ -250,12 +262,6 @@ class ExportReader:
             raise DamagedFile(f"{self.path} fails its checksum")
         if manifest.get("tables") != seen:
             raise DamagedFile(f"{self.path}: the manifest does not match the tables")
-        try:
-            rest = self._gz.read(1)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DamagedFile(f"{self.path} is damaged ({exc})") from None
-        if rest:
-            raise DamagedFile(f"{self.path} has data after its manifest")
 
 
 def _json(path: Path, line: bytes) -> Any:

@@ -14,8 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from banking_es.db.base import Connection, Database
 from banking_es.portable.dump import newest_schema
 from banking_es.portable.fileformat import (
@@ -76,16 +74,18 @@ async def first_nonempty(db: Database) -> str | None:
     return None
 
 
-def _decode(spec: TableSpec, row: list[Any], postgres: bool) -> list[Any]:
-    values = []
-    for column, value in zip(spec.columns, row, strict=True):
-        if value is not None:
-            if column.kind == "ts":
-                value = datetime.fromisoformat(value)
-            elif column.kind == "json" and postgres:
-                value = orjson.dumps(value).decode()
-        values.append(value)
-    return values
+def _decoder(spec: TableSpec) -> Callable[[list[Any]], list[Any]]:
+    """Row from the file -> values to insert: times parsed (SQLite's adapter then writes
+    them in its one spelling), JSON texts as they are."""
+    times = [i for i, c in enumerate(spec.columns) if c.kind == "ts"]
+
+    def decode(row: list[Any]) -> list[Any]:
+        for i in times:
+            if row[i] is not None:
+                row[i] = datetime.fromisoformat(row[i])
+        return row
+
+    return decode
 
 
 def _insert_sql(spec: TableSpec, postgres: bool) -> str:
@@ -123,13 +123,12 @@ async def load_file(db: Database, path: Path, totals: dict[str, int], progress: 
             for item in reader.items():
                 if isinstance(item, TableStart):
                     spec, done = BY_NAME[item.name], 0
+                    decode = _decoder(spec)
                     progress(spec.name, 0, totals.get(spec.name, 0))
                 elif isinstance(item, Rows):
                     if spec is None:
                         raise DamagedFile(f"{path} has rows outside any table")
-                    await _insert(
-                        conn, spec, [_decode(spec, r, postgres) for r in item.rows], postgres
-                    )
+                    await _insert(conn, spec, [decode(r) for r in item.rows], postgres)
                     done += len(item.rows)
                     progress(spec.name, done, max(done, totals.get(spec.name, 0)))
                 elif isinstance(item, TableEnd) and spec is not None and spec.serial and postgres:

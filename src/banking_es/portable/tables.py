@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
-#: How a column travels: `json` is a JSON value in the file, `ts` an ISO 8601 text.
+#: How a column travels: `json` as its JSON text, `ts` as an ISO 8601 text.
 Kind = Literal["int", "text", "json", "ts"]
 
 
@@ -149,7 +149,3 @@ def cutoff(spec: TableSpec, now: datetime, access_token_expiry_s: int) -> dateti
 def quoted(name: str) -> str:
     """A column name as SQL (`offset` is a reserved word on both backends)."""
     return f'"{name}"'
-
-
-def row_values(spec: TableSpec, row: Any) -> list[Any]:
-    return [row[c.name] for c in spec.columns]
