@@ -5,7 +5,8 @@
 Fills an SQLite store with realistic events (accounts opened, then deposits and withdrawals),
 then runs, each as its own `banking-es` process: export (SQLite), import into a scratch
 PostgreSQL database, export (PostgreSQL), import into a fresh SQLite file. Each step's wall
-time and peak RSS (`wait4`'s `ru_maxrss`) are printed as a table and as JSON.
+time, CPU time and peak RSS (`wait4`'s rusage) are printed as a table and as JSON; the load
+average is printed too, since on a shared machine the wall time says more about the others.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from banking_es.application.ports import UuidGenerator
 from banking_es.db.migrate import migrate
 from banking_es.db.sqlite import SqliteDatabase
-from bench.common import say, scratch_database
+from bench.common import load_average, say, scratch_database
 
 ACCOUNTS = 10_000
 IDS = UuidGenerator()
@@ -84,12 +85,33 @@ async def fill_sqlite(path: Path, count: int) -> None:
         await db.close()
 
 
-def run_step(label: str, database_url: str, *args: str) -> dict[str, Any]:
-    """`banking-es ARGS` as a child process; its wall time and peak RSS."""
+#: The import's load alone (no rebuild of the read models), to tell their memory apart.
+LOAD_ONLY = """
+import asyncio, sys
+from pathlib import Path
+from banking_es.db.migrate import migrate
+from banking_es.db.sqlite import SqliteDatabase
+from banking_es.portable.load import check_file, load_file
+
+async def main(path, target):
+    _header, totals = check_file(path)
+    db = await SqliteDatabase.connect(target)
+    await migrate(db)
+    await load_file(db, path, totals, lambda *_: None)
+    await db.close()
+
+asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2])))
+"""
+
+
+def run_step(label: str, database_url: str, *args: str, code: str = "") -> dict[str, Any]:
+    """`banking-es ARGS` (or the Python `code` with ARGS) as a child process; its wall time,
+    CPU time and peak RSS, and the last line it printed."""
     env = {**os.environ, "DATABASE_URL": database_url}
     started = time.perf_counter()
+    command = ["-c", code] if code else ["-m", "banking_es"]
     child = subprocess.Popen(
-        [sys.executable, "-m", "banking_es", *args],
+        [sys.executable, *command, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -102,8 +124,15 @@ def run_step(label: str, database_url: str, *args: str) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     if child.returncode != 0:
         raise SystemExit(f"{label} failed ({child.returncode}): {output}")
-    say(f"{label}: {elapsed:.1f}s, peak RSS {usage.ru_maxrss / 1024:.0f} MiB")
-    return {"step": label, "seconds": round(elapsed, 2), "peak_rss_mib": usage.ru_maxrss // 1024}
+    cpu = usage.ru_utime + usage.ru_stime
+    rss = usage.ru_maxrss // 1024
+    say(f"{label}: {elapsed:.1f}s ({cpu:.1f}s of CPU), peak RSS {rss} MiB")
+    return {
+        "step": label,
+        "seconds": round(elapsed, 2),
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mib": rss,
+    }
 
 
 async def main(count: int) -> list[dict[str, Any]]:
@@ -117,6 +146,8 @@ async def main(count: int) -> list[dict[str, Any]]:
         one, two = str(folder / "one.bes"), str(folder / "two.bes")
         steps = [run_step("export from SQLite", f"sqlite:///{source}", "export", "--to", one)]
         size = await asyncio.to_thread(os.path.getsize, one)
+        loaded = str(folder / "loaded.db")
+        steps.append(run_step("load only into SQLite", "", one, loaded, code=LOAD_ONLY))
         async with scratch_database("export") as pg_url:
             steps.append(run_step("import into PostgreSQL", pg_url, "import", "--from", one))
             steps.append(run_step("export from PostgreSQL", pg_url, "export", "--to", two))
@@ -132,6 +163,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=1_000_000)
     options = parser.parse_args()
     results = asyncio.run(main(options.events))
+    say(f"load average {load_average()}")
     for row in results:
         print("  ".join(f"{k}={v}" for k, v in row.items()))
     print(json.dumps({"events": options.events, "steps": results}))

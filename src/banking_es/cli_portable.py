@@ -109,6 +109,8 @@ def export_command(
     if not to.parent.is_dir():
         raise _fail(f"{to.parent} is not a directory")
 
+    started = time.monotonic()
+
     async def work() -> dict[str, dict[str, Any]]:
         from banking_es.bootstrap import connect_database
         from banking_es.db.migrate import migrate
@@ -131,7 +133,8 @@ def export_command(
 
     tables = _run(work())
     counts = ", ".join(f"{summary['rows']} {name}" for name, summary in tables.items())
-    typer.echo(f"exported {counts} to {to} ({to.stat().st_size:,} bytes)")
+    took = time.monotonic() - started
+    typer.echo(f"exported {counts} to {to} ({to.stat().st_size:,} bytes) in {took:.1f} s")
 
 
 def import_command(
@@ -146,6 +149,8 @@ def import_command(
     if not source.is_file():
         raise _fail(f"{source} is not a file")
 
+    took: dict[str, float] = {}
+
     async def work() -> tuple[dict[str, int], dict[str, int]]:
         from banking_es.bootstrap import build_store, connect_database
         from banking_es.db.migrate import migrate
@@ -154,7 +159,9 @@ def import_command(
         from banking_es.projections.runner import ProjectionRunner
 
         console.print(f"checking {source}")
+        started = time.monotonic()
         _header, totals = await asyncio.to_thread(check_file, source)
+        took["check"] = time.monotonic() - started
         db = await connect_database(settings, pool_size=2)
         try:
             table = await first_nonempty(db)
@@ -164,12 +171,16 @@ def import_command(
                     " import only into an empty database"
                 )
             await migrate(db)
+            started = time.monotonic()
             with _progress() as progress:
                 await load_file(db, source, totals, _reporter(progress))
+            took["load"] = time.monotonic() - started
             store = build_store(settings, db)
             try:
+                started = time.monotonic()
                 runner = ProjectionRunner(db, store, default_projections())
                 rebuilt = await rebuild_with_progress(runner, runner.names)
+                took["rebuild"] = time.monotonic() - started
             finally:
                 await store.close()
             return totals, rebuilt
@@ -181,3 +192,4 @@ def import_command(
     typer.echo(f"imported {counts} from {source}")
     for name, count in rebuilt.items():
         typer.echo(f"{name}: rebuilt from {count} events")
+    typer.echo("took: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in took.items()))
