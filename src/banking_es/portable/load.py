@@ -60,7 +60,10 @@ def check_file(path: Path) -> tuple[Header, dict[str, int]]:
 
 async def _exists(db: Database, table: str) -> bool:
     if db.dialect == "postgres":
-        sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = $1"
+        sql = (
+            "SELECT count(*) FROM information_schema.tables"
+            " WHERE table_schema = current_schema() AND table_name = $1"
+        )
     else:
         sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
     return bool(await db.fetchval(sql, table))
@@ -114,7 +117,8 @@ async def _insert(conn: Connection, spec: TableSpec, rows: Sequence[list[Any]], 
 
 
 async def load_file(db: Database, path: Path, totals: dict[str, int], progress: Progress) -> None:
-    """Load a checked file into the migrated, empty `db` in one transaction."""
+    """Load a checked file into the migrated, empty `db` in one transaction: a fault the
+    reader finds on the way (the file changed since it was checked) rolls it all back."""
     postgres = db.dialect == "postgres"
     with ExportReader(path) as reader:
         async with db.transaction() as conn:
@@ -133,7 +137,6 @@ async def load_file(db: Database, path: Path, totals: dict[str, int], progress: 
                     progress(spec.name, done, max(done, totals.get(spec.name, 0)))
                 elif isinstance(item, TableEnd) and spec is not None and spec.serial and postgres:
                     await _advance_sequence(conn, spec)
-            # Raised by the reader inside the transaction: nothing stays written.
 
 
 async def _advance_sequence(conn: Connection, spec: TableSpec) -> None:
