@@ -127,11 +127,13 @@ def run_step(label: str, database_url: str, *args: str, code: str = "") -> dict[
     cpu = usage.ru_utime + usage.ru_stime
     rss = usage.ru_maxrss // 1024
     say(f"{label}: {elapsed:.1f}s ({cpu:.1f}s of CPU), peak RSS {rss} MiB")
+    last = output.strip().splitlines()[-1] if output.strip() else ""
     return {
         "step": label,
         "seconds": round(elapsed, 2),
         "cpu_s": round(cpu, 2),
         "peak_rss_mib": rss,
+        "said": last,
     }
 
 
