@@ -8,11 +8,13 @@ In-process::
         await http.post("/accounts", json={...}, headers=headers)
 
 Against a real server (`tests.server.ServerProcess`): `sign_up(http)` works the same, and
-`create_admin_cli(...)` makes an admin through `banking-es users create-admin`.
+`create_admin_cli(...)` makes an admin through `banking-es users create-admin`;
+`run_cli(args, workdir, DATABASE_URL=...)` runs any other `banking-es` command.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import subprocess
@@ -21,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ ADMIN_PASSWORD = "admin password 123"
 #: Cheap Argon2 parameters: tests hash many passwords.
 FAST_ARGON2 = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "8"}
 _counter = itertools.count(1)
+#: The mails each running app's sender handed over (keyed by id of its Services).
+_SENT: dict[int, list[EmailMessage]] = {}
 
 Headers = dict[str, str]
 
@@ -78,7 +83,10 @@ async def running_app(
     settings = make_settings(tmp_path, database_url, **overrides)
     services = await build_services(settings)
     if clock is not None:
-        services.identity = build_identity(settings, services.db, clock)
+        services.identity = build_identity(
+            settings, services.db, clock, mail=services.identity.mail
+        )
+    record_mail(services)
     await services.start()
     try:
         transport = httpx.ASGITransport(app=create_app(settings, services))
@@ -86,6 +94,7 @@ async def running_app(
             yield http, services
     finally:
         await services.close()
+        _SENT.pop(id(services), None)
 
 
 def bearer(token: str) -> Headers:
@@ -133,6 +142,19 @@ async def admin_headers(
     return bearer((await login(http, username, ADMIN_PASSWORD))["access_token"])
 
 
+def run_cli(args: list[str], workdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`banking-es ARGS` in `workdir` (its data in `workdir/data`), with cheap Argon2."""
+    return subprocess.run(
+        [sys.executable, "-m", "banking_es", *args],
+        cwd=workdir,
+        env={**os.environ, **FAST_ARGON2, "DATA_DIR": str(workdir / "data"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def create_admin_cli(
     database_url: str, workdir: Path, username: str = "admin", password: str = ADMIN_PASSWORD
 ) -> subprocess.CompletedProcess[str]:
@@ -158,14 +180,26 @@ def create_admin_cli(
     )
 
 
-async def reset_token(services: Services, user_id: str) -> str:
-    """The token of the latest password-reset notification in the outbox."""
-    row = await services.db.fetchrow(
-        "SELECT payload FROM outbox WHERE topic = 'notifications' AND key = $1"
-        " ORDER BY id DESC LIMIT 1",
-        user_id,
-    )
-    assert row is not None, "no reset notification was queued"
-    payload: dict[str, Any] = row["payload"]
-    token: str = payload["token"]
-    return token
+def record_mail(services: Services) -> None:
+    """Keep every mail the services' sender hands over, for `reset_token` (before start)."""
+    sent: list[EmailMessage] = []
+    _SENT[id(services)] = sent
+    if services.mail is not None:
+        services.mail.on_sent = sent.append
+
+
+async def reset_token(services: Services, user_id: str, timeout: float = 10.0) -> str:
+    """The token of the latest reset mail sent to the user (by `running_app`'s sender)."""
+    from tests.smtp_support import token_in
+
+    from banking_es.mail.messages import RESET_SUBJECT
+
+    user = await services.identity.users.by_id(user_id)
+    assert user is not None
+    sent = _SENT[id(services)]  # see `record_mail`
+    for _ in range(int(timeout / 0.02)):
+        mails = [m for m in sent if m["To"] == user.email and m["Subject"] == RESET_SUBJECT]
+        if mails:
+            return token_in(mails[-1])
+        await asyncio.sleep(0.02)
+    raise AssertionError("no reset mail was sent")

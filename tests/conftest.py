@@ -88,15 +88,25 @@ def pg_admin_url() -> str:
     return os.environ.get("TEST_DATABASE_URL", DEFAULT_PG_ADMIN_URL)
 
 
+def _fresh_pg_database(admin_url: str) -> Iterator[str]:
+    name = f"test_bes_{uuid.uuid4().hex[:12]}"
+    run_sync(_admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield database_url(admin_url, name)
+    finally:
+        run_sync(_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database of its own, dropped after the test."""
-    name = f"test_bes_{uuid.uuid4().hex[:12]}"
-    run_sync(_admin_execute(pg_admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield database_url(pg_admin_url, name)
-    finally:
-        run_sync(_admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from _fresh_pg_database(pg_admin_url)
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database shared by the tests of one module, dropped after them."""
+    yield from _fresh_pg_database(pg_admin_url)
 
 
 @pytest.fixture

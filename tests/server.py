@@ -24,7 +24,16 @@ def free_port() -> int:
 class ServerProcess:
     """Starts the server with the given environment; `kill()` sends SIGKILL to every worker."""
 
-    def __init__(self, database_url: str, *, workers: int = 2, workdir: Path, **env: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        workers: int = 2,
+        workdir: Path,
+        args: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
+        self.args = args  # after `serve`
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
@@ -65,7 +74,7 @@ class ServerProcess:
 
     def _spawn(self, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "banking_es", "serve"],
+            [sys.executable, "-m", "banking_es", "serve", *self.args],
             cwd=self.workdir,
             env=env,
             stdout=log,

@@ -29,6 +29,8 @@ from banking_es.eventstore.stream_notices import StreamNotices
 from banking_es.identity.access import AccountAccess
 from banking_es.identity.factory import build_identity
 from banking_es.identity.service import IdentityService
+from banking_es.mail.sender import MailSender
+from banking_es.mail.setup import build_sender, check_mail_settings
 from banking_es.messaging.leader import LeaseElection
 from banking_es.messaging.relay import RELAY_LEASE, LogPublisher, OutboxRelay
 from banking_es.observability.events import record_login
@@ -140,6 +142,9 @@ class Services:
     _warming: asyncio.Task[None] | None = field(default=None, repr=False)
     #: PostgreSQL: other processes' appends, so cached accounts are read forward in time.
     stream_notices: StreamNotices | None = None
+    #: Sends the mail queue (None when mail is off); apart from the relay, so a failing
+    #: mail server never holds up event publishing.
+    mail: MailSender | None = None
 
     async def start(self) -> None:
         await self.identity.revocations.start()
@@ -154,6 +159,8 @@ class Services:
             self.account_cache.start()
         if self.cache_warmer is not None:
             self._warming = asyncio.create_task(self.cache_warmer.run(), name="cache-warming")
+        if self.mail is not None:
+            self.mail.start()
         self._maintenance = asyncio.create_task(self._purge_expired_keys(), name="maintenance")
 
     async def _purge_expired_keys(self, every: float = 600.0) -> None:
@@ -170,6 +177,8 @@ class Services:
         for task in (self._maintenance, self._warming):
             await cancel(task)
         await self.accounts.drain()
+        if self.mail is not None:
+            await self.mail.stop()
         if self.kafka is not None:
             await self.kafka.close()
         if self.account_cache is not None:
@@ -228,6 +237,7 @@ class _KafkaProjections:
 
 
 async def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
+    check_mail_settings(settings)
     db = await connect_database(settings)
     try:
         if run_migrations:
@@ -299,6 +309,9 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
         )
         identity = build_identity(settings, db, clock)
         identity.on_login = lambda outcome, user_id: record_login(metrics, outcome, user_id=user_id)
+        mail = None
+        if identity.mail is not None:
+            mail = build_sender(settings, db, identity.mail, clock, identity.issue_reset_token)
         services = Services(
             settings=settings,
             db=db,
@@ -332,6 +345,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             access=AccountAccess(accounts),
             kafka=kafka,
             stream_notices=_stream_notices(store, db, accounts),
+            mail=mail,
         )
         if kafka is not None:
             services.health.add("kafka", kafka.health, critical=False)

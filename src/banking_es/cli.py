@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -33,11 +32,15 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 users_app = typer.Typer(help="Manage users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+from banking_es.cli_mail import check_mail_or_exit, mail_app  # noqa: E402
 from banking_es.cli_messaging import BIGINT_MAX, dlq_app, outbox_app, with_store  # noqa: E402
 from banking_es.cli_portable import export_command, import_command, rebuild_with_progress  # noqa: E402
+from banking_es.cli_verify import verify_command  # noqa: E402
 
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")
+app.command("verify")(verify_command)
+app.add_typer(mail_app, name="mail")
 app.command("export")(export_command)
 app.command("import")(import_command)
 
@@ -72,64 +75,21 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Server processes sharing the port [env WORKERS]")
     ] = None,
+    no_migrate: Annotated[
+        bool,
+        typer.Option(
+            "--no-migrate",
+            help="Do not migrate; refuse to start unless `banking-es migrate` has run",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the HTTP API (migrates the database first). Docs at /docs."""
+    """Serve the HTTP API (migrates the database first, unless --no-migrate). Docs at /docs."""
     settings = _settings(host=host, port=port, workers=workers)
     _ensure_secrets(settings)  # before the fork: every worker reads the same secrets
-    # Before anything imports prometheus-client: it reads PROMETHEUS_MULTIPROC_DIR at import.
-    from banking_es.observability.multiproc import prepare_multiprocess_dir
+    check_mail_or_exit(settings)
+    from banking_es.cli_serve import run_server
 
-    prepare_multiprocess_dir(settings.data_dir)
-    from banking_es.logging_setup import configure_logging
-
-    configure_logging(settings)
-    applied = _run(_migrate(settings))
-    log = logging.getLogger("banking_es")
-    log.info("database %s ready (%d migrations applied now)", settings.backend, len(applied))
-    import os
-
-    import uvicorn
-
-    from banking_es import serving
-
-    # Workers re-read settings from the environment: pass the CLI overrides down.
-    os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
-    os.environ["WORKERS"] = str(settings.workers)
-    # A listening socket per worker, so that connections spread over them (serving.py).
-    spread = settings.workers > 1 and serving.spreads_connections()
-    sockets = []
-    if spread:
-        try:
-            sockets = serving.bind_worker_sockets(settings.host, settings.port, settings.workers)
-        except OSError as exc:
-            where = f"{settings.host}:{settings.port}"
-            console.print(f"[red]error:[/red] cannot listen on {where}: {exc}")
-            raise typer.Exit(1) from None
-    console.print(
-        f"banking-es serving on http://{settings.host}:{settings.port} "
-        f"(docs: http://{settings.host}:{settings.port}/docs, workers: {settings.workers})"
-    )
-    options: dict[str, Any] = {
-        "factory": True,
-        "host": settings.host,
-        "port": settings.port,
-        "workers": settings.workers,
-        "log_level": settings.log_level,
-        "access_log": False,
-        "log_config": None,
-        "loop": "uvloop",
-        "http": "httptools",
-        "timeout_graceful_shutdown": 10,
-        # uvicorn kills a worker that misses a 5 s health ping; a busy worker on a loaded
-        # machine is not hung, and killing it drops its requests in flight.
-        "timeout_worker_healthcheck": 30,
-    }
-    if not spread:
-        uvicorn.run("banking_es.api.app:create_app", **options)
-        return
-    serving.SpreadSupervisor(
-        uvicorn.Config("banking_es.api.app:create_app", **options), sockets
-    ).run()
+    run_server(settings, no_migrate=no_migrate)
 
 
 async def _migrate(settings: Settings) -> list[Any]:
@@ -390,6 +350,24 @@ def users_set_role(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     typer.echo(f"{user.username} now has roles: {', '.join(user.roles)}")
+
+
+@users_app.command("unlock")
+def users_unlock(
+    name: Annotated[str, typer.Argument(help="Username or email (or any name tried at login)")],
+) -> None:
+    """End a login lock-out: of the name, and of both names of the user it names (recorded
+    as made from the command line)."""
+    import getpass
+
+    settings = _settings()
+
+    async def work(identity: Any) -> list[str]:
+        ended: list[str] = await identity.unlock(name, f"cli:{getpass.getuser()}")
+        return ended
+
+    ended = _run(_with_identity(settings, work))
+    typer.echo(f"unlocked: {', '.join(ended)}" if ended else f"no lock-out on {name!r}")
 
 
 def main() -> None:

@@ -138,7 +138,12 @@ def outbox_relay() -> None:
 def outbox_replay(
     from_position: Annotated[
         int,
-        typer.Option("--from-position", min=1, max=BIGINT_MAX, help="First position to republish"),
+        typer.Option(
+            "--from-position",
+            min=0,
+            max=BIGINT_MAX,
+            help="Republish the events after this position (0: from the beginning)",
+        ),
     ],
     to_position: Annotated[
         int | None,
@@ -150,12 +155,13 @@ def outbox_replay(
 ) -> None:
     """Republish stored events to Kafka (for a new downstream consumer), with progress.
 
+    `--from-position N` means after N, as a checkpoint does (0: from the beginning).
     Consumers of the service recognise the copies by (stream, version): no double effect.
     """
     settings = _settings()
     _require_kafka(settings)
-    if to_position is not None and to_position < from_position:
-        console.print("[red]error:[/red] --to-position is before --from-position")
+    if to_position is not None and to_position <= from_position:
+        console.print("[red]error:[/red] --to-position must be after --from-position")
         raise typer.Exit(2)
     from banking_es.domain.events import EVENT_TYPES
 

@@ -1,4 +1,4 @@
-"""One typed `Settings`, read from the environment (see API.md, "Configuration").
+"""One typed `Settings`, read from the environment (every variable: docs/configuration.md).
 
 Nothing here connects to anything; `bootstrap` builds the adapters from a `Settings`.
 A bad value stops start-up with one line naming the variable (`SettingsError`).
@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,7 +28,7 @@ class Environment(StrEnum):
 
 
 class Settings(BaseSettings):
-    """Every configuration variable of API.md, typed, with its default."""
+    """Every configuration variable of docs/configuration.md, typed, with its default."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
@@ -56,9 +57,16 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_cost: int = Field(65536, ge=8)
 
+    smtp_url: str | None = None
+    mail_from: str = Field("banking-es@localhost", pattern=r"^[^@\s<>]+@[^@\s<>]+$")
+    password_reset_enabled: bool = True
+    mail_max_attempts: int = Field(8, ge=1, le=100)
+    mail_retry_base_s: float = Field(30.0, gt=0)
+
     rate_limit_enabled: bool = True
     rate_limit_per_minute: int = Field(60, ge=1)
     rate_limit_burst: int = Field(10, ge=0)
+    rate_limit_per_client_per_minute: int | None = Field(None, ge=1)
     rate_limit_per_ip_per_minute: int = Field(600, ge=1)
     auth_rate_limit_per_minute: int = Field(10, ge=1)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -108,6 +116,20 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            port, parts = -1, urlsplit("")
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname or port == -1:
+            raise ValueError("must be smtp://[user:pass@]host[:port] or smtps://...")
+        return value
+
     @property
     def backend(self) -> Literal["sqlite", "postgres"]:
         return "sqlite" if self.database_url.startswith("sqlite://") else "postgres"
@@ -124,6 +146,9 @@ class Settings(BaseSettings):
         return "json" if self.banking_env is Environment.PRODUCTION else "console"
 
 
+_SECRET_VARIABLES = frozenset({"SMTP_URL", "JWT_SECRET", "REFRESH_TOKEN_SECRET"})
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; turn pydantic's report into one line per bad variable."""
     try:
@@ -132,5 +157,7 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for error in exc.errors():
             name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
-            lines.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+            # A URL or secret may hold a password: name the variable, never echo it.
+            shown = "" if name in _SECRET_VARIABLES else f" (got {error.get('input')!r})"
+            lines.append(f"{name}: {error['msg']}{shown}")
         raise SettingsError("invalid configuration: " + "; ".join(lines)) from None

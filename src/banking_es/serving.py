@@ -23,20 +23,35 @@ Joining a `SO_REUSEPORT` group is allowed to any process of the same user that a
 so a second server started on the same port would silently share the traffic instead of
 failing. `bind_worker_sockets` therefore first binds the address alone, which fails if
 anything (a group included) holds it.
+
+Without Redis, the workers keep their rate limits in one file (`shared_rate_limits`), so
+that a limit holds for the server, not once per worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pickle
+import shutil
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
 from multiprocessing.connection import wait
+from pathlib import Path
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
+from banking_es.api.ratewindows import SHARED_FILE_ENV, SharedWindows
+from banking_es.config import Settings
+
 log = logging.getLogger("banking_es.serving")
+
+#: The workers' app: `serve` migrates (or checks) the database once, before they start.
+APP_FACTORY = "banking_es.api.app:create_served_app"
 
 
 def spreads_connections() -> bool:
@@ -66,6 +81,24 @@ def bind_worker_sockets(host: str, port: int, count: int) -> list[socket.socket]
             sock.close()
         raise
     return sockets
+
+
+@contextlib.contextmanager
+def shared_rate_limits(settings: Settings) -> Iterator[None]:
+    """With more than one worker, a rate-limit file for all of them (in a private temporary
+    directory, removed when the server stops), named to them in the environment."""
+    if settings.workers == 1 or not settings.rate_limit_enabled:
+        yield
+        return
+    directory = Path(tempfile.mkdtemp(prefix="banking-es-limits-"))
+    try:
+        path = directory / "windows"
+        SharedWindows.create(path, settings.rate_limit_max_clients)
+        os.environ[SHARED_FILE_ENV] = str(path)
+        yield
+    finally:
+        os.environ.pop(SHARED_FILE_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class WorkerProcess(Process):

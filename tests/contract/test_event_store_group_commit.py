@@ -192,14 +192,15 @@ async def test_sequential_appends_still_work_after_concurrent_bursts(
 def fail_next_commit(store: EventStore) -> None:
     """Make the store's next batch transaction fail as a database error would.
 
-    Memory: `fail_next_commit`. SQL: the last write of the transaction (PostgreSQL: the one
-    statement that writes everything; SQLite: the outbox insert, after events, idempotency
-    records and snapshots) runs, then raises a driver error, once.
+    Memory: `fail_next_commit`. SQL: the last write of the transaction (PostgreSQL: the
+    statement that stores the rendered idempotency records, after the batch function; SQLite:
+    the outbox insert, after events, idempotency records and snapshots) runs, then raises a
+    driver error, once. The batch must therefore carry idempotency records.
     """
     if isinstance(store, MemoryEventStore):
         store.fail_next_commit = StoreUnavailable("injected: connection lost")
         return
-    hook = "_write_all" if hasattr(store, "_write_all") else "_insert_outbox"
+    hook = "_store_rendered" if hasattr(store, "_store_rendered") else "_insert_outbox"
     original = getattr(store, hook)
 
     async def failing(*args: Any) -> None:

@@ -77,3 +77,29 @@ async def test_concurrent_migrations_from_two_servers_apply_each_file_once(
     for db in databases:
         assert await _recorded_versions(db) == applied
         assert await _tables(db) >= EVENT_STORE_TABLES
+
+
+async def test_mail_queue_migration_scrubs_reset_tokens_left_in_the_outbox(
+    open_database: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Older versions kept the reset token in the notification's payload after sending."""
+    from datetime import UTC, datetime
+
+    from banking_es.db import migrate as runner
+
+    db = await open_database()
+    everything = available(db.dialect)
+    mail = next(m for m in everything if m.name == "mail_queue")
+    monkeypatch.setattr(runner, "available", lambda d: [m for m in everything if m is not mail])
+    await migrate(db)
+    old = {"type": "password_reset", "user_id": "u1", "token": "LEAKED-TOKEN", "expires_at": "x"}
+    await db.execute(
+        "INSERT INTO outbox (topic, key, payload, event_position, created_at, published_at)"
+        " VALUES ('notifications', 'u1', $1, NULL, $2, $2)",
+        old,
+        datetime.now(UTC),
+    )
+    monkeypatch.setattr(runner, "available", lambda d: everything)
+    assert [m.name for m in await migrate(db)] == ["mail_queue"]
+    [row] = await db.fetch("SELECT payload FROM outbox")
+    assert row["payload"] == {"type": "password_reset", "user_id": "u1", "expires_at": "x"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from eventstore_helpers import event, events, idem, new_stream, one
+from eventstore_helpers import SQL_BACKENDS, event, events, idem, new_stream, one
 
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,
@@ -20,6 +20,7 @@ from banking_es.eventstore.base import (
     OutboxMessage,
     OutboxStats,
     Snapshot,
+    StoreUnavailable,
     StreamAppend,
 )
 
@@ -377,3 +378,30 @@ async def test_snapshot_of_a_multi_stream_append_fails_with_its_request(
         )
     assert await event_store.latest_snapshot(source) is None
     assert await event_store.read_stream(source) == []
+
+
+# ---- database failures -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", SQL_BACKENDS)
+async def test_every_side_row_method_answers_a_database_failure_with_a_store_error(
+    event_store: EventStore,
+) -> None:
+    """A database error never leaves the store as the driver's (or the database port's)
+    error: callers handle the store's errors only (eventstore/base.py)."""
+    record = idem("gone")
+    now = datetime.now(UTC)
+    await event_store.db.execute("DROP TABLE idempotency_keys")  # type: ignore[attr-defined]
+    await event_store.db.execute("DROP TABLE outbox")  # type: ignore[attr-defined]
+
+    calls = [
+        event_store.purge_idempotency(now),
+        event_store.mark_published([1, 2], now),
+        event_store.save_idempotency(record),
+        event_store.get_idempotency(record.scope, record.key, now),
+        event_store.outbox_pending(10),
+        event_store.outbox_stats(),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailable):
+            await call

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from tests.auth import record_mail
 
 from banking_es.api.app import create_app
 from banking_es.bootstrap import Services, build_services
@@ -38,6 +39,7 @@ async def running_app(
         }
         settings: Settings = load_settings(**options)
         services = await build_services(settings)
+        record_mail(services)
         await services.start()
         app = create_app(settings, services)
         try:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from tests.auth import bearer, login, new_username, register, reset_token, sign_up
 from tests.e2e.observability_support import running_app
+from tests.smtp_support import SmtpServer
 
 from banking_es.bootstrap import Services
 from banking_es.config import load_settings
@@ -124,6 +125,13 @@ async def test_no_secret_in_logs_of_a_full_flow(tmp_path: Path, json_logs: LogCa
     (in development `LogPublisher(with_payloads=True)` logs it, reset token included).
     """
     jwt_secret, refresh_secret = secrets.token_urlsafe(48), secrets.token_urlsafe(48)
+    with SmtpServer() as smtp:  # production sends the reset token by mail, never logs it
+        await _full_flow_in_production(tmp_path, json_logs, smtp, jwt_secret, refresh_secret)
+
+
+async def _full_flow_in_production(
+    tmp_path: Path, json_logs: LogCapture, smtp: SmtpServer, jwt_secret: str, refresh_secret: str
+) -> None:
     sent: list[str] = []
 
     async def record(request: httpx.Request) -> None:
@@ -134,6 +142,7 @@ async def test_no_secret_in_logs_of_a_full_flow(tmp_path: Path, json_logs: LogCa
         banking_env="production",
         jwt_secret=jwt_secret,
         refresh_token_secret=refresh_secret,
+        smtp_url=smtp.url,
     ) as (client, services, _app):
         assert services.settings.banking_env == "production"
         client.event_hooks["request"].append(record)

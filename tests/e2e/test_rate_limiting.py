@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import limits.aio.storage.memory
 import limits.aio.storage.redis.redispy
 import pytest
 from tests.api_support import FakeTime, api
@@ -22,7 +21,6 @@ from banking_es.bootstrap import Services
 @pytest.fixture
 def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     clock = FakeTime()
-    monkeypatch.setattr(limits.aio.storage.memory, "time", clock)
     monkeypatch.setattr(limits.aio.storage.redis.redispy, "time", clock)
     return clock
 
@@ -78,9 +76,55 @@ async def test_a_client_over_its_limit_gets_429_with_retry_after_until_the_windo
         assert refused.headers["ratelimit-reset"] == "31"
         assert refused.headers["x-request-id"]
         other = await http.get("/accounts", headers={"x-client-id": "app-b"})
-        assert other.status_code == 200  # another client has its own window
+        assert other.status_code == 429  # the user's window, whatever the client id
         fake_time.advance(int(refused.headers["retry-after"]))  # a client that obeys it
         assert (await http.get("/accounts", headers=a)).status_code == 200
+        assert services.cache_metrics.get("rate_limited", "client") == 2
+
+
+async def test_a_new_client_id_per_request_does_not_escape_the_user_limit(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    async with api(tmp_path, **LIMITS, rate_limit_per_minute=3) as (http, services):
+        use_clock(services, fake_time)
+        http.headers.update(await signed_up(http, fake_time))
+        codes = [
+            (await http.get("/accounts", headers={"x-client-id": f"new-{i}"})).status_code
+            for i in range(6)
+        ]
+        assert codes == [200, 200, 200, 429, 429, 429]
+
+
+async def test_a_client_id_cannot_spend_another_users_quota(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    """Bob sends the id Ada's application uses until he is refused: Ada's windows (her user's
+    and her user-and-client one) are untouched."""
+    settings = {**LIMITS, "rate_limit_per_minute": 3, "rate_limit_per_client_per_minute": 2}
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        ada = {**await signed_up(http, fake_time), "x-client-id": "ada-app"}
+        bob = {**await signed_up(http, fake_time), "x-client-id": "ada-app"}
+        codes = [(await http.get("/accounts", headers=bob)).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        codes = [(await http.get("/accounts", headers=ada)).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+
+
+async def test_a_client_id_adds_a_window_of_its_own_within_the_users(
+    tmp_path: Path, fake_time: FakeTime
+) -> None:
+    settings = {**LIMITS, "rate_limit_per_minute": 4, "rate_limit_per_client_per_minute": 2}
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        http.headers.update(await signed_up(http, fake_time))
+        a, b = {"x-client-id": "app-a"}, {"x-client-id": "app-b"}
+        codes = [(await http.get("/accounts", headers=a)).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]  # app-a's window (2); the user's counted 3
+        assert services.cache_metrics.get("rate_limited", "client_id") == 1
+        # app-b's window is empty, but the user's has room for one more request only
+        codes = [(await http.get("/accounts", headers=b)).status_code for _ in range(2)]
+        assert codes == [200, 429]
         assert services.cache_metrics.get("rate_limited", "client") == 1
 
 
@@ -180,6 +224,17 @@ async def test_login_and_password_reset_have_their_own_per_ip_limit(
         assert services.cache_metrics.get("rate_limited", "auth") == 1
 
 
+async def test_registration_is_under_the_auth_limit(tmp_path: Path, fake_time: FakeTime) -> None:
+    """Each registration costs an Argon2 hash, and its 409 tells whether a name is taken."""
+    settings = {**LIMITS, "auth_rate_limit_per_minute": 2}
+    async with api(tmp_path, **settings) as (http, services):
+        use_clock(services, fake_time)
+        codes = [(await http.post("/auth/register", json={})).status_code for _ in range(3)]
+        assert codes[:2] != [429, 429]
+        assert codes[2] == 429
+        assert services.cache_metrics.get("rate_limited", "auth") == 1
+
+
 async def test_health_and_metrics_are_exempt(tmp_path: Path, fake_time: FakeTime) -> None:
     settings = {**LIMITS, "rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1}
     async with api(tmp_path, **settings) as (http, services):
@@ -202,7 +257,12 @@ async def test_rate_limit_enabled_false_turns_it_off(tmp_path: Path) -> None:
 async def test_the_number_of_tracked_clients_is_bounded(
     tmp_path: Path, fake_time: FakeTime
 ) -> None:
-    settings = {**LIMITS, "rate_limit_max_clients": 3, "rate_limit_per_minute": 1}
+    settings = {
+        **LIMITS,
+        "rate_limit_max_clients": 3,
+        "rate_limit_per_minute": 100,
+        "rate_limit_per_client_per_minute": 1,
+    }
     async with api(tmp_path, **settings) as (http, services):
         use_clock(services, fake_time)
         http.headers.update(await signed_up(http, fake_time))
@@ -221,7 +281,7 @@ async def test_with_redis_the_limit_is_shared_by_every_process(
 ) -> None:
     settings = {
         **LIMITS,
-        "rate_limit_per_minute": 3,
+        "rate_limit_per_ip_per_minute": 3,
         "redis_url": SHARED_REDIS_URL,
         "redis_key_prefix": redis_prefix,
     }
@@ -231,18 +291,18 @@ async def test_with_redis_the_limit_is_shared_by_every_process(
     ):
         use_clock(s1, fake_time)
         use_clock(s2, fake_time)
-        # a user in each database; both send the same x-client-id, so share one window
+        # one IP, one window in Redis for both processes (sign-up leaves the windows empty)
         one.headers.update(await signed_up(one, fake_time))
         two.headers.update(await signed_up(two, fake_time))
-        a = {"x-client-id": "app-a"}
-        assert (await one.get("/accounts", headers=a)).status_code == 200
-        assert (await two.get("/accounts", headers=a)).status_code == 200
-        assert (await one.get("/accounts", headers=a)).status_code == 200
-        refused = await two.get("/accounts", headers=a)
+        assert (await one.get("/accounts")).status_code == 200
+        assert (await two.get("/accounts")).status_code == 200
+        assert (await one.get("/accounts")).status_code == 200
+        refused = await two.get("/accounts")
         assert refused.status_code == 429
+        assert refused.json()["error"].endswith("(ip); retry in 61s")
         assert int(refused.headers["retry-after"]) == 61  # a full minute, and then some
         fake_time.advance(61)
-        assert (await two.get("/accounts", headers=a)).status_code == 200
+        assert (await two.get("/accounts")).status_code == 200
 
 
 async def test_while_redis_is_away_limits_are_kept_in_memory(

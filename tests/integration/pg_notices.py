@@ -12,7 +12,8 @@ import asyncpg
 
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
-from banking_es.eventstore.postgres import STREAMS_CHANNEL, PostgresEventStore
+from banking_es.eventstore.notices import STREAMS_CHANNEL
+from banking_es.eventstore.postgres import PostgresEventStore
 
 
 @asynccontextmanager

@@ -29,6 +29,8 @@ COMPARED = {
     "events": "position",
     "users": "id",
     "role_changes": "id",
+    "login_unlocks": "id",
+    "mail_queue": "id",
     "logins": "id",
     "password_resets": "token_hash",
     "idempotency_keys": "scope, key",
@@ -200,6 +202,17 @@ async def seed_rows(path: Path) -> None:
                     login_id,
                     expires,
                 )
+            await conn.execute(
+                "INSERT INTO mail_queue (kind, user_id, recipient, subject, status,"
+                " next_attempt_at, created_at, updated_at)"
+                " VALUES ('password_reset', 'u1', 'u@x.io', 'Reset', 'pending', $1, $1, $1)",
+                now,
+            )
+            await conn.execute(
+                "INSERT INTO login_unlocks (name_key, user_id, unlocked_by, unlocked_at)"
+                " VALUES ('u', 'u1', 'cli:test', $1)",
+                now,
+            )
             for key, published in (("unsent", None), ("sent", now)):
                 await conn.execute(
                     "INSERT INTO outbox (topic, key, payload, created_at, published_at)"
@@ -241,6 +254,8 @@ async def test_only_live_logins_resets_records_and_unsent_mail_are_exported(
     assert keys["idempotency_keys"] == ["valid"]
     assert keys["outbox"] == [1]
     assert keys["revocations"] == [2]
+    assert keys["mail_queue"] == [1]
+    assert keys["login_unlocks"] == [1]
     assert keys["users"] == ["u1"]
     assert set(keys) == {spec.name for spec in TABLES}
 

@@ -706,7 +706,7 @@ async def test_a_rebuild_by_copy_writes_the_rows_of_small_batches(
     assert await checkpoint(env.db, TRANSACTIONS) == 0
 
     # So does a failure while COPY is sending the rows (they are made as it goes).
-    make_rows = transactions_module._rows
+    make_rows = transactions_module.transaction_rows
 
     def failing_rows(*args: Any) -> Iterator[tuple[Any, ...]]:
         for count, row in enumerate(make_rows(*args)):
@@ -714,12 +714,12 @@ async def test_a_rebuild_by_copy_writes_the_rows_of_small_batches(
                 raise RuntimeError("bad event in the middle of a batch")
             yield row
 
-    monkeypatch.setattr(transactions_module, "_rows", failing_rows)
+    monkeypatch.setattr(transactions_module, "transaction_rows", failing_rows)
     with pytest.raises(RuntimeError, match="bad event"):
         await runner.run_once(TRANSACTIONS)
     assert await transactions_table(env.db) == {}
     assert await checkpoint(env.db, TRANSACTIONS) == 0
-    monkeypatch.setattr(transactions_module, "_rows", make_rows)
+    monkeypatch.setattr(transactions_module, "transaction_rows", make_rows)
     assert await runner.run_once(TRANSACTIONS) == head
     assert await transactions_table(env.db) == before
     assert before == expected_transactions(await all_events(env.store))

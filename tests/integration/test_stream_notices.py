@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from tests.auth import make_settings
 from tests.contract.eventstore_helpers import events, idem, new_stream, one
@@ -30,11 +31,11 @@ from banking_es.eventstore.base import (
     Snapshot,
     StreamMoved,
 )
-from banking_es.eventstore.batching import BatchPlan
-from banking_es.eventstore.postgres import (
+from banking_es.eventstore.notices import (
     NOTICE_BYTES,
+    NoticeBodies,
+    notice_entries,
     parse_notice,
-    stream_notices,
 )
 
 CTX = CommandContext(None, None)
@@ -226,12 +227,36 @@ async def test_notices_carry_exactly_what_the_store_wrote_on_every_path(pg_url: 
         assert await store.head_position() == 11
 
 
+def payloads(origin: str, written: list[RecordedEvent]) -> list[str]:
+    """The payloads the batch function sends for `written` (its heads around the bodies)."""
+    moved: dict[str, list[list[Any]]] = {}
+    for e in written:
+        moved.setdefault(e.stream_id, []).append(
+            [e.version, e.event_id, e.type, e.data, e.metadata]
+        )
+    at = orjson.dumps(written[0].recorded_at).decode()
+    bodies = NoticeBodies.of(notice_entries(moved)).bodies
+    return [f'{origin} {{"at":{at},"s":[{body}]}}' for body in bodies]
+
+
+def test_notice_entries_of_many_streams_are_spread_over_bodies_that_fit() -> None:
+    moved = {new_stream(): [[v, f"e-{v}", "MoneyDeposited", {}, {}] for v in (1, 2, 3)]}
+    moved.update({new_stream(): list(next(iter(moved.values()))) for _ in range(299)})
+    joined = NoticeBodies.of(notice_entries(moved))
+    assert len(joined.bodies) > 1
+    assert all(len(body.encode()) <= NOTICE_BYTES - 100 for body in joined.bodies)
+    streams = [stream for body in joined.bodies for stream, *_ in orjson.loads(f"[{body}]")]
+    assert streams == list(moved)
+    for stream, (body, start, length) in zip(moved, joined.entries, strict=True):  # type: ignore[misc]
+        entry = joined.bodies[body - 1].encode()[start - 1 : start - 1 + length]
+        assert orjson.loads(entry)[0] == stream
+
+
 def test_notices_stay_under_the_payload_limit_and_parse_back() -> None:
     streams = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(300)]
     events = [_event(s, v) for s in streams for v in (1, 2)]
     events.append(_event("big", 1, "x" * NOTICE_BYTES))  # cannot travel: its version does
-    plan = BatchPlan(events=events)
-    notices = stream_notices("origin1", plan)
+    notices = payloads("origin1", events)
     assert len(notices) > 1
     assert all(len(n.encode()) <= NOTICE_BYTES for n in notices)
     moved: dict[str, StreamMoved] = {}

@@ -11,7 +11,8 @@ import pytest
 from banking_es.config import SettingsError, load_settings
 from banking_es.identity.secrets_store import ensure_secrets
 
-STRONG = "s" * 32
+STRONG = "Xk2-vT9qLw8_zR4mNc7bYh5jPs0fGd3e"  # 32 bytes, 32 different characters
+OTHER_STRONG = "bQ7-wE3rT9yU1iO5pA8sD2fG6hJ0kL4zX_cV"
 
 
 def test_development_generates_private_secrets_once_and_reuses_them(tmp_path: Path) -> None:
@@ -56,6 +57,13 @@ def test_development_keeps_secrets_given_in_the_environment(tmp_path: Path) -> N
         ("default-secret", STRONG, "JWT_SECRET is a well-known default"),
         (STRONG, None, "REFRESH_TOKEN_SECRET is missing"),
         (STRONG, "default-refresh-secret", "REFRESH_TOKEN_SECRET is a well-known default"),
+        ("changeme", STRONG, "JWT_SECRET is a well-known default"),
+        ("Your_Secret_Key", STRONG, "JWT_SECRET is a well-known default"),
+        ("0123456789abcde" * 3, STRONG, "JWT_SECRET has fewer than 16 different characters"),
+        ("ab" * 40, STRONG, "JWT_SECRET has fewer than 16 different characters"),
+        ("default-secret" * 3, STRONG, "JWT_SECRET has fewer than 16 different characters"),
+        (STRONG, "r" * 40, "REFRESH_TOKEN_SECRET has fewer than 16 different characters"),
+        (STRONG, STRONG, "JWT_SECRET and REFRESH_TOKEN_SECRET are the same"),
     ],
 )
 def test_production_refuses_missing_short_or_default_secrets(
@@ -75,6 +83,6 @@ def test_production_refuses_missing_short_or_default_secrets(
 
 def test_production_accepts_strong_secrets(tmp_path: Path) -> None:
     settings = load_settings(
-        banking_env="production", jwt_secret=STRONG, refresh_token_secret="r" * 40
+        banking_env="production", jwt_secret=STRONG, refresh_token_secret=OTHER_STRONG
     )
     assert ensure_secrets(settings) is settings

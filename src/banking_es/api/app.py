@@ -17,6 +17,7 @@ from banking_es.api.routes import (
     accounts,
     admin,
     admin_dead_letters,
+    admin_mail,
     auth,
     health,
     metrics,
@@ -62,10 +63,12 @@ def create_app(
     services: Services | None = None,
     *,
     hot_path: bool = True,
+    migrate: bool = True,
 ) -> FastAPI:
     """Build the app. Services are built in the lifespan unless given (tests may pass them).
 
-    `hot_path=False` leaves every request to FastAPI (tests compare the two).
+    `hot_path=False` leaves every request to FastAPI (tests compare the two); `migrate=False`
+    serves the database as it is.
     """
     settings = settings or load_settings()
 
@@ -76,7 +79,7 @@ def create_app(
             from banking_es.logging_setup import configure_logging
 
             configure_logging(settings)
-        built = services or await build_services(settings, run_migrations=True)
+        built = services or await build_services(settings, run_migrations=migrate)
         app.state.services = built
         if own:
             await built.start()
@@ -96,6 +99,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        redoc_url=None,  # /docs is the documentation; ReDoc would need more in its policy
+        swagger_ui_oauth2_redirect_url=None,  # bearer tokens only: no OAuth2 flow to finish
     )
     if services is not None:
         app.state.services = services
@@ -106,6 +111,7 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(admin_dead_letters.router)
+    app.include_router(admin_mail.router)
     errors.install(app)
     identity_errors.install(app)
     openapi.install(app)
@@ -113,5 +119,13 @@ def create_app(
         app.add_middleware(HotPathMiddleware, fastapi=app)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        RequestContextMiddleware, docs_path=app.docs_url, docs_policy=openapi.docs_policy(app)
+    )
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app of `banking-es serve`'s workers: serve migrated the database (or, with
+    `--no-migrate`, checked that it is migrated) before starting them."""
+    return create_app(migrate=False)

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from banking_es.api.jsonbody import DUPLICATE_KEY
+from banking_es.api.middleware import SECURITY_HEADERS
 from banking_es.api.problems import ApiError, problem_body, problem_response
 from banking_es.application import errors as app_errors
 from banking_es.domain import errors as domain_errors
@@ -182,12 +183,12 @@ async def _on_http(request: Request, exc: Exception) -> Response:
 async def _on_bug(request: Request, exc: Exception) -> Response:
     request_id = request.scope.get("state", {}).get("request_id", "?")
     log.exception("unhandled error (request id %s)", request_id)
-    # Starlette answers a bug outside our middleware: add the request id here.
+    # Starlette answers a bug outside our middleware: add its headers here.
     return problem_response(
         500,
         "internal_error",
         f"internal error; quote request id {request_id} when reporting it",
-        headers={"x-request-id": request_id},
+        headers={"x-request-id": request_id, **SECURITY_HEADERS},
     )
 
 

@@ -1,4 +1,5 @@
-"""Plain ASGI middleware (no BaseHTTPMiddleware): request id, body size limit, access log."""
+"""Plain ASGI middleware (no BaseHTTPMiddleware): request id, security headers, body size
+limit, access log."""
 
 from __future__ import annotations
 
@@ -24,14 +25,31 @@ log = logging.getLogger("banking_es.access")
 #: Routes polled by machines: their access lines are logged at DEBUG, not INFO.
 CLIENT_CLOSED = 499
 QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})
+#: The JSON API loads nothing and is framed by nobody; the docs page has its own policy.
+API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "content-security-policy": API_POLICY}
+_API_HEADERS = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 
 
 class RequestContextMiddleware:
-    """Echo or assign `x-request-id`, refuse bodies over 64 KiB, log one line per request."""
+    """Echo or assign `x-request-id`, add the security headers (`docs_policy` on `docs_path`),
+    refuse bodies over 64 KiB, log one line per request."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int = MAX_BODY,
+        docs_path: str | None = None,
+        docs_policy: str = API_POLICY,
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.docs_path = docs_path
+        self.docs_headers = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"content-security-policy", docs_policy.encode()),
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,6 +106,7 @@ class RequestContextMiddleware:
         status_holder: list[int],
     ) -> None:
         rid = request_id.encode()
+        security = self.docs_headers if scope.get("path") == self.docs_path else _API_HEADERS
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -97,6 +116,7 @@ class RequestContextMiddleware:
                     trace.get_current_span().set_attribute("enduser.id", str(user_id))
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid))
+                headers.extend(security)
                 message["headers"] = headers
             await send(message)
 

@@ -1,10 +1,15 @@
-"""The OpenAPI document as the API really answers: 400 problems, never FastAPI's 422."""
+"""The OpenAPI document as the API really answers (400 problems, never FastAPI's 422), and
+the Content-Security-Policy of the /docs page that shows it."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 
 from banking_es.api.schemas import Problem
@@ -65,3 +70,29 @@ def install(app: FastAPI) -> None:
         return schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
+
+
+#: Swagger UI's bundle and stylesheet come from this CDN (until they are served locally).
+DOCS_CDN = "https://cdn.jsdelivr.net"
+
+
+def docs_policy(app: FastAPI) -> str:
+    """What the /docs page needs, nothing more: its CDN script and stylesheet, its inline
+    bootstrap (by hash: no other inline script runs), inline styles and `data:` icons (Swagger
+    UI sets both from its bundle), its favicon, and fetches of /openapi.json on this origin."""
+    page = get_swagger_ui_html(  # the page FastAPI serves at app.docs_url (no root_path)
+        openapi_url=app.openapi_url or "",
+        title=f"{app.title} - Swagger UI",
+        oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
+        init_oauth=app.swagger_ui_init_oauth,
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    ).body
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in re.findall(rb"<script>(.*?)</script>", bytes(page), re.S)
+    )
+    return (
+        f"default-src 'none'; script-src {DOCS_CDN} {hashes}; "
+        f"style-src {DOCS_CDN} 'unsafe-inline'; img-src 'self' data: https://fastapi.tiangolo.com; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )

@@ -1,28 +1,29 @@
-"""Rate limiting (API.md): moving windows from the `limits` library, shared through Redis.
+"""Rate limiting (API.md): moving windows, in Redis (`limits`) or in this server (`ratewindows`).
 
 Two places apply the limits, both cheap and both plain (no `BaseHTTPMiddleware`):
 
 - `RateLimitMiddleware` (ASGI, before routing and authentication) limits every request per
-  client IP (`RATE_LIMIT_PER_IP_PER_MINUTE`), and `/auth/login` and `/auth/reset-password`
-  per IP (`AUTH_RATE_LIMIT_PER_MINUTE`), so floods of unauthenticated requests are cut too.
+  client IP (`RATE_LIMIT_PER_IP_PER_MINUTE`), and `/auth/login`, `/auth/register` and
+  `/auth/reset-password` per IP (`AUTH_RATE_LIMIT_PER_MINUTE`): they cost an Argon2 hash
+  each, and floods of unauthenticated requests are cut before anything runs.
 - `limit_client`, a FastAPI dependency of the resource routers (`RATE_LIMITED`) that depends
-  on the caller (so it runs after authentication), limits per client: the `x-client-id`
-  header, else the authenticated user, else the IP: `RATE_LIMIT_PER_MINUTE` per minute and
-  at most `RATE_LIMIT_BURST` per second.
+  on the caller (so it runs after authentication), charges the user (`user:<id>`, the IP if
+  anonymous): `RATE_LIMIT_PER_MINUTE` per minute and at most `RATE_LIMIT_BURST` per second.
+  `x-client-id` never replaces the user: with `RATE_LIMIT_PER_CLIENT_PER_MINUTE` it adds a
+  second window, `user:<id>:client:<cid>`.
 
 The IP is the peer address, or the last untrusted hop of `X-Forwarded-For` when the peer is
 one of `TRUSTED_PROXIES` (addresses or CIDR networks). `/health` and `/metrics` are exempt.
 
 Storage: with `REDIS_URL` the windows live in Redis (every process shares them), through the
-`RedisGateway` breaker; while Redis is away, and without it, in process memory, where at most
-`RATE_LIMIT_MAX_CLIENTS` keys are tracked (least recently seen forgotten first).
+`RedisGateway` breaker; while Redis is away, and without it, in this server (`ratewindows`:
+a file the workers share, or this process's memory), which tracks at most
+`RATE_LIMIT_MAX_CLIENTS` keys (least recently seen forgotten first).
 A refusal is 429 `rate_limited` with `Retry-After` and `RateLimit-Limit/-Remaining/-Reset`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import logging
 import math
@@ -31,15 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import LRUCache
 from fastapi import Depends, Request
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from banking_es.api.deps import Caller, get_caller
 from banking_es.api.problems import ApiError, problem_body
+from banking_es.api.ratewindows import Windows, local_windows
 from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.config import Settings
@@ -47,7 +48,7 @@ from banking_es.config import Settings
 log = logging.getLogger("banking_es.ratelimit")
 
 EXEMPT_PREFIXES = ("/health", "/metrics")
-AUTH_PATHS = ("/auth/login", "/auth/reset-password")
+AUTH_PATHS = ("/auth/login", "/auth/register", "/auth/reset-password")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,21 +71,8 @@ class Refusal:
         return f"rate limit exceeded ({self.reason}); retry in {self.retry_after}s"
 
 
-class _Tracked(LRUCache[str, bool]):
-    """Keys held by the memory storage; evicting one forgets its window."""
-
-    def __init__(self, maxsize: int, forget: Callable[[str], None]) -> None:
-        super().__init__(maxsize=maxsize)
-        self._forget = forget
-
-    def popitem(self) -> tuple[str, bool]:
-        key, value = super().popitem()
-        self._forget(key)
-        return key, value
-
-
 class RateLimiter:
-    """The limits of `Settings`, checked in Redis when it is there, else in memory."""
+    """The limits of `Settings`, checked in Redis when it is there, else in this server."""
 
     def __init__(
         self,
@@ -97,8 +85,7 @@ class RateLimiter:
         self.metrics = metrics or CacheMetrics()
         self.clock = clock
         self._redis = redis
-        self._memory = MemoryStorage()
-        self._memory_limiter = MovingWindowRateLimiter(self._memory)
+        self._local: Windows = local_windows(settings.rate_limit_max_clients)
         self._redis_limiter: MovingWindowRateLimiter | None = None
         if redis is not None:
             storage = RedisStorage(
@@ -108,11 +95,15 @@ class RateLimiter:
                 connection_pool=redis.client.connection_pool,  # type: ignore[arg-type]
             )
             self._redis_limiter = MovingWindowRateLimiter(storage)
-        self._tracked = _Tracked(settings.rate_limit_max_clients, self._forget)
         self.per_client = RateLimitItemPerMinute(settings.rate_limit_per_minute, namespace="client")
         self.burst = (
             RateLimitItemPerSecond(settings.rate_limit_burst, namespace="burst")
             if settings.rate_limit_burst > 0
+            else None
+        )
+        self.per_app = (
+            RateLimitItemPerMinute(settings.rate_limit_per_client_per_minute, namespace="app")
+            if settings.rate_limit_per_client_per_minute is not None
             else None
         )
         self.per_ip = RateLimitItemPerMinute(settings.rate_limit_per_ip_per_minute, namespace="ip")
@@ -121,7 +112,7 @@ class RateLimiter:
 
     @property
     def tracked_keys(self) -> int:
-        return len(self._tracked)
+        return self._local.tracked_keys
 
     async def check_ip(self, ip: str, path: str) -> Refusal | None:
         if path.startswith(AUTH_PATHS):
@@ -130,12 +121,16 @@ class RateLimiter:
                 return refusal
         return await self.hit(self.per_ip, ip, "ip")
 
-    async def check_client(self, key: str) -> Refusal | None:
+    async def check_client(self, key: str, client_id: str | None = None) -> Refusal | None:
+        """Charge `key` (a user or an IP); then, if asked for, its window with `client_id`."""
         if self.burst is not None:
             refusal = await self.hit(self.burst, key, "burst")
             if refusal is not None:
                 return refusal
-        return await self.hit(self.per_client, key, "client")
+        refusal = await self.hit(self.per_client, key, "client")
+        if refusal is not None or client_id is None or self.per_app is None:
+            return refusal
+        return await self.hit(self.per_app, f"{key}:client:{client_id}", "client_id")
 
     async def hit(self, item: RateLimitItem, identifier: str, reason: str) -> Refusal | None:
         """Take one request from `item`'s window for `identifier`; a `Refusal` when full."""
@@ -153,11 +148,10 @@ class RateLimiter:
                 return self._refuse(item, stats.reset_time, reason)
             except RedisUnavailable:
                 pass  # counted by the gateway; decide in memory meanwhile
-        self._tracked[item.key_for(identifier)] = True
-        if await self._memory_limiter.hit(item, identifier):
-            return None
-        stats = await self._memory_limiter.get_window_stats(item, identifier)
-        return self._refuse(item, stats.reset_time, reason)
+        again = self._local.hit(
+            item.key_for(identifier), item.amount, item.get_expiry(), self.clock()
+        )
+        return None if again is None else self._refuse(item, again, reason)
 
     def _refuse(self, item: RateLimitItem, reset_time: float, reason: str) -> Refusal:
         self.metrics.inc("rate_limited", reason)
@@ -165,10 +159,6 @@ class RateLimiter:
         # request, so waiting exactly `ceil` seconds would be refused again.
         wait = max(1, math.floor(reset_time - self.clock()) + 1)
         return Refusal(reason, item.amount, wait)
-
-    def _forget(self, key: str) -> None:
-        with contextlib.suppress(RuntimeError):  # no loop: nothing to clear
-            asyncio.get_running_loop().create_task(self._memory.clear(key))
 
     def client_ip(self, scope: Scope) -> str:
         client = scope.get("client")
@@ -233,14 +223,14 @@ async def limit_client(request: Request, caller: Caller = Depends(get_caller)) -
     limiter = _limiter(scope)
     if limiter is None:
         return
-    if caller.client_id:
-        key = f"client:{caller.client_id}"
-    elif caller.user_id:
+    # The user pays for every request: a client id is the caller's word, never a key alone.
+    if caller.user_id:
         key = f"user:{caller.user_id}"
     else:
         ip = scope.get("state", {}).get("client_ip") or limiter.client_ip(scope)
         key = f"ip:{ip}"
-    refusal = await limiter.check_client(key)
+    client_id = caller.client_id if caller.user_id else None
+    refusal = await limiter.check_client(key, client_id)
     if refusal is not None:
         log.info("rate limited %s (%s)", key, refusal.reason)
         raise ApiError(429, "rate_limited", refusal.message(), headers=refusal.headers())

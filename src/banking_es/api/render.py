@@ -7,10 +7,12 @@ import binascii
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 
 from banking_es.api.problems import ApiError
+from banking_es.api.ranges import INT4_MAX, INT8_MAX
 from banking_es.application.accounts import TransferResult
 from banking_es.domain.account import Account
 from banking_es.domain.money import format_money
@@ -80,15 +82,34 @@ def encode_cursor(kind: str, value: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
 
 
+#: Each cursor's column: `a` an account's created_position (bigint), `v` and `t` versions.
+CURSOR_MAX = {"a": INT8_MAX, "v": INT4_MAX, "t": INT4_MAX}
+
+
 def decode_cursor(kind: str, cursor: str | None) -> int | None:
-    """The integer in a cursor made by `encode_cursor(kind, ...)`; 400 for anything else."""
+    """The integer in a cursor made by `encode_cursor(kind, ...)`; 400 for anything else,
+    a number beyond its column included (it would reach SQL)."""
     if cursor is None:
         return None
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, number = text.partition(":")
-        if prefix != kind or not number.isdigit() or len(number) > 18:
+        if prefix != kind or not (number.isascii() and number.isdigit()) or len(number) > 19:
             raise ValueError(text)
-        return int(number)
+        value = int(number)
+        if value > CURSOR_MAX[kind]:
+            raise ValueError(text)
+        return value
     except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "invalid_cursor", "the cursor is not valid for this list") from None
+
+
+def decode_id_cursor(cursor: str | None) -> str | None:
+    """A cursor that is a row's UUID (the last one of the page before); 400 for anything else,
+    which would otherwise reach SQL as text (a NUL in it is a driver error)."""
+    if cursor is None:
+        return None
+    try:
+        return str(UUID(cursor))
+    except ValueError:
         raise ApiError(400, "invalid_cursor", "the cursor is not valid for this list") from None

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, Wi
 from pydantic_core import PydanticCustomError
 
 from banking_es.api.jsonbody import BadNumber
+from banking_es.api.ranges import INT4_MAX
 from banking_es.domain.money import CENT, MAX_INTEGER_DIGITS
 
 #: ASCII digits only (`\d` would take any script's, e.g. "٥" for 5), the whole string.
@@ -127,7 +128,7 @@ Reason = Annotated[
     PlainValidator(_optional_text(500)),
     WithJsonSchema({"type": "string", "maxLength": 500}),
 ]
-Version = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+Version = Annotated[StrictInt, Field(ge=0, le=INT4_MAX)]
 
 
 class _Body(BaseModel):

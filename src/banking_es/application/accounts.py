@@ -423,8 +423,7 @@ class AccountService:
                     known = self._cache.version_of(stream_id)
                     if known is None or known < exc.actual:
                         # Until the winner's notice arrives (usually a moment), at most as
-                        # long as a backoff: a random sleep instead left about half of the
-                        # conflicts on one hot account waiting up to 50 ms for nothing.
+                        # long as a backoff: the notice usually makes the wait short.
                         await self._await_notice(stream_id, exc.actual, attempt)
                         known = self._cache.version_of(stream_id)
                     # Brought forward by the notice: try again from the cached copy at once.
@@ -615,10 +614,9 @@ class AccountService:
         """Every `snapshot_threshold` events, a snapshot: when an append takes a stream past a
         multiple of the threshold, of the state it was decided on. That state is already
         recorded (its times are the store's), so the snapshot is known before the append and
-        travels with it in the store's one-statement batch; one rendered from the recorded
-        events (the final state's `updated_at`) would need the batch planned in four round
-        trips, as a fifth of all batches would once every account is past its first
-        threshold. Loading still reads fewer than a threshold plus one chunk of events."""
+        travels with it in the store's one-statement batch (one rendered from the recorded
+        events would need the batch planned in more round trips). Loading still reads fewer
+        than a threshold plus one chunk of events."""
         threshold = self._snapshot_threshold
         if not base.exists or final_version // threshold == base.version // threshold:
             return None

@@ -47,10 +47,8 @@ class UuidGenerator:
         return _formatted(raw)
 
     def new_event_id(self) -> str:
-        # RFC 9562 version 7: the Unix time in milliseconds (48 bits), then 74 random bits.
-        # Random version 4 ids put every insert into `events.event_id` and `transactions.id`
-        # on a random page of the index; these land on the last pages, which stay cached:
-        # PostgreSQL spent 4-6 us less per deposit (docs/performance.md, eighth round).
+        # RFC 9562 version 7 (Unix milliseconds, then 74 random bits): inserts into the
+        # `event_id` and `transactions.id` indexes land on their last, cached pages.
         raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big"))
         raw += os.urandom(10)
         raw[6] = (raw[6] & 0x0F) | 0x70

@@ -1,26 +1,11 @@
 """Request validation rules (the seed's "Request Validation"): pluggable, async, per kind.
 
 The HTTP schemas already check types and formats; rules are for checks that belong to the
-business and may look things up (asynchronously), and they can *warn* as well as refuse:
-
-- an error refuses the request (400 `validation_error` listing every problem of every rule);
-- a warning lets it through, is returned in the response's `warnings` and is logged.
-
-Rules run one after another in the order they were registered, on every request of their
-kind: keep them quick, and bound any slow lookup inside the rule.
-
-Kinds: `account_creation`, `transaction` (deposit and withdrawal; `data["operation"]` says
-which) and `transfer`. Register a rule of your own for a kind::
-
-    class MaxDeposit:
-        name = "max_deposit"
-
-        async def validate(self, request: RequestContext) -> ValidationResult:
-            if request.data.get("operation") == "deposit" and request.data["amount"] > 10_000:
-                return ValidationResult.error("amount", "must be at most 10000.00 per deposit")
-            return ValidationResult()
-
-    services.validator.register(TRANSACTION, MaxDeposit())
+business and may look things up. An error refuses the request (400 `validation_error` listing
+every problem of every rule); a warning lets it through, is returned in the response's
+`warnings` and logged. Rules run one after another in registration order, on every request of
+their kind (`account_creation`, `transaction`, `transfer`): keep them quick. How to register
+one of your own: docs/redis.md ("Request validation").
 """
 
 from __future__ import annotations

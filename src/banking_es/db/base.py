@@ -62,4 +62,10 @@ class Database(Connection, Protocol):
         """A write transaction; on SQLite it holds the database's write lock throughout."""
         ...
 
+    def snapshot(self) -> AbstractAsyncContextManager[Connection]:
+        """A read-only transaction that sees one snapshot of the database throughout
+        (PostgreSQL: repeatable read; SQLite: a read transaction on a connection of its own).
+        Writers go on meanwhile; nothing is locked."""
+        ...
+
     async def close(self) -> None: ...

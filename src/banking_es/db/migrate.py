@@ -107,3 +107,8 @@ async def status(db: Database) -> list[tuple[Migration, bool]]:
         else set()
     )
     return [(m, m.version in done) for m in available(db.dialect)]
+
+
+async def pending(db: Database) -> list[Migration]:
+    """The known migrations not applied yet, without creating or locking anything."""
+    return [migration for migration, applied in await status(db) if not applied]

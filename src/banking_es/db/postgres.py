@@ -173,6 +173,20 @@ class PostgresDatabase:
             except Exception as exc:
                 raise translate(exc) from exc
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        async with self.connection() as conn:
+            tx = conn.raw.transaction(isolation="repeatable_read", readonly=True)
+            try:
+                await tx.start()
+            except Exception as exc:
+                raise translate(exc) from exc
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(Exception):  # a broken connection: the pool drops it
+                    await tx.rollback()
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         async with self.connection() as conn:
             return await conn.fetch(sql, *args)

@@ -22,6 +22,7 @@ import aiosqlite
 import orjson
 
 from banking_es.db.base import Connection, DatabaseError, DatabaseUnavailable, Row, UniqueViolation
+from banking_es.private_files import narrow_if_exists, private_dir, private_file
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 BUSY_TIMEOUT_MS = 30_000
@@ -126,10 +127,14 @@ class SqliteDatabase:
     @classmethod
     async def connect(cls, path: str | Path) -> SqliteDatabase:
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 before SQLite opens it: its -wal and -shm files take the database's mode.
+        private_dir(target.parent, narrow_existing=False)
+        private_file(target)
         try:
             writer = await _open(str(target))
             await writer.execute("PRAGMA journal_mode = WAL")
+            for suffix in ("-wal", "-shm"):  # left wider by an older version
+                narrow_if_exists(target.with_name(target.name + suffix))
             # FULL: a commit is on disk before it is acknowledged, also in WAL mode.
             await writer.execute("PRAGMA synchronous = FULL")
             reader = await _open(str(target))
@@ -165,6 +170,22 @@ class SqliteDatabase:
                 except sqlite3.Error:
                     pass
                 raise
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        # A connection of its own: a read transaction held on the shared reader would keep
+        # every other read of this process on the same old snapshot.
+        try:
+            raw = await _open(self.path)
+            await raw.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        try:
+            yield _SqliteConnection(raw)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                await raw.rollback()
+            await raw.close()
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return await self._reader.fetch(sql, *args)

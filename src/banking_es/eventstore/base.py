@@ -82,7 +82,7 @@ class RecordedEvent:
 class MovedEvent:
     """An event another process appended, as its stream notice carries it: everything a
     `RecordedEvent` holds but the global position (which a notice leaves out, see
-    `eventstore/postgres.py`)."""
+    `eventstore/notices.py`)."""
 
     version: int
     event_id: str

@@ -49,8 +49,8 @@ class BatchPlan:
     replaced_keys: list[tuple[str, str]] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     outcomes: list[BatchOutcome] = field(default_factory=list)
-    #: Whether the batch writes outbox rows (the relay has work). `outbox` may be left empty
-    #: when the database builds the rows itself (`eventstore/postgres.py`, `Guess`).
+    #: Whether the batch writes outbox rows (the relay has work). `outbox` is left empty
+    #: when the database builds the rows itself (`eventstore/postgres.py`).
     wrote_outbox: bool = False
 
 

@@ -1,24 +1,20 @@
-"""The SQL event store, shared by PostgreSQL and SQLite; dialect hooks live in subclasses.
+"""The SQL event store, shared by PostgreSQL and SQLite: reads, side rows and the batch's
+failure handling. Each backend writes a batch in its own way (`_apply_batch`): SQLite plans
+it with `plan_batch` in its write transaction, PostgreSQL in one call of a stored function.
 
-Each batch of appends is one transaction that first takes the store's write lock
-(PostgreSQL: `pg_advisory_xact_lock`; SQLite: `BEGIN IMMEDIATE`), so batches commit one
-at a time and positions are assigned in commit order: a reader following
-`position > checkpoint` never misses an event (DESIGN.md guarantee 3). Inside the lock
-the current stream versions and idempotency keys are read and `plan_batch` decides
-which appends go in; the unique constraint on (stream_id, version) stays the last line
-of defence.
+Database errors become the store's errors (eventstore/base.py) in one place, `store_errors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
 import orjson
 
 from banking_es.db.base import (
-    Connection,
     Database,
     DatabaseError,
     DatabaseUnavailable,
@@ -38,16 +34,15 @@ from banking_es.eventstore.base import (
     Snapshot,
     StoreUnavailable,
 )
-from banking_es.eventstore.batching import (
-    BatchOutcome,
-    BatchPlan,
-    GroupCommitter,
-    plan_batch,
-    touched_keys,
-    touched_streams,
-)
+from banking_es.eventstore.batching import BatchOutcome, BatchPlan, GroupCommitter
 from banking_es.observability.tracing import span
 
+_GET_KEY = "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2"
+DELETE_KEY = "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2"
+INSERT_KEY = (
+    "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body, created_at,"
+    " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
 _EVENT_COLUMNS = "position, stream_id, version, event_id, type, data, metadata, recorded_at"
 #: The columns of an `EventRow`: the JSON columns as text, which the driver does not decode.
 _ROW_COLUMNS = (
@@ -89,6 +84,23 @@ def body_text(body: object) -> str:
 
 def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def store_error(exc: DatabaseError, *, append: bool = False) -> EventStoreError:
+    """The store's error for a database error: the database is away (or failed on its own)
+    unless it refused an append's data, which is that append's fault."""
+    if append and not isinstance(exc, DatabaseUnavailable):
+        return AppendRejected(f"the database refused this append: {exc}")
+    return StoreUnavailable(str(exc))
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Raise database errors as the store's (`store_error`)."""
+    try:
+        yield
+    except DatabaseError as exc:
+        raise store_error(exc) from exc
 
 
 class SqlEventStore:
@@ -139,56 +151,32 @@ class SqlEventStore:
     ) -> list[BatchOutcome]:
         try:
             plan = await self._apply_batch(requests)
-            if self.on_commit is not None and (plan.events or plan.wrote_outbox):
-                self.on_commit(plan.wrote_outbox)
-            return plan.outcomes
         except UniqueViolation as exc:
             # Only reachable if a row was written outside the append lock (e.g. a concurrent
             # `save_idempotency` of the same key, or a duplicate event id): the constraint
             # decides. It rolled back the whole batch, so commit its appends again one at a
-            # time: the conflict then fails only its own append, never its neighbours, and the
-            # re-plan sees the row that won (IdempotencyKeyExists with the stored record).
+            # time: the conflict then fails only its own append, never its neighbours.
             if replan:
                 return [await self._commit_alone(request) for request in requests]
             first = requests[0].streams[0] if requests and requests[0].streams else None
             raise ConcurrencyError(first.stream_id if first else "?", -1, -1) from exc
         except DatabaseUnavailable as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise store_error(exc) from exc
         except (DatabaseError, TypeError, ValueError) as exc:
-            # The data of some append could not be stored or serialized. Find which one: the
-            # others must not fail with it.
+            # The data of some append could not be stored or serialized: find which one,
+            # the others must not fail with it.
             if replan and len(requests) > 1:
                 return [await self._commit_alone(request) for request in requests]
+            if isinstance(exc, DatabaseError):
+                raise store_error(exc, append=True) from exc
             raise AppendRejected(f"the database refused this append: {exc}") from exc
+        if self.on_commit is not None and (plan.events or plan.wrote_outbox):
+            self.on_commit(plan.wrote_outbox)
+        return plan.outcomes
 
     async def _apply_batch(self, requests: list[AppendRequest]) -> BatchPlan:
-        """One locked transaction: read the state, plan the batch, write it, commit."""
-        async with self.db.transaction() as conn:
-            await self._lock(conn)
-            head, now = await self._head_and_now(conn)
-            versions = await self._current_versions(conn, touched_streams(requests))
-            keys = touched_keys(requests)
-            existing = await self._existing_keys(conn, keys) if keys else {}
-            plan = self._plan(requests, head, now, versions, existing)
-            await self._write(conn, plan)
-        return plan
-
-    def _plan(
-        self,
-        requests: list[AppendRequest],
-        head: int,
-        now: datetime,
-        versions: dict[str, int],
-        existing: dict[tuple[str, str], IdempotencyRecord],
-    ) -> BatchPlan:
-        return plan_batch(
-            requests,
-            head=head,
-            now=now,
-            versions=versions,
-            existing_keys=existing,
-            outbox_events=self._outbox_events,
-        )
+        """Write the batch in one locked transaction; the outcome of each of its appends."""
+        raise NotImplementedError
 
     async def _commit_alone(self, request: AppendRequest) -> BatchOutcome:
         try:
@@ -197,112 +185,47 @@ class SqlEventStore:
             return exc
         return outcome
 
-    async def _write(self, conn: Connection, plan: BatchPlan) -> None:
-        if plan.events:
-            await self._insert_events(conn, plan.events)
-        for scope, key in plan.replaced_keys:
-            await conn.execute(
-                "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key
-            )
-        if plan.idempotency:
-            await conn.executemany(
-                "INSERT INTO idempotency_keys"
-                " (scope, key, fingerprint, status, body, created_at, expires_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                [
-                    (
-                        r.scope,
-                        r.key,
-                        r.fingerprint,
-                        r.status,
-                        body_text(r.body),
-                        r.created_at,
-                        r.expires_at,
-                    )
-                    for r in plan.idempotency
-                ],
-            )
-        if plan.snapshots:
-            await conn.executemany(
-                "INSERT INTO snapshots (stream_id, version, state) VALUES ($1, $2, $3)"
-                " ON CONFLICT (stream_id, version) DO NOTHING",
-                [(s.stream_id, s.version, dumps(s.state)) for s in plan.snapshots],
-            )
-        if plan.outbox:
-            now = plan.events[0].recorded_at if plan.events else None
-            await self._insert_outbox(conn, plan, now)
-
-    async def _insert_outbox(self, conn: Connection, plan: BatchPlan, now: datetime | None) -> None:
-        created = now or await self._now(conn)
-        await conn.executemany(
-            "INSERT INTO outbox (topic, key, payload, event_position, created_at)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            [
-                (
-                    row.topic,
-                    row.key,
-                    dumps(row.payload) if row.payload is not None else None,
-                    row.event_position,
-                    created,
-                )
-                for row in plan.outbox
-            ],
-        )
-
     async def save_idempotency(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
-        try:
-            async with self.db.transaction() as conn:
-                row = await conn.fetchrow(
-                    "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2",
-                    record.scope,
-                    record.key,
-                )
-                if row is not None:
-                    existing = row_to_record(row)
-                    if existing.expires_at > record.created_at:
-                        return existing
+        with store_errors():
+            try:
+                async with self.db.transaction() as conn:
+                    row = await conn.fetchrow(_GET_KEY, record.scope, record.key)
+                    if row is not None:
+                        existing = row_to_record(row)
+                        if existing.expires_at > record.created_at:
+                            return existing
+                        await conn.execute(DELETE_KEY, record.scope, record.key)
                     await conn.execute(
-                        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                        INSERT_KEY,
                         record.scope,
                         record.key,
+                        record.fingerprint,
+                        record.status,
+                        body_text(record.body),
+                        record.created_at,
+                        record.expires_at,
                     )
-                await conn.execute(
-                    "INSERT INTO idempotency_keys"
-                    " (scope, key, fingerprint, status, body, created_at, expires_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    record.scope,
-                    record.key,
-                    record.fingerprint,
-                    record.status,
-                    body_text(record.body),
-                    record.created_at,
-                    record.expires_at,
-                )
-                return None
-        except UniqueViolation:
-            # A concurrent writer stored the same key first: theirs is the outcome.
-            row = await self.db.fetchrow(
-                "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2",
-                record.scope,
-                record.key,
-            )
-            return row_to_record(row) if row else None
-        except (DatabaseUnavailable, DatabaseError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+                    return None
+            except UniqueViolation:
+                # A concurrent writer stored the same key first: theirs is the outcome.
+                row = await self.db.fetchrow(_GET_KEY, record.scope, record.key)
+                return row_to_record(row) if row else None
 
     async def purge_idempotency(self, now: datetime) -> int:
-        async with self.db.transaction() as conn:
-            count = await conn.fetchval(
-                "SELECT count(*) FROM idempotency_keys WHERE expires_at <= $1", now
-            )
-            await conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= $1", now)
+        with store_errors():
+            async with self.db.transaction() as conn:
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM idempotency_keys WHERE expires_at <= $1", now
+                )
+                await conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= $1", now)
         return int(count or 0)
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
-        async with self.db.transaction() as conn:
-            await conn.executemany(
-                "UPDATE outbox SET published_at = $1 WHERE id = $2", [(at, i) for i in ids]
-            )
+        with store_errors():
+            async with self.db.transaction() as conn:
+                await conn.executemany(
+                    "UPDATE outbox SET published_at = $1 WHERE id = $2", [(at, i) for i in ids]
+                )
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -431,36 +354,5 @@ class SqlEventStore:
         await self._committer.drain()
 
     async def _read(self, sql: str, *args: Any) -> list[Row]:
-        try:
+        with store_errors():
             return await self.db.fetch(sql, *args)
-        except (DatabaseUnavailable, DatabaseError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    # ---- dialect hooks -------------------------------------------------------------------
-
-    async def _lock(self, conn: Connection) -> None:
-        raise NotImplementedError
-
-    async def _head_and_now(self, conn: Connection) -> tuple[int, datetime]:
-        raise NotImplementedError
-
-    async def _now(self, conn: Connection) -> datetime:
-        raise NotImplementedError
-
-    async def _current_versions(self, conn: Connection, streams: list[str]) -> dict[str, int]:
-        raise NotImplementedError
-
-    async def _existing_keys(
-        self, conn: Connection, keys: list[tuple[str, str]]
-    ) -> dict[tuple[str, str], IdempotencyRecord]:
-        found = {}
-        for scope, key in keys:
-            row = await conn.fetchrow(
-                "SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key
-            )
-            if row is not None:
-                found[(scope, key)] = row_to_record(row)
-        return found
-
-    async def _insert_events(self, conn: Connection, events: list[RecordedEvent]) -> None:
-        raise NotImplementedError

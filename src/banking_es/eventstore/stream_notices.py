@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from banking_es.eventstore.base import StreamMoved
-from banking_es.eventstore.postgres import STREAMS_CHANNEL, parse_notice
+from banking_es.eventstore.notices import STREAMS_CHANNEL, parse_notice
 from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ login). Each process loads it at start and then follows it:
 
 A process that revokes a login adds it to its own copy at once. A revocation is kept
 until the login's refresh expiry plus one access-token lifetime (after that every token
-of the login has expired anyway), then dropped from memory and from the table.
+of the login has expired anyway), then dropped from memory and from the table. The same
+periodic prune calls `also_purge` (the lock-out's rows that ended).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,8 +39,16 @@ PRUNE_EVERY_S = 600.0
 class RevocationList:
     """Revoked login ids, followed from the database."""
 
-    def __init__(self, users: UserRepository, clock: Clock, *, grace_s: float = 3600) -> None:
+    def __init__(
+        self,
+        users: UserRepository,
+        clock: Clock,
+        *,
+        grace_s: float = 3600,
+        also_purge: Callable[[datetime], Awaitable[None]] | None = None,
+    ) -> None:
         self._users = users
+        self._also_purge = also_purge
         self._clock = clock
         self._grace = timedelta(seconds=grace_s)
         self._revoked: dict[str, datetime | None] = {}  # login id -> when it may be forgotten
@@ -71,6 +81,8 @@ class RevocationList:
             if until is not None and until <= now:
                 del self._revoked[login_id]
         await self._users.purge_revocations(now - self._grace)
+        if self._also_purge is not None:
+            await self._also_purge(now)
 
     async def start(self) -> None:
         if self._users.db.dialect == "postgres":

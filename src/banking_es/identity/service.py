@@ -2,23 +2,24 @@
 
 A *login* is one sign-in. Its tokens carry its id (`sid`); ending it (logout, password
 change or reset, role change, refresh-token reuse) writes a revocation row in the same
-transaction, which every process follows (`RevocationList`).
+transaction, which every process follows (`RevocationList`). Every password check of a
+login or a password change is first reserved in the lock-out table (`LoginAttempts`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
+import logging
 import re
 import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from banking_es.application.errors import NotFound
 from banking_es.application.ports import Clock
-from banking_es.db.base import UniqueViolation
+from banking_es.db.base import Connection, UniqueViolation
 from banking_es.identity.errors import (
     AccountLocked,
     Forbidden,
@@ -28,10 +29,19 @@ from banking_es.identity.errors import (
     Unauthenticated,
     UserExists,
 )
+from banking_es.identity.lockout import LoginAttempts, new_ticket
 from banking_es.identity.passwords import Passwords
 from banking_es.identity.revocation import RevocationList
 from banking_es.identity.tokens import ACCESS, REFRESH, TokenCodec, TokenPair
-from banking_es.identity.users import ROLES, Login, User, UserRepository, encode_roles
+from banking_es.identity.users import ROLES, Login, User, UserRepository, encode_roles, key
+from banking_es.mail.messages import (
+    queue_login_locked_mail,
+    queue_password_changed_mail,
+    queue_reset_mail,
+)
+from banking_es.mail.queue import MailQueue
+
+log = logging.getLogger(__name__)
 
 NOTIFICATIONS_TOPIC = "notifications"
 _USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
@@ -81,6 +91,7 @@ class IdentityService:
     def __init__(
         self,
         users: UserRepository,
+        attempts: LoginAttempts,
         passwords: Passwords,
         tokens: TokenCodec,
         revocations: RevocationList,
@@ -89,8 +100,12 @@ class IdentityService:
         max_login_attempts: int,
         lockout_duration: int,
         password_reset_ttl: int,
+        mail: MailQueue | None = None,
     ) -> None:
         self.users = users
+        self.attempts = attempts
+        #: None when mail is off (production without SMTP_URL, resets disabled).
+        self.mail = mail
         #: Told of every login attempt: (outcome success|failure|locked, user id or None).
         self.on_login: Callable[[str, str | None], None] = lambda outcome, user_id: None
         self.passwords = passwords
@@ -111,15 +126,18 @@ class IdentityService:
         if len(email) > 254 or not _EMAIL.match(email):
             raise InvalidInput("email", "must be a valid email address")
         check_password(password)
+        # Before the costly hash (the unique constraint below still decides a race): a name
+        # taken costs a query, not a core.
+        if await self.users.by_login_name(username) or await self.users.by_email(email):
+            raise UserExists("a user with this username or email exists")
+        hashed = await self.passwords.hash_new_user(password)
         now = self.clock.now()
         user = User(
             str(uuid.uuid4()),
             username,
             email,
-            await self.passwords.hash(password),
+            hashed,
             roles,
-            0,
-            None,
             now,
         )
         try:
@@ -148,34 +166,21 @@ class IdentityService:
             )
             ended = await self.users.revoke_logins(conn, now, "role change", user_id=user_id)
         self.revocations.add(ended)
-        return User(
-            user.id,
-            user.username,
-            user.email,
-            user.password_hash,
-            new,
-            user.failed_logins,
-            user.locked_until,
-            user.created_at,
-        )
+        return User(user.id, user.username, user.email, user.password_hash, new, user.created_at)
 
     # ---- sessions --------------------------------------------------------------------------
 
     async def login(self, name: str, password: str) -> TokenPair:
+        """Tokens for a name (username or email) and its password; locked names get 429."""
+        name_key = key(name)
         user = await self.users.by_login_name(name)
-        now = self.clock.now()
-        if user is not None and user.locked_until is not None and user.locked_until > now:
-            await self.passwords.verify(None, password)  # same work as any other answer
-            self.on_login("locked", user.id)
-            raise AccountLocked(math.ceil((user.locked_until - now).total_seconds()))
+        try:
+            ticket = await self._reserve([name_key], password)
+        except AccountLocked:
+            self.on_login("locked", user.id if user else None)
+            raise
         if not await self.passwords.verify(user.password_hash if user else None, password):
-            if user is not None:  # the attempt that locks still answers 401; later ones 429
-                await self.users.record_failure(
-                    user.id,
-                    self.max_login_attempts,
-                    now + timedelta(seconds=self.lockout_duration),
-                    now,
-                )
+            await self._failed(user, [name_key], ticket)
             self.on_login("failure", user.id if user else None)
             raise InvalidCredentials("invalid username or password")
         assert user is not None
@@ -186,8 +191,9 @@ class IdentityService:
         )
         login_id = str(uuid.uuid4())
         pair = self.tokens.issue(user.id, login_id, user.roles)
+        now = self.clock.now()
         async with self.users.db.transaction() as conn:
-            await self.users.clear_failures(conn, user.id)
+            await self.attempts.succeed(conn, [name_key], ticket, now)
             if rehash is not None:
                 await self.users.set_password(conn, user.id, rehash, now)
             await self.users.insert_login(
@@ -197,6 +203,44 @@ class IdentityService:
             )
         self.on_login("success", user.id)
         return pair
+
+    async def _reserve(self, keys: list[str], password: str) -> str:
+        """A reserved password check on every key (its ticket), or AccountLocked."""
+        ticket = new_ticket()
+        wait = await self.attempts.reserve(keys, ticket, self.clock.now())
+        if wait is not None:
+            # The same Argon2 work as a check, so a lock shows in no timing.
+            await self.passwords.verify(None, password)
+            raise AccountLocked(wait)
+        return ticket
+
+    async def _failed(self, user: User | None, keys: list[str], ticket: str) -> None:
+        now = self.clock.now()
+
+        async def mail_owner(conn: Connection, locked_until: datetime) -> None:
+            if user is not None:
+                await queue_login_locked_mail(self.mail, conn, user, locked_until, now)
+
+        locked = await self.attempts.fail(keys, ticket, now, mail_owner)
+        for _ in locked:
+            # The key of an unknown name is not logged: it may be a password typed as a name.
+            user_id = user.id if user else None
+            log.warning("a login name is locked after failed password checks (user %s)", user_id)
+        if locked and user is not None:
+            self._mail_queued()
+
+    async def unlock(self, name: str, by: str) -> list[str]:
+        """End the lock-out of a name, and of both names of the user it names; the keys that
+        had failures or a lock. Recorded with `by` (login_unlocks) and logged."""
+        user = await self.users.by_login_name(name)
+        keys = {key(name), *(user.name_keys if user else ())}
+        async with self.users.db.transaction() as conn:
+            ended = await self.attempts.unlock(
+                conn, keys, user.id if user else None, by, self.clock.now()
+            )
+        for name_key in ended:
+            log.warning("login lock-out of %r ended by %s", name_key, by)
+        return ended
 
     def authenticate(self, token: str) -> Principal:
         """The caller behind an access token; no database round trip."""
@@ -251,20 +295,49 @@ class IdentityService:
     async def change_password(self, principal: Principal, current: str, new: str) -> None:
         check_password(new, "new_password")
         user = await self.get_user(principal.user_id)
+        # A wrong current password is a failed login under both of the user's names.
+        keys = list(user.name_keys)
+        ticket = await self._reserve(keys, current)
         if not await self.passwords.verify(user.password_hash, current):
+            await self._failed(user, keys, ticket)
             raise InvalidCredentials("the current password is wrong")
         hashed = await self.passwords.hash(new)
         now = self.clock.now()
         async with self.users.db.transaction() as conn:
+            await self.attempts.succeed(conn, keys, ticket, now)
             await self.users.set_password(conn, user.id, hashed, now)
             ended = await self.users.revoke_logins(
                 conn, now, "password change", user_id=user.id, keep=principal.login_id
             )
+            await queue_password_changed_mail(self.mail, conn, user, now, by_reset=False)
         self.revocations.add(ended)
+        self._mail_queued()
 
-    async def request_reset(self, email: str) -> str | None:
-        """Queue a reset token for the user with this email; the token (for tests) or None."""
+    async def request_reset(self, email: str) -> None:
+        """Queue a reset mail for the user with this email, if there is one.
+
+        Its token is made only when the mail is sent (`issue_reset_token`): none waits in
+        the queue. The notification on the outbox says that a reset was asked for, no more.
+        """
         user = await self.users.by_email(email.strip())
+        if user is None:
+            return
+        now = self.clock.now()
+        async with self.users.db.transaction() as conn:
+            await queue_reset_mail(self.mail, conn, user, now)
+            await self.users.insert_notification(
+                conn,
+                NOTIFICATIONS_TOPIC,
+                user.id,
+                {"type": "password_reset_requested", "user_id": user.id},
+                now,
+            )
+        self._mail_queued()
+
+    async def issue_reset_token(self, user_id: str) -> tuple[str, str, datetime] | None:
+        """A new reset token for the mail sender: (username, token, expiry); only its hash
+        is stored. None if the user no longer exists."""
+        user = await self.users.by_id(user_id)
         if user is None:
             return None
         token = secrets.token_urlsafe(32)
@@ -272,20 +345,11 @@ class IdentityService:
         expires = now + timedelta(seconds=self.password_reset_ttl)
         async with self.users.db.transaction() as conn:
             await self.users.insert_reset(conn, _hash_token(token), user.id, now, expires)
-            await self.users.insert_notification(
-                conn,
-                NOTIFICATIONS_TOPIC,
-                user.id,
-                {
-                    "type": "password_reset",
-                    "user_id": user.id,
-                    "email": user.email,
-                    "token": token,
-                    "expires_at": expires.isoformat(),
-                },
-                now,
-            )
-        return token
+        return user.username, token, expires
+
+    def _mail_queued(self) -> None:
+        if self.mail is not None:
+            self.mail.on_queued()
 
     async def confirm_reset(self, token: str, new_password: str) -> None:
         check_password(new_password, "new_password")
@@ -295,10 +359,15 @@ class IdentityService:
             user_id = await self.users.use_reset(conn, _hash_token(token), now)
             if user_id is None:
                 raise InvalidToken("the reset token is invalid, used or expired")
+            user = await self.users.by_id(user_id, conn)
+            assert user is not None
+            # The lock-out rows before the users row, in the order a login takes them.
+            await self.attempts.unlock(conn, user.name_keys, user_id, "password reset", now)
             await self.users.set_password(conn, user_id, hashed, now)
-            await self.users.clear_failures(conn, user_id)
             ended = await self.users.revoke_logins(conn, now, "password reset", user_id=user_id)
+            await queue_password_changed_mail(self.mail, conn, user, now, by_reset=True)
         self.revocations.add(ended)
+        self._mail_queued()
 
 
 def require_admin(principal: Principal) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from banking_es.db.base import Connection, Database, Row
 
 ROLES = ("customer", "auditor", "admin")
-_USER_COLUMNS = "id, username, email, password_hash, roles, failed_logins, locked_until, created_at"
+_USER_COLUMNS = "id, username, email, password_hash, roles, created_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +25,12 @@ class User:
     email: str
     password_hash: str
     roles: tuple[str, ...]
-    failed_logins: int
-    locked_until: datetime | None
     created_at: datetime
+
+    @property
+    def name_keys(self) -> tuple[str, str]:
+        """The lock-out keys of the names it logs in with."""
+        return key(self.username), key(self.email)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +59,6 @@ def _user(row: Row) -> User:
         row["email"],
         row["password_hash"],
         tuple(r for r in str(row["roles"]).split(",") if r),
-        int(row["failed_logins"]),
-        row["locked_until"],
         row["created_at"],
     )
 
@@ -99,8 +100,7 @@ class UserRepository:
     async def insert(self, conn: Connection, user: User) -> None:
         await conn.execute(
             "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
-            " roles, failed_logins, locked_until, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, 0, NULL, $8, $8)",
+            " roles, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
             user.id,
             user.username,
             key(user.username),
@@ -117,33 +117,6 @@ class UserRepository:
             user_id,
             hashed,
             at,
-        )
-
-    async def record_failure(
-        self, user_id: str, max_attempts: int, lock_until: datetime, at: datetime
-    ) -> bool:
-        """Count a failed login; lock the user at `max_attempts`. True if now locked."""
-        async with self.db.transaction() as conn:
-            row = await conn.fetchrow(
-                "UPDATE users SET failed_logins = failed_logins + 1, updated_at = $2"
-                " WHERE id = $1 RETURNING failed_logins",
-                user_id,
-                at,
-            )
-            if row is None or int(row["failed_logins"]) < max_attempts:
-                return False
-            await conn.execute(
-                "UPDATE users SET failed_logins = 0, locked_until = $2 WHERE id = $1",
-                user_id,
-                lock_until,
-            )
-            return True
-
-    async def clear_failures(self, conn: Connection, user_id: str) -> None:
-        await conn.execute(
-            "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1"
-            " AND (failed_logins <> 0 OR locked_until IS NOT NULL)",
-            user_id,
         )
 
     async def set_roles(

@@ -1,9 +1,10 @@
 """The outbox relay: hands outbox rows to a publisher in id order, then marks them sent.
 
-Without Kafka the publisher only logs notifications (a password-reset link in
-development) and the relay keeps the backlog at zero; with Kafka it publishes to the
-broker (`kafka.KafkaPublisher`). A row is marked only after the publisher returned, and a
-failed batch stays pending and is published again, whole and in order: nothing is skipped.
+Without Kafka the publisher only logs notifications (none carries a secret: mail goes
+through its own queue, `banking_es.mail`) and the relay keeps the backlog at zero; with
+Kafka it publishes to the broker (`kafka.KafkaPublisher`). A row is marked only after the
+publisher returned, and a failed batch stays pending and is published again, whole and in
+order: nothing is skipped.
 
 With a `leader` (`leader.LeaseElection`) only the process holding the lease publishes;
 the others stand by and take over when it dies, so one account's events are never
@@ -36,8 +37,8 @@ class Publisher(Protocol):
 class LogPublisher:
     """Publisher without Kafka: events go nowhere else; notifications go to the log.
 
-    A notification may carry a secret (a password-reset token): its payload is logged only
-    in development (`with_payloads`); otherwise only that one was sent.
+    Its payload is logged only in development (`with_payloads`); otherwise only that one
+    was sent (a payload may hold personal data, such as a user id).
     """
 
     def __init__(self, *, with_payloads: bool = True) -> None:

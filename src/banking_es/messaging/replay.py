@@ -17,20 +17,20 @@ from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher
 BATCH = 1000
 
 
-async def count_events(db: Database, first: int, last: int, types: Sequence[str] | None) -> int:
-    """How many events with `first <= position <= last` (of `types`, when given) exist."""
+async def count_events(db: Database, after: int, last: int, types: Sequence[str] | None) -> int:
+    """How many events with `after < position <= last` (of `types`, when given) exist."""
     if types:
         marks = ", ".join(f"${i + 3}" for i in range(len(types)))
         value = await db.fetchval(
-            "SELECT count(*) FROM events WHERE position >= $1 AND position <= $2"
+            "SELECT count(*) FROM events WHERE position > $1 AND position <= $2"
             f" AND type IN ({marks})",
-            first,
+            after,
             last,
             *types,
         )
     else:
         value = await db.fetchval(
-            "SELECT count(*) FROM events WHERE position >= $1 AND position <= $2", first, last
+            "SELECT count(*) FROM events WHERE position > $1 AND position <= $2", after, last
         )
     return int(value or 0)
 
@@ -38,18 +38,18 @@ async def count_events(db: Database, first: int, last: int, types: Sequence[str]
 async def replay_events(
     store: EventStore,
     config: KafkaConfig,
-    first: int,
+    after: int,
     last: int,
     types: Sequence[str] | None,
     progress: Callable[[int], None] | None = None,
     *,
     publisher: KafkaPublisher | None = None,
 ) -> int:
-    """Publish the events with `first <= position <= last` (of `types`); return how many."""
+    """Publish the events with `after < position <= last` (of `types`); return how many."""
     own = publisher is None
     publisher = publisher or KafkaPublisher(config)
     sent = 0
-    cursor = first - 1
+    cursor = after
     try:
         while cursor < last:
             events = [

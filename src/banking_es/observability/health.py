@@ -1,21 +1,10 @@
 """Readiness: a registry of named component checks, run concurrently under a timeout.
 
-Each check is an async function returning ``{"status": "ok"|"degraded"|"down", ...details}``.
-A check that raises is ``down`` with the error; one that does not answer within
-`timeout` is ``down`` with "no answer within ...", so /health/ready answers in well
-under a second even when a component hangs.
-
-The overall status follows what the service can still do:
-
-- ``down`` (HTTP 503) when a *critical* component is down: without the event store no
-  request can be served correctly;
-- ``degraded`` (HTTP 200) when any other component is not ok: stale projections, a
-  growing outbox, Redis or Kafka away; the service still answers, more slowly or with
-  older read models;
-- ``ok`` otherwise.
-
-The composition root registers event_store (critical), projections and outbox; the
-Redis and Kafka adapters add theirs with `HealthChecks.add` when configured.
+Each check is an async function returning ``{"status": "ok"|"degraded"|"down", ...details}``;
+one that raises, or does not answer within `timeout`, is ``down``, so /health/ready answers in
+well under a second even when a component hangs. Overall: ``down`` (503) when a *critical*
+component is down (the event store), ``degraded`` (200) when any other is not ok, else ``ok``.
+The composition root registers the checks (docs/observability.md, "Readiness").
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """Prometheus metrics of one process, aggregated over all workers by multiprocess mode.
 
-One `Metrics` is built per process by the composition root and handed to whatever
-counts something (middleware, services, the event store, the cache, Kafka). Every
-metric is a plain prometheus-client object in its own registry, so tests that build
-several apps in one process see their own counts.
-
-Multiprocess mode is on when prometheus-client was imported with
-`PROMETHEUS_MULTIPROC_DIR` set (`banking-es serve` prepares the directory before
-the workers start, see `multiproc.prepare_multiprocess_dir`): every worker then writes its
-values to files in that directory and a scrape of any worker merges them all.
-Gauges that describe the whole system (projection lag, outbox backlog) are refreshed
-by whichever worker is scraped and shown as the most recent value of a live worker;
-per-process gauges (the append queue) are summed over live workers.
-
-The names and labels are listed in docs/observability.md.
+One `Metrics` is built per process by the composition root and handed to whatever counts
+something; each metric lives in the `Metrics`' own registry, so tests that build several apps
+in one process see their own counts. With `PROMETHEUS_MULTIPROC_DIR` set before
+prometheus-client is imported (`banking-es serve` does it), every worker writes its values to
+files there and a scrape of any worker merges them. Names, labels and how gauges are merged:
+docs/observability.md.
 """
 
 from __future__ import annotations

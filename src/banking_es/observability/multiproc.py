@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+from banking_es.private_files import private_dir
+
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -29,7 +31,7 @@ def prepare_multiprocess_dir(data_dir: Path) -> Path:
         for child in path.glob("*.db"):
             child.unlink()
     else:
-        parent = data_dir / "prometheus-multiproc"
+        parent = private_dir(data_dir) / "prometheus-multiproc"
         parent.mkdir(parents=True, exist_ok=True)
         for old in parent.iterdir():
             if old.is_dir() and old.name.isdigit() and not _running(int(old.name)):

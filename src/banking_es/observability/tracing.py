@@ -1,21 +1,11 @@
 """OpenTelemetry traces: on when OTEL_EXPORTER_OTLP_ENDPOINT is set, free when it is not.
 
-Call sites use one helper::
-
-    with span("command Deposit", {"account.id": account_id}) as current:
-        ...
-        current.set_attribute("command.outcome", "ok")
-
-HTTP server spans come from FastAPI's native telemetry (`fastapi_telemetry`), which
-continues an incoming W3C `traceparent`. Without tracing `span` returns one shared no-op
-context manager whose span ignores every call (no provider, no context switch, no
-allocation). With tracing the spans go
-to an OTLP/HTTP exporter through a batch processor (in the background), or to the
-exporter a test passes to `configure_tracing`.
-
-For Kafka, `inject_headers` writes the W3C `traceparent` into a message's headers and
-`extract_context` reads it back on the consumer, so a consume span continues the trace
-of the request that appended the event.
+Call sites use one helper, `with span("command Deposit", {"account.id": id}) as current:`.
+Without tracing `span` returns one shared no-op context manager (no provider, no context
+switch, no allocation); with it, spans go to an OTLP/HTTP exporter through a batch processor,
+or to the exporter a test passes to `configure_tracing`. HTTP server spans come from FastAPI's
+telemetry, which continues an incoming W3C `traceparent`; `inject_headers`/`extract_context`
+carry it through Kafka headers. Span names: docs/observability.md.
 """
 
 from __future__ import annotations

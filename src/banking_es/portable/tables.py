@@ -1,9 +1,10 @@
 """What an export holds: the tables, their columns, and which rows are still worth moving.
 
-Events, users and the role log move whole. Logins, revocations, reset tokens, idempotency
-records and outbox rows move only while they still mean something at export time. Snapshots,
-read models, checkpoints, leases and Kafka consumer state are rebuilt on the target; lock-out
-state (`login_attempts`) is transient and stays behind.
+Events, users, the role and unlock logs and the mail queue (sent mail is deleted) move
+whole. Logins, revocations, reset tokens, idempotency records and outbox rows move only while
+they still mean something at export time. Snapshots, read models, checkpoints, leases and
+Kafka consumer state are rebuilt on the target; lock-out state (`login_attempts`) is
+transient and stays behind.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ TABLES: tuple[TableSpec, ...] = (
         serial="id",
     ),
     TableSpec(
+        "login_unlocks",
+        _cols("id:int name_key:text user_id:text locked_until:ts unlocked_by:text unlocked_at:ts"),
+        key=("id",),
+        serial="id",
+    ),
+    TableSpec(
         "logins",
         _cols(
             "id:text user_id:text refresh_jti:text created_at:ts refreshed_at:ts expires_at:ts"
@@ -130,7 +137,15 @@ TABLES: tuple[TableSpec, ...] = (
         key=("id",),
         serial="id",
     ),
-    # The mail queue goes here (unsent mail only), after `users`: add its TableSpec at merge.
+    TableSpec(
+        "mail_queue",
+        _cols(
+            "id:int kind:text user_id:text recipient:text subject:text body:text status:text"
+            " attempts:int next_attempt_at:ts last_error:text created_at:ts updated_at:ts"
+        ),
+        key=("id",),
+        serial="id",  # sent mail is deleted: every row is still to send (or dead)
+    ),
 )
 
 BY_NAME = {spec.name: spec for spec in TABLES}

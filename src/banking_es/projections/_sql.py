@@ -49,8 +49,8 @@ def json_rows_select(types: str) -> str:
     of the space-separated `types`.
 
     Projections write their batches as ONE JSON document (`json_rows`) rather than one
-    array per column: one `orjson` call instead of the driver encoding every value, which
-    cost 4 us per row of `account_summaries` against 0.6 us (docs/performance.md).
+    array per column: one `orjson` call is far cheaper than the driver encoding every value
+    (docs/performance.md).
     """
     columns = ", ".join(f"(r->>{i})::{t}" for i, t in enumerate(types.split()))
     return f"SELECT {columns} FROM jsonb_array_elements($1::jsonb) AS r"

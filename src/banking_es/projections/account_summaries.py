@@ -1,27 +1,17 @@
 """`account_summaries`: one row per account, the fold of all of its events.
 
-A batch costs a constant number of statements whatever its size: the rows of the
-accounts it touches are loaded in one query, the events are folded in memory, and the
-changed rows are written back in one multi-row upsert (PostgreSQL: the rows as one JSON
-document; SQLite: `executemany`, which runs in-process). An event whose version is not
-above the row's `version` is already in the row and is skipped, so re-applying a batch
-changes nothing.
-
-A summary depends on every event of its account, so `only_types` does not narrow what
-is folded: a type-selected replay brings back exactly the rows that `reset` rolled back.
-`reset` rolls a row back to its state at `from_position` by folding that account's
-events up to it again, read from the `events` table of the same database.
-
-Stored rows (`apply_rows`, what the runner reads) are decoded one at a time while they
-are folded, and only those of the handled types. Between the runner's batches the
-projection remembers the rows it wrote (for `MEMORY_SIZE` accounts) and loads only the
-others; the runner makes it `forget` whenever its rows may have changed otherwise.
+A batch loads the rows of the accounts it touches in one query, folds the events in memory
+and writes the changed rows back in one multi-row upsert; an event not above a row's
+`version` is already in it, so re-applying a batch changes nothing. A summary depends on
+every event of its account, so a type-selected replay folds them all. `reset` rolls a row
+back to its state at a position by folding that account's events up to it again.
+Details: docs/architecture.md ("Read models").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -34,6 +24,7 @@ from banking_es.db.base import Connection, Row
 from banking_es.domain.events import (
     AccountClosed,
     AccountCreated,
+    DomainEvent,
     MoneyDeposited,
     MoneyWithdrawn,
     TransferReceived,
@@ -90,7 +81,9 @@ MEMORY_SIZE = 100_000
 
 
 @dataclass(slots=True)
-class _Summary:
+class Summary:
+    """One `account_summaries` row as the projection makes it."""
+
     account_id: str
     owner_name: str
     owner_id: str | None
@@ -103,7 +96,7 @@ class _Summary:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: Row) -> _Summary:
+    def from_row(cls, row: Row) -> Summary:
         return cls(
             account_id=row["account_id"],
             owner_name=row["owner_name"],
@@ -132,8 +125,15 @@ class _Summary:
         )
 
 
-def _fold(states: dict[str, _Summary], events: Iterable[RecordedEvent], changed: set[str]) -> None:
-    """Fold `events` into `states` (by account id), adding every changed account to `changed`."""
+def fold_summaries(
+    states: dict[str, Summary],
+    events: Iterable[RecordedEvent],
+    changed: set[str],
+    decode: Callable[[RecordedEvent], DomainEvent] = to_domain,
+) -> None:
+    """Fold `events` into `states` (by account id), adding every changed account to `changed`.
+    `decode` turns a stored event into its domain event (a caller that has decoded them
+    already passes a look-up)."""
     for recorded in events:
         if recorded.type not in HANDLED_TYPES:
             continue
@@ -141,7 +141,7 @@ def _fold(states: dict[str, _Summary], events: Iterable[RecordedEvent], changed:
         state = states.get(account_id)
         if state is not None and recorded.version <= state.version:
             continue  # already folded into the row
-        event = to_domain(recorded)
+        event = decode(recorded)
         if isinstance(event, AccountCreated):
             if state is not None:
                 log.warning(
@@ -151,7 +151,7 @@ def _fold(states: dict[str, _Summary], events: Iterable[RecordedEvent], changed:
                     state.version,
                 )
                 continue
-            states[account_id] = _Summary(
+            states[account_id] = Summary(
                 account_id=account_id,
                 owner_name=event.owner_name,
                 owner_id=event.owner_id,
@@ -191,7 +191,7 @@ class AccountSummariesProjection:
 
     def __init__(self, memory_size: int = MEMORY_SIZE) -> None:
         #: Account -> its row as `apply_rows` last wrote (or read) it.
-        self._rows: LRUCache[str, _Summary] = LRUCache(maxsize=memory_size)
+        self._rows: LRUCache[str, Summary] = LRUCache(maxsize=memory_size)
 
     def forget(self) -> None:
         self._rows.clear()
@@ -216,7 +216,7 @@ class AccountSummariesProjection:
         conn: Connection,
         streams: list[str],
         events: Iterable[RecordedEvent],
-        remembered: LRUCache[str, _Summary] | None = None,
+        remembered: LRUCache[str, Summary] | None = None,
     ) -> None:
         """Fold `events` (of the handled types, by account `streams`) into their rows, taken
         from `remembered` when there (and put there after)."""
@@ -224,7 +224,7 @@ class AccountSummariesProjection:
             return
         dialect = dialect_of(conn)
         account_ids = list(dict.fromkeys(streams))
-        states: dict[str, _Summary] = {}
+        states: dict[str, Summary] = {}
         missing = account_ids
         if remembered is not None:
             missing = []
@@ -237,7 +237,7 @@ class AccountSummariesProjection:
         if missing:
             states.update(await self._load(conn, dialect, missing))
         changed: set[str] = set()
-        _fold(states, events, changed)
+        fold_summaries(states, events, changed)
         await self._write(conn, dialect, [states[a] for a in account_ids if a in changed])
         if remembered is not None:
             for account_id, state in states.items():
@@ -269,7 +269,7 @@ class AccountSummariesProjection:
         affected = [r["stream_id"] for r in rows]
         for start in range(0, len(affected), _RESET_CHUNK):
             chunk = affected[start : start + _RESET_CHUNK]
-            states: dict[str, _Summary] = {}
+            states: dict[str, Summary] = {}
             if from_position > 0:
                 history = await conn.fetch(
                     "SELECT position, stream_id, version, event_id, type, data, metadata,"
@@ -278,7 +278,7 @@ class AccountSummariesProjection:
                     chunk,
                     from_position,
                 )
-                _fold(states, (_event(r) for r in history), set())
+                fold_summaries(states, (_event(r) for r in history), set())
             await conn.execute(
                 f"DELETE FROM account_summaries WHERE account_id {in_set(dialect, 1)}", chunk
             )
@@ -287,15 +287,15 @@ class AccountSummariesProjection:
     @staticmethod
     async def _load(
         conn: Connection, dialect: Dialect, account_ids: list[str]
-    ) -> dict[str, _Summary]:
+    ) -> dict[str, Summary]:
         rows = await conn.fetch(
             f"SELECT {_COLUMNS} FROM account_summaries WHERE account_id {in_set(dialect, 1)}",
             account_ids,
         )
-        return {r["account_id"]: _Summary.from_row(r) for r in rows}
+        return {r["account_id"]: Summary.from_row(r) for r in rows}
 
     @staticmethod
-    async def _write(conn: Connection, dialect: Dialect, states: list[_Summary]) -> None:
+    async def _write(conn: Connection, dialect: Dialect, states: list[Summary]) -> None:
         if not states:
             return
         if dialect == "postgres":

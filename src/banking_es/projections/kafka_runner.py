@@ -1,29 +1,12 @@
 """Runs the projections from Kafka: a consumer group on `<prefix>.events`.
 
-Used instead of the store-following `ProjectionRunner` when `KAFKA_BOOTSTRAP_SERVERS` is
-set (bootstrap decides). The group spreads the partitions over the processes; each
-partition's messages are applied in order.
-
-Exactly once. A batch of one partition is applied in ONE database transaction that
-
-1. parks the messages whose key has an open dead letter (see `messaging.dead_letters`);
-2. drops duplicates and fills gaps by (stream, version): `kafka_stream_versions` holds the
-   last version of each stream this consumer applied; a message at or below it is a
-   duplicate (at-least-once delivery, a relay that died between publish and mark, a
-   replay); one above the next version means messages are missing (a batch republished
-   after a failure), and the missing events are read from the event store first;
-3. applies the events with every projection's `apply()`;
-4. writes the checkpoint of every (projection, partition): the offset and the time of the
-   last applied event, with the view rows.
-
-Only then is the offset committed to Kafka; on an assignment the consumer seeks to the
-stored checkpoint, so the database, not Kafka, says where to go on. A log that was reset
-(a broker that kept nothing) is read again from its start, harmlessly (step 2).
-
-Retries. When a batch fails, its messages are applied one at a time; a failing message is
-retried with exponential backoff up to `max_attempts`, then written to the `dead_letters`
-table (and the `.dlq` topic) and the partition goes on. A database that is away is not
-the message's fault: such errors are retried without counting.
+Used instead of the store-following `ProjectionRunner` when `KAFKA_BOOTSTRAP_SERVERS` is set.
+A batch of one partition is applied in one database transaction that parks messages whose key
+has an open dead letter, drops duplicates and fills gaps by (stream, version)
+(`kafka_stream_versions`), applies the events and writes the (projection, partition)
+checkpoints with the rows; only then is the offset committed to Kafka. A failing batch is
+retried one message at a time, with backoff, then dead-lettered; a database that is away is
+retried without counting. Details: docs/kafka.md ("Consumers").
 """
 
 from __future__ import annotations

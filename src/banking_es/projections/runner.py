@@ -1,49 +1,12 @@
 """Runs projections from the event store: exactly once, and one active runner each.
 
-Every batch is one `db.transaction()` that
-
-1. takes the projection's lock: on PostgreSQL `pg_try_advisory_xact_lock(<key of the
-   name>)` (false: another process is on it, the batch is skipped); on SQLite the
-   transaction already holds the database's write lock;
-2. reads the checkpoint (`projection_checkpoints`) inside the transaction;
-3. reads the events after it from the store, applies them, and
-4. moves the checkpoint, in the same transaction.
-
-A crash therefore never applies an event twice or skips one. Before opening the
-transaction the runner looks (without any lock) for events after the checkpoint, so
-an idle projection costs one cheap read per poll and never takes a write lock; the
-events read then are used only if the checkpoint is unchanged once the lock is held.
-While a full batch is applied the next one is read on another connection (read-ahead),
-so reading and writing overlap during a catch-up; rebuilds use batches of at least
-`REBUILD_BATCH_SIZE` events. Batches are read as stored rows (`EventStore.read_rows`,
-JSON not decoded): a `RowProjection` takes them as they are and decodes one event at a
-time, any other projection gets them decoded.
-
-Background loops (`start`) process the available batches, then wait `poll_interval` or
-until `notify()`; errors are logged and retried with a growing back-off. With a `leader`
-(a `LeaseElection`; the server passes one) only the process holding the lease runs its
-loops, and the others stand by until it lapses: without one, every worker of a server
-read each batch and raced for the lock, so the batches came twice as often and the
-losers had read them for nothing. The lock stays: it is what keeps a rebuild from the
-CLI, or a lease that changed hands mid-batch, from applying an event twice. The loops of
-one runner share their reads: a batch read for one projection serves the others that are
-at the same checkpoint (`_read_shared`). A row projection may remember the rows it wrote
-and skip reading them back in its next batch (`RowProjection.forget`): the runner lets it
-only while the checkpoint it finds under the lock is the one its own last batch
-committed (otherwise another process, or a rebuild, moved it, and the rows may have
-changed too), and makes it forget after a batch that did not commit. `rebuild`
-uses the same lock, so a server and the CLI may be active at the same time:
-
-- full (`from_position=0`) and from-position rebuilds reset the rows after the position
-  and move the checkpoint back to it in one locked transaction, then catch up in
-  ordinary batches (any runner may take some of them);
-- a type-selected rebuild deletes the rows of those types after the position and
-  replays the events up to the current checkpoint in ONE locked transaction, without
-  moving the checkpoint. Were it split into batches, a live runner could in between
-  apply a new event on top of rows that are deleted but not yet replayed (a wrong
-  `balance_after`), so correctness wins over lock duration here: the projection's
-  own batches wait meanwhile (on SQLite so do other writers, since the transaction
-  holds the database's write lock).
+Every batch is one transaction that takes the projection's lock (PostgreSQL
+`pg_try_advisory_xact_lock`, SQLite the write lock), reads the checkpoint, applies the
+events after it and moves the checkpoint: a crash never applies an event twice or skips
+one. The loops run in the process holding the `projections` lease; the lock also keeps a
+CLI rebuild, or a lease that changed hands mid-batch, from applying an event twice.
+Read-ahead, shared reads, `RowProjection.forget` and the two kinds of rebuild are
+described in docs/architecture.md ("Projections").
 """
 
 from __future__ import annotations
@@ -74,17 +37,13 @@ MIN_BACKOFF = 0.05
 #: How long `stop()` lets a loop finish its batch before cancelling it.
 STOP_GRACE = 5.0
 #: The smallest batch of a rebuild's catch-up: larger batches amortise each statement and
-#: commit, and `account_summaries` loads and writes each account once per batch. Measured
-#: on PostgreSQL (bench row 7: 1,000,000 events over 10,000 accounts), 5,000 -> 50,000
-#: took account_summaries from ~17,000 to ~50,000 events/s and transactions from ~22,000
-#: to ~41,000. A batch of stored rows holds about 0.6 kB per event: some 60 MB with the
-#: read-ahead.
+#: commit, and `account_summaries` loads and writes each account once per batch; about
+#: 60 MB of stored rows with the read-ahead (docs/performance.md, rebuild row).
 REBUILD_BATCH_SIZE = 50_000
 
 #: Under load, how long a woken loop waits for more commits before its next batch (at most
-#: the poll interval, `PROJECTION_POLL_INTERVAL_MS`): one projection transaction per 100 ms
-#: instead of one per commit. Each batch costs some eight round trips whatever its size; at
-#: 25 ms they were a tenth of a mixed request's CPU (docs/performance.md, fourth round).
+#: `PROJECTION_POLL_INTERVAL_MS`): a batch costs some eight round trips whatever its size, so
+#: one per 100 ms instead of one per commit (docs/performance.md).
 SETTLE = 0.1
 
 #: The lease that picks the one process of a server running the projection loops.

@@ -1,37 +1,17 @@
 """`transactions`: one row per money movement, with the balance right after it.
 
-| event              | row type       | amount            |
-|--------------------|----------------|-------------------|
-| `AccountCreated`   | `opening`      | `initial_balance` |
-| `MoneyDeposited`   | `deposit`      | `amount`          |
-| `MoneyWithdrawn`   | `withdrawal`   | `amount`          |
-| `TransferSent`     | `transfer_out` | `amount`          |
-| `TransferReceived` | `transfer_in`  | `amount`          |
-
-`AccountClosed` makes no row (and does not move the balance); other types are ignored.
-
-`balance_after` continues from the projection's own rows: for each account of a batch,
-one query finds the row with the greatest version below the batch's first event of that
-account, and the batch carries the balance forward in memory, through every event of
-the batch, also those of types a selective replay (`only_types`) does not write. Rows
-are de-duplicated by (account_id, version) with `ON CONFLICT DO NOTHING`, so re-applying
-an event has no effect. When no row can conflict (no row of the batch's accounts at or
-after their first version: always so in a rebuild, which starts from deleted rows), a
-rebuild's large batch is written with PostgreSQL's `COPY` instead; like the plain INSERT
-it would fail on a duplicate. On PostgreSQL the INSERT takes the rows as one JSON document.
-
-Stored rows (`apply_rows`, what the runner reads) are decoded one at a time while the
-rows are made, and only those of `ROW_TYPES`. Between the runner's batches the projection
-remembers each account's last row (its version and `balance_after`, for `MEMORY_SIZE`
-accounts), so the balance query above reads only accounts it has not written lately: on
-the deposit load of `make bench` it was a fifth of PostgreSQL's time in the projections.
-The runner makes it `forget` whenever its rows may have changed otherwise.
+`AccountCreated` makes an `opening` row, `MoneyDeposited` a `deposit`, `MoneyWithdrawn` a
+`withdrawal`, `TransferSent` a `transfer_out` and `TransferReceived` a `transfer_in`;
+`AccountClosed` makes none. `balance_after` continues from the projection's own rows and is
+carried through a batch in memory; rows are de-duplicated by (account_id, version), so
+re-applying an event has no effect. How batches are read and written (COPY in rebuilds, the
+remembered last rows): docs/architecture.md ("Read models").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +21,7 @@ from banking_es.application.codec import to_domain
 from banking_es.db.base import BulkCopy, Connection
 from banking_es.domain.events import (
     AccountCreated,
+    DomainEvent,
     MoneyDeposited,
     MoneyWithdrawn,
     TransferReceived,
@@ -176,7 +157,7 @@ class TransactionsProjection:
         if unknown:
             read, later = await self._previous(conn, dialect, unknown)
             balances.update(read)
-        rows = _rows(events, balances, only_types)
+        rows = transaction_rows(events, balances, only_types)
         # Re-applied events conflict on (account_id, version); when no row exists at or after
         # the batch's versions nothing can conflict, and the plain INSERT (or COPY) is cheaper.
         if not later and count >= COPY_MIN_ROWS and isinstance(conn, BulkCopy):
@@ -241,15 +222,17 @@ class TransactionsProjection:
             await conn.executemany(_INSERT_SQLITE + suffix, rows)
 
 
-def _rows(
+def transaction_rows(
     relevant: Iterable[RecordedEvent],
     balances: dict[str, Decimal],
-    only_types: frozenset[str] | None,
+    only_types: frozenset[str] | None = None,
+    decode: Callable[[RecordedEvent], DomainEvent] = to_domain,
 ) -> Iterator[tuple[Any, ...]]:
     """The rows of `relevant` (events of `ROW_TYPES`), carrying `balances` (by account)
-    forward through every event, also those of types `only_types` leaves out."""
+    forward through every event, also those of types `only_types` leaves out. `decode`
+    turns a stored event into its domain event."""
     for recorded in relevant:
-        event = to_domain(recorded)
+        event = decode(recorded)
         account_id = recorded.stream_id
         transfer_id: str | None = None
         description: str | None = None

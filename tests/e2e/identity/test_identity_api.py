@@ -347,7 +347,9 @@ async def test_reset_password_answers_before_it_queues_anything(app: App) -> Non
             assert isinstance(status, int)
             sent.append((status, -1))
         elif message["type"] == "http.response.body":
-            queued = await services.db.fetchval("SELECT count(*) FROM password_resets")
+            queued = await services.db.fetchval(
+                "SELECT (SELECT count(*) FROM mail_queue) + (SELECT count(*) FROM password_resets)"
+            )
             sent.append((sent[-1][0], queued))
 
     scope = {
@@ -366,7 +368,11 @@ async def test_reset_password_answers_before_it_queues_anything(app: App) -> Non
     }
     await transport.app(scope, receive, send)
     assert sent[-1] == (202, 0)  # answered with nothing written
-    assert await services.db.fetchval("SELECT count(*) FROM password_resets") == 1  # then queued
+    # Then queued: the mail row, which the sender may already have turned into a reset row.
+    written = await services.db.fetchval(
+        "SELECT (SELECT count(*) FROM mail_queue) + (SELECT count(*) FROM password_resets)"
+    )
+    assert written >= 1
 
 
 async def test_reset_confirm_sets_the_password_ends_all_logins_and_is_single_use(app: App) -> None:

@@ -15,11 +15,11 @@ import httpx
 import pytest
 from tests.auth import (
     ADMIN_PASSWORD,
-    FAST_ARGON2,
     bearer,
     create_admin_cli,
     login,
     register,
+    run_cli,
     running_app,
 )
 from tests.server import ServerProcess
@@ -99,18 +99,6 @@ async def test_logouts_and_role_changes_are_seen_by_every_worker_of_another_serv
             await asyncio.sleep(0.02)
 
 
-def _cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "banking_es", *args],
-        cwd=tmp_path,
-        env={**os.environ, **FAST_ARGON2, "DATA_DIR": str(tmp_path / "data"), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     "database_url", ["sqlite"], indirect=True
 )  # the CLI's SQL is the service's
@@ -123,7 +111,7 @@ async def test_users_cli_creates_an_admin_lists_users_and_sets_roles(
     again = create_admin_cli(database_url, tmp_path, "root")
     assert again.returncode == 1
     assert "exists" in again.stderr
-    with_argument = _cli(
+    with_argument = run_cli(
         ["users", "create-admin", "--username", "x1", "--email", "x1@e.com", "--password", "p"],
         tmp_path,
         DATABASE_URL=database_url,
@@ -133,7 +121,7 @@ async def test_users_cli_creates_an_admin_lists_users_and_sets_roles(
         admin = bearer((await login(http, "root", ADMIN_PASSWORD))["access_token"])
         assert (await http.get("/admin/users", headers=admin)).status_code == 200
         user = await register(http)
-        changed = _cli(
+        changed = run_cli(
             ["users", "set-role", user["username"], "auditor", "customer"],
             tmp_path,
             DATABASE_URL=database_url,
@@ -143,15 +131,18 @@ async def test_users_cli_creates_an_admin_lists_users_and_sets_roles(
         changes = await services.identity.users.role_changes(user["id"])
         assert changes[-1]["new_roles"] == "customer,auditor"
         assert changes[-1]["changed_by"].startswith("cli:")
-    listed = _cli(["users", "list"], tmp_path, DATABASE_URL=database_url, COLUMNS="200")
+    listed = run_cli(["users", "list"], tmp_path, DATABASE_URL=database_url, COLUMNS="200")
     assert listed.returncode == 0, listed.stderr
     assert "root" in listed.stdout
     assert user["username"] in listed.stdout
-    unknown = _cli(["users", "set-role", "ghost", "admin"], tmp_path, DATABASE_URL=database_url)
+    unknown = run_cli(["users", "set-role", "ghost", "admin"], tmp_path, DATABASE_URL=database_url)
     assert unknown.returncode == 1
-    bad_role = _cli(["users", "set-role", "root", "king"], tmp_path, DATABASE_URL=database_url)
+    bad_role = run_cli(["users", "set-role", "root", "king"], tmp_path, DATABASE_URL=database_url)
     assert bad_role.returncode == 1
     assert "roles" in bad_role.stderr
+
+
+REFRESH_SECRET = "bQ7-wE3rT9yU1iO5pA8sD2fG6hJ0kL4zX_cV"
 
 
 @pytest.mark.parametrize(
@@ -160,6 +151,8 @@ async def test_users_cli_creates_an_admin_lists_users_and_sets_roles(
         (None, "JWT_SECRET is missing"),
         ("short-secret", "JWT_SECRET is shorter than 32 bytes"),
         ("default-secret", "JWT_SECRET is a well-known default"),
+        ("ab" * 20, "JWT_SECRET has fewer than 16 different characters"),
+        (REFRESH_SECRET, "JWT_SECRET and REFRESH_TOKEN_SECRET are the same"),
     ],
 )
 def test_serve_refuses_weak_secrets_in_production(
@@ -168,7 +161,7 @@ def test_serve_refuses_weak_secrets_in_production(
     env = {
         "BANKING_ENV": "production",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'banking.db'}",
-        "REFRESH_TOKEN_SECRET": "r" * 40,
+        "REFRESH_TOKEN_SECRET": REFRESH_SECRET,
         "PORT": "1",
     }
     if jwt_secret is not None:

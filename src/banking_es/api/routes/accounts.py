@@ -16,6 +16,7 @@ from banking_es.api import render
 from banking_es.api.commands import guarded, run_command
 from banking_es.api.deps import Caller, CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import ApiError
+from banking_es.api.ranges import VersionQuery
 from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
 from banking_es.api.schemas import (
     AccountOut,
@@ -193,7 +194,7 @@ async def get_account(
         str | None,
         Query(max_length=64, description="RFC 3339 time, e.g. 2026-01-31T12:00:00Z"),
     ] = None,
-    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    version: VersionQuery = None,
 ) -> Response:
     if as_of is not None and version is not None:
         raise ApiError(

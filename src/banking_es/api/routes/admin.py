@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from banking_es.api import render
 from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
 from banking_es.api.identity_schemas import SetRolesRequest, UserOut, UserPage
 from banking_es.api.routes.accounts import _problems
@@ -31,7 +32,7 @@ async def list_users(
     cursor: Annotated[str | None, Query(max_length=64, description="next_cursor")] = None,
 ) -> Response:
     require_admin(caller.identity)
-    users = await services.identity.users.page(cursor, limit + 1)
+    users = await services.identity.users.page(render.decode_id_cursor(cursor), limit + 1)
     page = users[:limit]
     body = {
         "data": [user_json(u) for u in page],

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from banking_es.api.deps import CallerDep, ServicesDep
 from banking_es.api.problems import ApiError
+from banking_es.api.ranges import LetterId, Offset
 from banking_es.identity.service import require_admin as check_admin
 from banking_es.messaging.dead_letters import (
     DeadLetterClosed,
@@ -52,7 +53,7 @@ async def list_dead_letters(
     letters: DeadLettersDep,
     status: Literal["open", "retried", "discarded", "all"] = "open",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     found = await letters.find(
         status=None if status == "all" else status, limit=limit, offset=offset
@@ -65,7 +66,7 @@ async def list_dead_letters(
     summary="Apply the letter now (after a fix), with the letters parked behind it",
     responses={404: {}, 409: {}, 422: {}},
 )
-async def retry_dead_letter(letter_id: int, letters: DeadLettersDep) -> Response:
+async def retry_dead_letter(letter_id: LetterId, letters: DeadLettersDep) -> Response:
     try:
         retried = await letters.retry(letter_id)
     except DeadLetterNotFound as exc:
@@ -87,7 +88,7 @@ async def retry_dead_letter(letter_id: int, letters: DeadLettersDep) -> Response
     ),
     responses={404: {}, 409: {}},
 )
-async def discard_dead_letter(letter_id: int, letters: DeadLettersDep) -> Response:
+async def discard_dead_letter(letter_id: LetterId, letters: DeadLettersDep) -> Response:
     try:
         parked = await letters.discard(letter_id)
     except DeadLetterNotFound as exc:

@@ -22,6 +22,7 @@ from banking_es.api.identity_schemas import (
     UserOut,
 )
 from banking_es.api.routes.accounts import _problems
+from banking_es.application.errors import ServiceUnavailable
 from banking_es.identity.service import IdentityService
 from banking_es.identity.tokens import TokenPair
 from banking_es.identity.users import User
@@ -39,8 +40,14 @@ def user_json(user: User) -> dict[str, object]:
     }
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+#: Tokens must not stay in a cache on the way (RFC 6749 5.1).
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _pair(pair: TokenPair) -> Response:
@@ -50,7 +57,8 @@ def _pair(pair: TokenPair) -> Response:
             "refresh_token": pair.refresh_token,
             "token_type": "bearer",
             "expires_in": pair.expires_in,
-        }
+        },
+        headers=NO_STORE,
     )
 
 
@@ -103,7 +111,9 @@ async def logout(
     "/change-password",
     status_code=204,
     summary="Change the password; every other login of the user ends",
-    responses=_problems(400, 401, 415),
+    description="A wrong current password counts as a failed login of both of the user's "
+    "names: after MAX_LOGIN_ATTEMPTS, 429 account_locked, as for POST /auth/login.",
+    responses=_problems(400, 401, 415, 429),
 )
 async def change_password(
     body: ChangePasswordRequest, services: ServicesDep, caller: CallerDep
@@ -122,14 +132,21 @@ async def change_password(
         "Answers 202 at once and queues the token afterwards, so neither the answer nor its"
         " timing tells whether the email belongs to a user."
     ),
-    responses=_problems(400, 415),
+    responses=_problems(400, 415, 503),
 )
 async def reset_password(body: ResetRequest, services: ServicesDep) -> Response:
+    _require_resets(services.settings.password_reset_enabled)
     # After the answer is sent: a known email costs a transaction, an unknown one does not,
     # and an answer that waited for it would tell them apart by its time.
     response = _json({"status": "accepted"}, 202)
     response.background = BackgroundTask(_queue_reset, services.identity, body.email)
     return response
+
+
+def _require_resets(enabled: bool) -> None:
+    # PASSWORD_RESET_ENABLED=false: a server without a mail server cannot deliver a token.
+    if not enabled:
+        raise ServiceUnavailable("password reset is disabled on this server", retry_after=3600)
 
 
 async def _queue_reset(identity: IdentityService, email: str) -> None:
@@ -143,9 +160,10 @@ async def _queue_reset(identity: IdentityService, email: str) -> None:
     "/reset-password/confirm",
     status_code=204,
     summary="Set a new password with a reset token; every login ends",
-    responses=_problems(400, 415),
+    responses=_problems(400, 415, 503),
 )
 async def reset_password_confirm(body: ResetConfirmRequest, services: ServicesDep) -> Response:
+    _require_resets(services.settings.password_reset_enabled)
     await services.identity.confirm_reset(body.token, body.new_password)
     return Response(status_code=204)
 

@@ -1,0 +1,161 @@
+"""`banking-es verify`: a store checked from its events and against what is derived from them.
+
+One pass over the events in position order, in pages, inside one read-only snapshot
+transaction (safe while servers run): positions without gaps, versions 1, 2, 3... per stream,
+every transfer's two sides matched, no balance below `lowest_allowed_balance`, every snapshot
+equal to the fold at its version, and each read model equal to what its projection code makes
+of the events up to its checkpoint. Then the outbox rows, against the events they point at.
+Folds use `Account.apply`; the expected read-model rows come from the projections' functions.
+State per stream is one `Account`, one summary and one balance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import fields
+
+from banking_es.db.base import Connection, Database
+from banking_es.eventstore.base import EVENTS_TOPIC
+from banking_es.projections.account_summaries import Summary
+from banking_es.verify.events import EVENTS, EventChecks
+from banking_es.verify.report import CHECKS, KEPT, Problem, Report, differ, span
+
+__all__ = ["CHECKS", "KEPT", "PAGE", "Problem", "Report", "verify"]
+
+#: Events per page read; the next page is asked for while this one is checked.
+PAGE = 5000
+_OUTBOX = (
+    "SELECT o.id, o.topic, o.key, o.event_position, e.stream_id FROM outbox o"
+    " LEFT JOIN events e ON e.position = o.event_position"
+    " WHERE o.id > $1 AND (o.event_position IS NOT NULL OR o.topic = $3) ORDER BY o.id LIMIT $2"
+)
+
+
+async def verify(
+    db: Database,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    page: int = PAGE,
+) -> Report:
+    """Check the store behind `db` (see the module docstring); `progress(done, head)` after
+    each page."""
+    started = time.perf_counter()
+    report = Report()
+    async with db.snapshot() as conn:
+        report.head = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+        checkpoints = {
+            r["name"]: int(r["position"])
+            for r in await conn.fetch("SELECT name, position FROM projection_checkpoints")
+        }
+        for name, position in sorted(checkpoints.items()):
+            if position > report.head and name in CHECKS:
+                report.add(name, f"checkpoint {position} is beyond the last event {report.head}")
+        summaries_at = checkpoints.get("account_summaries", 0)
+        verifier = EventChecks(report, summaries_at, checkpoints.get("transactions", 0))
+        rows = await conn.fetch(EVENTS, 0, page)
+        while rows:
+            last = rows[-1]["position"]
+            crossing = verifier.summaries is not None and last > summaries_at
+            # The next page is read while this one is checked, except when the summaries
+            # are compared in between (one statement at a time on a connection).
+            ahead = None if crossing else asyncio.ensure_future(conn.fetch(EVENTS, last, page))
+            verifier.page(rows)
+            if crossing and verifier.summaries is not None:
+                await _compare_summaries(conn, verifier.summaries, report)
+                verifier.summaries = None
+            report.events += len(rows)
+            if progress is not None:
+                progress(report.events, report.head)
+            rows = await ahead if ahead is not None else await conn.fetch(EVENTS, last, page)
+        if verifier.summaries is not None:
+            await _compare_summaries(conn, verifier.summaries, report)
+        verifier.end()
+        report.streams = len(verifier.accounts)
+        await _count_unmatched(conn, report, verifier.rows_seen)
+        await _check_outbox(conn, report, page)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _compare_summaries(
+    conn: Connection, expected: dict[str, Summary], report: Report
+) -> None:
+    """Every `account_summaries` row against the projection's fold, page by page."""
+    seen = 0
+    after = ""
+    while rows := await conn.fetch(
+        "SELECT * FROM account_summaries WHERE account_id > $1 ORDER BY account_id LIMIT $2",
+        after,
+        PAGE,
+    ):
+        for row in rows:
+            stored = Summary.from_row(row)
+            want = expected.get(stored.account_id)
+            if want is None:
+                report.add("account_summaries", f"account {stored.account_id}: a row, no events")
+                continue
+            seen += 1
+            report.compared["account_summaries"] += 1
+            if stored.values() != want.values():
+                shown = differ(
+                    [
+                        (f.name, getattr(stored, f.name), getattr(want, f.name))
+                        for f in fields(Summary)
+                    ]
+                )
+                report.add(
+                    "account_summaries", f"account {stored.account_id}: row differs: {shown}"
+                )
+        after = rows[-1]["account_id"]
+    if seen < len(expected):
+        report.add("account_summaries", f"{len(expected) - seen} accounts have no row")
+
+
+async def _count_unmatched(conn: Connection, report: Report, rows_seen: int) -> None:
+    """Read-model rows and snapshots that no event's (stream, version) has."""
+    report.compared["transactions"] = rows_seen
+    rows = int(await conn.fetchval("SELECT count(*) FROM transactions"))
+    if rows > rows_seen:
+        report.add("transactions", f"{rows - rows_seen} rows match no event")
+    orphans = int(
+        await conn.fetchval(
+            "SELECT count(*) FROM snapshots s WHERE NOT EXISTS (SELECT 1 FROM events e"
+            " WHERE e.stream_id = s.stream_id AND e.version = s.version)"
+        )
+    )
+    if orphans:
+        report.add("snapshots", f"{orphans} snapshots are at a version no event has")
+
+
+async def _check_outbox(conn: Connection, report: Report, page: int) -> None:
+    """Event rows of the outbox: each points at an event of its key, one row per event, and
+    the events from the first covered to the last covered all have one (written in the
+    events' transaction, in position order)."""
+    after = 0
+    previous = 0
+    while rows := await conn.fetch(_OUTBOX, after, page, EVENTS_TOPIC):
+        for row in rows:
+            report.compared["outbox"] += 1
+            position = row["event_position"]
+            name = f"outbox row {row['id']}"
+            if position is None or row["topic"] != EVENTS_TOPIC:
+                report.add("outbox", f"{name}: topic {row['topic']!r}, event {position}")
+                continue
+            if row["stream_id"] is None:
+                report.add("outbox", f"{name}: event position {position} has no event")
+            elif row["stream_id"] != row["key"]:
+                report.add(
+                    "outbox", f"{name}: key {row['key']} but its event is of {row['stream_id']}"
+                )
+            if previous and position <= previous:
+                report.add(
+                    "outbox", f"{name}: event {position} again or out of order (after {previous})"
+                )
+                continue
+            if previous and position > previous + 1:
+                missing = span(previous + 1, position - 1)
+                report.add("outbox", f"no outbox row for the event(s) at {missing}")
+            previous = position
+        after = rows[-1]["id"]
