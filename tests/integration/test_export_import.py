@@ -260,9 +260,10 @@ async def test_only_live_logins_resets_records_and_unsent_mail_are_exported(
     assert set(keys) == {spec.name for spec in TABLES}
 
 
-async def test_the_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
+@pytest.mark.parametrize("umask", [0o000, 0o277])
+async def test_the_file_is_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
     await seed_rows(tmp_path / "bank.db")
-    previous = os.umask(0)
+    previous = os.umask(umask)
     try:
         result = await run_cli(
             f"sqlite:///{tmp_path / 'bank.db'}", "export", "--to", str(tmp_path / "out.bes")
