@@ -9,6 +9,7 @@ import typer
 
 from banking_es.cli.mail import mail_app
 from banking_es.cli.messaging import dlq_app, outbox_app
+from banking_es.cli.portable import export_command, import_command
 from banking_es.cli.projections import projections_app
 from banking_es.cli.serve import migrate_command, serve
 from banking_es.cli.users import users_app
@@ -27,6 +28,8 @@ app = typer.Typer(
 app.command()(serve)
 app.command("migrate")(migrate_command)
 app.command("verify")(verify_command)
+app.command("export")(export_command)
+app.command("import")(import_command)
 app.add_typer(projections_app, name="projections")
 app.add_typer(users_app, name="users")
 app.add_typer(outbox_app, name="outbox")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from banking_es.cli.common import BIGINT_MAX, console, read_settings, run, with_store
+from banking_es.cli.portable import rebuild_with_progress
 from banking_es.config import Settings
 
 projections_app = typer.Typer(
@@ -124,32 +123,9 @@ def projections_rebuild(
         raise typer.Exit(2)
 
     async def work(runner: Any) -> dict[str, int]:
-        done: dict[str, int] = {}
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} events/s"),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
-            loop = asyncio.get_running_loop()
-            for name in chosen:
-                task = progress.add_task(name, total=None, rate="-")
-                started = loop.time()
-
-                def report(
-                    count: int, total: int, task: Any = task, started: float = started
-                ) -> None:
-                    elapsed = max(loop.time() - started, 1e-6)
-                    progress.update(
-                        task, completed=count, total=total, rate=f"{count / elapsed:,.0f}"
-                    )
-
-                done[name] = await runner.rebuild(
-                    name, from_position=from_position, types=event_type or None, progress=report
-                )
-        return done
+        return await rebuild_with_progress(
+            runner, chosen, from_position=from_position, types=event_type or None
+        )
 
     results = run(_with_runner(settings, work))
     for name, count in results.items():
