@@ -18,8 +18,9 @@ from dataclasses import fields
 
 from banking_es.db.base import Connection, Database
 from banking_es.eventstore.base import EVENTS_TOPIC
+from banking_es.projections._sql import dialect_of
 from banking_es.projections.account_summaries import Summary
-from banking_es.verify.events import EVENTS, EventChecks
+from banking_es.verify.events import EVENTS, T_ROW, EventChecks
 from banking_es.verify.report import CHECKS, KEPT, Problem, Report, differ, span
 
 __all__ = ["CHECKS", "KEPT", "PAGE", "Problem", "Report", "verify"]
@@ -52,31 +53,43 @@ async def verify(
         for name, position in sorted(checkpoints.items()):
             if position > report.head and name in CHECKS:
                 report.add(name, f"checkpoint {position} is beyond the last event {report.head}")
-        summaries_at = checkpoints.get("account_summaries", 0)
-        verifier = EventChecks(report, summaries_at, checkpoints.get("transactions", 0))
-        rows = await conn.fetch(EVENTS, 0, page)
+        verifier = EventChecks(
+            report, checkpoints.get("account_summaries", 0), checkpoints.get("transactions", 0)
+        )
+        events = EVENTS[dialect_of(conn)]
+        compared = False
+        rows = await conn.fetch(events, 0, page)
         while rows:
-            last = rows[-1]["position"]
-            crossing = verifier.summaries is not None and last > summaries_at
-            # The next page is read while this one is checked, except when the summaries
-            # are compared in between (one statement at a time on a connection).
-            ahead = None if crossing else asyncio.ensure_future(conn.fetch(EVENTS, last, page))
+            # The next page is read while this one is checked.
+            ahead = asyncio.ensure_future(conn.fetch(events, rows[-1]["position"], page))
             verifier.page(rows)
-            if crossing and verifier.summaries is not None:
-                await _compare_summaries(conn, verifier.summaries, report)
-                verifier.summaries = None
             report.events += len(rows)
             if progress is not None:
                 progress(report.events, report.head)
-            rows = await ahead if ahead is not None else await conn.fetch(EVENTS, last, page)
-        if verifier.summaries is not None:
-            await _compare_summaries(conn, verifier.summaries, report)
+            rows = await ahead
+            # One statement at a time on a connection: these wait for the page read ahead.
+            await _read_differing(conn, verifier)
+            if verifier.summaries is not None and not compared:
+                await _compare_summaries(conn, verifier.summaries, report)
+                compared = True
         verifier.end()
+        await _read_differing(conn, verifier)
+        if not compared:
+            assert verifier.summaries is not None
+            await _compare_summaries(conn, verifier.summaries, report)
         report.streams = len(verifier.accounts)
         await _count_unmatched(conn, report, verifier.rows_seen)
         await _check_outbox(conn, report, page)
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def _read_differing(conn: Connection, verifier: EventChecks) -> None:
+    """Read in full the `transactions` rows that differ, to show how (the first `KEPT`)."""
+    for stream, version, _, want in verifier.differing:
+        full = verifier.report.counts["transactions"] < KEPT
+        verifier.differs(want, await conn.fetchrow(T_ROW, stream, version) if full else None)
+    verifier.differing.clear()
 
 
 async def _compare_summaries(
