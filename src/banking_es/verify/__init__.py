@@ -86,9 +86,9 @@ async def verify(
 
 async def _read_differing(conn: Connection, verifier: EventChecks) -> None:
     """Read in full the `transactions` rows that differ, to show how (the first `KEPT`)."""
-    for stream, version, _, want in verifier.differing:
+    for want in verifier.differing:
         full = verifier.report.counts["transactions"] < KEPT
-        verifier.differs(want, await conn.fetchrow(T_ROW, stream, version) if full else None)
+        verifier.differs(want, await conn.fetchrow(T_ROW, want[8]) if full else None)
     verifier.differing.clear()
 
 
