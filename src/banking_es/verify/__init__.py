@@ -146,29 +146,30 @@ async def _check_outbox(conn: Connection, report: Report, page: int) -> None:
     """Event rows of the outbox: each points at an event of its key, one row per event, and
     the events from the first covered to the last covered all have one (written in the
     events' transaction, in position order)."""
-    after = 0
     previous = 0
-    while rows := await conn.fetch(_OUTBOX, after, page, EVENTS_TOPIC):
+    rows = await conn.fetch(_OUTBOX, 0, page, EVENTS_TOPIC)
+    while rows:
+        # The next page is read while this one is checked.
+        ahead = asyncio.ensure_future(conn.fetch(_OUTBOX, rows[-1]["id"], page, EVENTS_TOPIC))
+        report.compared["outbox"] += len(rows)
         for row in rows:
-            report.compared["outbox"] += 1
-            position = row["event_position"]
-            name = f"outbox row {row['id']}"
-            if position is None or row["topic"] != EVENTS_TOPIC:
-                report.add("outbox", f"{name}: topic {row['topic']!r}, event {position}")
+            row_id, topic, key, position, stream = row.values()
+            if position is None or topic != EVENTS_TOPIC:
+                report.add("outbox", f"outbox row {row_id}: topic {topic!r}, event {position}")
                 continue
-            if row["stream_id"] is None:
-                report.add("outbox", f"{name}: event position {position} has no event")
-            elif row["stream_id"] != row["key"]:
-                report.add(
-                    "outbox", f"{name}: key {row['key']} but its event is of {row['stream_id']}"
-                )
+            if stream is None:
+                report.add("outbox", f"outbox row {row_id}: event position {position} has no event")
+            elif stream != key:
+                report.add("outbox", f"outbox row {row_id}: key {key} but its event is of {stream}")
             if previous and position <= previous:
                 report.add(
-                    "outbox", f"{name}: event {position} again or out of order (after {previous})"
+                    "outbox",
+                    f"outbox row {row_id}: event {position} again or out of order"
+                    f" (after {previous})",
                 )
                 continue
             if previous and position > previous + 1:
                 missing = span(previous + 1, position - 1)
                 report.add("outbox", f"no outbox row for the event(s) at {missing}")
             previous = position
-        after = rows[-1]["id"]
+        rows = await ahead
