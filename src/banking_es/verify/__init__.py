@@ -88,7 +88,7 @@ async def _read_differing(conn: Connection, verifier: EventChecks) -> None:
     """Read in full the `transactions` rows that differ, to show how (the first `KEPT`)."""
     for want in verifier.differing:
         full = verifier.report.counts["transactions"] < KEPT
-        verifier.differs(want, await conn.fetchrow(T_ROW, want[8]) if full else None)
+        verifier.differs(want, await conn.fetchrow(T_ROW, want[1], want[6]) if full else None)
     verifier.differing.clear()
 
 
