@@ -3,10 +3,10 @@
 One pass over the events in position order, in pages, inside one read-only snapshot
 transaction (safe while servers run): positions without gaps, versions 1, 2, 3... per stream,
 every transfer's two sides matched, no balance below `lowest_allowed_balance`, every snapshot
-equal to the fold at its version, and each read model equal to what its projection code makes
-of the events up to its checkpoint. Then the outbox rows, against the events they point at.
-Folds use `Account.apply`; the expected read-model rows come from the projections' functions.
-State per stream is one `Account`, one summary and one balance.
+equal to the fold at its version, and each read model equal to the fold of the events up to
+its checkpoint. Then the outbox rows, against the events they point at.
+Folds use `Account.apply`, and the expected read-model rows are read off that fold (not made
+by the projections' code, which would repeat its own mistakes). State per stream: one `Account`.
 """
 
 from __future__ import annotations

@@ -96,14 +96,17 @@ class EventChecks:
     def page(self, rows: list[Row]) -> None:
         """Check a page of joined rows (`EVENTS`), in position order."""
         report, accounts, transactions_at = self.report, self.accounts, self.transactions_at
+        # Locals, not attributes, in the loop: it runs once per event.
+        last, waiting, summaries_at = self.last, self.summaries is None, self.summaries_at
         for row in rows:
             (position, stream, version, event_id, type_, data, schema, at, snapshot, t_same, t_type,
              t_amount, t_balance, t_description, t_transfer) = row.values()  # fmt: skip
-            if self.summaries is None and position > self.summaries_at:
+            if waiting and position > summaries_at:
                 self.take_summaries()
-            if position != self.last + 1:
-                report.add("positions", f"gap: no event at {span(self.last + 1, position - 1)}")
-            self.last = position
+                waiting = False
+            if position != last + 1:
+                report.add("positions", f"gap: no event at {span(last + 1, position - 1)}")
+            last = position
             account = accounts.get(stream)
             if account is None:
                 account = accounts[stream] = Account(stream)
@@ -196,6 +199,7 @@ class EventChecks:
             want = (event_id, stream, row_type, amount, balance, description, version,
                     transfer_id, position, at)  # fmt: skip
             self.differing.append(want)
+        self.last = last
 
     def take_summaries(self) -> None:
         """The `account_summaries` rows the fold gives now (the pass is at their checkpoint)."""
