@@ -49,7 +49,7 @@ _EVENTS = (
 EVENTS = {
     # PostgreSQL's `data` as text: one `orjson.loads` here costs less than the driver's codec.
     "postgres": _EVENTS.format(
-        data="e.data::text AS data", schema="(e.metadata->>'schema')::int AS schema"
+        data="e.data::text AS data", schema="e.metadata->>'schema' AS schema"
     ),
     "sqlite": _EVENTS.format(
         data="e.data", schema="json_extract(e.metadata, '$.schema') AS schema"
@@ -120,7 +120,8 @@ class EventChecks:
             try:
                 if type(data) is str:
                     data = loads(data)
-                if schema is not None and schema != SCHEMA_VERSION:
+                # As text on PostgreSQL: a damaged `schema` is reported here, not a failed query.
+                if schema is not None and int(schema) != SCHEMA_VERSION:
                     data = upcast(type_, int(schema), data)
                 event = event_from_stored(type_, data)
             except _DECODE_ERRORS as exc:
