@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import fields
+from typing import Any
 
-from banking_es.db.base import Connection, Database
+from banking_es.db.base import Connection, Database, Row
 from banking_es.eventstore.base import EVENTS_TOPIC
 from banking_es.projections._sql import dialect_of
 from banking_es.projections.account_summaries import Summary
@@ -61,7 +62,7 @@ async def verify(
         rows = await conn.fetch(events, 0, page)
         while rows:
             # The next page is read while this one is checked.
-            ahead = asyncio.ensure_future(conn.fetch(events, rows[-1]["position"], page))
+            ahead = await _read_ahead(conn.fetch(events, rows[-1]["position"], page))
             verifier.page(rows)
             report.events += len(rows)
             if progress is not None:
@@ -82,6 +83,14 @@ async def verify(
         await _check_outbox(conn, report, page)
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def _read_ahead(query: Coroutine[Any, Any, list[Row]]) -> asyncio.Future[list[Row]]:
+    """Start `query` and let it send its statement before the caller's checks, which do not
+    yield to the event loop: otherwise the database would start only once they are done."""
+    ahead = asyncio.ensure_future(query)
+    await asyncio.sleep(0)
+    return ahead
 
 
 async def _read_differing(conn: Connection, verifier: EventChecks) -> None:
@@ -150,7 +159,7 @@ async def _check_outbox(conn: Connection, report: Report, page: int) -> None:
     rows = await conn.fetch(_OUTBOX, 0, page, EVENTS_TOPIC)
     while rows:
         # The next page is read while this one is checked.
-        ahead = asyncio.ensure_future(conn.fetch(_OUTBOX, rows[-1]["id"], page, EVENTS_TOPIC))
+        ahead = await _read_ahead(conn.fetch(_OUTBOX, rows[-1]["id"], page, EVENTS_TOPIC))
         report.compared["outbox"] += len(rows)
         for row in rows:
             row_id, topic, key, position, stream = row.values()
