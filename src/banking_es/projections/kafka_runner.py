@@ -268,6 +268,7 @@ class KafkaProjectionRunner:
         self._stopping = asyncio.Event()
         #: Messages applied (or parked, or dead-lettered) by this process.
         self.handled = 0
+        self._lag_due = False
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -284,6 +285,7 @@ class KafkaProjectionRunner:
         self._task = None
 
     def _assigned(self, count: int) -> None:
+        self._lag_due = True  # new partitions: report their lag without waiting
         if self.on_assigned is not None:
             self.on_assigned(count)
 
@@ -352,8 +354,8 @@ class KafkaProjectionRunner:
         idle_since = lag_read = loop.time()
         try:
             while not self._stopping.is_set():
-                if loop.time() - lag_read > LAG_REFRESH:
-                    lag_read = loop.time()
+                if self._lag_due or loop.time() - lag_read > LAG_REFRESH:
+                    self._lag_due, lag_read = False, loop.time()
                     await self._read_lag(consumer)
                 try:
                     batches = await consumer.getmany(timeout_ms=200, max_records=self._batch)
