@@ -105,6 +105,9 @@ async def test_projection_and_outbox_gauges_follow_the_store(database_url: str) 
         assert value(metrics, P + "eventstore_head_position") == head
         assert value(metrics, P + "outbox_backlog") == 0
         assert value(metrics, P + "outbox_oldest_age_seconds") == 0
+        # this process holds both leases (the leader-missing alerts watch the sums)
+        assert value(metrics, P + "leader", role="projections") == 1
+        assert value(metrics, P + "leader", role="relay") == 1
 
         # Stop the followers: new events show up as lag and backlog at the next scrape.
         await services.projections.stop()
@@ -117,6 +120,8 @@ async def test_projection_and_outbox_gauges_follow_the_store(database_url: str) 
             assert value(lagging, P + "projection_lag_events", projection=name) == 1
             assert value(lagging, P + "projection_position", projection=name) == head
         assert value(lagging, P + "outbox_backlog") == 1
+        assert value(lagging, P + "leader", role="projections") == 0
+        assert value(lagging, P + "leader", role="relay") == 0
 
 
 async def test_metrics_need_no_credentials_and_do_not_count_bodies(tmp_path: Path) -> None:

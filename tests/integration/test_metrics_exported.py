@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import shutil
 import subprocess
 import time
@@ -15,10 +13,18 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from tests.auth import sign_up
-from tests.e2e.observability_support import running_app, samples, value
+from tests.e2e.observability_support import (
+    NOT_YET_EXPORTED,
+    ROOT,
+    alert_expressions,
+    dashboard_expressions,
+    missing,
+    named,
+    running_app,
+    samples,
+    value,
+)
 from tests.integration.kafka_broker import TansuBroker
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 
@@ -27,48 +33,6 @@ from banking_es.messaging.kafka import KafkaPublisher, encode_event
 from banking_es.messaging.wiring import kafka_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
-
-ROOT = Path(__file__).resolve().parents[2]
-NAME = re.compile(r"\bbanking_es_[a-z0-9_]*[a-z0-9]")
-SUFFIXES = ("_total", "_bucket", "_sum", "_count")
-#: Named in deploy/ but exported by work that has not landed yet: name -> why.
-NOT_YET_EXPORTED = {
-    "banking_es_shards_owned": "the shards work exports it; its alert waits for it",
-}
-
-
-def alert_expressions() -> list[str]:
-    rules = yaml.safe_load((ROOT / "deploy" / "alerts.yml").read_text())
-    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
-
-
-def dashboard_expressions() -> list[str]:
-    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
-    found: list[str] = []
-
-    def walk(panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            found.extend(target["expr"] for target in panel.get("targets", []))
-            walk(panel.get("panels", []))
-
-    walk(dashboard["panels"])
-    return found
-
-
-def named(texts: list[str]) -> set[str]:
-    return {name for text in texts for name in NAME.findall(text)}
-
-
-def missing(names: set[str], exposition: str) -> set[str]:
-    """The names that are neither a family nor a family plus one of SUFFIXES."""
-    families = {family.name for family in text_string_to_metric_families(exposition)}
-
-    def exported(name: str) -> bool:
-        if name in families:
-            return True
-        return any(name.endswith(s) and name.removesuffix(s) in families for s in SUFFIXES)
-
-    return {name for name in names if not exported(name)}
 
 
 def test_deploy_and_docs_name_the_metrics_their_alerts_and_panels_watch() -> None:
