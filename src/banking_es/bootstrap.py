@@ -174,10 +174,10 @@ class Services:
             self.cache_metrics, len(self.cache), self.cache.approximate_bytes()
         )
 
-    async def _export_metrics_every(self, every: float = METRICS_EXPORT_INTERVAL) -> None:
+    async def _export_metrics_every(self) -> None:
         # Every worker, not only the scraped one, must bring its counts to the shared files.
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(METRICS_EXPORT_INTERVAL)
             self.export_metrics()
 
     async def _purge_expired_keys(self, every: float = 600.0) -> None:

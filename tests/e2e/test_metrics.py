@@ -188,3 +188,25 @@ async def test_a_bug_is_counted_as_a_500_of_its_route(tmp_path: Path) -> None:
             value(metrics, P + "http_requests_total", route="/boom", method="GET", status="500")
             == 1
         )
+
+
+async def test_each_worker_exports_its_cache_counts_without_being_scraped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker may never be the one scraped: its counts still reach the shared files."""
+    from banking_es import bootstrap
+    from banking_es.observability.metrics import Metrics
+
+    monkeypatch.setattr(bootstrap, "METRICS_EXPORT_INTERVAL", 0.05)
+    async with running_app(f"sqlite:///{tmp_path / 'e.db'}") as (client, services, _app):
+        client.headers.update(await sign_up(client))
+        opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
+        assert (await client.get(f"/accounts/{opened.json()['id']}")).status_code == 200
+        metrics: Metrics = services.metrics
+        hits = metrics.cache_requests.labels("l1", "hit")
+        for _ in range(100):  # no scrape: only the periodic export can move these
+            if metrics.count(hits) >= 1:
+                break
+            await asyncio.sleep(0.02)
+        assert metrics.count(hits) >= 1
+        assert metrics.count(metrics.cache_entries, "l1") == 1
