@@ -46,7 +46,8 @@ class AccountRepository:
             else:
                 cached = Account(account_id)
         events = await self.store.read_stream(account_id, after_version=cached.version)
-        cached.fold(history(events))
+        if events:  # usually none: a cached copy is rarely behind
+            cached.fold(history(events))
         if self._behind.get(account_id, 0) <= cached.version:
             self._behind.pop(account_id, None)
         if cached.exists:
