@@ -33,7 +33,8 @@ class Account(msgspec.Struct):
     version: int
 
 
-def bearer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+# async: Litestar runs a sync guard in a worker thread, a thread hop per request.
+async def bearer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if connection.headers.get("authorization") != AUTHORIZATION:
         raise NotAuthorizedException("a bearer token is required")
 
