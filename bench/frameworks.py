@@ -10,6 +10,8 @@ in the same run. The load average is read at each round: a busy machine compress
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
 import json
 import os
 import signal
@@ -98,7 +100,8 @@ def _stacks(value: str) -> list[Stack]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.frameworks",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="Which HTTP stack (framework + ASGI server) costs least: each beside a"
+        " bare ASGI app, in alternating rounds, driven by wrk on loopback.",
     )
     parser.add_argument(
         "--seconds", type=_positive, default=5, help="measured seconds per route (5)"
@@ -200,6 +203,58 @@ def _measure(
     return result
 
 
+async def _asgi_call(app: Any, mode: str, path: str) -> int:
+    method, body, headers = "GET", b"", []
+    if mode == "deposit":
+        method, body = "POST", DEPOSIT
+        headers = [
+            (b"authorization", AUTHORIZATION.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80), "state": {},
+    }  # fmt: skip
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        status = message.get("status", status)
+
+    await app(scope, receive, send)
+    return status
+
+
+def in_process_us(module: str, calls: int = 5000) -> dict[str, float]:
+    """CPU per request of the app's ASGI callable alone (no server, no socket): the
+    framework's own cost, which a busy machine hardly disturbs."""
+    app = importlib.import_module(f"bench.frameworks_apps.{module}").app
+    paths = {"health": "/health/live", "deposit": f"/accounts/{uuid.uuid4()}/deposit"}
+
+    async def measure() -> dict[str, float]:
+        costs: dict[str, float] = {}
+        for mode, path in paths.items():
+            for _ in range(calls // 10):  # warm-up
+                if await _asgi_call(app, mode, path) != 200:
+                    raise RuntimeError(f"{module} {mode}: not 200 in process")
+            started = time.process_time()
+            for _ in range(calls):
+                await _asgi_call(app, mode, path)
+            costs[mode] = (time.process_time() - started) / calls * 1e6
+        return costs
+
+    return asyncio.run(measure())
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     wrk_binary()
     ids = [str(uuid.uuid4()) for _ in range(ACCOUNTS)]
@@ -229,7 +284,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             current["stacks"][stack.name] = rows
         current["load_after"] = load_average()
         rounds.append(current)
+    modules = dict.fromkeys(stack.module for stack in args.stacks)
+    say(f"in process (the ASGI callable alone): {', '.join(modules)}")
     return {
+        "in_process_us": {module: in_process_us(module) for module in modules},
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "seconds": args.seconds,
@@ -264,6 +322,11 @@ def table(result: dict[str, Any]) -> str:
                 f"{statistics.median(values(name, mode, 'cpu_us')):,.0f}",
             ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("| app | in process, GET us/req | in process, deposit us/req |")
+    lines.append("|---|---:|---:|")
+    for module, costs in result.get("in_process_us", {}).items():
+        lines.append(f"| {module} | {costs['health']:,.0f} | {costs['deposit']:,.0f} |")
     loads = ", ".join(f"{r['load_before']} -> {r['load_after']}" for r in rounds)
     lines.append("")
     lines.append(f"load average (1/5/15 min) at each round: {loads}; {result['cpus']} CPUs")
