@@ -271,7 +271,13 @@ def wrk_binary() -> str:
 
 
 def run_wrk(
-    url: str, path: str, mode: str, ids: list[str], token: str | None, duration: int
+    url: str,
+    path: str,
+    mode: str,
+    ids: list[str],
+    token: str | None,
+    duration: int,
+    connections: int = CONNECTIONS,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         out = Path(tmp) / "result.json"
@@ -289,7 +295,7 @@ def run_wrk(
         command = [
             wrk_binary(),
             "-t1",
-            f"-c{CONNECTIONS}",
+            f"-c{connections}",
             f"-d{duration}s",
             "--timeout",
             "5s",

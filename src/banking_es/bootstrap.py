@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two exports of a worker's cache counts to the metrics (under a scrape).
+METRICS_EXPORT_INTERVAL = 5.0
+
 
 async def connect_database(settings: Settings, *, pool_size: int = 20) -> Database:
     if settings.backend == "postgres":
@@ -140,6 +143,7 @@ class Services:
     rate_limiter: RateLimiter | None = None
     validator: RequestValidator = field(default_factory=default_validator)
     _warming: asyncio.Task[None] | None = field(default=None, repr=False)
+    _exporting: asyncio.Task[None] | None = field(default=None, repr=False)
     #: PostgreSQL: other processes' appends, so cached accounts are read forward in time.
     stream_notices: StreamNotices | None = None
     #: Sends the mail queue (None when mail is off); apart from the relay, so a failing
@@ -162,6 +166,19 @@ class Services:
         if self.mail is not None:
             self.mail.start()
         self._maintenance = asyncio.create_task(self._purge_expired_keys(), name="maintenance")
+        self._exporting = asyncio.create_task(self._export_metrics_every(), name="metrics-export")
+
+    def export_metrics(self) -> None:
+        """Hand this process's cache counts and L1 size to Prometheus (see `export_cache`)."""
+        self.metrics.export_cache(
+            self.cache_metrics, len(self.cache), self.cache.approximate_bytes()
+        )
+
+    async def _export_metrics_every(self) -> None:
+        # Every worker, not only the scraped one, must bring its counts to the shared files.
+        while True:
+            await asyncio.sleep(METRICS_EXPORT_INTERVAL)
+            self.export_metrics()
 
     async def _purge_expired_keys(self, every: float = 600.0) -> None:
         while True:
@@ -174,7 +191,7 @@ class Services:
             await asyncio.sleep(every)
 
     async def close(self) -> None:
-        for task in (self._maintenance, self._warming):
+        for task in (self._maintenance, self._warming, self._exporting):
             await cancel(task)
         await self.accounts.drain()
         if self.mail is not None:
@@ -192,6 +209,7 @@ class Services:
             await self.stream_notices.stop()
         await self.store.close()
         await self.db.close()
+        self.export_metrics()
         self.metrics.close()
 
 
@@ -216,13 +234,25 @@ def _count_kafka(kafka: KafkaMessaging, metrics: Metrics) -> None:
         publisher.on_error = lambda topic: metrics.kafka_publish_errors.labels(topic).inc()
     consumer = kafka.projections
     group = consumer.group_id
-    consumer.on_consumed = lambda topic, n: metrics.kafka_consumed.labels(topic, group, "ok").inc(n)
+    consumer.on_outcome = lambda topic, outcome, n: metrics.kafka_consumed.labels(
+        topic, group, outcome
+    ).inc(n)
+    consumer.on_dead_letter = lambda topic, error, attempts: metrics.dead_letters.labels(
+        topic
+    ).inc()
+    consumer.on_lag = lambda topic, partition, lag: metrics.kafka_consumer_lag.labels(
+        topic, group, str(partition)
+    ).set(lag)
+    consumer.on_assigned = lambda count: metrics.leader.labels("projections").set(min(count, 1))
 
-    def dead_letter(topic: str, error: str, attempts: int) -> None:
-        metrics.kafka_consumed.labels(topic, group, "dead_letter").inc()
-        metrics.dead_letters.labels(topic).inc()
 
-    consumer.on_dead_letter = dead_letter
+def _count_leaders(metrics: Metrics, *elections: tuple[str, LeaseElection | None]) -> None:
+    """`banking_es_leader{role}`: 1 while this process holds the role's lease."""
+    for role, election in elections:
+        gauge = metrics.leader.labels(role)
+        gauge.set(0)  # exported from the start, so "no leader" shows as a sum of 0
+        if election is not None:
+            election.on_change = lambda held, gauge=gauge: gauge.set(1 if held else 0)
 
 
 @dataclass(frozen=True)
@@ -253,7 +283,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
         )
         store.on_append = metrics.observe_append
         store.on_snapshot_load = metrics.observe_snapshot_load
-        cache_metrics = CacheMetrics(forward=metrics.observe_cache_counter)
+        cache_metrics = CacheMetrics()
         cache = LocalAccountCache(
             settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction, cache_metrics
         )
@@ -292,6 +322,11 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             kafka = build_kafka(settings, db, store, default_projections(), account_cache, clock)
             relay = kafka.relay
             _count_kafka(kafka, metrics)
+        _count_leaders(
+            metrics,
+            ("projections", projections.leader if kafka is None else None),
+            ("relay", relay.leader),
+        )
 
         def wake_followers(outbox: bool) -> None:
             projections.notify()
@@ -336,10 +371,10 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
                 cache_metrics,
             ),
             redis=redis,
-            rate_limiter=build_rate_limiter(settings, redis, cache_metrics),
+            rate_limiter=build_rate_limiter(settings, redis, metrics.observe_rate_limited),
             validator=default_validator(
-                on_failure=lambda rule: cache_metrics.inc("validation_failures", rule),
-                on_warning=lambda rule: cache_metrics.inc("validation_warnings", rule),
+                on_failure=metrics.observe_validation,
+                on_warning=lambda rule: metrics.observe_validation(rule, warning=True),
             ),
             identity=identity,
             access=AccountAccess(accounts),

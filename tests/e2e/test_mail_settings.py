@@ -17,7 +17,10 @@ from tests.e2e.http_support import assert_problem
 from banking_es.bootstrap import build_services
 from banking_es.config import SettingsError, load_settings
 
-STRONG = {"JWT_SECRET": "j" * 48, "REFRESH_TOKEN_SECRET": "r" * 48}
+STRONG = {  # secrets production accepts: long, varied, and not the same
+    "JWT_SECRET": "Xk2-vT9qLw8_zR4mNc7bYh5jPs0fGd3eAa1",
+    "REFRESH_TOKEN_SECRET": "bQ7-wE3rT9yU1iO5pA8sD2fG6hJ0kL4zX_cV",
+}
 
 
 def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -62,8 +65,8 @@ async def test_build_services_refuses_production_without_a_mail_server(tmp_path:
     settings = load_settings(
         database_url=f"sqlite:///{tmp_path / 'b.db'}",
         banking_env="production",
-        jwt_secret="j" * 48,
-        refresh_token_secret="r" * 48,
+        jwt_secret=STRONG["JWT_SECRET"],
+        refresh_token_secret=STRONG["REFRESH_TOKEN_SECRET"],
     )
     with pytest.raises(SettingsError, match="SMTP_URL"):
         await build_services(settings)

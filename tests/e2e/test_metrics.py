@@ -105,6 +105,9 @@ async def test_projection_and_outbox_gauges_follow_the_store(database_url: str) 
         assert value(metrics, P + "eventstore_head_position") == head
         assert value(metrics, P + "outbox_backlog") == 0
         assert value(metrics, P + "outbox_oldest_age_seconds") == 0
+        # this process holds both leases (the leader-missing alerts watch the sums)
+        assert value(metrics, P + "leader", role="projections") == 1
+        assert value(metrics, P + "leader", role="relay") == 1
 
         # Stop the followers: new events show up as lag and backlog at the next scrape.
         await services.projections.stop()
@@ -117,6 +120,8 @@ async def test_projection_and_outbox_gauges_follow_the_store(database_url: str) 
             assert value(lagging, P + "projection_lag_events", projection=name) == 1
             assert value(lagging, P + "projection_position", projection=name) == head
         assert value(lagging, P + "outbox_backlog") == 1
+        assert value(lagging, P + "leader", role="projections") == 0
+        assert value(lagging, P + "leader", role="relay") == 0
 
 
 async def test_metrics_need_no_credentials_and_do_not_count_bodies(tmp_path: Path) -> None:
@@ -183,3 +188,25 @@ async def test_a_bug_is_counted_as_a_500_of_its_route(tmp_path: Path) -> None:
             value(metrics, P + "http_requests_total", route="/boom", method="GET", status="500")
             == 1
         )
+
+
+async def test_each_worker_exports_its_cache_counts_without_being_scraped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker may never be the one scraped: its counts still reach the shared files."""
+    from banking_es import bootstrap
+    from banking_es.observability.metrics import Metrics
+
+    monkeypatch.setattr(bootstrap, "METRICS_EXPORT_INTERVAL", 0.05)
+    async with running_app(f"sqlite:///{tmp_path / 'e.db'}") as (client, services, _app):
+        client.headers.update(await sign_up(client))
+        opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
+        assert (await client.get(f"/accounts/{opened.json()['id']}")).status_code == 200
+        metrics: Metrics = services.metrics
+        hits = metrics.cache_requests.labels("l1", "hit")
+        for _ in range(100):  # no scrape: only the periodic export can move these
+            if metrics.count(hits) >= 1:
+                break
+            await asyncio.sleep(0.02)
+        assert metrics.count(hits) >= 1
+        assert metrics.count(metrics.cache_entries, "l1") == 1

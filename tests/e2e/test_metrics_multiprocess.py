@@ -98,3 +98,17 @@ async def test_one_scrape_sums_the_counts_of_both_workers(
         # Gauges: one value, not one per worker (livemostrecent / livesum).
         assert value(scrape, "banking_es_eventstore_queue_length") == 0
         assert value(scrape, "banking_es_outbox_backlog") >= 0
+        # One worker holds each lease: the sums the leader-missing alerts watch are 1.
+        assert value(scrape, "banking_es_leader", role="relay") == 1
+        assert value(scrape, "banking_es_leader", role="projections") == 1
+
+    # Cache counts and sizes are exported by every worker within its export interval,
+    # not only by the scraped one: the L1 entries of both workers add up.
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        for _ in range(100):
+            latest = samples((await http.get("/metrics")).text)
+            if value(latest, "banking_es_cache_entries", level="l1") == sent:
+                break
+            await asyncio.sleep(0.1)
+    assert value(latest, "banking_es_cache_entries", level="l1") == sent
+    assert value(latest, "banking_es_cache_memory_bytes", level="l1") > 0

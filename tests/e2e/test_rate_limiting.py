@@ -79,7 +79,7 @@ async def test_a_client_over_its_limit_gets_429_with_retry_after_until_the_windo
         assert other.status_code == 429  # the user's window, whatever the client id
         fake_time.advance(int(refused.headers["retry-after"]))  # a client that obeys it
         assert (await http.get("/accounts", headers=a)).status_code == 200
-        assert services.cache_metrics.get("rate_limited", "client") == 2
+        assert services.metrics.count(services.metrics.rate_limited, "client") == 2
 
 
 async def test_a_new_client_id_per_request_does_not_escape_the_user_limit(
@@ -121,11 +121,11 @@ async def test_a_client_id_adds_a_window_of_its_own_within_the_users(
         a, b = {"x-client-id": "app-a"}, {"x-client-id": "app-b"}
         codes = [(await http.get("/accounts", headers=a)).status_code for _ in range(3)]
         assert codes == [200, 200, 429]  # app-a's window (2); the user's counted 3
-        assert services.cache_metrics.get("rate_limited", "client_id") == 1
+        assert services.metrics.count(services.metrics.rate_limited, "client_id") == 1
         # app-b's window is empty, but the user's has room for one more request only
         codes = [(await http.get("/accounts", headers=b)).status_code for _ in range(2)]
         assert codes == [200, 429]
-        assert services.cache_metrics.get("rate_limited", "client") == 1
+        assert services.metrics.count(services.metrics.rate_limited, "client") == 1
 
 
 async def test_the_window_moves_rather_than_resetting_each_minute(
@@ -154,7 +154,7 @@ async def test_a_burst_is_limited_per_second(tmp_path: Path, fake_time: FakeTime
             200,
             429,
         ]
-        assert services.cache_metrics.get("rate_limited", "burst") == 1
+        assert services.metrics.count(services.metrics.rate_limited, "burst") == 1
         fake_time.advance(1.1)
         assert (await http.get("/accounts", headers=a)).status_code == 200
 
@@ -186,7 +186,7 @@ async def test_the_per_ip_limit_covers_every_client_of_that_ip(
             for i in range(5)
         ]
         assert codes == [200, 200, 200, 200, 429]
-        assert services.cache_metrics.get("rate_limited", "ip") == 1
+        assert services.metrics.count(services.metrics.rate_limited, "ip") == 1
 
 
 async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
@@ -221,7 +221,7 @@ async def test_login_and_password_reset_have_their_own_per_ip_limit(
         assert (await http.post("/auth/reset-password", json={})).status_code == 429
         other_path = await http.get("/accounts", headers=customer)
         assert other_path.status_code == 200  # other paths unaffected
-        assert services.cache_metrics.get("rate_limited", "auth") == 1
+        assert services.metrics.count(services.metrics.rate_limited, "auth") == 1
 
 
 async def test_registration_is_under_the_auth_limit(tmp_path: Path, fake_time: FakeTime) -> None:
@@ -232,7 +232,7 @@ async def test_registration_is_under_the_auth_limit(tmp_path: Path, fake_time: F
         codes = [(await http.post("/auth/register", json={})).status_code for _ in range(3)]
         assert codes[:2] != [429, 429]
         assert codes[2] == 429
-        assert services.cache_metrics.get("rate_limited", "auth") == 1
+        assert services.metrics.count(services.metrics.rate_limited, "auth") == 1
 
 
 async def test_health_and_metrics_are_exempt(tmp_path: Path, fake_time: FakeTime) -> None:

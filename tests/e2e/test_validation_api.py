@@ -40,7 +40,10 @@ async def test_a_withdrawal_leaving_under_one_percent_answers_with_a_warning_and
         assert len(body["warnings"]) == 1
         assert "less than 1%" in body["warnings"][0]
         assert any("low_remaining_balance" in r.getMessage() for r in caplog.records)
-        assert services.cache_metrics.get("validation_warnings", "low_remaining_balance") == 1
+        assert (
+            services.metrics.count(services.metrics.validation_warnings, "low_remaining_balance")
+            == 1
+        )
         # the stored idempotent answer carries the warning too
         replay = await http.post(
             f"/accounts/{account_id}/withdraw",
@@ -104,7 +107,7 @@ async def test_a_custom_rule_refuses_with_400_listing_every_problem_and_changes_
             {"field": "amount", "message": "must be at most 1000.00 per deposit"},
             {"field": "description", "message": "is required for large deposits"},
         ]
-        assert services.cache_metrics.get("validation_failures", "deposit_cap") == 1
+        assert services.metrics.count(services.metrics.validation_failures, "deposit_cap") == 1
         after = (await http.get(f"/accounts/{account_id}")).json()
         assert (after["balance"], after["version"]) == ("1.00", 1)
         ok = await http.post(f"/accounts/{account_id}/deposit", json={"amount": "10"})

@@ -49,6 +49,22 @@ async def test_one_holder_leads_until_it_releases_or_its_lease_expires(db: Datab
     assert await db.fetchval("SELECT holder FROM leases WHERE name = 'job'") == "first"
 
 
+async def test_the_metrics_hook_hears_each_change_of_leadership_once(db: Database) -> None:
+    """It drives `banking_es_leader{role}`, whose sum 0 is the "leader missing" alert."""
+    first = LeaseElection(db, "job", SystemClock(), holder="first", ttl=3.0)
+    second = LeaseElection(db, "job", SystemClock(), holder="second", ttl=3.0)
+    heard: list[tuple[str, bool]] = []
+    first.on_change = lambda held: heard.append(("first", held))
+    second.on_change = lambda held: heard.append(("second", held))
+    assert await first.ensure()
+    assert await first.ensure()  # a renewal is no change
+    assert not await second.ensure()  # never led: nothing to say
+    await first.release()
+    await asyncio.sleep(second.standby_poll + 0.05)
+    assert await second.ensure()
+    assert heard == [("first", True), ("first", False), ("second", True)]
+
+
 def test_the_ttl_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ttl"):
         LeaseElection(None, "job", SystemClock(), ttl=0)  # type: ignore[arg-type]

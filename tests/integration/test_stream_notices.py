@@ -62,7 +62,7 @@ def waiting() -> Iterator[None]:
 
 async def eventually_behind(services: Services, stream_id: str, version: int) -> None:
     for _ in waiting():
-        if services.accounts._behind.get(stream_id, 0) >= version:
+        if services.accounts._repository._behind.get(stream_id, 0) >= version:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"no notice of {stream_id} at version {version}")
@@ -118,9 +118,9 @@ async def test_a_write_elsewhere_reaches_the_cache_without_a_query_or_a_conflict
         cached = second.account_cache.peek(account_id)
         assert cached is not None
         assert cached.balance == Decimal("105.00")
-        assert account_id not in second.accounts._behind
+        assert account_id not in second.accounts._repository._behind
         await asyncio.sleep(0.05)
-        assert account_id not in first.accounts._behind  # its own notice: skipped
+        assert account_id not in first.accounts._repository._behind  # its own notice: skipped
 
         after = await second.accounts.deposit(
             cmd.Deposit(account_id, Decimal("1"), None, None), CTX

@@ -346,6 +346,20 @@ def test_replay_of_nothing_is_an_account_that_does_not_exist() -> None:
     assert (account.exists, account.version, account.balance) == (False, 0, Decimal("0.00"))
 
 
+def test_fold_goes_on_from_the_state_it_is_given() -> None:
+    # A snapshot or a cached copy plus the events after it: as a replay of them all.
+    events: list[tuple[DomainEvent, datetime | None]] = [
+        (AccountCreated("acc-1", "Ada", Decimal("10.00"), "USD", "u-1"), at(1)),
+        (MoneyDeposited(Decimal("5.00")), at(2)),
+        (MoneyWithdrawn(Decimal("1.50")), at(3)),
+    ]
+    start = Account.from_snapshot(Account.replay("acc-1", events[:1]).to_snapshot())
+    folded = start.fold(events[1:])
+    assert folded is start
+    assert folded == Account.replay("acc-1", events)
+    assert (folded.version, folded.balance, folded.updated_at) == (3, Decimal("13.50"), at(3))
+
+
 def test_copy_is_independent() -> None:
     account = opened()
     twin = account.copy()

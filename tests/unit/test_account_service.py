@@ -14,8 +14,7 @@ import pytest
 from tests.contract.eventstore_helpers import record_batches
 from unit_support import EPOCH, FakeClock, ServiceFactory, SpyStore, collector_garbage
 
-from banking_es.application import accounts as accounts_module
-from banking_es.application import codec
+from banking_es.application import codec, retry
 from banking_es.application.accounts import (
     AccountService,
     CommandContext,
@@ -629,13 +628,13 @@ async def test_a_conflict_is_retried_at_once_from_the_copy_the_winners_notice_br
     outcomes: list[tuple[str, str]] = []
     a.on_command = lambda name, outcome: outcomes.append((name, outcome))
     waits: list[int] = []
-    original = a._await_notice
+    original = a._retry.await_notice
 
     async def counted(stream_id: str, version: int, attempt: int) -> None:
         waits.append(attempt)
         await original(stream_id, version, attempt)
 
-    monkeypatch.setattr(a, "_await_notice", counted)
+    monkeypatch.setattr(a._retry, "await_notice", counted)
     account = await open_account(a, "10")
     winner.take()
     await deposit(b, account.id, "5")  # `a` caches version 1; the notice is on its way
@@ -661,7 +660,7 @@ async def test_a_conflict_waits_for_the_winners_notice_then_retries_from_it(
         store, lambda: asyncio.get_running_loop().call_soon(a.note_moved, winner.take())
     )
     # A wait without the notice would last 30 s (and then read the store).
-    monkeypatch.setattr(accounts_module.random, "uniform", lambda low, high: 30.0)
+    monkeypatch.setattr(retry.random, "uniform", lambda low, high: 30.0)
     a, b = make_service(loser), make_service(winner)
     account = await open_account(a, "10")
     winner.take()
@@ -675,7 +674,7 @@ async def test_a_conflict_waits_for_the_winners_notice_then_retries_from_it(
     assert (after.balance, after.version) == (Decimal("16.00"), 3)
     assert await balance_and_version(store, account.id) == ("16.00", 3)
     assert loser.calls.read_stream[reads:] == []  # the notice's events, not a read
-    assert a._awaiting == {}
+    assert a._retry._awaiting == {}
 
 
 async def test_two_processes_depositing_at_once_lose_nothing(

@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 import pytest
+from bench.frameworks import parse_args
 from bench.main import _rows
 from bench.report import table
 
@@ -98,3 +99,32 @@ def test_a_missed_target_says_no_on_its_row_only(
     met = _met(result)
     assert met[row] == "**no**"
     assert all(cell in ("yes", "-") for number, cell in met.items() if number != row), met
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--seconds", "0"],
+        ["--seconds", "-3"],
+        ["--seconds", "2.5"],
+        ["--seconds", "x"],
+        ["--rounds", "0"],
+        ["--connections", "0"],
+        ["--connections", "20000"],
+        ["--stacks", "django"],
+        ["--stacks", ","],
+    ],
+)
+def test_frameworks_refuses_a_bad_value_with_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_frameworks_always_measures_the_bare_app_first_as_the_reference() -> None:
+    args = parse_args(["--seconds", "3", "--rounds", "4", "--stacks", "litestar,fastapi"])
+    assert (args.seconds, args.rounds, args.connections) == (3, 4, 64)
+    assert [stack.name for stack in args.stacks] == ["bare", "litestar", "fastapi"]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +13,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.e2e.observability_support import (
+    NOT_YET_EXPORTED,
+    ROOT,
+    alert_expressions,
+    dashboard_expressions,
+    missing,
+    named,
+)
 
 from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.metrics import CacheMetrics
@@ -47,13 +53,16 @@ def test_tests_run_in_single_process_mode() -> None:
 
 def test_l1_cache_reports_hits_misses_and_evictions() -> None:
     metrics = Metrics()
-    cache = LocalAccountCache(size=2, metrics=CacheMetrics(forward=metrics.observe_cache_counter))
+    counts = CacheMetrics()
+    cache = LocalAccountCache(size=2, metrics=counts)
     assert cache.lookup("a") is None
     cache.put(account("a"))
     cache.put(account("b"))
     assert cache.lookup("a") is not None
     cache.put(account("c"))  # full: one entry goes
     cache.put(account("c"))  # an update, no eviction
+    assert sample(metrics, "banking_es_cache_requests_total", level="l1", result="hit") == 0
+    metrics.export_cache(counts, len(cache), cache.approximate_bytes())
     assert sample(metrics, "banking_es_cache_requests_total", level="l1", result="hit") == 1
     assert sample(metrics, "banking_es_cache_requests_total", level="l1", result="miss") == 1
     assert sample(metrics, "banking_es_cache_evictions_total", level="l1") == 1
@@ -127,27 +136,25 @@ async def test_a_hanging_database_does_not_hang_the_scrape() -> None:
     assert sample(metrics, "banking_es_projection_position", projection="transactions") == 7
 
 
-def test_dashboard_and_alerts_use_only_metrics_that_exist() -> None:
-    root = Path(__file__).resolve().parents[2]
-    defined = {
-        metric.name for metric in Metrics().registry.collect()
-    }  # counters are collected without their _total suffix
-    dashboard = json.loads((root / "deploy" / "grafana-dashboard.json").read_text())
-    expressions = [
-        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
-    ]
-    alerts = (root / "deploy" / "alerts.yml").read_text()
-    used = set(re.findall(r"banking_es_[a-z_]+", " ".join(expressions) + alerts))
+def test_dashboard_and_alerts_use_only_metrics_that_are_declared() -> None:
+    """Declared, at least (tests/integration/test_metrics_exported.py: exported)."""
+    exposition = generate_latest(Metrics().registry).decode()
+    used = named(dashboard_expressions() + alert_expressions())
     assert used, "no metric referenced"
-    for name in used:
-        base = re.sub(r"_(total|bucket|sum|count)$", "", name)
-        assert base in defined, f"{name} is not a metric of banking_es.observability.metrics"
+    assert missing(used, exposition) == set(NOT_YET_EXPORTED)
+    alerts = (ROOT / "deploy" / "alerts.yml").read_text()
     for alert in (
         "ProjectionLagging",
         "OutboxOld",
         "DeadLetters",
         "HighErrorRate",
         "HighLatencyP99",
+        "RedisBreakerOpen",
+        "RateLimitSurge",
+        "ProjectionsLeaderMissing",
+        "RelayLeaderMissing",
+        "DeadLettersGrowing",
+        "ShardsUnowned",
     ):
         assert f"alert: Banking{alert}" in alerts
 
@@ -180,3 +187,59 @@ def test_serve_prepares_an_empty_metrics_directory(
     monkeypatch.setenv(ENV_DIR, str(chosen))
     assert prepare_multiprocess_dir(tmp_path / "data") == chosen
     assert sorted(p.name for p in chosen.iterdir()) == ["notes.txt"]
+
+
+def test_cache_counts_reach_prometheus_once_each_at_export() -> None:
+    """The hot path counts plain integers; each export adds only what is new."""
+    metrics, counts = Metrics(), CacheMetrics()
+    for name, label in [
+        ("page_cache_hits", "l2"),
+        ("page_cache_misses", "l1"),
+        ("cache_invalidations", "pubsub"),
+        ("redis_shed", "get"),
+        ("redis_rejected", "get"),
+        ("dedup", "claimed"),
+        ("cache_warmed", ""),
+        ("cache_l2_dropped", ""),
+    ]:
+        counts.inc(name, label)
+    counts.redis_latency.observe(0.002)
+    counts.redis_latency.observe(5.0)
+    cache = LocalAccountCache(size=10, metrics=counts)
+    cache.put(account("a"))
+    for _ in range(2):  # the second export adds nothing
+        metrics.export_cache(counts, len(cache), cache.approximate_bytes())
+    p = "banking_es_"
+    assert sample(metrics, p + "page_cache_requests_total", level="l2", result="hit") == 1
+    assert sample(metrics, p + "page_cache_requests_total", level="l1", result="miss") == 1
+    assert sample(metrics, p + "cache_invalidations_total", source="pubsub") == 1
+    assert sample(metrics, p + "redis_shed_total", operation="get") == 1
+    assert sample(metrics, p + "redis_rejected_total", operation="get") == 1
+    assert sample(metrics, p + "dedup_total", outcome="claimed") == 1
+    assert sample(metrics, p + "cache_warmed_total") == 1
+    assert sample(metrics, p + "cache_l2_dropped_total") == 1
+    assert sample(metrics, p + "redis_latency_seconds_count") == 2
+    assert sample(metrics, p + "redis_latency_seconds_bucket", le="0.0025") == 1
+    assert sample(metrics, p + "redis_latency_seconds_bucket", le="+Inf") == 2
+    assert sample(metrics, p + "redis_latency_seconds_sum") == pytest.approx(5.002)
+    assert sample(metrics, p + "cache_entries", level="l1") == 1
+    assert 100 < sample(metrics, p + "cache_memory_bytes", level="l1") < 10_000
+    counts.inc("dedup", "claimed")
+    metrics.export_cache(counts)
+    assert sample(metrics, p + "dedup_total", outcome="claimed") == 2
+
+
+def test_l1_memory_grows_with_the_entries_and_reading_it_is_not_a_use() -> None:
+    cache = LocalAccountCache(size=3, metrics=CacheMetrics())
+    assert cache.approximate_bytes() == 0
+    for name in ("a", "b", "c"):
+        cache.put(account(name))
+    three = cache.approximate_bytes()
+    cache.invalidate("c")
+    assert 0 < cache.approximate_bytes() < three
+    cache.put(account("c"))
+    assert cache.lookup("a") is not None  # least recently used now: "b"
+    cache.approximate_bytes()  # reads every entry, but uses none
+    cache.put(account("d"))
+    assert cache.peek("b") is None
+    assert cache.peek("a") is not None

@@ -41,7 +41,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from banking_es.api.deps import Caller, get_caller
 from banking_es.api.problems import ApiError, problem_body
 from banking_es.api.ratewindows import Windows, local_windows
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.config import Settings
 
@@ -78,11 +77,12 @@ class RateLimiter:
         self,
         settings: Settings,
         redis: RedisGateway | None = None,
-        metrics: CacheMetrics | None = None,
+        on_refused: Callable[[str], None] | None = None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.metrics = metrics or CacheMetrics()
+        #: Told the reason of every refusal (bootstrap: `Metrics.observe_rate_limited`).
+        self.on_refused = on_refused
         self.clock = clock
         self._redis = redis
         self._local: Windows = local_windows(settings.rate_limit_max_clients)
@@ -154,7 +154,8 @@ class RateLimiter:
         return None if again is None else self._refuse(item, again, reason)
 
     def _refuse(self, item: RateLimitItem, reset_time: float, reason: str) -> Refusal:
-        self.metrics.inc("rate_limited", reason)
+        if self.on_refused is not None:
+            self.on_refused(reason)
         # floor + 1, not ceil: at a whole second the moving window still counts the oldest
         # request, so waiting exactly `ceil` seconds would be refused again.
         wait = max(1, math.floor(reset_time - self.clock()) + 1)
@@ -246,9 +247,9 @@ RATE_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def build_rate_limiter(
-    settings: Settings, redis: RedisGateway | None, metrics: CacheMetrics
+    settings: Settings, redis: RedisGateway | None, on_refused: Callable[[str], None]
 ) -> RateLimiter | None:
-    return RateLimiter(settings, redis, metrics) if settings.rate_limit_enabled else None
+    return RateLimiter(settings, redis, on_refused) if settings.rate_limit_enabled else None
 
 
 async def _send_refusal(send: Send, refusal: Refusal) -> None:

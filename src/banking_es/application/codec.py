@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from banking_es.domain.events import SCHEMA_VERSION, DomainEvent, event_from_stored
@@ -35,3 +36,11 @@ def upcast(type_name: str, schema: int, data: dict[str, Any]) -> dict[str, Any]:
 def to_domain(recorded: RecordedEvent | MovedEvent) -> DomainEvent:
     schema = int(recorded.metadata.get("schema", 1))
     return event_from_stored(recorded.type, upcast(recorded.type, schema, recorded.data))
+
+
+def history(
+    events: Iterable[RecordedEvent] | Iterable[MovedEvent],
+) -> Iterator[tuple[DomainEvent, datetime]]:
+    """Stored events as `Account.fold` takes them: each decoded, with its recorded time."""
+    for recorded in events:
+        yield to_domain(recorded), recorded.recorded_at

@@ -12,6 +12,11 @@ Domain rule violations (`banking_es.domain.errors.DomainError`) pass through unc
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from banking_es.domain.errors import DomainError
+from banking_es.eventstore.base import StoreUnavailable
+
 
 class ApplicationError(Exception):
     """Base of application-level failures; carries a stable `code`."""
@@ -49,3 +54,25 @@ class ServiceUnavailable(ApplicationError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def detached(exc: E) -> E:
+    """`exc` without its traceback and the error it was raised while handling (the last
+    conflict, when the retry budget runs out). Both hold the frames that hold the pending
+    commands and their futures, which hold `exc`: a reference cycle per refused command,
+    left to the garbage collector."""
+    exc.__context__ = None
+    return exc.with_traceback(None)
+
+
+def as_unavailable(exc: Exception) -> Exception:
+    """What the callers of a chunk hear of a failure that is not a command's outcome: the
+    service's own errors `detached`; a bug as it is (its traceback is for its log)."""
+    if isinstance(exc, StoreUnavailable):
+        return ServiceUnavailable("the event store is unavailable; retry shortly")
+    if isinstance(exc, ApplicationError | DomainError):
+        return detached(exc)
+    return exc

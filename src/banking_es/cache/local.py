@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import fields
+from itertools import islice
 from typing import Literal
 
-from cachetools import LFUCache, LRUCache, TTLCache
+from cachetools import Cache, LFUCache, LRUCache, TTLCache
 
 from banking_es.cache.metrics import CacheMetrics
 from banking_es.domain.account import Account
@@ -106,3 +109,23 @@ class LocalAccountCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def approximate_bytes(self, sample: int = 32) -> int:
+        """Memory held by the entries: the mean deep size of up to `sample` of them, times
+        their number (an estimate, cheap enough for every scrape)."""
+        count = len(self._entries)
+        if count == 0:
+            return 0
+        # The base class's lookup: the subclasses' would count as a use (LRU order, LFU count).
+        keys = list(islice(iter(self._entries), sample))
+        each = sum(_entry_size(k, Cache.__getitem__(self._entries, k)) for k in keys) / len(keys)
+        return int(each * count)
+
+
+_FIELDS = [f.name for f in fields(Account)]
+
+
+def _entry_size(key: str, account: Account) -> int:
+    """The key, the account and its field values (the table's slot for them is not counted)."""
+    values = (getattr(account, name) for name in _FIELDS)
+    return sys.getsizeof(key) + sys.getsizeof(account) + sum(sys.getsizeof(v) for v in values)

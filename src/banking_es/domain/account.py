@@ -7,6 +7,7 @@ Command methods check the rules and return the new events without changing state
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -134,12 +135,19 @@ class Account:
         self.version += 1
         self.updated_at = at
 
-    @classmethod
-    def replay(cls, account_id: str, events: list[tuple[DomainEvent, datetime | None]]) -> Account:
-        account = cls(account_id)
+    def fold(self, events: Iterable[tuple[DomainEvent, datetime | None]]) -> Account:
+        """Apply `events` (each with the time it was recorded) in order; returns self.
+        The one place events are folded: from nothing, a snapshot or a cached state."""
+        apply = self.apply
         for event, at in events:
-            account.apply(event, at)
-        return account
+            apply(event, at)
+        return self
+
+    @classmethod
+    def replay(
+        cls, account_id: str, events: Iterable[tuple[DomainEvent, datetime | None]]
+    ) -> Account:
+        return cls(account_id).fold(events)
 
     def copy(self) -> Account:
         # Every field, positionally: far cheaper than `dataclasses.replace`, and the hot paths

@@ -25,6 +25,8 @@ from banking_es.messaging.leader import LeaseElection
 from banking_es.tasks import cancel
 
 MAIL_LEASE = "mail-sender"
+#: How long `stop` lets the mail in flight finish before cancelling the loop.
+STOP_GRACE = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,10 @@ class MailSender:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self._task is not None:
+            # The loop ends after the mail in flight: cancelled between the server's acceptance
+            # and the row's deletion, the mail would go out again.
+            await asyncio.wait({self._task}, timeout=STOP_GRACE)
         await cancel(self._task)
         self._task = None
         if self._leader is not None:

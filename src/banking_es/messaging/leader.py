@@ -14,6 +14,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from banking_es.application.ports import Clock
@@ -57,6 +58,9 @@ class LeaseElection:
         #: A stand-by asks again only this often (each attempt is a write transaction).
         self.standby_poll = min(1.0, ttl / 3)
         self._next_try = 0.0
+        #: Told True / False when this process becomes / stops being the leader (metrics).
+        self.on_change: Callable[[bool], None] | None = None
+        self._reported = False
 
     @property
     def is_leader(self) -> bool:
@@ -64,6 +68,13 @@ class LeaseElection:
 
     async def ensure(self) -> bool:
         """Take or renew the lease when due; True while this process is the leader."""
+        held = await self._ensure()
+        if held != self._reported and self.on_change is not None:
+            self.on_change(held)
+        self._reported = held
+        return held
+
+    async def _ensure(self) -> bool:
         now_mono = time.monotonic()
         if now_mono < self._valid_until - self._ttl / 3:
             return True  # renewed recently enough
@@ -95,6 +106,9 @@ class LeaseElection:
     async def release(self) -> None:
         """Give the lease up now, so a stand-by takes over without waiting for it to expire."""
         self._valid_until = 0.0
+        if self._reported and self.on_change is not None:
+            self.on_change(False)
+        self._reported = False
         try:
             async with self._db.transaction() as conn:
                 await conn.execute(

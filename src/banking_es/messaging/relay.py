@@ -77,6 +77,10 @@ class OutboxRelay:
         self._leader = leader
 
     @property
+    def leader(self) -> LeaseElection | None:
+        return self._leader
+
+    @property
     def publisher(self) -> Publisher:
         return self._publisher
 

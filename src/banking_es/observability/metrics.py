@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from banking_es.cache.metrics import REDIS_LATENCY_BUCKETS, CacheMetrics
 from banking_es.eventstore.base import AppendRequest, RecordedEvent
 from banking_es.observability.multiproc import ENV_DIR
 
@@ -148,6 +149,49 @@ class Metrics:
         self.cache_errors = counter(
             "cache_errors_total", "Cache calls that failed (and fell back), by level", ("level",)
         )
+        self.cache_entries = gauge(
+            "cache_entries", "Entries in the in-process (l1) account cache, all workers", ("level",)
+        )
+        self.cache_memory = gauge(
+            "cache_memory_bytes",
+            "Approximate memory of the in-process (l1) account cache, all workers",
+            ("level",),
+        )
+        self.cache_l2_dropped = counter(
+            "cache_l2_dropped_total", "Account states not written to Redis (queue full)"
+        )
+        self.cache_warmed = counter("cache_warmed_total", "Accounts loaded by cache warming")
+        self.cache_invalidations = counter(
+            "cache_invalidations_total",
+            "Invalidations received from other processes, by source (pubsub)",
+            ("source",),
+        )
+        self.page_cache_requests = counter(
+            "page_cache_requests_total",
+            "Event page cache lookups by level (l1, l2) and result (hit, miss)",
+            ("level", "result"),
+        )
+        self.dedup = counter(
+            "dedup_total",
+            "Redis command dedup claims by outcome: claimed, pending, replayed, unavailable",
+            ("outcome",),
+        )
+        self.redis_latency = Histogram(
+            _name("redis_latency_seconds"),
+            "Latency of Redis calls that answered",
+            buckets=REDIS_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_shed = counter(
+            "redis_shed_total",
+            "Redis calls shed (too many in flight), by operation",
+            ("operation",),
+        )
+        self.redis_rejected = counter(
+            "redis_rejected_total",
+            "Redis calls refused by the open circuit breaker, by operation",
+            ("operation",),
+        )
         self.redis_breaker_open = gauge(
             "redis_breaker_open",
             "Workers whose Redis circuit breaker is open or half-open (Redis not used)",
@@ -167,6 +211,11 @@ class Metrics:
             "rate_limit_rejections_total",
             "Requests refused with 429 rate_limited, by limit (client, user, ip, auth)",
             ("limit",),
+        )
+        self.validation_warnings = counter(
+            "validation_warnings_total",
+            "Requests accepted with a warning of a validation rule, by rule",
+            ("rule",),
         )
         self.logins = counter(
             "logins_total", "Login attempts by outcome: success, failure, locked", ("outcome",)
@@ -191,6 +240,12 @@ class Metrics:
             "Messages behind the partition's end offset, per consumer group and partition",
             ("topic", "group", "partition"),
             "livemostrecent",
+        )
+        # -- leases -------------------------------------------------------------------
+        self.leader = gauge(
+            "leader",
+            "Workers running a single-leader role (projections, relay): 1 each, summed",
+            ("role",),
         )
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
 
@@ -231,23 +286,67 @@ class Metrics:
     def observe_snapshot_load(self) -> None:
         self.snapshots_loaded.inc()
 
-    def observe_cache_counter(self, name: str, label: str, amount: int) -> None:
-        """Mirror the cache/Redis/rate-limit/validation counters of `cache.metrics`."""
-        if name == "cache_hits":
-            self._child(self.cache_requests, label, "hit").inc(amount)
-        elif name == "cache_misses":
-            self._child(self.cache_requests, label, "miss").inc(amount)
-        elif name == "cache_evictions":
-            self._child(self.cache_evictions, label).inc(amount)
-        elif name == "redis_errors":
-            self._child(self.cache_errors, "l2").inc(amount)
-        elif name == "redis_breaker_transitions":
-            self._child(self.redis_breaker_transitions, label).inc(amount)
-            self.redis_breaker_open.set(0 if label == "closed" else 1)
-        elif name == "rate_limited":
-            self._child(self.rate_limited, label).inc(amount)
-        elif name == "validation_failures":
-            self._child(self.validation_failures, label).inc(amount)
+    def export_cache(self, cache: CacheMetrics, l1_entries: int = 0, l1_bytes: int = 0) -> None:
+        """Add what `cache` counted since the last call; set the breaker and l1 gauges.
+
+        Called on every scrape and every few seconds by each worker, so counting on the hot
+        path stays a plain integer increment."""
+        drained = cache.drain()
+        for (name, label), amount in drained.counters.items():
+            target = self._cache_target(name, label)
+            if target is not None:
+                target.inc(amount)
+        if drained.latency_sum or any(drained.latency_buckets):
+            # prometheus-client has no "add n observations": add to its buckets and sum.
+            histogram: Any = self.redis_latency
+            for bucket, amount in zip(histogram._buckets, drained.latency_buckets, strict=True):
+                if amount:
+                    bucket.inc(amount)
+            histogram._sum.inc(drained.latency_sum)
+        self.redis_breaker_open.set(0 if cache.breaker_state == "closed" else 1)
+        self._child(self.cache_entries, "l1").set(l1_entries)
+        self._child(self.cache_memory, "l1").set(l1_bytes)
+
+    def _cache_target(self, name: str, label: str) -> Any:
+        """The Prometheus child a `CacheMetrics` counter adds to (None: not exported)."""
+        lookups = {
+            "cache_hits": (self.cache_requests, "hit"),
+            "cache_misses": (self.cache_requests, "miss"),
+            "page_cache_hits": (self.page_cache_requests, "hit"),
+            "page_cache_misses": (self.page_cache_requests, "miss"),
+        }
+        if name in lookups:
+            metric, result = lookups[name]
+            return self._child(metric, label, result)
+        labelled = {
+            "cache_evictions": self.cache_evictions,
+            "cache_invalidations": self.cache_invalidations,
+            "redis_shed": self.redis_shed,
+            "redis_rejected": self.redis_rejected,
+            "redis_breaker_transitions": self.redis_breaker_transitions,
+            "dedup": self.dedup,
+        }
+        if name in labelled:
+            return self._child(labelled[name], label)
+        if name == "redis_errors":
+            return self._child(self.cache_errors, "l2")
+        return {"cache_l2_dropped": self.cache_l2_dropped, "cache_warmed": self.cache_warmed}.get(
+            name
+        )
+
+    def count(self, metric: Any, *labels: str) -> float:
+        """This process's value of a counter or gauge (tests and status pages)."""
+        child = metric.labels(*labels) if labels else metric
+        value: float = child._value.get()
+        return value
+
+    def observe_rate_limited(self, limit: str) -> None:
+        """A 429 `rate_limited` (the rate limiter's `on_refused`)."""
+        self._child(self.rate_limited, limit).inc()
+
+    def observe_validation(self, rule: str, *, warning: bool = False) -> None:
+        """A request refused by (or, with `warning`, accepted with a warning of) a rule."""
+        self._child(self.validation_warnings if warning else self.validation_failures, rule).inc()
 
     def observe_cache(self, level: str, result: str) -> None:
         """`result` is hit, miss, eviction or error."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +38,8 @@ CONSUMER = "projections"
 TRANSIENT = (DatabaseUnavailable, StoreUnavailable)
 #: Seconds without messages after which the consumer checks for a log that was reset.
 LOG_RESET_CHECK = 2.0
+#: Seconds between two readings of the consumer lag when no batch came (a scrape interval).
+LAG_REFRESH = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +84,11 @@ class KafkaProjectionApplier:
     def db(self) -> Database:
         return self._db
 
-    async def apply_batch(self, partition: int, messages: Sequence[Message]) -> list[Message]:
-        """Apply one partition's messages in one transaction; return the parked ones."""
+    async def apply_batch(
+        self, partition: int, messages: Sequence[Message]
+    ) -> tuple[list[Message], int]:
+        """Apply one partition's messages in one transaction; return the parked ones and
+        the number of duplicates dropped."""
         events = [decode_event(m.value) for m in messages]  # ValueError: a poison message
         async with self._db.transaction() as conn:
             blocked = await dead_letters.open_keys(conn, CONSUMER, [m.key for m in messages])
@@ -105,15 +111,16 @@ class KafkaProjectionApplier:
                     parked.append(message)
                 else:
                     ready.append(event)
-            await self.apply_events(conn, ready)
+            duplicates = await self.apply_events(conn, ready)
             last = ready[-1].recorded_at if ready else None
             await self.write_checkpoints(conn, partition, messages[-1].offset, last)
-        return parked
+        return parked, duplicates
 
-    async def apply_events(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        """Drop duplicates, fill gaps from the store, apply, and record the stream versions."""
+    async def apply_events(self, conn: Connection, events: Sequence[RecordedEvent]) -> int:
+        """Drop duplicates, fill gaps from the store, apply, and record the stream versions;
+        return the number of duplicates dropped."""
         if not events:
-            return
+            return 0
         streams = list(dict.fromkeys(e.stream_id for e in events))
         known: dict[str, int] = {}
         for stream in streams:
@@ -125,10 +132,12 @@ class KafkaProjectionApplier:
             known[stream] = int(value) if value is not None else 0
         start = dict(known)
         todo: list[RecordedEvent] = []
+        duplicates = 0
         for event in events:
             current = known[event.stream_id]
             if event.version <= current:
-                continue  # a duplicate
+                duplicates += 1
+                continue
             if event.version > current + 1:
                 missing = await self._store.read_stream(
                     event.stream_id, current, to_version=event.version - 1
@@ -142,12 +151,13 @@ class KafkaProjectionApplier:
             todo.append(event)
             known[event.stream_id] = event.version
         if not todo:
-            return
+            return duplicates
         for projection in self._projections:
             await projection.apply(conn, todo)
         for stream, version in known.items():
             if version != start[stream]:
                 await self.set_version(conn, stream, version)
+        return duplicates
 
     @staticmethod
     async def set_version(conn: Connection, stream: str, version: int) -> None:
@@ -207,11 +217,16 @@ class KafkaProjectionApplier:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_assigned: Callable[[set[TopicPartition]], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        on_assigned: Callable[[set[TopicPartition]], Awaitable[None]],
+        on_revoked: Callable[[], None],
+    ) -> None:
         self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        return None
+        self._on_revoked()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._on_assigned(assigned)
@@ -240,15 +255,20 @@ class KafkaProjectionRunner:
         self._max_backoff = max_backoff
         self._batch = batch_size
         self.group_id = group_id or f"{config.topics.prefix}.projections"
-        #: Told (topic, count) of messages consumed, and (topic, error, attempts) of each
-        #: message given up as a dead letter (metrics and logs).
-        self.on_consumed: Callable[[str, int], None] | None = None
+        #: Told (topic, outcome, count) of messages handled: ok, duplicate (dropped),
+        #: dead_letter (given up or parked), retry (to be applied again); (topic, error,
+        #: attempts) of each message put in the dead letters; (topic, partition, lag) of
+        #: each assigned partition; the number of partitions assigned (metrics).
+        self.on_outcome: Callable[[str, str, int], None] | None = None
         self.on_dead_letter: Callable[[str, str, int], None] | None = None
+        self.on_lag: Callable[[str, int, int], None] | None = None
+        self.on_assigned: Callable[[int], None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         #: Messages applied (or parked, or dead-lettered) by this process.
         self.handled = 0
+        self._lag_due = False
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -264,7 +284,17 @@ class KafkaProjectionRunner:
         await cancel(self._task)
         self._task = None
 
+    def _assigned(self, count: int) -> None:
+        self._lag_due = True  # new partitions: report their lag without waiting
+        if self.on_assigned is not None:
+            self.on_assigned(count)
+
+    def _outcome(self, topic: str, outcome: str, count: int) -> None:
+        if self.on_outcome is not None and count:
+            self.on_outcome(topic, outcome, count)
+
     async def _seek_to_checkpoints(self, assigned: set[TopicPartition]) -> None:
+        self._assigned(len(assigned))
         if self._consumer is None:
             return
         try:
@@ -304,7 +334,8 @@ class KafkaProjectionRunner:
                     self._config.request_timeout_ms, self._config.session_timeout_ms + 1000
                 ),
             )
-            consumer.subscribe([self.applier.topic], listener=_Rebalance(self._seek_to_checkpoints))
+            listener = _Rebalance(self._seek_to_checkpoints, lambda: self._assigned(0))
+            consumer.subscribe([self.applier.topic], listener=listener)
             try:
                 await consumer.start()
                 return consumer
@@ -319,9 +350,13 @@ class KafkaProjectionRunner:
 
     async def _run(self) -> None:
         self._consumer = consumer = await self._connect()
-        idle_since = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        idle_since = lag_read = loop.time()
         try:
             while not self._stopping.is_set():
+                if self._lag_due or loop.time() - lag_read > LAG_REFRESH:
+                    self._lag_due, lag_read = False, loop.time()
+                    await self._read_lag(consumer)
                 try:
                     batches = await consumer.getmany(timeout_ms=200, max_records=self._batch)
                 except KafkaError as exc:
@@ -338,8 +373,25 @@ class KafkaProjectionRunner:
                     await self._check_log_reset(consumer)
         finally:
             self._consumer = None
+            self._assigned(0)
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    async def _read_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Report end offset minus position for every assigned partition."""
+        if self.on_lag is None:
+            return
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        try:
+            async with asyncio.timeout(1.0):
+                ends = await consumer.end_offsets(assigned)
+                for tp in assigned:
+                    position = await consumer.position(tp)
+                    self.on_lag(tp.topic, tp.partition, max(0, ends[tp] - position))
+        except (TimeoutError, KafkaError) as exc:
+            log.debug("kafka projections: cannot read the consumer lag (%s)", exc)
 
     async def _check_log_reset(self, consumer: AIOKafkaConsumer) -> None:
         """Go back to the start of a partition whose log ends before our position.
@@ -365,12 +417,12 @@ class KafkaProjectionRunner:
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Any
     ) -> None:
         messages = [_message(r) for r in records]
-        if self.on_consumed is not None and messages:
-            self.on_consumed(messages[0].topic, len(messages))
+        if not messages:
+            return
         delay = self._backoff
         while True:
             try:
-                await self._apply(messages)
+                outcomes = await self._apply(messages)
                 break
             except TRANSIENT as exc:  # the database is away: not the messages' fault
                 log.warning("kafka projections: %s; retrying in %.1f s", exc, delay)
@@ -378,36 +430,52 @@ class KafkaProjectionRunner:
                 # Unexpected (e.g. the dead letter could not be written): never skip the
                 # batch; it is applied again (duplicates are dropped by version).
                 log.exception("kafka projections: %s failed; retrying in %.1f s", tp, delay)
+            self._outcome(tp.topic, "retry", len(messages))
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_backoff)
+        for outcome, count in outcomes.items():
+            self._outcome(tp.topic, outcome, count)
         self.handled += len(messages)
         with contextlib.suppress(KafkaError, AssertionError):
             # Only a hint for tools: the checkpoint in the database is what counts.
             await consumer.commit({tp: messages[-1].offset + 1})
+        end = consumer.highwater(tp)  # from the fetch just answered: no request
+        if self.on_lag is not None and end is not None:
+            self.on_lag(tp.topic, tp.partition, max(0, end - messages[-1].offset - 1))
 
-    async def _apply(self, messages: list[Message]) -> None:
+    async def _apply(self, messages: list[Message]) -> Counter[str]:
+        """Apply a partition's batch; the messages counted by outcome."""
         partition = messages[0].partition
         try:
-            parked = await self.applier.apply_batch(partition, messages)
+            parked, duplicates = await self.applier.apply_batch(partition, messages)
         except TRANSIENT:
             raise
         except Exception as exc:
             log.warning("kafka projections: batch failed (%s); one message at a time", exc)
+            outcomes: Counter[str] = Counter()
             for message in messages:
-                await self._apply_one(message)
-            return
+                outcomes[await self._apply_one(message)] += 1
+            return outcomes
         for message in parked:
-            await self._to_dlq_topic(message, "parked", 0)
+            await self._parked(message)
+        ok = len(messages) - len(parked) - duplicates
+        return Counter({"ok": ok, "duplicate": duplicates, "dead_letter": len(parked)})
 
-    async def _apply_one(self, message: Message) -> None:
+    async def _parked(self, message: Message) -> None:
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(message.topic, "parked", 0)
+        await self._to_dlq_topic(message, "parked", 0)
+
+    async def _apply_one(self, message: Message) -> str:
+        """Apply one message, retrying; its outcome (ok, duplicate or dead_letter)."""
         attempts = 0
         delay = self._backoff
         while True:
             try:
-                parked = await self.applier.apply_batch(message.partition, [message])
+                parked, duplicates = await self.applier.apply_batch(message.partition, [message])
                 for item in parked:
-                    await self._to_dlq_topic(item, "parked", 0)
-                return
+                    await self._parked(item)
+                return "dead_letter" if parked else "duplicate" if duplicates else "ok"
             except TRANSIENT:
                 raise
             except Exception as exc:
@@ -415,7 +483,8 @@ class KafkaProjectionRunner:
                 error = str(exc) or type(exc).__name__
                 if attempts >= self._max_attempts:
                     await self._dead_letter(message, error, attempts)
-                    return
+                    return "dead_letter"
+                self._outcome(message.topic, "retry", 1)
                 log.warning(
                     "kafka projections: offset %d of partition %d failed (attempt %d): %s",
                     message.offset,

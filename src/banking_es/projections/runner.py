@@ -156,6 +156,10 @@ class ProjectionRunner:
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
+    def leader(self) -> LeaseElection | None:
+        return self._leader
+
+    @property
     def names(self) -> list[str]:
         return list(self._projections)
 

@@ -85,8 +85,9 @@ async def test_users_unlock_ends_the_lockout_of_both_names_and_records_who(
                     "/auth/login", json={"username": name, "password": password}
                 )
             assert answer.status_code == 429
-        unlocked = run_cli(
-            ["users", "unlock", user["email"].upper()], tmp_path, DATABASE_URL=database_url
+        # In a thread: a blocked event loop could hold the app's SQLite write lock meanwhile.
+        unlocked = await asyncio.to_thread(
+            run_cli, ["users", "unlock", user["email"].upper()], tmp_path, DATABASE_URL=database_url
         )
         assert unlocked.returncode == 0, unlocked.stderr
         for name in names:

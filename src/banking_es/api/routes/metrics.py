@@ -21,6 +21,7 @@ router = APIRouter(tags=["operations"])
 )
 async def metrics(services: ServicesDep) -> Response:
     await refresh_gauges(services.metrics, services.store, services.projections, services.clock)
+    services.export_metrics()
     # Merging the workers' files reads the disk: keep it off the event loop.
     body = await asyncio.to_thread(services.metrics.render)
     return Response(body, media_type=services.metrics.content_type)

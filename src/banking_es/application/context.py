@@ -1,0 +1,102 @@
+"""What a command carries besides itself, and what becomes of it.
+
+`CommandContext` says who asks and how to remember the answer; `event_metadata` and
+`idempotency_records` turn it into what the store is handed with the events. Outcomes
+go to `CommandOutcomes` (metrics and the log).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from banking_es.application.ports import Clock
+from banking_es.eventstore.base import IdempotencyRecord, RecordedEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyIntent:
+    """Store this command's outcome under (scope, key), rendered by `render`."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    status: int
+    render: Callable[[Any], bytes]
+    ttl_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """Who asks, and how to remember the answer."""
+
+    user_id: str | None = None
+    request_id: str | None = None
+    idempotency: IdempotencyIntent | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """The command was already executed (perhaps by another process): its stored outcome."""
+
+    record: IdempotencyRecord
+
+
+def _ignore(name: str, outcome: str) -> None:
+    pass
+
+
+class CommandOutcomes:
+    """Where the outcome of each command goes: `on_command(name, outcome)` for metrics
+    (outcome in ok|rejected|conflict|failed), and failures to the log."""
+
+    __slots__ = ("on_command",)
+
+    def __init__(self) -> None:
+        self.on_command: Callable[[str, str], None] = _ignore
+
+    def failed(self, command: str, account_id: str | None, exc: Exception) -> None:
+        self.on_command(command, "failed")
+        log.warning(
+            "command %s failed: %s",
+            command,
+            str(exc) or type(exc).__name__,
+            extra={"command": command, "account_id": account_id, "reason": type(exc).__name__},
+        )
+
+
+def event_metadata(context: CommandContext, command: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"command": command}
+    if context.user_id:
+        metadata["user_id"] = context.user_id
+    if context.request_id:
+        metadata["request_id"] = metadata["correlation_id"] = context.request_id
+    if context.idempotency:
+        metadata["idempotency_key"] = context.idempotency.key
+    return metadata
+
+
+def idempotency_records(
+    context: CommandContext, finish: Callable[[Sequence[RecordedEvent]], Any], clock: Clock
+) -> list[IdempotencyRecord]:
+    """The record that remembers the command's outcome (`finish` of its recorded events)."""
+    intent = context.idempotency
+    if intent is None:
+        return []
+    now = clock.now()
+    return [
+        IdempotencyRecord(
+            scope=intent.scope,
+            key=intent.key,
+            fingerprint=intent.fingerprint,
+            status=intent.status,
+            body=lambda recorded: intent.render(finish(recorded)),
+            created_at=now,
+            expires_at=now + timedelta(seconds=intent.ttl_seconds),
+        )
+    ]

@@ -1,0 +1,111 @@
+"""Account states loaded from the cache or the store, and the snapshots written with them.
+
+A state is folded (`Account.fold`) from a snapshot or a cached copy plus the events after
+it. Stream notices of other processes bring cached copies forward, or mark them behind so
+the next command reads forward first instead of conflicting at append.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from banking_es.application.codec import history
+from banking_es.application.ports import AggregateCache
+from banking_es.domain.account import Account
+from banking_es.eventstore.base import EventStore, Snapshot, StreamMoved
+
+#: Streams remembered as moved by other processes (see `note_moved`).
+MAX_BEHIND = 100_000
+
+
+class AccountRepository:
+    """Loads accounts (cache first, then snapshot and events) and decides their snapshots."""
+
+    def __init__(
+        self, store: EventStore, cache: AggregateCache, *, snapshot_threshold: int
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self._snapshot_threshold = snapshot_threshold
+        #: Versions other processes reached (stream notices): a cached copy below is behind.
+        self._behind: dict[str, int] = {}
+
+    async def load(self, account_id: str, fresh: bool) -> tuple[Account, bool]:
+        """The account from the cache (as is, unless `fresh`) or the store, fast-forwarded;
+        and whether it was read from the store just now."""
+        cached = await self.cache.get(account_id)
+        if cached is not None and not fresh:
+            behind = self._behind.get(account_id)
+            if behind is None or behind <= cached.version:
+                return cached, False
+        if cached is None:
+            snapshot = await self.store.latest_snapshot(account_id)
+            if snapshot is not None and isinstance(snapshot.state, dict):
+                cached = Account.from_snapshot(snapshot.state)
+            else:
+                cached = Account(account_id)
+        events = await self.store.read_stream(account_id, after_version=cached.version)
+        if events:  # usually none: a cached copy is rarely behind
+            cached.fold(history(events))
+        if self._behind.get(account_id, 0) <= cached.version:
+            self._behind.pop(account_id, None)
+        if cached.exists:
+            self.cache.put(cached)
+        return cached, True
+
+    async def at_version(self, account_id: str, version: int) -> Account:
+        """The state up to `version` (fewer events if the stream is shorter)."""
+        snapshot = await self.store.latest_snapshot(account_id, max_version=version)
+        account = (
+            Account.from_snapshot(snapshot.state)
+            if snapshot and isinstance(snapshot.state, dict)
+            else Account(account_id)
+        )
+        events = await self.store.read_stream(
+            account_id, after_version=account.version, to_version=version
+        )
+        return account.fold(history(events))
+
+    async def as_of(self, account_id: str, moment: datetime) -> Account:
+        """The state folded from the events recorded until `moment`."""
+        events = await self.store.read_stream(account_id, recorded_until=moment)
+        return Account(account_id).fold(history(events))
+
+    def note_moved(self, moved: Sequence[StreamMoved]) -> None:
+        """Other processes appended to these streams. A cached copy just before the new
+        events is brought forward with them (no query); any other copy below the new version
+        is marked behind, and read forward before its next command instead of conflicting at
+        append. Both only save work: the append's version check is what keeps writes safe."""
+        if len(self._behind) > MAX_BEHIND:
+            self._behind.clear()  # only an optimization: forgetting costs a read or a conflict
+        for stream in moved:
+            brought = bool(stream.events) and self._bring_forward(stream)
+            if not brought and stream.version > self._behind.get(stream.stream_id, 0):
+                self._behind[stream.stream_id] = stream.version
+
+    def _bring_forward(self, stream: StreamMoved) -> bool:
+        cached = self.cache.peek(stream.stream_id)
+        if cached is None:
+            return False
+        if cached.version >= stream.version:
+            return True  # already there (read forward meanwhile)
+        if cached.version + 1 != stream.events[0].version:
+            return False  # a gap: notices missed or still on the way
+        cached.fold(history(stream.events))
+        self.cache.put(cached, share=False)  # the writer shared it already
+        if self._behind.get(stream.stream_id, 0) <= cached.version:
+            self._behind.pop(stream.stream_id, None)
+        return True
+
+    def snapshot(self, base: Account, final_version: int) -> Snapshot | None:
+        """Every `snapshot_threshold` events, a snapshot: when an append takes a stream past a
+        multiple of the threshold, of the state it was decided on. That state is already
+        recorded (its times are the store's), so the snapshot is known before the append and
+        travels with it in the store's one-statement batch (one rendered from the recorded
+        events would need the batch planned in more round trips). Loading still reads fewer
+        than a threshold plus one chunk of events."""
+        threshold = self._snapshot_threshold
+        if not base.exists or final_version // threshold == base.version // threshold:
+            return None
+        return Snapshot(base.id, base.version, base.to_snapshot())
