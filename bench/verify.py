@@ -4,7 +4,8 @@ Fills a scratch PostgreSQL database with `COPY`: accounts opened, then deposits,
 withdrawals and transfers (both sides in one commit), a snapshot every 100 versions,
 both read models at the head and an outbox row per event (as with Kafka on); the
 snapshots and read-model rows are made by the same domain and projection code the
-service uses. Then times `verify` in process and the `banking-es verify` command.
+service uses. Then times `verify` in process (with its CPU per event and, read from /proc,
+that of the PostgreSQL backends) and the `banking-es verify` command.
 `--database NAME` fills NAME once (when it does not exist) and keeps it for the next runs.
 """
 
@@ -180,18 +181,24 @@ async def _generate_and_fill(url: str, events: int) -> None:
 async def _time_verify(url: str) -> None:
     say(f"load average {load_average()}; calibration: {calibration():.1f} us of CPU per"
         " sum(range(1000))")  # fmt: skip
-    db = await PostgresDatabase.connect(url, max_size=2)
+    db = await PostgresDatabase.connect(url, min_size=2, max_size=2)
     try:
+        backends = [int(r["pid"]) for r in await db.fetch(_BACKENDS)]
+        server = _cpu_seconds(backends)
         cpu = time.process_time()
         report = await verify(db)
         cpu = time.process_time() - cpu
+        after = _cpu_seconds(backends)
+        server = after - server if min(server, after) >= 0 else -1.0
     finally:
         await db.close()
     assert report.sound, report.problems
     rate = report.events / report.seconds
     per_event = cpu / report.events * 1e6
+    shown = f"{server / report.events * 1e6:.1f} us" if server >= 0 else "unknown (not local)"
     say(f"verify in process: {report.events:,} events in {report.seconds:.2f} s,"
-        f" {rate:,.0f} events/s; client CPU {per_event:.1f} us per event")  # fmt: skip
+        f" {rate:,.0f} events/s; CPU per event: client {per_event:.1f} us,"
+        f" PostgreSQL {shown}")  # fmt: skip
     say(f"load average {load_average()}")
     env = {**os.environ, "DATABASE_URL": url}
     started = time.perf_counter()
@@ -206,6 +213,23 @@ async def _time_verify(url: str) -> None:
     say(f"banking-es verify: exit {done.returncode} in {elapsed:.2f} s"
         f" ({report.events / elapsed:,.0f} events/s with start-up)")  # fmt: skip
     say(done.stdout.strip())
+
+
+_BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU of these PostgreSQL backends from /proc (the server is local
+    here); -1 when it cannot be read."""
+    total = 0.0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields_ = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return -1.0
+    return total
 
 
 def calibration() -> float:

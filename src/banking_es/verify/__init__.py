@@ -3,23 +3,25 @@
 One pass over the events in position order, in pages, inside one read-only snapshot
 transaction (safe while servers run): positions without gaps, versions 1, 2, 3... per stream,
 every transfer's two sides matched, no balance below `lowest_allowed_balance`, every snapshot
-equal to the fold at its version, and each read model equal to what its projection code makes
-of the events up to its checkpoint. Then the outbox rows, against the events they point at.
-Folds use `Account.apply`; the expected read-model rows come from the projections' functions.
-State per stream is one `Account`, one summary and one balance.
+equal to the fold at its version, and each read model equal to the fold of the events up to
+its checkpoint. Then the outbox rows, against the events they point at.
+Folds use `Account.apply`, and the expected read-model rows are read off that fold (not made
+by the projections' code, which would repeat its own mistakes). State per stream: one `Account`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import fields
+from typing import Any
 
-from banking_es.db.base import Connection, Database
+from banking_es.db.base import Connection, Database, Row
 from banking_es.eventstore.base import EVENTS_TOPIC
+from banking_es.projections._sql import dialect_of
 from banking_es.projections.account_summaries import Summary
-from banking_es.verify.events import EVENTS, EventChecks
+from banking_es.verify.events import EVENTS, T_ROW, EventChecks
 from banking_es.verify.report import CHECKS, KEPT, Problem, Report, differ, span
 
 __all__ = ["CHECKS", "KEPT", "PAGE", "Problem", "Report", "verify"]
@@ -52,31 +54,51 @@ async def verify(
         for name, position in sorted(checkpoints.items()):
             if position > report.head and name in CHECKS:
                 report.add(name, f"checkpoint {position} is beyond the last event {report.head}")
-        summaries_at = checkpoints.get("account_summaries", 0)
-        verifier = EventChecks(report, summaries_at, checkpoints.get("transactions", 0))
-        rows = await conn.fetch(EVENTS, 0, page)
+        verifier = EventChecks(
+            report, checkpoints.get("account_summaries", 0), checkpoints.get("transactions", 0)
+        )
+        events = EVENTS[dialect_of(conn)]
+        compared = False
+        rows = await conn.fetch(events, 0, page)
         while rows:
-            last = rows[-1]["position"]
-            crossing = verifier.summaries is not None and last > summaries_at
-            # The next page is read while this one is checked, except when the summaries
-            # are compared in between (one statement at a time on a connection).
-            ahead = None if crossing else asyncio.ensure_future(conn.fetch(EVENTS, last, page))
+            # The next page is read while this one is checked.
+            ahead = await _read_ahead(conn.fetch(events, rows[-1]["position"], page))
             verifier.page(rows)
-            if crossing and verifier.summaries is not None:
-                await _compare_summaries(conn, verifier.summaries, report)
-                verifier.summaries = None
             report.events += len(rows)
             if progress is not None:
                 progress(report.events, report.head)
-            rows = await ahead if ahead is not None else await conn.fetch(EVENTS, last, page)
-        if verifier.summaries is not None:
-            await _compare_summaries(conn, verifier.summaries, report)
+            rows = await ahead
+            # One statement at a time on a connection: these wait for the page read ahead.
+            await _read_differing(conn, verifier)
+            if verifier.summaries is not None and not compared:
+                await _compare_summaries(conn, verifier.summaries, report)
+                compared = True
         verifier.end()
+        await _read_differing(conn, verifier)
+        if not compared:
+            assert verifier.summaries is not None
+            await _compare_summaries(conn, verifier.summaries, report)
         report.streams = len(verifier.accounts)
         await _count_unmatched(conn, report, verifier.rows_seen)
         await _check_outbox(conn, report, page)
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def _read_ahead(query: Coroutine[Any, Any, list[Row]]) -> asyncio.Future[list[Row]]:
+    """Start `query` and let it send its statement before the caller's checks, which do not
+    yield to the event loop: otherwise the database would start only once they are done."""
+    ahead = asyncio.ensure_future(query)
+    await asyncio.sleep(0)
+    return ahead
+
+
+async def _read_differing(conn: Connection, verifier: EventChecks) -> None:
+    """Read in full the `transactions` rows that differ, to show how (the first `KEPT`)."""
+    for want in verifier.differing:
+        full = verifier.report.counts["transactions"] < KEPT
+        verifier.differs(want, await conn.fetchrow(T_ROW, want[1], want[6]) if full else None)
+    verifier.differing.clear()
 
 
 async def _compare_summaries(
@@ -133,29 +155,30 @@ async def _check_outbox(conn: Connection, report: Report, page: int) -> None:
     """Event rows of the outbox: each points at an event of its key, one row per event, and
     the events from the first covered to the last covered all have one (written in the
     events' transaction, in position order)."""
-    after = 0
     previous = 0
-    while rows := await conn.fetch(_OUTBOX, after, page, EVENTS_TOPIC):
+    rows = await conn.fetch(_OUTBOX, 0, page, EVENTS_TOPIC)
+    while rows:
+        # The next page is read while this one is checked.
+        ahead = await _read_ahead(conn.fetch(_OUTBOX, rows[-1]["id"], page, EVENTS_TOPIC))
+        report.compared["outbox"] += len(rows)
         for row in rows:
-            report.compared["outbox"] += 1
-            position = row["event_position"]
-            name = f"outbox row {row['id']}"
-            if position is None or row["topic"] != EVENTS_TOPIC:
-                report.add("outbox", f"{name}: topic {row['topic']!r}, event {position}")
+            row_id, topic, key, position, stream = row.values()
+            if position is None or topic != EVENTS_TOPIC:
+                report.add("outbox", f"outbox row {row_id}: topic {topic!r}, event {position}")
                 continue
-            if row["stream_id"] is None:
-                report.add("outbox", f"{name}: event position {position} has no event")
-            elif row["stream_id"] != row["key"]:
-                report.add(
-                    "outbox", f"{name}: key {row['key']} but its event is of {row['stream_id']}"
-                )
+            if stream is None:
+                report.add("outbox", f"outbox row {row_id}: event position {position} has no event")
+            elif stream != key:
+                report.add("outbox", f"outbox row {row_id}: key {key} but its event is of {stream}")
             if previous and position <= previous:
                 report.add(
-                    "outbox", f"{name}: event {position} again or out of order (after {previous})"
+                    "outbox",
+                    f"outbox row {row_id}: event {position} again or out of order"
+                    f" (after {previous})",
                 )
                 continue
             if previous and position > previous + 1:
                 missing = span(previous + 1, position - 1)
                 report.add("outbox", f"no outbox row for the event(s) at {missing}")
             previous = position
-        after = rows[-1]["id"]
+        rows = await ahead
