@@ -13,7 +13,7 @@ from banking_es.cli import app as cli_app
 from banking_es.db.migrate import migrate
 from banking_es.db.sqlite import SqliteDatabase
 from banking_es.messaging.dead_letters import DeadLetters, add_letter
-from banking_es.projections.kafka_runner import CONSUMER
+from banking_es.projections.kafka_applier import CONSUMER
 
 
 async def _letters(path: Path) -> dict[str, list[int]]:

@@ -44,7 +44,8 @@ from banking_es.messaging.relay import OutboxRelay
 from banking_es.messaging.replay import replay_events
 from banking_es.projections import AccountSummariesProjection, TransactionsProjection
 from banking_es.projections.base import Projection
-from banking_es.projections.kafka_runner import KafkaProjectionApplier, KafkaProjectionRunner
+from banking_es.projections.kafka_applier import KafkaProjectionApplier
+from banking_es.projections.kafka_runner import KafkaProjectionRunner
 
 pytestmark = pytest.mark.kafka
 

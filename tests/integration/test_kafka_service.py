@@ -26,7 +26,7 @@ from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
 from banking_es.messaging.dead_letters import add_letter
 from banking_es.messaging.kafka import encode_event
-from banking_es.projections.kafka_runner import CONSUMER
+from banking_es.projections.kafka_applier import CONSUMER
 
 pytestmark = pytest.mark.kafka
 

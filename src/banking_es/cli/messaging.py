@@ -169,7 +169,7 @@ def outbox_replay(
 
 async def _with_letters(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     from banking_es.projections import default_projections
-    from banking_es.projections.kafka_runner import KafkaProjectionApplier
+    from banking_es.projections.kafka_applier import KafkaProjectionApplier
 
     async def inner(db: Any, store: Any) -> T:
         topic = f"{settings.kafka_topic_prefix}.events"

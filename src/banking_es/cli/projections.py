@@ -31,13 +31,11 @@ async def _with_runner(settings: Settings, work: Any) -> Any:
 async def _kafka_status(settings: Settings) -> Any:
     """The projections' status when a Kafka consumer group drives them (what `/health/ready`
     reports): checkpoints per partition against the topic's end offsets, plus the outbox."""
+    from banking_es.messaging.kafka import end_offsets
     from banking_es.messaging.wiring import kafka_config
     from banking_es.projections import default_projections
-    from banking_es.projections.kafka_runner import (
-        KafkaProjectionApplier,
-        KafkaProjectionRunner,
-        end_offsets,
-    )
+    from banking_es.projections.kafka_applier import KafkaProjectionApplier
+    from banking_es.projections.kafka_runner import KafkaProjectionRunner
 
     config = kafka_config(settings)
     topic = config.topics.events

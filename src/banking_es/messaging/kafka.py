@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -271,3 +271,30 @@ class KafkaPublisher:
 
     async def close(self) -> None:
         await self._reset()
+
+
+async def end_offsets(config: KafkaConfig, topic: str, timeout: float = 5.0) -> dict[int, int]:
+    """The end offset of every partition of `topic`, asked by a consumer of no group, for a
+    process that does not consume (`banking-es projections status`); {} when the broker does
+    not answer within `timeout` seconds."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=config.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        request_timeout_ms=config.request_timeout_ms,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await consumer.start()
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = {}
+        if tps:
+            async with asyncio.timeout(timeout):
+                ends = await consumer.end_offsets(tps)
+    except (TimeoutError, KafkaError) as exc:
+        log.warning("kafka: cannot read the end offsets of %s (%s)", topic, exc)
+        return {}
+    finally:
+        await consumer.stop()
+    return {tp.partition: int(offset) for tp, offset in ends.items()}

@@ -15,205 +15,31 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from banking_es.db.base import Connection, Database, DatabaseUnavailable
-from banking_es.eventstore.base import EventStore, RecordedEvent, StoreUnavailable
+from banking_es.eventstore.base import EventStore
 from banking_es.messaging import dead_letters
-from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher, decode_event
-from banking_es.projections.base import Projection
+from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher
+from banking_es.projections.kafka_applier import (
+    CONSUMER,
+    TRANSIENT,
+    KafkaProjectionApplier,
+    Message,
+    message_of,
+)
 from banking_es.projections.runner import ProjectionStatus
 from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)
 
-#: The name under which this consumer keeps stream versions and dead letters.
-CONSUMER = "projections"
-TRANSIENT = (DatabaseUnavailable, StoreUnavailable)
 #: Seconds without messages after which the consumer checks for a log that was reset.
 LOG_RESET_CHECK = 2.0
 #: Seconds between two readings of the consumer lag when no batch came (a scrape interval).
 LAG_REFRESH = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """What the consumer needs of a Kafka record (also rebuilt from a dead letter)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str
-    value: bytes
-    headers: dict[str, str]
-
-
-def _message(record: Any) -> Message:
-    return Message(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=(record.key or b"").decode(errors="replace"),
-        value=record.value or b"",
-        headers={k: v.decode(errors="replace") for k, v in (record.headers or ())},
-    )
-
-
-class KafkaProjectionApplier:
-    """Applies event messages to the projections, exactly once (steps 1-4 of the module)."""
-
-    def __init__(
-        self, db: Database, store: EventStore, projections: Sequence[Projection], topic: str
-    ) -> None:
-        self._db = db
-        self._store = store
-        self._projections = list(projections)
-        self.topic = topic
-
-    @property
-    def names(self) -> list[str]:
-        return [p.name for p in self._projections]
-
-    @property
-    def db(self) -> Database:
-        return self._db
-
-    async def apply_batch(
-        self, partition: int, messages: Sequence[Message]
-    ) -> tuple[list[Message], int]:
-        """Apply one partition's messages in one transaction; return the parked ones and
-        the number of duplicates dropped."""
-        events = [decode_event(m.value) for m in messages]  # ValueError: a poison message
-        async with self._db.transaction() as conn:
-            blocked = await dead_letters.open_keys(conn, CONSUMER, [m.key for m in messages])
-            parked: list[Message] = []
-            ready: list[RecordedEvent] = []
-            for message, event in zip(messages, events, strict=True):
-                if message.key in blocked:
-                    await dead_letters.add_letter(
-                        conn,
-                        consumer=CONSUMER,
-                        topic=message.topic,
-                        partition=message.partition,
-                        offset=message.offset,
-                        key=message.key,
-                        value=message.value.decode(errors="replace"),
-                        headers=message.headers,
-                        error=f"parked behind dead letter {blocked[message.key]}",
-                        attempts=0,
-                    )
-                    parked.append(message)
-                else:
-                    ready.append(event)
-            duplicates = await self.apply_events(conn, ready)
-            last = ready[-1].recorded_at if ready else None
-            await self.write_checkpoints(conn, partition, messages[-1].offset, last)
-        return parked, duplicates
-
-    async def apply_events(self, conn: Connection, events: Sequence[RecordedEvent]) -> int:
-        """Drop duplicates, fill gaps from the store, apply, and record the stream versions;
-        return the number of duplicates dropped."""
-        if not events:
-            return 0
-        streams = list(dict.fromkeys(e.stream_id for e in events))
-        known: dict[str, int] = {}
-        for stream in streams:
-            value = await conn.fetchval(
-                "SELECT version FROM kafka_stream_versions WHERE consumer = $1 AND stream_id = $2",
-                CONSUMER,
-                stream,
-            )
-            known[stream] = int(value) if value is not None else 0
-        start = dict(known)
-        todo: list[RecordedEvent] = []
-        duplicates = 0
-        for event in events:
-            current = known[event.stream_id]
-            if event.version <= current:
-                duplicates += 1
-                continue
-            if event.version > current + 1:
-                missing = await self._store.read_stream(
-                    event.stream_id, current, to_version=event.version - 1
-                )
-                if len(missing) != event.version - 1 - current:
-                    raise StoreUnavailable(
-                        f"stream {event.stream_id}: versions {current + 1}..{event.version - 1}"
-                        " are not readable yet"
-                    )
-                todo.extend(missing)
-            todo.append(event)
-            known[event.stream_id] = event.version
-        if not todo:
-            return duplicates
-        for projection in self._projections:
-            await projection.apply(conn, todo)
-        for stream, version in known.items():
-            if version != start[stream]:
-                await self.set_version(conn, stream, version)
-        return duplicates
-
-    @staticmethod
-    async def set_version(conn: Connection, stream: str, version: int) -> None:
-        await conn.execute(
-            "INSERT INTO kafka_stream_versions (consumer, stream_id, version) VALUES ($1, $2, $3)"
-            " ON CONFLICT (consumer, stream_id) DO UPDATE SET version = excluded.version"
-            " WHERE kafka_stream_versions.version < excluded.version",
-            CONSUMER,
-            stream,
-            version,
-        )
-
-    async def write_checkpoints(
-        self, conn: Connection, partition: int, offset: int, last: datetime | None
-    ) -> None:
-        now = datetime.now(UTC)
-        for name in self.names:
-            await conn.execute(
-                'INSERT INTO kafka_checkpoints (projection, topic, partition, "offset",'
-                " last_recorded_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
-                ' ON CONFLICT (projection, topic, partition) DO UPDATE SET "offset" ='
-                ' excluded."offset", last_recorded_at = coalesce(excluded.last_recorded_at,'
-                " kafka_checkpoints.last_recorded_at), updated_at = excluded.updated_at",
-                name,
-                self.topic,
-                partition,
-                offset,
-                last,
-                now,
-            )
-
-    async def checkpoints(self) -> dict[int, int]:
-        """The lowest checkpointed offset of each partition over the projections."""
-        rows = await self._db.fetch(
-            'SELECT partition, min("offset") AS offset FROM kafka_checkpoints'
-            " WHERE topic = $1 GROUP BY partition",
-            self.topic,
-        )
-        return {int(r["partition"]): int(r["offset"]) for r in rows}
-
-    # ---- dead letters ---------------------------------------------------------------------
-
-    async def apply_letter(self, conn: Connection, letter: dead_letters.DeadLetter) -> None:
-        """Apply a dead letter's event now (a retry after a fix)."""
-        await self.apply_events(conn, [decode_event(letter.value)])
-
-    async def skip_letter(self, conn: Connection, letter: dead_letters.DeadLetter) -> None:
-        """A discarded event counts as applied, so later versions of its stream go on."""
-        try:
-            event = decode_event(letter.value)
-        except ValueError:
-            return  # not an event: nothing to skip
-        await self.set_version(conn, event.stream_id, event.version)
-
-    def dead_letters(self) -> dead_letters.DeadLetters:
-        return dead_letters.DeadLetters(self._db, self.apply_letter, self.skip_letter)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -416,7 +242,7 @@ class KafkaProjectionRunner:
     async def _partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Any
     ) -> None:
-        messages = [_message(r) for r in records]
+        messages = [message_of(r) for r in records]
         if not messages:
             return
         delay = self._backoff
@@ -539,50 +365,12 @@ class KafkaProjectionRunner:
     async def status(
         self, store: EventStore, ends: dict[int, int] | None = None
     ) -> list[ProjectionStatus]:
-        """Lag per projection: events not yet published plus messages not yet applied.
-
-        `ends` (partition -> end offset) defaults to what this process's consumer sees; a
-        process that does not consume passes `end_offsets(...)`."""
-        rows = await self.applier.db.fetch(
-            'SELECT projection, partition, "offset", updated_at FROM kafka_checkpoints'
-            " WHERE topic = $1",
-            self.applier.topic,
-        )
+        """Lag per projection (`KafkaProjectionApplier.status`); `ends` (partition -> end
+        offset) defaults to what this process's consumer sees; a process that does not
+        consume passes `end_offsets(...)`."""
         if ends is None:
             ends = await self._end_offsets()
-        stats = await store.outbox_stats()
-        head = await store.head_position()
-        now = datetime.now(UTC)
-        backlog_age = (
-            max(0.0, (now - stats.oldest_created_at).total_seconds())
-            if stats.oldest_created_at is not None
-            else 0.0
-        )
-        result = []
-        for name in self.applier.names:
-            mine = {int(r["partition"]): r for r in rows if r["projection"] == name}
-            lag = stats.backlog
-            lag_seconds = backlog_age
-            updated = [r["updated_at"] for r in mine.values()]
-            for partition, end in ends.items():
-                row = mine.get(partition)
-                behind = end - (int(row["offset"]) + 1 if row is not None else 0)
-                if behind > 0:
-                    lag += behind
-                    if row is not None:
-                        since = (now - row["updated_at"]).total_seconds()
-                        lag_seconds = max(lag_seconds, since)
-            result.append(
-                ProjectionStatus(
-                    name=name,
-                    position=head - lag if lag <= head else 0,
-                    head=head,
-                    lag_events=lag,
-                    lag_seconds=lag_seconds,
-                    updated_at=max(updated) if updated else None,
-                )
-            )
-        return result
+        return await self.applier.status(store, ends)
 
     async def _end_offsets(self) -> dict[int, int]:
         consumer = self._consumer
@@ -598,30 +386,3 @@ class KafkaProjectionRunner:
         except (TimeoutError, KafkaError):
             return {}
         return {tp.partition: int(offset) for tp, offset in ends.items()}
-
-
-async def end_offsets(config: KafkaConfig, topic: str, timeout: float = 5.0) -> dict[int, int]:
-    """The end offset of every partition of `topic`, asked by a consumer of no group, for a
-    process that does not consume (`banking-es projections status`); {} when the broker does
-    not answer within `timeout` seconds."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=config.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        request_timeout_ms=config.request_timeout_ms,
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            await consumer.start()
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = {}
-        if tps:
-            async with asyncio.timeout(timeout):
-                ends = await consumer.end_offsets(tps)
-    except (TimeoutError, KafkaError) as exc:
-        log.warning("kafka: cannot read the end offsets of %s (%s)", topic, exc)
-        return {}
-    finally:
-        await consumer.stop()
-    return {tp.partition: int(offset) for tp, offset in ends.items()}

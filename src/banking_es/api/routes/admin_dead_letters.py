@@ -22,7 +22,7 @@ from banking_es.messaging.dead_letters import (
     RetryFailed,
 )
 from banking_es.projections import default_projections
-from banking_es.projections.kafka_runner import KafkaProjectionApplier
+from banking_es.projections.kafka_applier import KafkaProjectionApplier
 
 
 async def require_admin(caller: CallerDep) -> None:
