@@ -37,8 +37,9 @@ from banking_es.observability.events import record_login
 from banking_es.observability.health import HealthChecks, core_checks
 from banking_es.observability.metrics import Metrics
 from banking_es.projections import default_projections
+from banking_es.projections.checkpoints import ProjectionStatus
 from banking_es.projections.queries import ReadModels
-from banking_es.projections.runner import PROJECTIONS_LEASE, ProjectionRunner, ProjectionStatus
+from banking_es.projections.runner import PROJECTIONS_LEASE, ProjectionRunner
 from banking_es.tasks import cancel
 
 if TYPE_CHECKING:

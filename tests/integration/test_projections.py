@@ -54,8 +54,9 @@ from banking_es.projections import (
 from banking_es.projections import runner as runner_module
 from banking_es.projections import transactions as transactions_module
 from banking_es.projections.base import Projection, RowProjection
+from banking_es.projections.checkpoints import lock_key
 from banking_es.projections.queries import ReadModels
-from banking_es.projections.runner import PROJECTIONS_LEASE, ProjectionRunner, lock_key
+from banking_es.projections.runner import PROJECTIONS_LEASE, ProjectionRunner
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

@@ -29,7 +29,7 @@ from banking_es.eventstore.base import OutboxStats
 from banking_es.observability.events import record_dead_letter, record_login, record_rate_limited
 from banking_es.observability.gauges import refresh_gauges
 from banking_es.observability.metrics import Metrics, multiprocess_enabled
-from banking_es.projections.runner import ProjectionStatus
+from banking_es.projections.checkpoints import ProjectionStatus
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:

@@ -22,9 +22,9 @@ from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher, Topics, chec
 from banking_es.messaging.leader import LeaseElection
 from banking_es.messaging.relay import RELAY_LEASE, OutboxRelay
 from banking_es.projections.base import Projection
+from banking_es.projections.checkpoints import ProjectionStatus
 from banking_es.projections.kafka_applier import KafkaProjectionApplier
 from banking_es.projections.kafka_runner import KafkaProjectionRunner
-from banking_es.projections.runner import ProjectionStatus
 
 
 def kafka_config(settings: Settings, **overrides: Any) -> KafkaConfig:

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from banking_es.application.ports import Clock
 from banking_es.eventstore.base import OutboxStats
-from banking_es.projections.runner import ProjectionStatus
+from banking_es.projections.checkpoints import ProjectionStatus
 
 T = TypeVar("T")
 Status = Literal["ok", "degraded", "down"]

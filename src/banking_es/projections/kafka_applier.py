@@ -19,7 +19,7 @@ from banking_es.eventstore.base import EventStore, RecordedEvent, StoreUnavailab
 from banking_es.messaging import dead_letters
 from banking_es.messaging.kafka import decode_event
 from banking_es.projections.base import Projection
-from banking_es.projections.runner import ProjectionStatus
+from banking_es.projections.checkpoints import ProjectionStatus
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from banking_es.eventstore.base import EventStore
 from banking_es.messaging import dead_letters
 from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher
+from banking_es.projections.checkpoints import ProjectionStatus
 from banking_es.projections.kafka_applier import (
     CONSUMER,
     TRANSIENT,
@@ -31,7 +32,6 @@ from banking_es.projections.kafka_applier import (
     Message,
     message_of,
 )
-from banking_es.projections.runner import ProjectionStatus
 from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)

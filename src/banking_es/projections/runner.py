@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from banking_es.db.base import Connection, Database
-from banking_es.eventstore.base import ROW_POSITION, EventRow, EventStore, decode_row
+from banking_es.eventstore.base import ROW_POSITION, EventRow, EventStore
 from banking_es.messaging.leader import LeaseElection
 from banking_es.projections.base import Projection, RowProjection
+from banking_es.projections.batches import Progress, apply_stored, replay_types
+from banking_es.projections.checkpoints import (
+    ProjectionStatus,
+    checkpoint_status,
+    lock_key,
+    read_checkpoint,
+    wait_for_checkpoints,
+    write_checkpoint,
+)
 from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)
@@ -49,28 +56,6 @@ SETTLE = 0.1
 #: The lease that picks the one process of a server running the projection loops.
 PROJECTIONS_LEASE = "projections"
 
-Progress = Callable[[int, int], None]
-
-
-def lock_key(name: str) -> int:
-    """The PostgreSQL advisory-lock key (a signed bigint) of the projection `name`."""
-    digest = hashlib.blake2b(f"banking_es.projection:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectionStatus:
-    name: str
-    #: The checkpoint: every event up to this global position is applied.
-    position: int
-    #: The store's head position.
-    head: int
-    lag_events: int
-    #: Age of the oldest event not yet applied; 0 when caught up.
-    lag_seconds: float
-    #: When the checkpoint last moved (None: never).
-    updated_at: datetime | None
-
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
@@ -79,30 +64,6 @@ class _Batch:
     position: int
     #: The events after `position`, read while the batch was applied (a full batch only).
     ahead: list[EventRow] | None = None
-
-
-async def read_checkpoint(conn: Connection, name: str) -> int:
-    value = await conn.fetchval("SELECT position FROM projection_checkpoints WHERE name = $1", name)
-    return int(value) if value is not None else 0
-
-
-async def write_checkpoint(conn: Connection, name: str, position: int) -> None:
-    await conn.execute(
-        "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
-        " updated_at = excluded.updated_at",
-        name,
-        position,
-        datetime.now(UTC),
-    )
-
-
-async def _apply(projection: Projection, conn: Connection, rows: list[EventRow]) -> None:
-    """Apply a batch of stored rows, decoded unless the projection takes rows."""
-    if isinstance(projection, RowProjection):
-        await projection.apply_rows(conn, rows)
-    else:
-        await projection.apply(conn, [decode_row(row) for row in rows])
 
 
 @dataclass(slots=True)
@@ -221,12 +182,16 @@ class ProjectionRunner:
         """
         projection = self._get(name)
         start = max(0, from_position)
+        rebuild_size = max(self._batch_size, REBUILD_BATCH_SIZE)
         if types is not None:
             selected = frozenset(types)
             if not selected:
                 raise ValueError("types must name at least one event type")
             return await self._locked(
-                name, lambda conn: self._replay(conn, projection, start, selected, progress)
+                name,
+                lambda conn: replay_types(
+                    conn, self._store, projection, start, selected, progress, rebuild_size
+                ),
             )
 
         async def reset(conn: Connection) -> int:
@@ -240,51 +205,17 @@ class ProjectionRunner:
         target = await self._store.head_position()
         if progress is not None:
             progress(0, max(0, target - position))
-        size = max(self._batch_size, REBUILD_BATCH_SIZE)
-        return await self._catch_up(name, target, position, progress, size)
+        return await self._catch_up(name, target, position, progress, rebuild_size)
 
     # ---- several projections ----------------------------------------------------------
 
     async def status(self) -> list[ProjectionStatus]:
-        rows = await self._db.fetch("SELECT name, position, updated_at FROM projection_checkpoints")
-        found = {r["name"]: r for r in rows}
-        head = await self._store.head_position()
-        now = datetime.now(UTC)
-        result = []
-        for name in self._projections:
-            row = found.get(name)
-            position = int(row["position"]) if row is not None else 0
-            lag_seconds = 0.0
-            if position < head:
-                oldest = await self._store.read_all(position, 1)
-                if oldest:
-                    lag_seconds = max(0.0, (now - oldest[0].recorded_at).total_seconds())
-            result.append(
-                ProjectionStatus(
-                    name=name,
-                    position=position,
-                    head=head,
-                    lag_events=max(0, head - position),
-                    lag_seconds=lag_seconds,
-                    updated_at=row["updated_at"] if row is not None else None,
-                )
-            )
-        return result
+        return await checkpoint_status(self._db, self._store, list(self._projections))
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         """Wait until every projection's checkpoint is at `position` or beyond."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            rows = await self._db.fetch("SELECT name, position FROM projection_checkpoints")
-            positions = {r["name"]: int(r["position"]) for r in rows}
-            if all(positions.get(name, 0) >= position for name in self._projections):
-                return True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            self.notify()
-            await asyncio.sleep(min(0.02, remaining))
+        names = list(self._projections)
+        return await wait_for_checkpoints(self._db, names, position, timeout, self.notify)
 
     # ---- internals --------------------------------------------------------------------
 
@@ -332,7 +263,7 @@ class ProjectionRunner:
                     if len(rows) >= size:
                         prefetch = asyncio.create_task(self._store.read_rows(position, size))
                     del self._committed[name]  # until the commit: what it remembers is ahead
-                    await _apply(projection, conn, rows)
+                    await apply_stored(projection, conn, rows)
                     await write_checkpoint(conn, name, position)
                 self._committed[name] = position
             except BaseException:
@@ -403,36 +334,6 @@ class ProjectionRunner:
                         return await work(conn)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
-
-    async def _replay(
-        self,
-        conn: Connection,
-        projection: Projection,
-        from_position: int,
-        types: frozenset[str],
-        progress: Progress | None,
-    ) -> int:
-        checkpoint = await read_checkpoint(conn, projection.name)
-        start = min(from_position, checkpoint)
-        await projection.reset(conn, start, types)
-        total = checkpoint - start
-        if progress is not None:
-            progress(0, total)
-        replayed = 0
-        cursor = start
-        size = max(self._batch_size, REBUILD_BATCH_SIZE)
-        while cursor < checkpoint:
-            events = [
-                e for e in await self._store.read_all(cursor, size) if e.position <= checkpoint
-            ]
-            if not events:
-                break
-            await projection.apply(conn, events, only_types=types)
-            replayed += sum(1 for e in events if e.type in types)
-            cursor = events[-1].position
-            if progress is not None:
-                progress(cursor - start, total)
-        return replayed
 
     async def _loop(self, name: str) -> None:
         wake = self._wake[name]
