@@ -6,11 +6,15 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from banking_es.application.ports import UuidGenerator
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 _STARTED = time.monotonic()
@@ -51,3 +55,46 @@ def load_average() -> str:
             return " ".join(f.read().split()[:3])
     except OSError:
         return "?"
+
+
+_IDS = UuidGenerator()
+
+
+def event_rows(
+    count: int, now: datetime, accounts_count: int = 10_000
+) -> Iterator[tuple[Any, ...]]:
+    """`count` realistic events rows (accounts opened, then deposits and withdrawals) over
+    `accounts_count` accounts, made as they are consumed (flat memory)."""
+    accounts = [str(uuid.uuid4()) for _ in range(min(accounts_count, count))]
+    per_account = -(-count // len(accounts))
+    meta = '{"command": "%s", "request_id": "%s", "correlation_id": "%s", "schema": 1}'
+    position = 0
+    for version in range(1, per_account + 1):
+        at = now - timedelta(seconds=per_account - version)
+        for i, account_id in enumerate(accounts):
+            if position == count:
+                return
+            position += 1
+            request_id = uuid.uuid4().hex
+            if version == 1:
+                kind, command = "AccountCreated", "OpenAccount"
+                data = (
+                    f'{{"account_id": "{account_id}", "owner_name": "Owner {i}",'
+                    ' "initial_balance": "1000.00", "currency": "USD", "owner_id": null}'
+                )
+            elif version % 3:
+                kind, command = "MoneyDeposited", "Deposit"
+                data = '{"amount": "10.00", "description": "salary"}'
+            else:
+                kind, command = "MoneyWithdrawn", "Withdraw"
+                data = '{"amount": "5.00", "description": "groceries"}'
+            yield (
+                position,
+                account_id,
+                version,
+                _IDS.new_event_id(),
+                kind,
+                data,
+                meta % (command, request_id, request_id),
+                at,
+            )

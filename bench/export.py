@@ -19,56 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from banking_es.application.ports import UuidGenerator
 from banking_es.db.migrate import migrate
 from banking_es.db.sqlite import SqliteDatabase
-from bench.common import load_average, say, scratch_database
-
-ACCOUNTS = 10_000
-IDS = UuidGenerator()
-
-
-def event_rows(count: int, now: datetime) -> Iterator[tuple[Any, ...]]:
-    """`count` events over `ACCOUNTS` accounts, made as they are consumed (flat memory)."""
-    accounts = [str(uuid.uuid4()) for _ in range(min(ACCOUNTS, count))]
-    per_account = -(-count // len(accounts))
-    meta = '{"command": "%s", "request_id": "%s", "correlation_id": "%s", "schema": 1}'
-    position = 0
-    for version in range(1, per_account + 1):
-        at = now - timedelta(seconds=per_account - version)
-        for i, account_id in enumerate(accounts):
-            if position == count:
-                return
-            position += 1
-            request_id = uuid.uuid4().hex
-            if version == 1:
-                kind, command = "AccountCreated", "OpenAccount"
-                data = (
-                    f'{{"account_id": "{account_id}", "owner_name": "Owner {i}",'
-                    ' "initial_balance": "1000.00", "currency": "USD", "owner_id": null}'
-                )
-            elif version % 3:
-                kind, command = "MoneyDeposited", "Deposit"
-                data = '{"amount": "10.00", "description": "salary"}'
-            else:
-                kind, command = "MoneyWithdrawn", "Withdraw"
-                data = '{"amount": "5.00", "description": "groceries"}'
-            yield (
-                position,
-                account_id,
-                version,
-                IDS.new_event_id(),
-                kind,
-                data,
-                meta % (command, request_id, request_id),
-                at,
-            )
+from bench.common import event_rows, load_average, say, scratch_database
 
 
 async def fill_sqlite(path: Path, count: int) -> None:

@@ -7,7 +7,7 @@ import functools
 import statistics
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +25,7 @@ from banking_es.eventstore.base import AppendRequest, NewEvent, StreamAppend
 from banking_es.eventstore.postgres import PostgresEventStore
 from banking_es.projections import default_projections
 from banking_es.projections.runner import ProjectionRunner
-from bench.common import say, scratch_database
+from bench.common import event_rows, say, scratch_database
 
 APPENDS = 20_000
 APPEND_CALLERS = 1_000
@@ -270,52 +270,13 @@ async def load_row(url: str) -> dict[str, Any]:
         await db.close()
 
 
-def _event_rows(now: datetime) -> list[tuple[Any, ...]]:
-    """REBUILD_EVENTS realistic events: accounts opened, then deposits and withdrawals."""
-    per_account = REBUILD_EVENTS // REBUILD_ACCOUNTS
-    accounts = [str(uuid.uuid4()) for _ in range(REBUILD_ACCOUNTS)]
-    rows: list[tuple[Any, ...]] = []
-    position = 0
-    meta = '{"command": "%s", "request_id": "%s", "correlation_id": "%s", "schema": 1}'
-    for version in range(1, per_account + 1):
-        at = now - timedelta(seconds=per_account - version)
-        for i, account_id in enumerate(accounts):
-            position += 1
-            request_id = uuid.uuid4().hex
-            if version == 1:
-                kind, command = "AccountCreated", "OpenAccount"
-                data = (
-                    f'{{"account_id": "{account_id}", "owner_name": "Owner {i}",'
-                    ' "initial_balance": "1000.00", "currency": "USD", "owner_id": null}'
-                )
-            elif version % 3:
-                kind, command = "MoneyDeposited", "Deposit"
-                data = '{"amount": "10.00", "description": "salary"}'
-            else:
-                kind, command = "MoneyWithdrawn", "Withdraw"
-                data = '{"amount": "5.00", "description": "groceries"}'
-            rows.append(
-                (
-                    position,
-                    account_id,
-                    version,
-                    IDS.new_event_id(),
-                    kind,
-                    data,
-                    meta % (command, request_id, request_id),
-                    at,
-                )
-            )
-    return rows
-
-
 async def rebuild_row(url: str) -> dict[str, Any]:
     """Row 7: ProjectionRunner.rebuild of every read model over 1,000,000 events."""
     db = await PostgresDatabase.connect(url, max_size=10)
     try:
         await migrate(db)
         say(f"row 7: generating {REBUILD_EVENTS:,} events")
-        rows = _event_rows(datetime.now(UTC))
+        rows = list(event_rows(REBUILD_EVENTS, datetime.now(UTC), REBUILD_ACCOUNTS))
         say("row 7: COPY into the events table")
         conn = await asyncpg.connect(url)
         try:
