@@ -12,11 +12,10 @@ from typing import Any
 
 import httpx
 import yaml
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from tests.auth import record_mail
 
-from banking_es.api.app import create_app
+from banking_es.api.app import BankingApp, create_app
 from banking_es.bootstrap import Services, build_services
 from banking_es.config import Settings, load_settings
 
@@ -24,7 +23,7 @@ from banking_es.config import Settings, load_settings
 @asynccontextmanager
 async def running_app(
     database_url: str, **overrides: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, Services, FastAPI]]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, Services, BankingApp]]:
     """Services with their background tasks, the app, and a client speaking ASGI to it.
 
     The client is anonymous: a test that calls /accounts or /transfers signs up first

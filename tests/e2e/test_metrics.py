@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 from tests.auth import bearer, login, register, sign_up
 from tests.e2e.observability_support import running_app, scrape, value
 
@@ -174,10 +176,10 @@ async def test_conflicts_and_failures_are_counted_by_outcome(tmp_path: Path) -> 
 async def test_a_bug_is_counted_as_a_500_of_its_route(tmp_path: Path) -> None:
     async with running_app(f"sqlite:///{tmp_path / 'e.db'}") as (client, _services, app):
 
-        async def boom() -> None:
+        async def boom(request: Request) -> Response:
             raise RuntimeError("a bug")
 
-        app.add_api_route("/boom", boom, methods=["GET"])
+        app.add_route("/boom", boom, methods=["GET"])
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw:
             response = await raw.get("/boom")

@@ -1,4 +1,4 @@
-"""Response bodies: an account's timestamps, written by orjson, read as `_time` writes them."""
+"""Response bodies: an account's timestamps, written by orjson, read as `rfc3339` writes them."""
 
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ def _account(created: datetime | None, updated: datetime | None) -> Account:
     created=st.datetimes(timezones=ZONES),
     updated=st.datetimes(timezones=ZONES) | st.none(),
 )
-def test_account_timestamps_are_written_as_time_writes_them(
+def test_account_timestamps_are_written_as_rfc3339_writes_them(
     created: datetime, updated: datetime | None
 ) -> None:
     body = orjson.loads(render.account_json(_account(created, updated)))
-    assert body["created_at"] == render._time(created)
-    assert body["updated_at"] == render._time(updated)
+    assert body["created_at"] == render.rfc3339(created)
+    assert body["updated_at"] == render.rfc3339(updated)
 
 
 def test_an_account_body_in_full() -> None:

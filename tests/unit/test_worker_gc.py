@@ -10,7 +10,8 @@ import pytest
 from tests.auth import make_settings
 
 from banking_es import logging_setup
-from banking_es.api.app import GC_THRESHOLDS, create_app
+from banking_es.api.app import GC_THRESHOLDS
+from banking_es.serving import build_app
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ async def test_the_lifespan_freezes_startup_objects_and_raises_the_thresholds(
     monkeypatch.setattr(logging_setup, "configure_logging", lambda settings: None)
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)
-    app = create_app(make_settings(tmp_path))  # builds and starts its own services
+    app = build_app(make_settings(tmp_path))  # builds and starts its own services
     async with app.router.lifespan_context(app):
         assert gc.get_threshold() == GC_THRESHOLDS
         assert gc.get_freeze_count() > 10_000  # modules, the app, the services

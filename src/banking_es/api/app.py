@@ -1,35 +1,59 @@
-"""The FastAPI application: routers, error handlers, middleware and the lifespan."""
+"""The ASGI application: Starlette's router over the route classes, the middleware, the
+OpenAPI document and /docs, and the lifespan.
+
+Routes are classes whose constructors take the narrow services they use; `bind` builds them
+from what the composition root hands over (`ApiServices`), so the route table (and the
+OpenAPI document) exists before any service does.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
-from fastapi import FastAPI
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from banking_es import __version__
-from banking_es.api import errors, identity_errors, openapi
-from banking_es.api.hotpath import HotPathMiddleware
+from banking_es.api import errors, openapi
 from banking_es.api.middleware import RequestContextMiddleware
-from banking_es.api.ratelimit import RateLimitMiddleware
-from banking_es.api.routes import (
-    accounts,
-    admin,
-    admin_dead_letters,
-    admin_mail,
-    auth,
-    health,
-    metrics,
-    transfers,
-)
-from banking_es.bootstrap import Services, build_services
+from banking_es.api.ratelimit import RateLimiter, RateLimitMiddleware
+from banking_es.api.routes.accounts import AccountRoutes
+from banking_es.api.routes.admin import AdminRoutes
+from banking_es.api.routes.admin_dead_letters import DeadLetterRoutes
+from banking_es.api.routes.admin_mail import MailRoutes
+from banking_es.api.routes.auth import AuthRoutes
+from banking_es.api.routes.health import HealthRoutes
+from banking_es.api.routes.metrics import MetricsRoutes
+from banking_es.api.routes.transfers import TransferRoutes
+from banking_es.api.routing import Endpoint, Gate, Operation, operations
+from banking_es.api.validation import RequestRules
+from banking_es.application.accounts import AccountService
+from banking_es.application.idempotency import IdempotencyService
+from banking_es.application.ports import Clock
+from banking_es.application.validation import RequestValidator
 from banking_es.config import Settings, load_settings
-from banking_es.observability.tracing import (
-    configure_tracing,
-    fastapi_telemetry,
-    shutdown_tracing,
-)
+from banking_es.db.base import Database
+from banking_es.eventstore.sql import SqlEventStore
+from banking_es.identity.access import AccountAccess
+from banking_es.identity.service import IdentityService
+from banking_es.mail.sender import MailSender
+from banking_es.messaging.dead_letters import DeadLetters
+from banking_es.observability.gauges import refresh_gauges
+from banking_es.observability.health import HealthChecks
+from banking_es.observability.metrics import Metrics
+from banking_es.observability.tracing import configure_tracing, shutdown_tracing
+from banking_es.projections import default_projections
+from banking_es.projections.kafka_applier import KafkaProjectionApplier
+from banking_es.projections.queries import ReadModels
+from banking_es.projections.runner import ProjectionRunner
 
 DESCRIPTION = """
 An event-sourced banking service. Every change to an account is an immutable event;
@@ -40,92 +64,207 @@ strings with exactly 2 decimals. Errors are `application/problem+json` with a st
 `code`. Write endpoints accept an `Idempotency-Key` header.
 """
 
-
 #: The collector's thresholds in a serving worker (CPython's defaults are 700, 10, 10).
 GC_THRESHOLDS = (20_000, 20, 20)
+
+#: The route classes, their OpenAPI tag and what their routes need besides a caller.
+ROUTES: tuple[tuple[type, str, dict[str, Any]], ...] = (
+    (AccountRoutes, "accounts", {"rate_limited": True}),
+    (TransferRoutes, "transfers", {"rate_limited": True}),
+    (HealthRoutes, "operations", {}),
+    (MetricsRoutes, "operations", {}),
+    (AuthRoutes, "auth", {}),
+    (AdminRoutes, "admin", {"admin": True}),
+    (DeadLetterRoutes, "admin", {"admin": True}),
+    (MailRoutes, "admin", {"admin": True}),
+)
+#: Swagger UI's files that /docs loads (nothing else of the package is served).
+DOCS_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
+
+
+class ApiServices(Protocol):
+    """What the composition root hands the API (bootstrap's `Services` is one)."""
+
+    settings: Settings
+    db: Database
+    store: SqlEventStore
+    accounts: AccountService
+    idempotency: IdempotencyService
+    read_models: ReadModels
+    projections: ProjectionRunner
+    clock: Clock
+    identity: IdentityService
+    access: AccountAccess
+    metrics: Metrics
+    health: HealthChecks
+    rate_limiter: RateLimiter | None
+    validator: RequestValidator
+    mail: MailSender | None
+
+    def export_metrics(self) -> None: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 def tune_gc() -> None:
     """Fewer and cheaper garbage collections in a serving worker, once it has started.
 
-    What exists then (modules, the app, the services) lives as long as the process, so it
-    leaves the collector's view (`gc.freeze`) instead of being traversed by every full
-    collection; and young collections run every 20,000 allocations instead of every 700 (a
-    request allocates a few thousand objects, nearly all freed by reference counting). Under
-    the deposit load of `make bench` this cut p99 latency by about half (docs/performance.md).
+    What exists then lives as long as the process, so it leaves the collector's view
+    (`gc.freeze`); young collections run every 20,000 allocations instead of every 700 (a
+    request allocates a few thousand objects, nearly all freed by reference counting).
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _route_objects(services: ApiServices) -> dict[type, object]:
+    """Each route class built over the services it uses."""
+    settings = services.settings
+    rules = RequestRules(services.validator, services.accounts.cached_account)
+
+    def dead_letters() -> DeadLetters:
+        topic = f"{settings.kafka_topic_prefix}.events"
+        applier = KafkaProjectionApplier(services.db, services.store, default_projections(), topic)
+        return applier.dead_letters()
+
+    async def scrape() -> bytes:
+        metrics = services.metrics
+        await refresh_gauges(metrics, services.store, services.projections, services.clock)
+        services.export_metrics()
+        # Merging the workers' files reads the disk: keep it off the event loop.
+        return await asyncio.to_thread(metrics.render)
+
+    return {
+        AccountRoutes: AccountRoutes(
+            services.accounts,
+            services.access,
+            services.read_models,
+            rules,
+            services.idempotency,
+            settings.default_currency,
+        ),
+        TransferRoutes: TransferRoutes(
+            services.accounts, services.access, rules, services.idempotency
+        ),
+        HealthRoutes: HealthRoutes(services.health),
+        MetricsRoutes: MetricsRoutes(scrape, services.metrics.content_type),
+        AuthRoutes: AuthRoutes(services.identity, settings.password_reset_enabled),
+        AdminRoutes: AdminRoutes(services.identity),
+        DeadLetterRoutes: DeadLetterRoutes(dead_letters),
+        MailRoutes: MailRoutes(
+            services.mail.queue if services.mail is not None else None, services.clock
+        ),
+    }
+
+
+class BankingApp(Starlette):
+    """The Starlette app, its endpoints (bound to services by `bind`) and its document."""
+
+    def __init__(self, endpoints: list[tuple[type, str, Endpoint]], **options: Any) -> None:
+        super().__init__(**options)
+        self.endpoints = endpoints
+        self.services: ApiServices | None = None
+        self._document: bytes | None = None
+
+    def bind(self, services: ApiServices) -> None:
+        self.services = self.state.services = services
+        built = _route_objects(services)
+        gate = Gate(services.identity, services.rate_limiter)
+        for cls, name, endpoint in self.endpoints:
+            endpoint.handler = getattr(built[cls], name)
+            endpoint.gate = gate
+
+    def openapi(self) -> dict[str, Any]:
+        ops: list[Operation] = [endpoint.op for _, _, endpoint in self.endpoints]
+        return openapi.document(ops, "banking-es", __version__, DESCRIPTION)
+
+    def openapi_json(self) -> bytes:
+        if self._document is None:
+            self._document = orjson.dumps(self.openapi())
+        return self._document
+
+    def current_metrics(self) -> Metrics | None:
+        return self.services.metrics if self.services is not None else None
+
+    def current_limiter(self) -> RateLimiter | None:
+        return self.services.rate_limiter if self.services is not None else None
+
+
+async def _openapi(request: Request) -> Response:
+    app: BankingApp = request.app
+    return Response(app.openapi_json(), media_type="application/json")
+
+
+async def _docs(request: Request) -> Response:
+    return Response(openapi.docs_page("banking-es"), media_type="text/html")
+
+
+async def _docs_asset(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in DOCS_ASSETS:
+        raise HTTPException(404)
+    return FileResponse(openapi.ASSETS_DIR / name)
+
+
 def create_app(
     settings: Settings | None = None,
-    services: Services | None = None,
+    services: ApiServices | None = None,
     *,
-    hot_path: bool = True,
-    migrate: bool = True,
-) -> FastAPI:
-    """Build the app. Services are built in the lifespan unless given (tests may pass them).
+    build: Callable[[Settings], Awaitable[ApiServices]] | None = None,
+) -> BankingApp:
+    """The app over `services`, or over those `build` makes in the lifespan (a worker's own).
 
-    `hot_path=False` leaves every request to FastAPI (tests compare the two); `migrate=False`
-    serves the database as it is.
-    """
+    With neither, only the documentation answers (the API says 503 until services exist)."""
     settings = settings or load_settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own = services is None
-        if own:
-            from banking_es.logging_setup import configure_logging
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if build is None:
+            yield
+            return
+        from banking_es.logging_setup import configure_logging
 
-            configure_logging(settings)
-        built = services or await build_services(settings, run_migrations=migrate)
-        app.state.services = built
-        if own:
-            await built.start()
-            tune_gc()
+        configure_logging(settings)
+        built = await build(settings)
+        banking.bind(built)
+        await built.start()
+        tune_gc()
         try:
             yield
         finally:
-            if own:
-                await built.close()
-                shutdown_tracing()
+            await built.close()
+            shutdown_tracing()
 
-    if services is None:  # in the worker process: its own exporter thread
+    if build is not None:  # in the worker process: its own exporter thread
         configure_tracing(settings.otel_exporter_otlp_endpoint)
-    app = FastAPI(
-        telemetry=fastapi_telemetry(),
-        title="banking-es",
-        version=__version__,
-        description=DESCRIPTION,
+    endpoints = [
+        (cls, name, Endpoint(op))
+        for cls, tag, defaults in ROUTES
+        for op, name in operations(cls, tag, **defaults)
+    ]
+    routes: list[BaseRoute] = [
+        Route(endpoint.op.path, endpoint, methods=[endpoint.op.method])
+        for _, _, endpoint in endpoints
+    ]
+    routes += [
+        Route("/openapi.json", _openapi, methods=["GET"]),
+        Route("/docs", _docs, methods=["GET"]),
+        Route("/docs/assets/{name}", _docs_asset, methods=["GET"]),
+    ]
+    banking = BankingApp(
+        endpoints,
+        routes=routes,
+        exception_handlers={HTTPException: errors.on_http, Exception: errors.on_bug},
         lifespan=lifespan,
-        redoc_url=None,  # /docs is the documentation; ReDoc would need more in its policy
-        swagger_ui_oauth2_redirect_url=None,  # bearer tokens only: no OAuth2 flow to finish
+    )
+    if settings.rate_limit_enabled:  # inside the request context: its 429s are logged
+        banking.add_middleware(RateLimitMiddleware, limiter=banking.current_limiter)
+    banking.add_middleware(
+        RequestContextMiddleware,
+        metrics=banking.current_metrics,
+        docs_path="/docs",
+        docs_policy=openapi.docs_policy(),
     )
     if services is not None:
-        app.state.services = services
-    app.include_router(accounts.router)
-    app.include_router(transfers.router)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(auth.router)
-    app.include_router(admin.router)
-    app.include_router(admin_dead_letters.router)
-    app.include_router(admin_mail.router)
-    errors.install(app)
-    identity_errors.install(app)
-    openapi.install(app)
-    if hot_path:  # innermost: after the request id, the access log and the per-IP limit
-        app.add_middleware(HotPathMiddleware, fastapi=app)
-    if settings.rate_limit_enabled:
-        app.add_middleware(RateLimitMiddleware)
-    app.add_middleware(
-        RequestContextMiddleware, docs_path=app.docs_url, docs_policy=openapi.docs_policy(app)
-    )
-    return app
-
-
-def create_served_app() -> FastAPI:
-    """The app of `banking-es serve`'s workers: serve migrated the database (or, with
-    `--no-migrate`, checked that it is migrated) before starting them."""
-    return create_app(migrate=False)
+        banking.bind(services)
+    return banking

@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import msgspec
 import orjson
-from fastapi import Request
-from pydantic import BaseModel
 from starlette.responses import Response
 
-from banking_es.api.deps import Caller
+from banking_es.api.caller import Caller
 from banking_es.api.errors import render_known_error
 from banking_es.api.problems import ApiError
+from banking_es.api.routing import Call
 from banking_es.application.accounts import CommandContext, IdempotencyIntent, Replayed
 from banking_es.application.errors import ApplicationError, ServiceUnavailable
 from banking_es.application.idempotency import IdempotencyService, fingerprint
@@ -24,8 +24,8 @@ T = TypeVar("T")
 MAX_KEY = 255
 
 
-def idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+def idempotency_key(call: Call) -> str | None:
+    key = call.header(b"idempotency-key")
     if key is None:
         return None
     if not 1 <= len(key) <= MAX_KEY or not all(33 <= ord(c) <= 126 or c == " " for c in key):
@@ -52,10 +52,8 @@ def _replay(record: IdempotencyRecord, location_prefix: str | None) -> Response:
 
 
 async def run_command(
-    request: Request,
-    caller: Caller,
+    call: Call,
     idempotency: IdempotencyService,
-    body: BaseModel,
     *,
     status: int,
     action: Callable[[CommandContext], Awaitable[T | Replayed]],
@@ -65,16 +63,17 @@ async def run_command(
 ) -> Response:
     """Execute `action` once per Idempotency-Key and answer with `status` and `render(result)`.
 
-    `body` is the request's model; it is dumped for the key's fingerprint only when the
-    request has a key (most do not)."""
-    key = idempotency_key(request)
+    The request's body model is dumped for the key's fingerprint only when the request has
+    a key (most do not)."""
+    caller = call.caller
+    key = idempotency_key(call)
     if key is None:
         result = await action(CommandContext(caller.user_id, caller.request_id))
         assert not isinstance(result, Replayed)
         return _respond(status, render(result), headers(result) if headers else None)
 
     scope = caller.idempotency_scope
-    print_ = fingerprint(request.method, request.url.path, body.model_dump())
+    print_ = fingerprint(call.method, call.path, msgspec.structs.asdict(call.body))
     fast = await idempotency.fast_lookup(scope, key, print_)  # Redis: no database for retries
     if fast is not None:
         return _replay(fast, location_prefix)

@@ -1,16 +1,16 @@
-"""Request and response shapes of /auth and /admin/users."""
+"""Request and response shapes of /auth and /admin/users (msgspec models, see api/fields.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta, Struct
 
-Password = Annotated[str, Field(min_length=8, max_length=128)]
-Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Password = Annotated[str, Meta(min_length=8, max_length=128)]
+Username = Annotated[str, Meta(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Email = Annotated[
     str,
-    Field(
+    Meta(
         max_length=254,
         pattern=r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
         examples=["ann@example.com"],
@@ -18,8 +18,8 @@ Email = Annotated[
 ]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Body(Struct, forbid_unknown_fields=True):
+    """A request body (checked by `api/fields.py`, which refuses unknown fields)."""
 
 
 class RegisterRequest(_Body):
@@ -31,52 +31,52 @@ class RegisterRequest(_Body):
 class LoginRequest(_Body):
     username: Annotated[
         str,
-        Field(min_length=1, max_length=254, pattern=r"^[^\x00]+$", description="username or email"),
+        Meta(min_length=1, max_length=254, pattern=r"^[^\x00]+$", description="username or email"),
     ]
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
 
 
 class RefreshRequest(_Body):
-    refresh_token: Annotated[str, Field(min_length=1, max_length=4096)]
+    refresh_token: Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
 class LogoutRequest(_Body):
-    refresh_token: Annotated[str | None, Field(max_length=4096)] = None
+    refresh_token: Annotated[str, Meta(max_length=4096)] | None = None
 
 
 class ChangePasswordRequest(_Body):
-    current_password: Annotated[str, Field(min_length=1, max_length=1024)]
+    current_password: Annotated[str, Meta(min_length=1, max_length=1024)]
     new_password: Password
 
 
 class ResetRequest(_Body):
-    email: Annotated[str, Field(min_length=1, max_length=254, pattern=r"^[^\x00]+$")]
+    email: Annotated[str, Meta(min_length=1, max_length=254, pattern=r"^[^\x00]+$")]
 
 
 class ResetConfirmRequest(_Body):
-    token: Annotated[str, Field(min_length=1, max_length=512)]
+    token: Annotated[str, Meta(min_length=1, max_length=512)]
     new_password: Password
 
 
 class SetRolesRequest(_Body):
-    roles: Annotated[list[str], Field(min_length=1, max_length=3)]
+    roles: Annotated[list[str], Meta(min_length=1, max_length=3)]
 
 
-class UserOut(BaseModel):
+class UserOut(Struct):
     id: str
     username: str
     email: str
     roles: list[str]
 
 
-class TokenPairOut(BaseModel):
+class TokenPairOut(Struct, kw_only=True):
     access_token: str
     refresh_token: str
     token_type: str = "bearer"
     expires_in: int
 
 
-class UserPage(BaseModel):
+class UserPage(Struct):
     data: list[UserOut]
     has_more: bool
     next_cursor: str | None

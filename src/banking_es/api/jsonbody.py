@@ -12,8 +12,6 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from fastapi import Request
-
 
 class BadNumber:
     """A JSON number that money can never be (exponent form, NaN, Infinity, too long)."""
@@ -82,12 +80,3 @@ def loads(raw: bytes) -> Any:
         shown = repr(key if len(key) <= 40 else key[:40] + "...")  # it is echoed to the client
         message = f"{DUPLICATE_KEY}{shown} appears twice in one object"
         raise json.JSONDecodeError(message, text, 0) from None
-
-
-class DecimalJSONRequest(Request):
-    """A request whose `json()` keeps numbers exact (FastAPI calls it for JSON bodies)."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = loads(await self.body())
-        return self._json

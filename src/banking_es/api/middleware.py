@@ -6,16 +6,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from fastapi import HTTPException
-from opentelemetry import trace
+from opentelemetry.trace import Span, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banking_es.api.problems import problem_body
 from banking_es.observability.metrics import UNMATCHED_ROUTE
-from banking_es.observability.tracing import tracing_enabled
+from banking_es.observability.tracing import server_span
 
 if TYPE_CHECKING:
     from banking_es.observability.metrics import Metrics
@@ -33,17 +33,20 @@ _API_HEADERS = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 
 class RequestContextMiddleware:
     """Echo or assign `x-request-id`, add the security headers (`docs_policy` on `docs_path`),
-    refuse bodies over 64 KiB, log one line per request."""
+    refuse bodies over 64 KiB, count and log one line per request, and (when tracing) make the
+    HTTP server span."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
+        metrics: Callable[[], Metrics | None],
         max_body: int = MAX_BODY,
         docs_path: str | None = None,
         docs_policy: str = API_POLICY,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.max_body = max_body
         self.docs_path = docs_path
         self.docs_headers = [
@@ -63,39 +66,51 @@ class RequestContextMiddleware:
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status_holder: list[int] = [0]
-        if tracing_enabled():  # the server span is FastAPI's own (see api/app.py)
-            trace.get_current_span().set_attribute("banking.request_id", request_id)
+        method = str(scope.get("method", ""))
         failed = True
-        try:
-            await self._handle(scope, receive, send, request_id, status_holder)
-            failed = False
-        finally:
-            structlog.contextvars.reset_contextvars(**tokens)
-            elapsed = time.perf_counter() - started
-            route = _route_template(scope)
-            method = str(scope.get("method", ""))
-            # No response sent: a bug (500, sent by the server error handler outside this
-            # middleware) or the client went away first (499, as nginx counts it).
-            status = status_holder[0] or (500 if failed else CLIENT_CLOSED)
-            metrics = _metrics(scope)
-            if metrics is not None:
-                metrics.observe_request(route, method, status, elapsed)
-            level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
-            if log.isEnabledFor(level):
-                fields: dict[str, Any] = {
-                    "method": method,
-                    "route": route,
-                    "path": scope.get("path"),
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "request_id": request_id,
-                }
-                user_id = state.get("user_id")
-                if user_id:
-                    fields["user_id"] = user_id
-                log.log(
-                    level, "%s %s %s %.1fms", method, route, status, elapsed * 1000, extra=fields
-                )
+        with server_span(method, scope["path"], scope["headers"]) as span:
+            try:
+                await self._handle(scope, receive, send, request_id, status_holder)
+                failed = False
+            finally:
+                structlog.contextvars.reset_contextvars(**tokens)
+                elapsed = time.perf_counter() - started
+                route = _route_template(scope)
+                # No response sent: a bug (500, sent by the server error handler outside this
+                # middleware) or the client went away first (499, as nginx counts it).
+                status = status_holder[0] or (500 if failed else CLIENT_CLOSED)
+                if span.is_recording():
+                    _describe(span, method, route, status, request_id, state)
+                self._account(scope, state, route, method, status, elapsed, request_id)
+
+    def _account(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        route: str,
+        method: str,
+        status: int,
+        elapsed: float,
+        request_id: str,
+    ) -> None:
+        """The request's metrics and its access-log line."""
+        metrics = self.metrics()
+        if metrics is not None:
+            metrics.observe_request(route, method, status, elapsed)
+        level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+        if log.isEnabledFor(level):
+            fields: dict[str, Any] = {
+                "method": method,
+                "route": route,
+                "path": scope.get("path"),
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "request_id": request_id,
+            }
+            user_id = state.get("user_id")
+            if user_id:
+                fields["user_id"] = user_id
+            log.log(level, "%s %s %s %.1fms", method, route, status, elapsed * 1000, extra=fields)
 
     async def _handle(
         self,
@@ -111,9 +126,6 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
-                user_id = scope["state"].get("user_id")
-                if user_id and tracing_enabled():  # FastAPI ends its span with the response
-                    trace.get_current_span().set_attribute("enduser.id", str(user_id))
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid))
                 headers.extend(security)
@@ -143,22 +155,25 @@ class RequestContextMiddleware:
 
 
 def _route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(scope.get("route"), "path", None)  # Starlette's router sets the route
     return str(path) if path else UNMATCHED_ROUTE
 
 
-def _metrics(scope: Scope) -> Metrics | None:
-    app = scope.get("app")
-    services = getattr(getattr(app, "state", None), "services", None)
-    return getattr(services, "metrics", None)
+def _describe(
+    span: Span, method: str, route: str, status: int, request_id: str, state: dict[str, Any]
+) -> None:
+    span.update_name(f"{method} {route}")
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    span.set_attribute("banking.request_id", request_id)
+    if state.get("user_id"):
+        span.set_attribute("enduser.id", str(state["user_id"]))
+    if status >= 500:  # a 4xx is the client's, not ours
+        span.set_status(StatusCode.ERROR)
 
 
-class _BodyTooLarge(HTTPException):
-    """Raised from `receive`; FastAPI re-raises HTTP exceptions from body reading as they are."""
-
-    def __init__(self) -> None:
-        super().__init__(413, f"the request body is over {MAX_BODY // 1024} KiB")
+class _BodyTooLarge(Exception):
+    """Raised from `receive` when the body passes the limit; answered 413 here."""
 
 
 async def _too_large(send: Any, limit: int) -> None:

@@ -1,98 +1,172 @@
-"""The OpenAPI document as the API really answers (400 problems, never FastAPI's 422), and
-the Content-Security-Policy of the /docs page that shows it."""
+"""The OpenAPI document, written from the route table (api/routing.py) and msgspec's JSON
+schemas, and the /docs page: Swagger UI from the pinned `swagger-ui-bundle` package, served
+by this service (no CDN: banks run air-gapped), with the Content-Security-Policy it needs."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import re
+from collections.abc import Iterable
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.openapi.utils import get_openapi
+import msgspec
+from swagger_ui_bundle import swagger_ui_path
 
+from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES
+from banking_es.api.routing import Operation
 from banking_es.api.schemas import Problem
 
-_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_REF = "#/components/schemas/{name}"
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}}
+_BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An access token from POST /auth/login (or /auth/refresh).",
+}
+#: Where the page loads Swagger UI's files from (`assets()`), on this origin.
+ASSETS_PATH = "/docs/assets"
+ASSETS_DIR = swagger_ui_path
 
 
-def _is_fastapi_validation(response: dict[str, Any] | None) -> bool:
-    """FastAPI's own 422 (HTTPValidationError), not a business 422 a route declared."""
-    if response is None:
-        return False
-    schemas = [c.get("schema", {}) for c in response.get("content", {}).values()]
-    return any(str(s.get("$ref", "")).endswith("/HTTPValidationError") for s in schemas)
+def _tidy(schema: Any) -> Any:
+    """Money accepts a number or a string (`oneOf`): msgspec's own Decimal schema goes."""
+    if isinstance(schema, dict):
+        if "oneOf" in schema and schema.get("format") == "decimal":
+            schema.pop("type", None)
+            schema.pop("format", None)
+        for value in schema.values():
+            _tidy(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _tidy(value)
+    return schema
 
 
-def install(app: FastAPI) -> None:
-    def custom_openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.pop("HTTPValidationError", None)
-        components.pop("ValidationError", None)
-        components["Problem"] = Problem.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-        for defs_name, definition in components["Problem"].pop("$defs", {}).items():
-            components.setdefault(defs_name, definition)
-        for route, path in schema.get("paths", {}).items():
-            for operation in path.values():
-                responses = operation.setdefault("responses", {})
-                had_422_validation = _is_fastapi_validation(responses.get("422"))
-                if had_422_validation:
-                    del responses["422"]  # we answer 400 validation_error instead
-                if operation.get("security"):
-                    responses.setdefault("401", {"description": "unauthenticated"})
-                    responses.setdefault("403", {"description": "forbidden (role)"})
-                for code, response in list(responses.items()):
-                    # /health/ready's 503 is its own JSON body, not a problem
-                    if code.startswith(("4", "5")) and not route.startswith("/health"):
-                        response["content"] = {"application/problem+json": {"schema": _PROBLEM_REF}}
-                        response.setdefault("description", "Problem details")
-                if (
-                    had_422_validation
-                    or operation.get("parameters")
-                    or operation.get("requestBody")
-                ):
-                    responses.setdefault(
-                        "400",
-                        {
-                            "description": "Invalid input (validation_error, invalid_json, ...)",
-                            "content": {"application/problem+json": {"schema": _PROBLEM_REF}},
-                        },
-                    )
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = custom_openapi  # type: ignore[method-assign]
+def _models(ops: Iterable[Operation]) -> list[Any]:
+    found: list[Any] = [Problem]
+    for op in ops:
+        for model in (op.body, op.response, *(r.get("model") for r in op.responses.values())):
+            if model is not None and model not in found:
+                found.append(model)
+    return found
 
 
-#: Swagger UI's bundle and stylesheet come from this CDN (until they are served locally).
-DOCS_CDN = "https://cdn.jsdelivr.net"
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _PROBLEM}
 
 
-def docs_policy(app: FastAPI) -> str:
-    """What the /docs page needs, nothing more: its CDN script and stylesheet, its inline
-    bootstrap (by hash: no other inline script runs), inline styles and `data:` icons (Swagger
-    UI sets both from its bundle), its favicon, and fetches of /openapi.json on this origin."""
-    page = get_swagger_ui_html(  # the page FastAPI serves at app.docs_url (no root_path)
-        openapi_url=app.openapi_url or "",
-        title=f"{app.title} - Swagger UI",
-        oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
-        init_oauth=app.swagger_ui_init_oauth,
-        swagger_ui_parameters=app.swagger_ui_parameters,
-    ).body
-    hashes = " ".join(
-        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
-        for script in re.findall(rb"<script>(.*?)</script>", bytes(page), re.S)
-    )
+def _parameters(op: Operation) -> list[dict[str, Any]]:
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": msgspec.json.schema(kind)}
+        for name, kind in op.params.items()
+    ]
+    if op.query is not None:
+        schema = msgspec.json.schema(op.query)
+        query = schema.get("$defs", {}).get(op.query.__name__, schema)
+        required = set(query.get("required", ()))
+        for name, field in query["properties"].items():
+            options = [o for o in field.pop("anyOf", ()) if o != {"type": "null"}]
+            if options:  # an absent parameter is None: a query has no null to send
+                field.update(options[0])
+            parameters.append(
+                {"name": name, "in": "query", "required": name in required, "schema": field}
+            )
+    return parameters
+
+
+def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": "Successful Response"}
+    if op.status != 204:
+        schema = refs.get(op.response, {})
+        answer["content"] = {op.media_type: {"schema": schema}}
+    responses: dict[str, Any] = {str(op.status): answer}
+    parameters = _parameters(op)
+    if parameters or op.body is not None:
+        responses["400"] = _problem("Invalid input (validation_error, invalid_json, ...)")
+    for code in op.problems:
+        responses.setdefault(str(code), _problem("Problem details"))
+    if op.auth:
+        responses.setdefault("401", _problem("unauthenticated"))
+        responses.setdefault("403", _problem("forbidden (role)"))
+    if op.rate_limited:
+        for code, response in RATE_LIMIT_RESPONSES.items():
+            responses[str(code)] = _problem(response["description"])
+    for code, response in op.responses.items():
+        described = {"description": response.get("description", "")}
+        if response.get("model") is not None:
+            described["content"] = {"application/json": {"schema": refs[response["model"]]}}
+        responses[str(code)] = described
+    document: dict[str, Any] = {"tags": [op.tag], "summary": op.summary}
+    if op.description:
+        document["description"] = op.description
+    if parameters:
+        document["parameters"] = parameters
+    if op.body is not None:
+        document["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": refs[op.body]}},
+        }
+    document["responses"] = responses
+    if op.auth:
+        document["security"] = [{"HTTPBearer": []}]
+    return document
+
+
+def document(ops: list[Operation], title: str, version: str, description: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `ops`."""
+    models = _models(ops)
+    refs, components = msgspec.json.schema_components(models, ref_template=_REF)
+    by_model = dict(zip(models, refs, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, by_model)
+    result: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": {"HTTPBearer": _BEARER}},
+    }
+    _tidy(result)
+    return result
+
+
+_INIT = """
+const ui = SwaggerUIBundle({
+    url: '/openapi.json',
+    dom_id: '#swagger-ui',
+    layout: 'BaseLayout',
+    deepLinking: true,
+    showExtensions: true,
+    showCommonExtensions: true,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
+})"""
+
+
+def docs_page(title: str) -> bytes:
+    return f"""<!DOCTYPE html>
+<html>
+<head>
+<link type="text/css" rel="stylesheet" href="{ASSETS_PATH}/swagger-ui.css">
+<link rel="shortcut icon" href="{ASSETS_PATH}/favicon-32x32.png">
+<title>{title} - Swagger UI</title>
+</head>
+<body>
+<div id="swagger-ui">
+</div>
+<script src="{ASSETS_PATH}/swagger-ui-bundle.js"></script>
+<script>{_INIT}</script>
+</body>
+</html>
+""".encode()
+
+
+def docs_policy() -> str:
+    """What the /docs page needs, nothing more: its script and stylesheet from this origin,
+    its inline bootstrap (by hash: no other inline script runs), inline styles and `data:`
+    icons (Swagger UI sets both from its bundle), and fetches of /openapi.json."""
+    digest = base64.b64encode(hashlib.sha256(_INIT.encode()).digest()).decode()
     return (
-        f"default-src 'none'; script-src {DOCS_CDN} {hashes}; "
-        f"style-src {DOCS_CDN} 'unsafe-inline'; img-src 'self' data: https://fastapi.tiangolo.com; "
+        f"default-src 'none'; script-src 'self' 'sha256-{digest}'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     )

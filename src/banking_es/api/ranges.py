@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query
+from msgspec import Meta
 
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1
 
 #: `?version=` of an account (a stream version counts from 1).
-VersionQuery = Annotated[int | None, Query(ge=1, le=INT4_MAX)]
+VersionQuery = Annotated[int, Meta(ge=1, le=INT4_MAX)]
 #: A dead letter's id (an identity column: from 1).
-LetterId = Annotated[int, Path(ge=1, le=INT8_MAX)]
+LetterId = Annotated[int, Meta(ge=1, le=INT8_MAX)]
 #: `?offset=` of a list read with OFFSET (bigint).
-Offset = Annotated[int, Query(ge=0, le=INT8_MAX)]
+Offset = Annotated[int, Meta(ge=0, le=INT8_MAX)]

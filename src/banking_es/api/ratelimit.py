@@ -6,8 +6,8 @@ Two places apply the limits, both cheap and both plain (no `BaseHTTPMiddleware`)
   client IP (`RATE_LIMIT_PER_IP_PER_MINUTE`), and `/auth/login`, `/auth/register` and
   `/auth/reset-password` per IP (`AUTH_RATE_LIMIT_PER_MINUTE`): they cost an Argon2 hash
   each, and floods of unauthenticated requests are cut before anything runs.
-- `limit_client`, a FastAPI dependency of the resource routers (`RATE_LIMITED`) that depends
-  on the caller (so it runs after authentication), charges the user (`user:<id>`, the IP if
+- `limit_client`, run by the routes of API resources (`rate_limited=True`, api/routing.py)
+  after authentication, charges the user (`user:<id>`, the IP if
   anonymous): `RATE_LIMIT_PER_MINUTE` per minute and at most `RATE_LIMIT_BURST` per second.
   `x-client-id` never replaces the user: with `RATE_LIMIT_PER_CLIENT_PER_MINUTE` it adds a
   second window, `user:<id>:client:<cid>`.
@@ -32,13 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, Request
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from banking_es.api.deps import Caller, get_caller
+from banking_es.api.caller import Caller
 from banking_es.api.problems import ApiError, problem_body
 from banking_es.api.ratewindows import Windows, local_windows
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
@@ -183,13 +182,6 @@ class RateLimiter:
         return any(ip in network for network in self.trusted)
 
 
-def _limiter(scope: Scope) -> RateLimiter | None:
-    app = scope.get("app")
-    services = getattr(getattr(app, "state", None), "services", None)
-    limiter = getattr(services, "rate_limiter", None)
-    return limiter if isinstance(limiter, RateLimiter) else None
-
-
 def _exempt(path: str) -> bool:
     return path.startswith(EXEMPT_PREFIXES)
 
@@ -197,14 +189,15 @@ def _exempt(path: str) -> bool:
 class RateLimitMiddleware:
     """Per-IP limits (and the login/reset limits) before anything else runs."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, limiter: Callable[[], RateLimiter | None]) -> None:
         self.app = app
+        self.limiter = limiter  # None until the services exist, and with limits off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _exempt(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
-        limiter = _limiter(scope)
+        limiter = self.limiter()
         if limiter is not None:
             ip = limiter.client_ip(scope)
             scope.setdefault("state", {})["client_ip"] = ip
@@ -216,13 +209,9 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
 
-async def limit_client(request: Request, caller: Caller = Depends(get_caller)) -> None:
-    """The per-client limit, after authentication (it depends on the caller)."""
-    scope = request.scope
+async def limit_client(limiter: RateLimiter, scope: Scope, caller: Caller) -> None:
+    """The per-client limit, after authentication (429 `rate_limited` when full)."""
     if _exempt(scope.get("path", "")):
-        return
-    limiter = _limiter(scope)
-    if limiter is None:
         return
     # The user pays for every request: a client id is the caller's word, never a key alone.
     if caller.user_id:
@@ -237,11 +226,8 @@ async def limit_client(request: Request, caller: Caller = Depends(get_caller)) -
         raise ApiError(429, "rate_limited", refusal.message(), headers=refusal.headers())
 
 
-#: For the `dependencies` of the routers of API resources (accounts, transfers, ...). Not
-#: app-wide: health, docs and login must never wait for (or fail) authentication.
-RATE_LIMITED: list[Any] = [Depends(limit_client)]
-#: For the same routers' `responses`: the 429 in the OpenAPI document.
-RATE_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+#: The 429 in the OpenAPI document of the routes that are rate limited.
+RATE_LIMIT_RESPONSES: dict[int, dict[str, Any]] = {
     429: {"description": "rate_limited: too many requests (with Retry-After, RateLimit-*)"}
 }
 

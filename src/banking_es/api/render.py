@@ -19,7 +19,7 @@ from banking_es.domain.money import format_money
 from banking_es.eventstore.base import RecordedEvent
 
 
-def _time(value: datetime | None) -> str | None:
+def rfc3339(value: datetime | None) -> str | None:
     """RFC 3339, UTC written as "Z"."""
     if value is None:
         return None
@@ -52,7 +52,7 @@ def transfer_dict(transfer: TransferResult, warnings: Sequence[str] = ()) -> dic
         "amount": format_money(transfer.amount),
         "currency": transfer.currency,
         "status": transfer.status,
-        "created_at": _time(transfer.created_at),
+        "created_at": rfc3339(transfer.created_at),
     }
     if warnings:
         body["warnings"] = list(warnings)
@@ -70,7 +70,7 @@ def event_dict(event: RecordedEvent) -> dict[str, Any]:
         "version": event.version,
         "type": event.type,
         "data": event.data,
-        "recorded_at": _time(event.recorded_at),
+        "recorded_at": rfc3339(event.recorded_at),
     }
 
 

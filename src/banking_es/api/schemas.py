@@ -1,4 +1,7 @@
-"""Request and response shapes (separate from domain objects), with exact money."""
+"""Request and response shapes (separate from domain objects), with exact money.
+
+msgspec models: `api/fields.py` checks requests against them, `api/openapi.py` documents them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from msgspec import Meta, Struct
 
+from banking_es.api.fields import Check, FieldError
 from banking_es.api.jsonbody import BadNumber
 from banking_es.api.ranges import INT4_MAX
 from banking_es.domain.money import CENT, MAX_INTEGER_DIGITS
@@ -28,74 +31,74 @@ _MONEY_SCHEMA = {
 
 def _money(value: Any) -> Decimal:
     if isinstance(value, BadNumber):
-        raise PydanticCustomError("money", value.reason)
+        raise FieldError(value.reason)
     if isinstance(value, bool) or value is None:
-        raise PydanticCustomError("money", "must be a number or a decimal string")
+        raise FieldError("must be a number or a decimal string")
     if isinstance(value, int):
         amount = Decimal(value)
     elif isinstance(value, Decimal):
         amount = value
     elif isinstance(value, str):
         if not _DECIMAL_TEXT.fullmatch(value):
-            raise PydanticCustomError("money", "must be a decimal number such as 500.50")
+            raise FieldError("must be a decimal number such as 500.50")
         amount = Decimal(value)
     else:
-        raise PydanticCustomError("money", "must be a number or a decimal string")
+        raise FieldError("must be a number or a decimal string")
     if not amount.is_finite():
-        raise PydanticCustomError("money", "must be a finite number")
+        raise FieldError("must be a finite number")
     # The magnitude first: quantizing a 30-digit number would overflow the context.
     if abs(amount) >= _TOO_LARGE:
-        raise PydanticCustomError("money", f"must have at most {MAX_INTEGER_DIGITS} integer digits")
+        raise FieldError(f"must have at most {MAX_INTEGER_DIGITS} integer digits")
     exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int)
     if exponent < -2 and amount != amount.quantize(CENT):
-        raise PydanticCustomError("money", "must have at most 2 decimal places")
+        raise FieldError("must have at most 2 decimal places")
     return amount.quantize(CENT) + 0  # no negative zero
 
 
 def _positive(value: Any) -> Decimal:
     amount = _money(value)
     if amount <= 0:
-        raise PydanticCustomError("money", "must be greater than zero")
+        raise FieldError("must be greater than zero")
     return amount
 
 
 def _non_negative(value: Any) -> Decimal:
     amount = _money(value)
     if amount < 0:
-        raise PydanticCustomError("money", "must be non-negative")
+        raise FieldError("must be non-negative")
     return amount
 
 
-PositiveAmount = Annotated[Decimal, PlainValidator(_positive), WithJsonSchema(_MONEY_SCHEMA)]
-NonNegativeAmount = Annotated[Decimal, PlainValidator(_non_negative), WithJsonSchema(_MONEY_SCHEMA)]
+PositiveAmount = Annotated[Decimal, Check(_positive), Meta(extra_json_schema=_MONEY_SCHEMA)]
+NonNegativeAmount = Annotated[Decimal, Check(_non_negative), Meta(extra_json_schema=_MONEY_SCHEMA)]
 
 
-def storable_text(value: str, kind: str = "text") -> str:
+def storable_text(value: str) -> str:
     """Text that every backend stores as given: no NUL, no lone surrogate (not UTF-8)."""
     if "\x00" in value:
-        raise PydanticCustomError(kind, "must not contain NUL characters")
+        raise FieldError("must not contain NUL characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise PydanticCustomError(kind, "must be valid Unicode text") from None
+        raise FieldError("must be valid Unicode text") from None
     return value
 
 
 def _trimmed_name(value: Any) -> str:
     if not isinstance(value, str):
-        raise PydanticCustomError("name", "must be a string")
-    name = storable_text(value, "name").strip()
+        raise FieldError("must be a string")
+    name = storable_text(value).strip()
     if not name:
-        raise PydanticCustomError("name", "must not be empty")
+        raise FieldError("must not be empty")
     if len(name) > 200:
-        raise PydanticCustomError("name", "must be at most 200 characters")
+        raise FieldError("must be at most 200 characters")
     return name
 
 
 def _currency(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value):
-        raise PydanticCustomError("currency", "must be a 3-letter ISO 4217 code such as USD")
+        raise FieldError("must be a 3-letter ISO 4217 code such as USD")
     return value.upper()
 
 
@@ -104,35 +107,24 @@ def _optional_text(limit: int) -> Any:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise PydanticCustomError("text", "must be a string")
+            raise FieldError("must be a string")
         if len(value) > limit:
-            raise PydanticCustomError("text", f"must be at most {limit} characters")
+            raise FieldError(f"must be at most {limit} characters")
         return storable_text(value)
 
     return check
 
 
-OwnerName = Annotated[
-    str, PlainValidator(_trimmed_name), WithJsonSchema({"type": "string", "maxLength": 200})
-]
-Currency = Annotated[
-    str, PlainValidator(_currency), WithJsonSchema({"type": "string", "example": "USD"})
-]
-Description = Annotated[
-    str | None,
-    PlainValidator(_optional_text(500)),
-    WithJsonSchema({"type": "string", "maxLength": 500}),
-]
-Reason = Annotated[
-    str | None,
-    PlainValidator(_optional_text(500)),
-    WithJsonSchema({"type": "string", "maxLength": 500}),
-]
-Version = Annotated[StrictInt, Field(ge=0, le=INT4_MAX)]
+OwnerName = Annotated[str, Check(_trimmed_name), Meta(max_length=200)]
+Currency = Annotated[str, Check(_currency), Meta(examples=["USD"])]
+Description = Annotated[str, Check(_optional_text(500)), Meta(max_length=500)]
+Reason = Description
+Version = Annotated[int, Meta(ge=0, le=INT4_MAX)]
+Uuid = Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{36}$")]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Body(Struct, forbid_unknown_fields=True):
+    """A request body (checked by `api/fields.py`, which refuses unknown fields)."""
 
 
 class CreateAccountRequest(_Body):
@@ -144,28 +136,28 @@ class CreateAccountRequest(_Body):
 class MoneyRequest(_Body):
     amount: PositiveAmount
     expected_version: Version | None = None
-    description: Description = None
+    description: Description | None = None
 
 
 class CloseAccountRequest(_Body):
-    reason: Reason = None
+    reason: Reason | None = None
     expected_version: Version | None = None
 
 
 class TransferRequest(_Body):
-    from_account_id: Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")]
-    to_account_id: Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")]
+    from_account_id: Uuid
+    to_account_id: Uuid
     amount: PositiveAmount
-    description: Description = None
+    description: Description | None = None
 
 
 # ---- responses (documentation; handlers render bytes directly) --------------------------
 
 
-class AccountOut(BaseModel):
+class AccountOut(Struct, kw_only=True):
     id: str
     owner_name: str
-    balance: str = Field(examples=["1500.00"])
+    balance: Annotated[str, Meta(examples=["1500.00"])]
     currency: str
     status: Literal["open", "closed"]
     version: int
@@ -174,7 +166,7 @@ class AccountOut(BaseModel):
     warnings: list[str] | None = None
 
 
-class EventOut(BaseModel):
+class EventOut(Struct):
     event_id: str
     position: int
     version: int
@@ -183,7 +175,7 @@ class EventOut(BaseModel):
     recorded_at: datetime
 
 
-class TransactionOut(BaseModel):
+class TransactionOut(Struct):
     id: str
     type: Literal["opening", "deposit", "withdrawal", "transfer_in", "transfer_out"]
     amount: str
@@ -194,7 +186,7 @@ class TransactionOut(BaseModel):
     occurred_at: datetime
 
 
-class TransferOut(BaseModel):
+class TransferOut(Struct, kw_only=True):
     id: str
     from_account_id: str
     to_account_id: str
@@ -205,30 +197,30 @@ class TransferOut(BaseModel):
     warnings: list[str] | None = None
 
 
-class AccountPage(BaseModel):
+class AccountPage(Struct):
     data: list[AccountOut]
     has_more: bool
     next_cursor: str | None
 
 
-class EventPage(BaseModel):
+class EventPage(Struct):
     data: list[EventOut]
     has_more: bool
     next_cursor: str | None
 
 
-class TransactionPage(BaseModel):
+class TransactionPage(Struct):
     data: list[TransactionOut]
     has_more: bool
     next_cursor: str | None
 
 
-class FieldProblem(BaseModel):
+class FieldProblem(Struct):
     field: str
     message: str
 
 
-class Problem(BaseModel):
+class Problem(Struct, kw_only=True):
     """The error format of every 4xx and 5xx answer (RFC 9457 plus `error` and `code`)."""
 
     type: str = "about:blank"

@@ -3,8 +3,8 @@
 Call sites use one helper, `with span("command Deposit", {"account.id": id}) as current:`.
 Without tracing `span` returns one shared no-op context manager (no provider, no context
 switch, no allocation); with it, spans go to an OTLP/HTTP exporter through a batch processor,
-or to the exporter a test passes to `configure_tracing`. HTTP server spans come from FastAPI's
-telemetry, which continues an incoming W3C `traceparent`; `inject_headers`/`extract_context`
+or to the exporter a test passes to `configure_tracing`. The HTTP server span (`server_span`,
+api/middleware.py) continues an incoming W3C `traceparent`; `inject_headers`/`extract_context`
 carry it through Kafka headers. Span names: docs/observability.md.
 """
 
@@ -14,7 +14,6 @@ from collections.abc import Mapping, MutableSequence, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter, Setter
@@ -80,24 +79,20 @@ def tracing_enabled() -> bool:
     return _state.tracer is not None
 
 
-def fastapi_telemetry() -> TelemetryConfig:
-    """FastAPI's native OpenTelemetry settings: its HTTP server span on our provider, or off.
-
-    Only the server span: FastAPI's metrics would duplicate the Prometheus ones, its
-    operation spans add little, and its log records carry request data we never export.
-    Off (not the global providers) when tracing is off, so an OpenTelemetry setup done
-    elsewhere in the process cannot switch those on behind our back.
-    """
-    if _state.provider is None:
-        return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
-    return {
-        "tracer_provider": _state.provider,
-        "tracing": True,
-        "metrics": False,
-        "logs": False,
-        "operation_spans": False,
-        "auto_configure": False,
-    }
+def server_span(
+    method: str, path: str, headers: Sequence[tuple[Any, Any]]
+) -> AbstractContextManager[Span]:
+    """The HTTP server span of a request, continuing the caller's `traceparent`; the
+    middleware names it `METHOD route` once the route is known."""
+    tracer = _state.tracer
+    if tracer is None:
+        return _NOOP
+    return tracer.start_as_current_span(
+        method,
+        context=extract_context(headers),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "url.path": path},
+    )
 
 
 def span(

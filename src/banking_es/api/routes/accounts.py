@@ -5,19 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from msgspec import Meta, Struct
 from starlette.responses import Response
 
 from banking_es.api import render
 from banking_es.api.commands import guarded, run_command
-from banking_es.api.deps import Caller, CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import ApiError
 from banking_es.api.ranges import VersionQuery
-from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
+from banking_es.api.routing import Call, operation
 from banking_es.api.schemas import (
     AccountOut,
     AccountPage,
@@ -25,133 +23,34 @@ from banking_es.api.schemas import (
     CreateAccountRequest,
     EventPage,
     MoneyRequest,
-    Problem,
     TransactionPage,
 )
-from banking_es.api.validation import validate_request
-from banking_es.application.accounts import CommandContext, Replayed
+from banking_es.api.validation import RequestRules
+from banking_es.application.accounts import AccountService, CommandContext, Replayed
+from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.validation import ACCOUNT_CREATION, TRANSACTION
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
 from banking_es.domain.money import format_money
+from banking_es.identity.access import AccountAccess
+from banking_es.projections.queries import ReadModels
 
-if TYPE_CHECKING:
-    from banking_es.bootstrap import Services
-
-router = APIRouter(
-    prefix="/accounts",
-    tags=["accounts"],
-    route_class=JSONRoute,
-    dependencies=RATE_LIMITED,
-    responses=RATE_LIMIT_RESPONSES,
-)
-
-AccountId = Annotated[UUID, "account id"]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
-Cursor = Annotated[str | None, Query(max_length=200, description="Opaque cursor from next_cursor")]
+#: The problems every write may answer (besides 401, 403 and 429).
+WRITE_PROBLEMS = (400, 404, 409, 413, 415, 422, 503)
+ACCOUNT_ID = {"account_id": UUID}
+Limit = Annotated[int, Meta(ge=1, le=100, description="Page size, 1-100")]
+Cursor = Annotated[str, Meta(max_length=200, description="Opaque cursor from next_cursor")]
+AsOf = Annotated[str, Meta(max_length=64, description="RFC 3339 time, e.g. 2026-01-31T12:00:00Z")]
 
 
-def _problems(*codes: int) -> dict[int | str, dict[str, object]]:
-    return {code: {"model": Problem, "content": {"application/problem+json": {}}} for code in codes}
+class PageQuery(Struct):
+    limit: Limit = 20
+    cursor: Cursor | None = None
 
 
-async def _check_transaction(
-    services: Services, caller: Caller, operation: str, command: cmd.Deposit | cmd.Withdraw
-) -> list[str]:
-    data = {"operation": operation, "account_id": command.account_id, "amount": command.amount}
-    return await validate_request(services, caller, TRANSACTION, data)
-
-
-async def _write(
-    request: Request,
-    services: Services,
-    caller: Caller,
-    body: BaseModel,
-    account_id: UUID,
-    execute: Callable[[CommandContext], Awaitable[Account | Replayed]],
-    warnings: Sequence[str] = (),
-) -> Response:
-    """A write to an existing account: owner check, Idempotency-Key, 200 with the account."""
-    return await run_command(
-        request,
-        caller,
-        services.idempotency,
-        body,
-        status=200,
-        action=guarded(
-            lambda: services.access.check_write(caller.identity, str(account_id)), execute
-        ),
-        render=lambda account: render.account_json(account, warnings),
-    )
-
-
-def _location(account: Account) -> dict[str, str]:
-    return {"Location": f"/accounts/{account.id}"}
-
-
-@router.post(
-    "",
-    status_code=201,
-    summary="Open an account",
-    response_model=AccountOut,
-    responses=_problems(400, 409, 413, 415, 422, 503),
-)
-async def open_account(
-    body: CreateAccountRequest, request: Request, services: ServicesDep, caller: CallerDep
-) -> Response:
-    services.access.check_create(caller.identity)
-    command = cmd.OpenAccount(
-        body.owner_name,
-        body.initial_balance,
-        body.currency or services.settings.default_currency,
-        caller.user_id,
-    )
-    warnings = await validate_request(
-        services,
-        caller,
-        ACCOUNT_CREATION,
-        {"owner_name": command.owner_name, "initial_balance": command.initial_balance},
-    )
-    return await run_command(
-        request,
-        caller,
-        services.idempotency,
-        body,
-        status=201,
-        action=lambda ctx: services.accounts.open_account(command, ctx),
-        render=lambda account: render.account_json(account, warnings),
-        headers=_location,
-        location_prefix="/accounts",
-    )
-
-
-@router.get(
-    "",
-    summary="List accounts (oldest first; read model, may lag a moment)",
-    response_model=AccountPage,
-    responses=_problems(400),
-)
-async def list_accounts(
-    services: ServicesDep, caller: CallerDep, limit: Limit = 20, cursor: Cursor = None
-) -> Response:
-    after = render.decode_cursor("a", cursor)
-    owner = services.access.list_owner(caller.identity)
-    rows, has_more = await services.read_models.list_accounts(owner, after, limit)
-    data = [
-        {
-            "id": r.account_id,
-            "owner_name": r.owner_name,
-            "balance": format_money(r.balance),
-            "currency": r.currency,
-            "status": r.status,
-            "version": r.version,
-            "created_at": render._time(r.created_at),
-            "updated_at": render._time(r.updated_at),
-        }
-        for r in rows
-    ]
-    next_cursor = render.encode_cursor("a", rows[-1].created_position) if has_more else None
-    return Response(render.page(data, has_more, next_cursor), media_type="application/json")
+class AccountQuery(Struct):
+    as_of: AsOf | None = None
+    version: VersionQuery | None = None
 
 
 _RFC3339 = re.compile(  # ASCII digits, the whole string (`fullmatch`)
@@ -180,176 +79,247 @@ def _rfc3339(text: str) -> datetime:
         raise refuse("is not a valid time") from None
 
 
-@router.get(
-    "/{account_id}",
-    summary="Get an account, now or at a moment or version",
-    response_model=AccountOut,
-    responses=_problems(400, 404),
-)
-async def get_account(
-    account_id: UUID,
-    services: ServicesDep,
-    caller: CallerDep,
-    as_of: Annotated[
-        str | None,
-        Query(max_length=64, description="RFC 3339 time, e.g. 2026-01-31T12:00:00Z"),
-    ] = None,
-    version: VersionQuery = None,
-) -> Response:
-    if as_of is not None and version is not None:
-        raise ApiError(
-            400,
-            "validation_error",
-            "give either as_of or version, not both",
-            errors=[{"field": "as_of", "message": "cannot be combined with version"}],
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+class AccountRoutes:
+    """The account routes, over the services they use."""
+
+    def __init__(
+        self,
+        accounts: AccountService,
+        access: AccountAccess,
+        read_models: ReadModels,
+        rules: RequestRules,
+        idempotency: IdempotencyService,
+        default_currency: str,
+    ) -> None:
+        self.accounts = accounts
+        self.access = access
+        self.read_models = read_models
+        self.rules = rules
+        self.idempotency = idempotency
+        self.default_currency = default_currency
+
+    async def _write(
+        self,
+        call: Call,
+        execute: Callable[[CommandContext], Awaitable[Account | Replayed]],
+        warnings: Sequence[str] = (),
+    ) -> Response:
+        """A write to an existing account: owner check, Idempotency-Key, 200 with the account."""
+        account_id = str(call.params["account_id"])
+        caller = call.caller
+        return await run_command(
+            call,
+            self.idempotency,
+            status=200,
+            action=guarded(lambda: self.access.check_write(caller.identity, account_id), execute),
+            render=lambda account: render.account_json(account, warnings),
         )
-    moment = _rfc3339(as_of) if as_of is not None else None
-    accounts = services.accounts
-    if moment is None and version is None:
-        # The current state: loaded first (a missing account is the same 404), then the
-        # owner checked on it, which saves the access check its own lookup.
-        account = await accounts.get_account(str(account_id))
-        services.access.check_read_of(caller.identity, account)
-        return Response(render.account_json(account), media_type="application/json")
-    await services.access.check_read(caller.identity, str(account_id))
-    if moment is not None:
-        account = await accounts.account_as_of(str(account_id), moment)
-    else:
-        assert version is not None
-        account = await accounts.account_at_version(str(account_id), version)
-    return Response(render.account_json(account), media_type="application/json")
 
-
-@router.post(
-    "/{account_id}/deposit",
-    summary="Deposit money",
-    response_model=AccountOut,
-    responses=_problems(400, 404, 409, 413, 415, 422, 503),
-)
-async def deposit(
-    account_id: UUID,
-    body: MoneyRequest,
-    request: Request,
-    services: ServicesDep,
-    caller: CallerDep,
-) -> Response:
-    command = cmd.Deposit(str(account_id), body.amount, body.description, body.expected_version)
-    warnings = await _check_transaction(services, caller, "deposit", command)
-    return await _write(
-        request,
-        services,
-        caller,
-        body,
-        account_id,
-        lambda ctx: services.accounts.deposit(command, ctx),
-        warnings,
+    @operation(
+        "POST",
+        "/accounts",
+        "Open an account",
+        status=201,
+        body=CreateAccountRequest,
+        response=AccountOut,
+        problems=(400, 409, 413, 415, 422, 503),
     )
+    async def open_account(self, call: Call) -> Response:
+        body: CreateAccountRequest = call.body
+        caller = call.caller
+        self.access.check_create(caller.identity)
+        command = cmd.OpenAccount(
+            body.owner_name,
+            body.initial_balance,
+            body.currency or self.default_currency,
+            caller.user_id,
+        )
+        warnings = await self.rules.check(
+            caller,
+            ACCOUNT_CREATION,
+            {"owner_name": command.owner_name, "initial_balance": command.initial_balance},
+        )
+        return await run_command(
+            call,
+            self.idempotency,
+            status=201,
+            action=lambda ctx: self.accounts.open_account(command, ctx),
+            render=lambda account: render.account_json(account, warnings),
+            headers=lambda account: {"Location": f"/accounts/{account.id}"},
+            location_prefix="/accounts",
+        )
 
-
-@router.post(
-    "/{account_id}/withdraw",
-    summary="Withdraw money",
-    response_model=AccountOut,
-    responses=_problems(400, 404, 409, 413, 415, 422, 503),
-)
-async def withdraw(
-    account_id: UUID,
-    body: MoneyRequest,
-    request: Request,
-    services: ServicesDep,
-    caller: CallerDep,
-) -> Response:
-    command = cmd.Withdraw(str(account_id), body.amount, body.description, body.expected_version)
-    warnings = await _check_transaction(services, caller, "withdraw", command)
-    return await _write(
-        request,
-        services,
-        caller,
-        body,
-        account_id,
-        lambda ctx: services.accounts.withdraw(command, ctx),
-        warnings,
+    @operation(
+        "GET",
+        "/accounts",
+        "List accounts (oldest first; read model, may lag a moment)",
+        query=PageQuery,
+        response=AccountPage,
+        problems=(400,),
     )
+    async def list_accounts(self, call: Call) -> Response:
+        query: PageQuery = call.query
+        after = render.decode_cursor("a", query.cursor)
+        owner = self.access.list_owner(call.caller.identity)
+        rows, has_more = await self.read_models.list_accounts(owner, after, query.limit)
+        data = [
+            {
+                "id": r.account_id,
+                "owner_name": r.owner_name,
+                "balance": format_money(r.balance),
+                "currency": r.currency,
+                "status": r.status,
+                "version": r.version,
+                "created_at": render.rfc3339(r.created_at),
+                "updated_at": render.rfc3339(r.updated_at),
+            }
+            for r in rows
+        ]
+        next_cursor = render.encode_cursor("a", rows[-1].created_position) if has_more else None
+        return _json(render.page(data, has_more, next_cursor))
 
-
-@router.post(
-    "/{account_id}/close",
-    summary="Close an account (its balance must be zero)",
-    response_model=AccountOut,
-    responses=_problems(400, 404, 409, 413, 415, 422, 503),
-)
-async def close_account(
-    account_id: UUID,
-    body: CloseAccountRequest,
-    request: Request,
-    services: ServicesDep,
-    caller: CallerDep,
-) -> Response:
-    command = cmd.CloseAccount(str(account_id), body.reason or "", body.expected_version)
-    return await _write(
-        request,
-        services,
-        caller,
-        body,
-        account_id,
-        lambda ctx: services.accounts.close_account(command, ctx),
+    @operation(
+        "GET",
+        "/accounts/{account_id}",
+        "Get an account, now or at a moment or version",
+        params=ACCOUNT_ID,
+        query=AccountQuery,
+        response=AccountOut,
+        problems=(400, 404),
     )
+    async def get_account(self, call: Call) -> Response:
+        query: AccountQuery = call.query
+        account_id = str(call.params["account_id"])
+        identity = call.caller.identity
+        if query.as_of is not None and query.version is not None:
+            raise ApiError(
+                400,
+                "validation_error",
+                "give either as_of or version, not both",
+                errors=[{"field": "as_of", "message": "cannot be combined with version"}],
+            )
+        moment = _rfc3339(query.as_of) if query.as_of is not None else None
+        if moment is None and query.version is None:
+            # The current state: loaded first (a missing account is the same 404), then the
+            # owner checked on it, which saves the access check its own lookup.
+            account = await self.accounts.get_account(account_id)
+            self.access.check_read_of(identity, account)
+            return _json(render.account_json(account))
+        await self.access.check_read(identity, account_id)
+        if moment is not None:
+            account = await self.accounts.account_as_of(account_id, moment)
+        else:
+            assert query.version is not None
+            account = await self.accounts.account_at_version(account_id, query.version)
+        return _json(render.account_json(account))
 
+    async def _transaction(self, call: Call, operation: str) -> Response:
+        body: MoneyRequest = call.body
+        account_id = str(call.params["account_id"])
+        command: Any
+        execute: Any
+        if operation == "deposit":
+            command = cmd.Deposit(account_id, body.amount, body.description, body.expected_version)
+            execute = self.accounts.deposit
+        else:
+            command = cmd.Withdraw(account_id, body.amount, body.description, body.expected_version)
+            execute = self.accounts.withdraw
+        data = {"operation": operation, "account_id": account_id, "amount": command.amount}
+        warnings = await self.rules.check(call.caller, TRANSACTION, data)
+        return await self._write(call, lambda ctx: execute(command, ctx), warnings)
 
-@router.get(
-    "/{account_id}/events",
-    summary="The account's audit log, from the event store (oldest first)",
-    response_model=EventPage,
-    responses=_problems(400, 404),
-)
-async def account_events(
-    account_id: UUID,
-    services: ServicesDep,
-    caller: CallerDep,
-    limit: Limit = 20,
-    cursor: Cursor = None,
-) -> Response:
-    await services.access.check_read(caller.identity, str(account_id))
-    after = render.decode_cursor("v", cursor) or 0
-    events = await services.accounts.account_events(str(account_id), after, limit + 1)
-    has_more = len(events) > limit
-    events = events[:limit]
-    next_cursor = render.encode_cursor("v", events[-1].version) if has_more else None
-    return Response(
-        render.page([render.event_dict(e) for e in events], has_more, next_cursor),
-        media_type="application/json",
+    @operation(
+        "POST",
+        "/accounts/{account_id}/deposit",
+        "Deposit money",
+        params=ACCOUNT_ID,
+        body=MoneyRequest,
+        response=AccountOut,
+        problems=WRITE_PROBLEMS,
     )
+    async def deposit(self, call: Call) -> Response:
+        return await self._transaction(call, "deposit")
 
+    @operation(
+        "POST",
+        "/accounts/{account_id}/withdraw",
+        "Withdraw money",
+        params=ACCOUNT_ID,
+        body=MoneyRequest,
+        response=AccountOut,
+        problems=WRITE_PROBLEMS,
+    )
+    async def withdraw(self, call: Call) -> Response:
+        return await self._transaction(call, "withdraw")
 
-@router.get(
-    "/{account_id}/transactions",
-    summary="Money movements, newest first (read model, may lag a moment)",
-    response_model=TransactionPage,
-    responses=_problems(400, 404),
-)
-async def account_transactions(
-    account_id: UUID,
-    services: ServicesDep,
-    caller: CallerDep,
-    limit: Limit = 20,
-    cursor: Cursor = None,
-) -> Response:
-    before = render.decode_cursor("t", cursor)
-    await services.access.check_read(caller.identity, str(account_id))
-    await services.accounts.get_account(str(account_id))  # 404 for unknown accounts
-    rows, has_more = await services.read_models.list_transactions(str(account_id), before, limit)
-    data = [
-        {
-            "id": r.id,
-            "type": r.type,
-            "amount": format_money(r.amount),
-            "balance_after": format_money(r.balance_after),
-            "description": r.description,
-            "version": r.version,
-            "transfer_id": r.transfer_id,
-            "occurred_at": render._time(r.occurred_at),
-        }
-        for r in rows
-    ]
-    next_cursor = render.encode_cursor("t", rows[-1].version) if has_more else None
-    return Response(render.page(data, has_more, next_cursor), media_type="application/json")
+    @operation(
+        "POST",
+        "/accounts/{account_id}/close",
+        "Close an account (its balance must be zero)",
+        params=ACCOUNT_ID,
+        body=CloseAccountRequest,
+        response=AccountOut,
+        problems=WRITE_PROBLEMS,
+    )
+    async def close_account(self, call: Call) -> Response:
+        body: CloseAccountRequest = call.body
+        command = cmd.CloseAccount(
+            str(call.params["account_id"]), body.reason or "", body.expected_version
+        )
+        return await self._write(call, lambda ctx: self.accounts.close_account(command, ctx))
+
+    @operation(
+        "GET",
+        "/accounts/{account_id}/events",
+        "The account's audit log, from the event store (oldest first)",
+        params=ACCOUNT_ID,
+        query=PageQuery,
+        response=EventPage,
+        problems=(400, 404),
+    )
+    async def account_events(self, call: Call) -> Response:
+        query: PageQuery = call.query
+        account_id = str(call.params["account_id"])
+        await self.access.check_read(call.caller.identity, account_id)
+        after = render.decode_cursor("v", query.cursor) or 0
+        events = await self.accounts.account_events(account_id, after, query.limit + 1)
+        has_more = len(events) > query.limit
+        events = events[: query.limit]
+        next_cursor = render.encode_cursor("v", events[-1].version) if has_more else None
+        return _json(render.page([render.event_dict(e) for e in events], has_more, next_cursor))
+
+    @operation(
+        "GET",
+        "/accounts/{account_id}/transactions",
+        "Money movements, newest first (read model, may lag a moment)",
+        params=ACCOUNT_ID,
+        query=PageQuery,
+        response=TransactionPage,
+        problems=(400, 404),
+    )
+    async def account_transactions(self, call: Call) -> Response:
+        query: PageQuery = call.query
+        account_id = str(call.params["account_id"])
+        before = render.decode_cursor("t", query.cursor)
+        await self.access.check_read(call.caller.identity, account_id)
+        await self.accounts.get_account(account_id)  # 404 for unknown accounts
+        rows, has_more = await self.read_models.list_transactions(account_id, before, query.limit)
+        data = [
+            {
+                "id": r.id,
+                "type": r.type,
+                "amount": format_money(r.amount),
+                "balance_after": format_money(r.balance_after),
+                "description": r.description,
+                "version": r.version,
+                "transfer_id": r.transfer_id,
+                "occurred_at": render.rfc3339(r.occurred_at),
+            }
+            for r in rows
+        ]
+        next_cursor = render.encode_cursor("t", rows[-1].version) if has_more else None
+        return _json(render.page(data, has_more, next_cursor))

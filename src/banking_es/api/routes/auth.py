@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 
 import orjson
-from fastapi import APIRouter
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
-from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
 from banking_es.api.identity_schemas import (
     ChangePasswordRequest,
     LoginRequest,
@@ -21,13 +19,12 @@ from banking_es.api.identity_schemas import (
     TokenPairOut,
     UserOut,
 )
-from banking_es.api.routes.accounts import _problems
+from banking_es.api.routing import Call, operation
 from banking_es.application.errors import ServiceUnavailable
 from banking_es.identity.service import IdentityService
 from banking_es.identity.tokens import TokenPair
 from banking_es.identity.users import User
 
-router = APIRouter(prefix="/auth", tags=["auth"], route_class=JSONRoute)
 log = logging.getLogger(__name__)
 
 
@@ -62,85 +59,125 @@ def _pair(pair: TokenPair) -> Response:
     )
 
 
-@router.post(
-    "/register",
-    status_code=201,
-    summary="Create a customer user",
-    response_model=UserOut,
-    responses=_problems(400, 409, 415),
-)
-async def register(body: RegisterRequest, services: ServicesDep) -> Response:
-    user = await services.identity.register(body.username, body.email, body.password)
-    return _json(user_json(user), 201)
+class AuthRoutes:
+    """The /auth routes, over the identity service."""
 
+    def __init__(self, identity: IdentityService, password_reset_enabled: bool) -> None:
+        self.identity = identity
+        self.password_reset_enabled = password_reset_enabled
 
-@router.post(
-    "/login",
-    summary="Log in with username (or email) and password",
-    response_model=TokenPairOut,
-    responses=_problems(400, 401, 415, 429),
-)
-async def login(body: LoginRequest, services: ServicesDep) -> Response:
-    return _pair(await services.identity.login(body.username, body.password))
-
-
-@router.post(
-    "/refresh",
-    summary="Trade a refresh token for a new pair (the old one dies)",
-    response_model=TokenPairOut,
-    responses=_problems(400, 401, 415),
-)
-async def refresh(body: RefreshRequest, services: ServicesDep) -> Response:
-    return _pair(await services.identity.refresh(body.refresh_token))
-
-
-@router.post(
-    "/logout",
-    status_code=204,
-    summary="End this login: its tokens are rejected from now on, by every process",
-    responses=_problems(400, 401, 415),
-)
-async def logout(
-    services: ServicesDep, caller: CallerDep, body: LogoutRequest | None = None
-) -> Response:
-    await services.identity.logout(caller.identity, body.refresh_token if body else None)
-    return Response(status_code=204)
-
-
-@router.post(
-    "/change-password",
-    status_code=204,
-    summary="Change the password; every other login of the user ends",
-    description="A wrong current password counts as a failed login of both of the user's "
-    "names: after MAX_LOGIN_ATTEMPTS, 429 account_locked, as for POST /auth/login.",
-    responses=_problems(400, 401, 415, 429),
-)
-async def change_password(
-    body: ChangePasswordRequest, services: ServicesDep, caller: CallerDep
-) -> Response:
-    await services.identity.change_password(
-        caller.identity, body.current_password, body.new_password
+    @operation(
+        "POST",
+        "/auth/register",
+        "Create a customer user",
+        status=201,
+        auth=False,
+        body=RegisterRequest,
+        response=UserOut,
+        problems=(400, 409, 415),
     )
-    return Response(status_code=204)
+    async def register(self, call: Call) -> Response:
+        body: RegisterRequest = call.body
+        user = await self.identity.register(body.username, body.email, body.password)
+        return _json(user_json(user), 201)
 
+    @operation(
+        "POST",
+        "/auth/login",
+        "Log in with username (or email) and password",
+        auth=False,
+        body=LoginRequest,
+        response=TokenPairOut,
+        problems=(400, 401, 415, 429),
+    )
+    async def login(self, call: Call) -> Response:
+        body: LoginRequest = call.body
+        return _pair(await self.identity.login(body.username, body.password))
 
-@router.post(
-    "/reset-password",
-    status_code=202,
-    summary="Send a password reset token (always 202, known email or not)",
-    description=(
-        "Answers 202 at once and queues the token afterwards, so neither the answer nor its"
-        " timing tells whether the email belongs to a user."
-    ),
-    responses=_problems(400, 415, 503),
-)
-async def reset_password(body: ResetRequest, services: ServicesDep) -> Response:
-    _require_resets(services.settings.password_reset_enabled)
-    # After the answer is sent: a known email costs a transaction, an unknown one does not,
-    # and an answer that waited for it would tell them apart by its time.
-    response = _json({"status": "accepted"}, 202)
-    response.background = BackgroundTask(_queue_reset, services.identity, body.email)
-    return response
+    @operation(
+        "POST",
+        "/auth/refresh",
+        "Trade a refresh token for a new pair (the old one dies)",
+        auth=False,
+        body=RefreshRequest,
+        response=TokenPairOut,
+        problems=(400, 401, 415),
+    )
+    async def refresh(self, call: Call) -> Response:
+        body: RefreshRequest = call.body
+        return _pair(await self.identity.refresh(body.refresh_token))
+
+    @operation(
+        "POST",
+        "/auth/logout",
+        "End this login: its tokens are rejected from now on, by every process",
+        status=204,
+        body=LogoutRequest,
+        body_required=False,
+        problems=(400, 401, 415),
+    )
+    async def logout(self, call: Call) -> Response:
+        body: LogoutRequest | None = call.body
+        await self.identity.logout(call.caller.identity, body.refresh_token if body else None)
+        return Response(status_code=204)
+
+    @operation(
+        "POST",
+        "/auth/change-password",
+        "Change the password; every other login of the user ends",
+        description="A wrong current password counts as a failed login of both of the user's "
+        "names: after MAX_LOGIN_ATTEMPTS, 429 account_locked, as for POST /auth/login.",
+        status=204,
+        body=ChangePasswordRequest,
+        problems=(400, 401, 415, 429),
+    )
+    async def change_password(self, call: Call) -> Response:
+        body: ChangePasswordRequest = call.body
+        await self.identity.change_password(
+            call.caller.identity, body.current_password, body.new_password
+        )
+        return Response(status_code=204)
+
+    @operation(
+        "POST",
+        "/auth/reset-password",
+        "Send a password reset token (always 202, known email or not)",
+        description=(
+            "Answers 202 at once and queues the token afterwards, so neither the answer nor its"
+            " timing tells whether the email belongs to a user."
+        ),
+        status=202,
+        auth=False,
+        body=ResetRequest,
+        problems=(400, 415, 503),
+    )
+    async def reset_password(self, call: Call) -> Response:
+        body: ResetRequest = call.body
+        _require_resets(self.password_reset_enabled)
+        # After the answer is sent: a known email costs a transaction, an unknown one does not,
+        # and an answer that waited for it would tell them apart by its time.
+        response = _json({"status": "accepted"}, 202)
+        response.background = BackgroundTask(_queue_reset, self.identity, body.email)
+        return response
+
+    @operation(
+        "POST",
+        "/auth/reset-password/confirm",
+        "Set a new password with a reset token; every login ends",
+        status=204,
+        auth=False,
+        body=ResetConfirmRequest,
+        problems=(400, 415, 503),
+    )
+    async def reset_password_confirm(self, call: Call) -> Response:
+        body: ResetConfirmRequest = call.body
+        _require_resets(self.password_reset_enabled)
+        await self.identity.confirm_reset(body.token, body.new_password)
+        return Response(status_code=204)
+
+    @operation("GET", "/auth/me", "The calling user", response=UserOut, problems=(401,))
+    async def me(self, call: Call) -> Response:
+        return _json(user_json(await self.identity.get_user(call.caller.identity.user_id)))
 
 
 def _require_resets(enabled: bool) -> None:
@@ -154,20 +191,3 @@ async def _queue_reset(identity: IdentityService, email: str) -> None:
         await identity.request_reset(email)
     except Exception:  # the client has its answer; the user can ask again
         log.exception("queueing a password reset failed")
-
-
-@router.post(
-    "/reset-password/confirm",
-    status_code=204,
-    summary="Set a new password with a reset token; every login ends",
-    responses=_problems(400, 415, 503),
-)
-async def reset_password_confirm(body: ResetConfirmRequest, services: ServicesDep) -> Response:
-    _require_resets(services.settings.password_reset_enabled)
-    await services.identity.confirm_reset(body.token, body.new_password)
-    return Response(status_code=204)
-
-
-@router.get("/me", summary="The calling user", response_model=UserOut, responses=_problems(401))
-async def me(services: ServicesDep, caller: CallerDep) -> Response:
-    return _json(user_json(await services.identity.get_user(caller.identity.user_id)))

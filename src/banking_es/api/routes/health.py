@@ -5,35 +5,40 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from fastapi import APIRouter
-from pydantic import BaseModel
+from msgspec import Struct
 from starlette.responses import Response
 
-from banking_es.api.deps import ServicesDep
+from banking_es.api.routing import Call, operation
+from banking_es.observability.health import HealthChecks
 
-router = APIRouter(prefix="/health", tags=["operations"])
+_LIVE = b'{"status":"ok"}'
 
 
-class Readiness(BaseModel):
+class Readiness(Struct):
     """`ok` and `degraded` answer 200, `down` 503; each component has a `status` and details."""
 
     status: Literal["ok", "degraded", "down"]
     components: dict[str, dict[str, Any]]
 
 
-@router.get("/live", summary="The process is serving")
-async def live() -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
+class HealthRoutes:
+    def __init__(self, health: HealthChecks) -> None:
+        self.health = health
 
+    @operation("GET", "/health/live", "The process is serving", auth=False)
+    async def live(self, call: Call) -> Response:
+        return Response(_LIVE, media_type="application/json")
 
-@router.get(
-    "/ready",
-    summary="Readiness of every component: ok, degraded (still serving) or down (503)",
-    response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "a required component is down"}},
-)
-async def ready(services: ServicesDep) -> Response:
-    # The checks are registered in bootstrap (`Services.health`); see observability/health.py.
-    readiness = await services.health.run()
-    body = orjson.dumps({"status": readiness.status, "components": readiness.components})
-    return Response(body, status_code=readiness.http_status, media_type="application/json")
+    @operation(
+        "GET",
+        "/health/ready",
+        "Readiness of every component: ok, degraded (still serving) or down (503)",
+        auth=False,
+        response=Readiness,
+        responses={503: {"model": Readiness, "description": "a required component is down"}},
+    )
+    async def ready(self, call: Call) -> Response:
+        # The checks are registered in bootstrap (`Services.health`); see observability/health.py.
+        readiness = await self.health.run()
+        body = orjson.dumps({"status": readiness.status, "components": readiness.components})
+        return Response(body, status_code=readiness.http_status, media_type="application/json")

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter
 from starlette.responses import Response
 
-from banking_es.api.deps import ServicesDep
-from banking_es.observability.gauges import refresh_gauges
-
-router = APIRouter(tags=["operations"])
+from banking_es.api.routing import Call, operation
 
 
-@router.get(
-    "/metrics",
-    summary="Prometheus metrics of all workers (text exposition format)",
-    response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "the metrics"}},
-)
-async def metrics(services: ServicesDep) -> Response:
-    await refresh_gauges(services.metrics, services.store, services.projections, services.clock)
-    services.export_metrics()
-    # Merging the workers' files reads the disk: keep it off the event loop.
-    body = await asyncio.to_thread(services.metrics.render)
-    return Response(body, media_type=services.metrics.content_type)
+class MetricsRoutes:
+    def __init__(self, scrape: Callable[[], Awaitable[bytes]], content_type: str) -> None:
+        self.scrape = scrape  # refreshes the gauges, then renders every worker's metrics
+        self.content_type = content_type
+
+    @operation(
+        "GET",
+        "/metrics",
+        "Prometheus metrics of all workers (text exposition format)",
+        auth=False,
+        media_type="text/plain",
+    )
+    async def metrics(self, call: Call) -> Response:
+        return Response(await self.scrape(), media_type=self.content_type)

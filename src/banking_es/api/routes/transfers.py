@@ -4,27 +4,20 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from banking_es.api import render
 from banking_es.api.commands import guarded, run_command
-from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
 from banking_es.api.problems import validation_error
-from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
-from banking_es.api.routes.accounts import _problems
+from banking_es.api.routes.accounts import WRITE_PROBLEMS
+from banking_es.api.routing import Call, operation
 from banking_es.api.schemas import TransferOut, TransferRequest
-from banking_es.api.validation import validate_request
+from banking_es.api.validation import RequestRules
+from banking_es.application.accounts import AccountService
+from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.validation import TRANSFER
 from banking_es.domain import commands as cmd
-
-router = APIRouter(
-    prefix="/transfers",
-    tags=["transfers"],
-    route_class=JSONRoute,
-    dependencies=RATE_LIMITED,
-    responses=RATE_LIMIT_RESPONSES,
-)
+from banking_es.identity.access import AccountAccess
 
 
 def _uuid(field: str, value: str) -> str:
@@ -34,53 +27,64 @@ def _uuid(field: str, value: str) -> str:
         raise validation_error([{"field": field, "message": "must be a UUID"}]) from None
 
 
-@router.post(
-    "",
-    status_code=201,
-    summary="Transfer money between two accounts of the same currency",
-    response_model=TransferOut,
-    responses=_problems(400, 404, 409, 413, 415, 422, 503),
-)
-async def create_transfer(
-    body: TransferRequest, request: Request, services: ServicesDep, caller: CallerDep
-) -> Response:
-    source = _uuid("from_account_id", body.from_account_id)
-    target = _uuid("to_account_id", body.to_account_id)
-    command = cmd.Transfer(
-        source,
-        target,
-        body.amount,
-        body.description,
-    )
-    data = {
-        "from_account_id": command.from_account_id,
-        "to_account_id": command.to_account_id,
-        "amount": command.amount,
-    }
-    warnings = await validate_request(services, caller, TRANSFER, data)
-    return await run_command(
-        request,
-        caller,
-        services.idempotency,
-        body,
+class TransferRoutes:
+    """The transfer routes, over the services they use."""
+
+    def __init__(
+        self,
+        accounts: AccountService,
+        access: AccountAccess,
+        rules: RequestRules,
+        idempotency: IdempotencyService,
+    ) -> None:
+        self.accounts = accounts
+        self.access = access
+        self.rules = rules
+        self.idempotency = idempotency
+
+    @operation(
+        "POST",
+        "/transfers",
+        "Transfer money between two accounts of the same currency",
         status=201,
-        action=guarded(
-            lambda: services.access.check_write(caller.identity, source),
-            lambda ctx: services.accounts.transfer(command, ctx),
-        ),
-        render=lambda transfer: render.transfer_json(transfer, warnings),
-        headers=lambda t: {"Location": f"/transfers/{t.id}"},
-        location_prefix="/transfers",
+        body=TransferRequest,
+        response=TransferOut,
+        problems=WRITE_PROBLEMS,
     )
+    async def create_transfer(self, call: Call) -> Response:
+        body: TransferRequest = call.body
+        caller = call.caller
+        source = _uuid("from_account_id", body.from_account_id)
+        target = _uuid("to_account_id", body.to_account_id)
+        command = cmd.Transfer(source, target, body.amount, body.description)
+        data = {
+            "from_account_id": command.from_account_id,
+            "to_account_id": command.to_account_id,
+            "amount": command.amount,
+        }
+        warnings = await self.rules.check(caller, TRANSFER, data)
+        return await run_command(
+            call,
+            self.idempotency,
+            status=201,
+            action=guarded(
+                lambda: self.access.check_write(caller.identity, source),
+                lambda ctx: self.accounts.transfer(command, ctx),
+            ),
+            render=lambda transfer: render.transfer_json(transfer, warnings),
+            headers=lambda t: {"Location": f"/transfers/{t.id}"},
+            location_prefix="/transfers",
+        )
 
-
-@router.get(
-    "/{transfer_id}",
-    summary="Get a transfer",
-    response_model=TransferOut,
-    responses=_problems(400, 404),
-)
-async def get_transfer(transfer_id: UUID, services: ServicesDep, caller: CallerDep) -> Response:
-    transfer = await services.accounts.get_transfer(str(transfer_id))
-    await services.access.check_transfer_visible(caller.identity, transfer)
-    return Response(render.transfer_json(transfer), media_type="application/json")
+    @operation(
+        "GET",
+        "/transfers/{transfer_id}",
+        "Get a transfer",
+        params={"transfer_id": UUID},
+        response=TransferOut,
+        problems=(400, 404),
+    )
+    async def get_transfer(self, call: Call) -> Response:
+        transfer = await self.accounts.get_transfer(str(call.params["transfer_id"]))
+        await self.access.check_transfer_visible(call.caller.identity, transfer)
+        return Response(render.transfer_json(transfer), media_type="application/json")

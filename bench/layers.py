@@ -1,0 +1,188 @@
+"""What each layer of the HTTP stack costs per request, driven in process (no sockets).
+
+The stack is built up one layer at a time around the real `GET /health/live` route, and a
+deposit-shaped route (UUID path, bearer caller, JSON body checked against `MoneyRequest`)
+runs through the real `Endpoint` with a stub handler and caller, so the numbers are the
+stack's own cost, without the service's work:
+
+    .venv/bin/python -m bench.layers [--requests 20000] [--rounds 5]
+
+(As a module: run as a file, `bench/http.py` would shadow the standard library's `http`.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+from banking_es.api.middleware import RequestContextMiddleware
+from banking_es.api.ratelimit import RateLimiter, RateLimitMiddleware
+from banking_es.api.routes.accounts import AccountRoutes
+from banking_es.api.routes.health import HealthRoutes
+from banking_es.api.routing import Endpoint, Gate, operations
+from banking_es.config import load_settings
+from banking_es.identity.service import Principal
+from banking_es.logging_setup import configure_logging
+from banking_es.observability import tracing
+from banking_es.observability.metrics import Metrics
+from bench.frameworks_apps.bare import app as bare_app
+
+ACCOUNT = "6f1c2f7e-3a43-4a36-9d0b-4f3c9a9b8c01"
+DEPOSIT = b'{"amount": "1.00", "description": "bench"}'
+ANSWER = b'{"id":"6f1c2f7e-3a43-4a36-9d0b-4f3c9a9b8c01","balance":"1.00","version":2}'
+
+
+class DropExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class StubIdentity:
+    """Any bearer token is this user (the real check is a JWT verification)."""
+
+    principal = Principal("u-1", "l-1", frozenset({"customer"}))
+
+    def authenticate(self, token: str) -> Principal:
+        return self.principal
+
+
+def _endpoint(routes: type, name: str, handler: Callable[..., Any]) -> Endpoint:
+    [op] = [op for op, found in operations(routes, "bench") if found == name]
+    endpoint = Endpoint(op)
+    endpoint.handler = handler
+    endpoint.gate = Gate(StubIdentity(), None)  # type: ignore[arg-type]
+    return endpoint
+
+
+async def _deposit(call: Any) -> Response:
+    return Response(ANSWER, media_type="application/json")
+
+
+def _router() -> Starlette:
+    live = _endpoint(HealthRoutes, "live", HealthRoutes(None).live)  # type: ignore[arg-type]
+    deposit = _endpoint(AccountRoutes, "deposit", _deposit)
+    return Starlette(
+        routes=[
+            Route("/health/live", live, methods=["GET"]),
+            Route("/accounts/{account_id}/deposit", deposit, methods=["POST"]),
+        ]
+    )
+
+
+def _stack(metrics: Metrics | None, limiter: RateLimiter | None) -> Any:
+    app: Any = _router()
+    if limiter is not None:
+        app = RateLimitMiddleware(app, limiter=lambda: limiter)
+    return RequestContextMiddleware(app, metrics=lambda: metrics)
+
+
+async def drive(app: Any, count: int, method: str = "GET", path: str = "/health/live") -> float:
+    """Seconds per request of `method path` through `app`."""
+    body = DEPOSIT if method == "POST" else b""
+    headers = [(b"host", b"bench"), (b"authorization", b"Bearer t")]
+    if body:
+        headers += [(b"content-type", b"application/json"), (b"content-length", b"42")]
+    base = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    for _ in range(500):  # warm up
+        await app(dict(base), receive, send)
+    started = time.perf_counter()
+    for _ in range(count):
+        await app(dict(base), receive, send)
+    return (time.perf_counter() - started) / count
+
+
+async def main(requests: int, rounds: int) -> None:
+    limits = load_settings(
+        rate_limit_per_minute=10**9, rate_limit_burst=10**9, rate_limit_per_ip_per_minute=10**9
+    )
+    configure_logging(load_settings(log_format="json", log_level="warning"))
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(io.StringIO())  # written, then dropped
+    metrics = Metrics()
+    deposit = f"/accounts/{ACCOUNT}/deposit"
+    modes: dict[str, Callable[[], Any]] = {
+        "bare ASGI app": lambda: drive(bare_app, requests),
+        "+ Starlette router and Endpoint": lambda: drive(_router(), requests),
+        "+ request id, headers, body limit": lambda: drive(_stack(None, None), requests),
+        "+ metrics": lambda: drive(_stack(metrics, None), requests),
+        "+ per-IP rate limit (in memory)": lambda: drive(
+            _stack(metrics, RateLimiter(limits)), requests
+        ),
+        "deposit shape: router, Endpoint, caller, body": lambda: drive(
+            _router(), requests, "POST", deposit
+        ),
+        "deposit shape, whole stack": lambda: drive(
+            _stack(metrics, RateLimiter(limits)), requests, "POST", deposit
+        ),
+    }
+    results: dict[str, list[float]] = {name: [] for name in modes}
+    logged: list[float] = []
+    traced: list[float] = []
+    for _ in range(rounds):
+        for name, run in modes.items():
+            results[name].append(await run())
+        logging.getLogger().setLevel(logging.INFO)  # the access line of every request written
+        logging.getLogger("banking_es.access").setLevel(logging.INFO)
+        logged.append(await drive(_stack(metrics, None), requests, "POST", deposit))
+        logging.getLogger().setLevel(logging.WARNING)
+        tracing.configure_tracing(None, exporter=DropExporter(), batch=False)
+        traced.append(await drive(_stack(metrics, None), requests, "POST", deposit))
+        tracing.shutdown_tracing()
+    results["deposit shape + access log line written (INFO)"] = logged
+    results["deposit shape + tracing on (spans dropped)"] = traced
+    print(f"in-process ASGI, median of {rounds} rounds of {requests} requests (us/request)")
+    for name, values in results.items():
+        print(f"  {name:<52} {statistics.median(values) * 1e6:8.1f}")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return number
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.layers", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--requests", type=_positive, default=20000, help="per round and mode")
+    parser.add_argument("--rounds", type=_positive, default=5, help="the median is reported")
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.rounds))
