@@ -170,7 +170,8 @@ class Services:
         self._exporting = asyncio.create_task(self._export_metrics_every(), name="metrics-export")
 
     def export_metrics(self) -> None:
-        """Hand this process's cache counts and L1 size to Prometheus (see `export_cache`)."""
+        """Hand this process's request and cache counts and L1 size to Prometheus."""
+        self.metrics.export_requests()
         self.metrics.export_cache(
             self.cache_metrics, len(self.cache), self.cache.approximate_bytes()
         )

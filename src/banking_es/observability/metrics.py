@@ -11,6 +11,7 @@ docs/observability.md.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +50,31 @@ def multiprocess_enabled() -> bool:
 
 def _name(name: str) -> str:
     return f"{PREFIX}_{name}"
+
+
+class RequestCounts:
+    """HTTP requests counted by this worker since the last export, in plain dicts: a request
+    costs two dict updates, not two writes under the multiprocess files' lock."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        #: Per (route, method): a count per latency bucket (the last one +Inf), then the sum.
+        self.durations: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        counts = self.durations.get((route, method))
+        if counts is None:
+            counts = self.durations[(route, method)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
+
+    def drain(self) -> RequestCounts:
+        drained = RequestCounts()
+        drained.requests, self.requests = self.requests, {}
+        drained.durations, self.durations = self.durations, {}
+        return drained
 
 
 class Metrics:
@@ -248,6 +274,7 @@ class Metrics:
             ("role",),
         )
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._requests = RequestCounts()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, remembered: `labels()` takes a lock and checks every
@@ -263,8 +290,22 @@ class Metrics:
     # ---- hooks the composition root wires in ----------------------------------------
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self._child(self.http_requests, route, method, str(status)).inc()
-        self._child(self.http_duration, route, method).observe(seconds)
+        """Counted in this worker; published by `export_requests`."""
+        self._requests.observe(route, method, status, seconds)
+
+    def export_requests(self) -> None:
+        """Add the requests counted since the last call (on every scrape and every few seconds
+        in each worker, like `export_cache`)."""
+        drained = self._requests.drain()
+        for (route, method, status), requests in drained.requests.items():
+            self._child(self.http_requests, route, method, str(status)).inc(requests)
+        for (route, method), counts in drained.durations.items():
+            # prometheus-client has no "add n observations": add to its buckets and sum.
+            histogram: Any = self._child(self.http_duration, route, method)
+            for bucket, amount in zip(histogram._buckets, counts[:-1], strict=True):
+                if amount:
+                    bucket.inc(amount)
+            histogram._sum.inc(counts[-1])
 
     def observe_command(self, command: str, outcome: str) -> None:
         """`AccountService.on_command`."""
