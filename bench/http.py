@@ -1,4 +1,5 @@
-"""Rows 1-4: the server (`banking-es serve`, 2 workers) under wrk on loopback."""
+"""Rows 0-4 and the transfers row: the server (`banking-es serve`, 2 workers) under wrk on
+loopback, beside row 0, a bare ASGI app with the same server and workers (bench/bare_server.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ DURATION_S = 10
 CACHE_WARMUP_S = 5
 ACCOUNTS = 1000
 OPENING_BALANCE = "1000000.00"
+#: Every rate limit of the bench's server: far above anything wrk can send.
+RATE_LIMIT = 1_000_000_000
 
 
 def _free_port() -> int:
@@ -122,7 +125,12 @@ class Server:
             PORT=str(self.port),
             WORKERS=str(WORKERS),
             LOG_LEVEL="warning",
-            RATE_LIMIT_ENABLED="false",
+            # On, so that its cost is measured, with limits that refuse nothing.
+            RATE_LIMIT_ENABLED="true",
+            RATE_LIMIT_PER_MINUTE=str(RATE_LIMIT),
+            RATE_LIMIT_BURST=str(RATE_LIMIT),
+            RATE_LIMIT_PER_IP_PER_MINUTE=str(RATE_LIMIT),
+            AUTH_RATE_LIMIT_PER_MINUTE=str(RATE_LIMIT),
             DATA_DIR=str(self.workdir / "data"),
             JWT_SECRET=env.get("JWT_SECRET", "bench-secret-" + "x" * 32),
             REFRESH_TOKEN_SECRET=env.get("REFRESH_TOKEN_SECRET", "bench-refresh-" + "y" * 32),
@@ -183,6 +191,48 @@ async def authenticate(client: httpx.AsyncClient) -> str | None:
     return token
 
 
+@dataclass
+class BareServer:
+    """Row 0: bench/bare_server.py, the same server and workers without the service."""
+
+    port: int = field(default_factory=_free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        command = [sys.executable, "-m", "bench.bare_server", str(self.port), str(WORKERS)]
+        self.process = subprocess.Popen(command, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the bare server was not ready in {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+
+
+def bare_row() -> dict[str, Any]:
+    """Row 0, measured like row 1 (wrk's own static GET, no script work per request)."""
+    server = BareServer()
+    server.start()
+    try:
+        assert server.process is not None
+        workers = _descendants(server.process.pid)
+        return measure(server.url, "/", "health", [], None, "row 0 bare ASGI app", workers)
+    finally:
+        server.stop()
+
+
 async def open_accounts(
     client: httpx.AsyncClient, count: int, headers: dict[str, str]
 ) -> list[str]:
@@ -210,6 +260,7 @@ local mode = "%(mode)s"
 local out = "%(out)s"
 local headers = {["Content-Type"] = "application/json"%(auth)s}
 local deposit = '{"amount": "1.00", "description": "bench"}'
+local transfer = '{"from_account_id": "%%s", "to_account_id": "%%s", "amount": "0.01"}'
 local withdraw = '{"amount": "0.50", "description": "bench"}'
 local n = 0
 
@@ -246,6 +297,14 @@ end
     "get": r"""
 function request()
   return wrk.format("GET", "/accounts/" .. ids[math.random(#ids)], headers)
+end
+""",
+    "transfer": r"""
+function request()
+  local from = math.random(#ids)
+  local to = math.random(#ids - 1)
+  if to >= from then to = to + 1 end
+  return wrk.format("POST", "/transfers", headers, string.format(transfer, ids[from], ids[to]))
 end
 """,
     "mixed": r"""
@@ -386,7 +445,10 @@ def measure(
 
 
 async def http_rows(database_url: str) -> dict[str, Any]:
-    """Rows 1-4 and the server's peak memory."""
+    """Rows 0-4, the transfers row and the server's peak memory."""
+    loop = asyncio.get_running_loop()
+    say(f"row 0: the bare ASGI app with {WORKERS} workers")
+    bare = await loop.run_in_executor(None, bare_row)
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         server = Server(database_url, Path(tmp))
         say(f"starting `banking-es serve` with {WORKERS} workers on {server.url}")
@@ -401,7 +463,6 @@ async def http_rows(database_url: str) -> dict[str, Any]:
                     say(f"opening {ACCOUNTS + 1} accounts")
                     ids = await open_accounts(client, ACCOUNTS + 1, headers)
                 hot, spread = ids[:1], ids[1:]
-                loop = asyncio.get_running_loop()
 
                 workers = [p for p in _descendants(server.process.pid) if _is_worker(p)] or [
                     server.process.pid
@@ -429,9 +490,13 @@ async def http_rows(database_url: str) -> dict[str, Any]:
                     "mixed": await loop.run_in_executor(
                         None, run, "/", "mixed", spread, "row 4 mixed 70/20/10"
                     ),
+                    "transfers": await loop.run_in_executor(
+                        None, run, "/", "transfer", spread, "transfers, 1,000 accounts"
+                    ),
                 }
                 async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
                     rows["check"] = await _check_balances(client, hot, headers, rows)
+            rows["bare"] = bare
             rows["peak_rss_bytes"] = memory.peak
             rows["workers_sampled"] = memory.workers_seen
             rows["authenticated"] = token is not None
