@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 from banking_es.config import Settings
@@ -67,6 +69,33 @@ def _chain(*, stdlib_extra: bool) -> list[structlog.types.Processor]:
     ]
 
 
+class _JsonOutput:
+    #: The root's handler when LOG_FORMAT is json (`write_json_line` writes to it).
+    handler: logging.StreamHandler[Any] | None = None
+
+
+def write_json_line(logger: str, level: int, event: str, fields: Mapping[str, Any]) -> bool:
+    """Write one JSON line as the chain would render it, without a `LogRecord` and the
+    chain (the access log: one line per request); False when the output is not JSON.
+
+    `fields` must hold no secret: `redact` does not run here."""
+    handler = _JsonOutput.handler
+    if handler is None or logging.getLogger().handlers != [handler]:
+        return False
+    line = {
+        "event": event,
+        "level": logging.getLevelName(level).lower(),
+        "logger": logger,
+        "timestamp": datetime.now(UTC),
+        **fields,
+    }
+    text = orjson.dumps(line, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE).decode()
+    with handler.lock:  # type: ignore[union-attr]
+        handler.stream.write(text)
+        handler.flush()
+    return True
+
+
 def configure_logging(settings: Settings) -> None:
     level = getattr(logging, settings.log_level.upper())
     renderer: structlog.types.Processor
@@ -85,6 +114,7 @@ def configure_logging(settings: Settings) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    _JsonOutput.handler = handler if settings.effective_log_format == "json" else None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

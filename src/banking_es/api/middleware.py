@@ -14,6 +14,7 @@ from opentelemetry.trace import Span, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banking_es.api.problems import problem_body
+from banking_es.logging_setup import write_json_line
 from banking_es.observability.metrics import UNMATCHED_ROUTE
 from banking_es.observability.tracing import server_span
 
@@ -110,7 +111,9 @@ class RequestContextMiddleware:
             user_id = state.get("user_id")
             if user_id:
                 fields["user_id"] = user_id
-            log.log(level, "%s %s %s %.1fms", method, route, status, elapsed * 1000, extra=fields)
+            event = f"{method} {route} {status} {elapsed * 1000:.1f}ms"
+            if not write_json_line(log.name, level, event, fields):
+                log.log(level, event, extra=fields)
 
     async def _handle(
         self,
