@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,17 @@ async def test_docs_is_the_interactive_documentation(tmp_path: Path) -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert "swagger" in response.text.lower()
     assert "/openapi.json" in response.text
+
+
+async def test_docs_loads_swagger_ui_from_the_service_itself(tmp_path: Path) -> None:
+    """Banks run air-gapped: every script, stylesheet and icon of /docs comes from here."""
+    page = (await get_without_services("/docs", tmp_path)).text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+
+    assert len(assets) == 3
+    for asset in assets:
+        assert asset.startswith("/docs/assets/"), asset
+        response = await get_without_services(asset, tmp_path)
+        assert response.status_code == 200, asset
+        assert len(response.content) > 500, asset  # the files themselves, not an error page
+    assert (await get_without_services("/docs/assets/index.html", tmp_path)).status_code == 404

@@ -96,7 +96,7 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         if response.get("model") is not None:
             described["content"] = {"application/json": {"schema": refs[response["model"]]}}
         responses[str(code)] = described
-    document: dict[str, Any] = {"tags": [op.tag], "summary": op.summary}
+    document: dict[str, Any] = {"tags": [op.tag], "summary": op.summary, "operationId": op.name}
     if op.description:
         document["description"] = op.description
     if parameters:

@@ -52,6 +52,7 @@ class Operation:
     admin: bool = False  # admins only (403 for other roles), checked before any input
     rate_limited: bool = False
     responses: Mapping[int, dict[str, Any]] = field(default_factory=dict)
+    name: str = ""  # the handler's name (the OpenAPI operationId)
 
 
 def operation(method: str, path: str, summary: str, **options: Any) -> Callable[[Any], Any]:
@@ -71,7 +72,8 @@ def operations(routes: type, tag: str, **defaults: Any) -> list[tuple[Operation,
         declared = getattr(function, "__operation__", None)
         if declared is not None:
             method, path, summary, options = declared
-            found.append((Operation(method, path, summary, tag, **{**defaults, **options}), name))
+            op = Operation(method, path, summary, tag, **{**defaults, **options, "name": name})
+            found.append((op, name))
     return found
 
 
