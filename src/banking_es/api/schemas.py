@@ -9,6 +9,7 @@ import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from msgspec import Meta, Struct
 
@@ -120,7 +121,22 @@ Currency = Annotated[str, Check(_currency), Meta(examples=["USD"])]
 Description = Annotated[str, Check(_optional_text(500)), Meta(max_length=500)]
 Reason = Description
 Version = Annotated[int, Meta(ge=0, le=INT4_MAX)]
-Uuid = Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{36}$")]
+_UUID_TEXT = re.compile(r"[0-9a-fA-F-]{36}")
+
+
+def _uuid(value: Any) -> str:
+    """An id in its canonical form (lowercase, dashes) for the command."""
+    if not isinstance(value, str):
+        raise FieldError("must be a string")
+    if _UUID_TEXT.fullmatch(value):
+        try:
+            return str(UUID(value))
+        except ValueError:
+            pass
+    raise FieldError("must be a UUID")
+
+
+Uuid = Annotated[str, Check(_uuid), Meta(pattern=r"^[0-9a-fA-F-]{36}$")]
 
 
 class _Body(Struct, forbid_unknown_fields=True):

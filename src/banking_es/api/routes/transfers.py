@@ -8,7 +8,6 @@ from starlette.responses import Response
 
 from banking_es.api import render
 from banking_es.api.commands import guarded, run_command
-from banking_es.api.problems import validation_error
 from banking_es.api.routes.accounts import WRITE_PROBLEMS
 from banking_es.api.routing import Call, operation
 from banking_es.api.schemas import TransferOut, TransferRequest
@@ -18,13 +17,6 @@ from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.validation import TRANSFER
 from banking_es.domain import commands as cmd
 from banking_es.identity.access import AccountAccess
-
-
-def _uuid(field: str, value: str) -> str:
-    try:
-        return str(UUID(value))
-    except ValueError:
-        raise validation_error([{"field": field, "message": "must be a UUID"}]) from None
 
 
 class TransferRoutes:
@@ -54,8 +46,7 @@ class TransferRoutes:
     async def create_transfer(self, call: Call) -> Response:
         body: TransferRequest = call.body
         caller = call.caller
-        source = _uuid("from_account_id", body.from_account_id)
-        target = _uuid("to_account_id", body.to_account_id)
+        source, target = body.from_account_id, body.to_account_id  # canonical (schemas.Uuid)
         command = cmd.Transfer(source, target, body.amount, body.description)
         data = {
             "from_account_id": command.from_account_id,
