@@ -123,6 +123,8 @@ class Endpoint:
         self.op = op
         self.handler: Handler | None = None
         self.gate: Gate | None = None
+        #: The query of a request without one, when every parameter has a default.
+        self.no_query = fields.build(op.query, {}, [], extra=True) if op.query else None
         self.converters = {
             name: fields.converter(kind, text=True) for name, kind in op.params.items()
         }
@@ -158,8 +160,12 @@ class Endpoint:
             except fields.FieldError as exc:
                 problems.append({"field": name, "message": str(exc)})
         if op.query is not None:
-            query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-            call.query = fields.build(op.query, query, problems, extra=True)
+            raw = scope["query_string"]
+            if not raw and self.no_query is not None:
+                call.query = self.no_query
+            else:
+                query = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
+                call.query = fields.build(op.query, query, problems, extra=True)
         if data is _MISSING:
             raise ApiError(400, "invalid_json", "a JSON object body is required")
         if op.body is not None and data is not _ABSENT and (data is not None or op.body_required):

@@ -43,12 +43,12 @@ Cursor = Annotated[str, Meta(max_length=200, description="Opaque cursor from nex
 AsOf = Annotated[str, Meta(max_length=64, description="RFC 3339 time, e.g. 2026-01-31T12:00:00Z")]
 
 
-class PageQuery(Struct):
+class PageQuery(Struct, frozen=True):
     limit: Limit = 20
     cursor: Cursor | None = None
 
 
-class AccountQuery(Struct):
+class AccountQuery(Struct, frozen=True):
     as_of: AsOf | None = None
     version: VersionQuery | None = None
 

@@ -16,7 +16,7 @@ from banking_es.api.routing import Call, operation
 from banking_es.identity.service import IdentityService
 
 
-class UsersQuery(Struct):
+class UsersQuery(Struct, frozen=True):
     limit: Annotated[int, Meta(ge=1, le=100)] = 20
     cursor: Annotated[str, Meta(max_length=64, description="next_cursor")] | None = None
 

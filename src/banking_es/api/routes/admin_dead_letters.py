@@ -23,7 +23,7 @@ from banking_es.messaging.dead_letters import (
 )
 
 
-class LettersQuery(Struct):
+class LettersQuery(Struct, frozen=True):
     status: Literal["open", "retried", "discarded", "all"] = "open"
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
     offset: Offset = 0

@@ -18,7 +18,7 @@ from banking_es.application.ports import Clock
 from banking_es.mail.queue import MailNotFound, MailQueue
 
 
-class MailQuery(Struct):
+class MailQuery(Struct, frozen=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
 
 
