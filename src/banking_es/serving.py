@@ -45,15 +45,10 @@ from pathlib import Path
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
-from banking_es.api.app import BankingApp, create_app
 from banking_es.api.ratewindows import SHARED_FILE_ENV, SharedWindows
-from banking_es.bootstrap import Services, build_services
-from banking_es.config import Settings, load_settings
+from banking_es.config import Settings
 
 log = logging.getLogger("banking_es.serving")
-
-#: The workers' app: `serve` migrates (or checks) the database once, before they start.
-APP_FACTORY = "banking_es.serving:create_served_app"
 
 
 def spreads_connections() -> bool:
@@ -181,18 +176,3 @@ class SpreadSupervisor(Multiprocess):
 
     def handle_ttou(self) -> None:
         log.warning("SIGTTOU ignored: the number of workers is fixed (WORKERS)")
-
-
-def build_app(settings: Settings | None = None, *, migrate: bool = True) -> BankingApp:
-    """The app with services of its own, built (and started) in its lifespan."""
-
-    async def build(settings: Settings) -> Services:
-        return await build_services(settings, run_migrations=migrate)
-
-    return create_app(settings or load_settings(), build=build)
-
-
-def create_served_app() -> BankingApp:
-    """The app of `banking-es serve`'s workers: serve migrated the database (or, with
-    `--no-migrate`, checked that it is migrated) before starting them."""
-    return build_app(migrate=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,7 +14,14 @@ from rich.table import Table
 
 from banking_es.cli.common import console, ensure_secrets, migrate_database, read_settings, run
 from banking_es.cli.mail import check_mail_or_exit
-from banking_es.config import Settings
+from banking_es.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from banking_es.api.app import BankingApp
+    from banking_es.bootstrap import Services
+
+#: The workers' app: `serve` migrates (or checks) the database once, before they start.
+APP_FACTORY = "banking_es.cli.serve:create_served_app"
 
 
 def serve(
@@ -124,9 +131,9 @@ def run_server(settings: Settings, *, no_migrate: bool) -> None:
     }
     with serving.shared_rate_limits(settings):
         if not spread:
-            uvicorn.run(serving.APP_FACTORY, **options)
+            uvicorn.run(APP_FACTORY, **options)
             return
-        serving.SpreadSupervisor(uvicorn.Config(serving.APP_FACTORY, **options), sockets).run()
+        serving.SpreadSupervisor(uvicorn.Config(APP_FACTORY, **options), sockets).run()
 
 
 def _require_migrated(settings: Settings) -> None:
@@ -151,3 +158,22 @@ def _require_migrated(settings: Settings) -> None:
             "run `banking-es migrate` first (serve --no-migrate never migrates)"
         )
         raise typer.Exit(1)
+
+
+def build_app(settings: Settings | None = None, *, migrate: bool = True) -> BankingApp:
+    """The app with services of its own, built (and started) in its lifespan."""
+    # Imported here: prometheus-client reads PROMETHEUS_MULTIPROC_DIR when first imported,
+    # and `run_server` sets it first.
+    from banking_es.api.app import create_app
+    from banking_es.bootstrap import build_services
+
+    async def build(settings: Settings) -> Services:
+        return await build_services(settings, run_migrations=migrate)
+
+    return create_app(settings or load_settings(), build=build)
+
+
+def create_served_app() -> BankingApp:
+    """The app of `serve`'s workers (uvicorn's factory): the database was migrated (or, with
+    `--no-migrate`, checked) before they started."""
+    return build_app(migrate=False)
