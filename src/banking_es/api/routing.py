@@ -178,7 +178,7 @@ class Endpoint:
         return await handler(call)
 
     async def _json(self, scope: Scope, receive: Receive) -> Any:
-        """The body's JSON (None for an empty optional body): 415 unless declared JSON."""
+        """The body's JSON (`_MISSING` or `_ABSENT` when empty): 415 unless declared JSON."""
         raw = await _read(receive)
         content_type = header(scope, b"content-type")
         if content_type is None and raw:
