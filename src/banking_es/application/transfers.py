@@ -35,7 +35,7 @@ from banking_es.eventstore.base import (
     StoreUnavailable,
     StreamAppend,
 )
-from banking_es.observability.tracing import span
+from banking_es.observability.tracing import span, trace_carrier
 
 
 @dataclass(slots=True)
@@ -141,7 +141,7 @@ class Transfers:
                 ) -> TransferResult:
                     return replace(result, created_at=recorded[0].recorded_at)
 
-                metadata = event_metadata(context, "Transfer")
+                metadata = event_metadata(context, "Transfer", trace_carrier())
                 snapshot = self._repository.snapshot
                 request = AppendRequest(
                     [

@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from banking_es.eventstore.base import EventStore
 from banking_es.messaging import dead_letters
 from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher
+from banking_es.observability.tracing import kafka_process_span, tracing_enabled
 from banking_es.projections.checkpoints import ProjectionStatus
 from banking_es.projections.kafka_applier import (
     CONSUMER,
@@ -245,20 +246,11 @@ class KafkaProjectionRunner:
         messages = [message_of(r) for r in records]
         if not messages:
             return
-        delay = self._backoff
-        while True:
-            try:
-                outcomes = await self._apply(messages)
-                break
-            except TRANSIENT as exc:  # the database is away: not the messages' fault
-                log.warning("kafka projections: %s; retrying in %.1f s", exc, delay)
-            except Exception:
-                # Unexpected (e.g. the dead letter could not be written): never skip the
-                # batch; it is applied again (duplicates are dropped by version).
-                log.exception("kafka projections: %s failed; retrying in %.1f s", tp, delay)
-            self._outcome(tp.topic, "retry", len(messages))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_backoff)
+        carriers = [m.headers for m in messages] if tracing_enabled() else []
+        with kafka_process_span(
+            tp.topic, tp.partition, messages[0].offset, carriers, group=self.group_id
+        ):
+            outcomes = await self._apply_until_done(tp, messages)
         for outcome, count in outcomes.items():
             self._outcome(tp.topic, outcome, count)
         self.handled += len(messages)
@@ -268,6 +260,21 @@ class KafkaProjectionRunner:
         end = consumer.highwater(tp)  # from the fetch just answered: no request
         if self.on_lag is not None and end is not None:
             self.on_lag(tp.topic, tp.partition, max(0, end - messages[-1].offset - 1))
+
+    async def _apply_until_done(self, tp: TopicPartition, messages: list[Message]) -> Counter[str]:
+        delay = self._backoff
+        while True:
+            try:
+                return await self._apply(messages)
+            except TRANSIENT as exc:  # the database is away: not the messages' fault
+                log.warning("kafka projections: %s; retrying in %.1f s", exc, delay)
+            except Exception:
+                # Unexpected (e.g. the dead letter could not be written): never skip the
+                # batch; it is applied again (duplicates are dropped by version).
+                log.exception("kafka projections: %s failed; retrying in %.1f s", tp, delay)
+            self._outcome(tp.topic, "retry", len(messages))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_backoff)
 
     async def _apply(self, messages: list[Message]) -> Counter[str]:
         """Apply a partition's batch; the messages counted by outcome."""
