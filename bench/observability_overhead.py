@@ -1,7 +1,8 @@
 """What metrics, logs and traces cost per request, measured on a trivial endpoint.
 
 Drives the ASGI app directly (no sockets, so the numbers are the middleware's own cost)
-with GET /health/live, and times the `span()` helper alone:
+with GET /health/live, and times the `span()` helper alone and what one write adds to carry
+its trace through Kafka (`time_propagation`):
 
     .venv/bin/python -m bench.observability_overhead [--requests 20000] [--rounds 5]
 
@@ -30,7 +31,14 @@ from banking_es.api.app import create_app
 from banking_es.config import load_settings
 from banking_es.observability import tracing
 from banking_es.observability.metrics import Metrics
-from banking_es.observability.tracing import configure_tracing, span
+from banking_es.observability.tracing import (
+    configure_tracing,
+    end_send_spans,
+    kafka_process_span,
+    span,
+    start_send_span,
+    trace_carrier,
+)
 
 
 class DropExporter(SpanExporter):
@@ -77,6 +85,21 @@ def time_span(count: int) -> float:
     return (time.perf_counter() - started) / count
 
 
+def time_propagation(count: int) -> float:
+    """What a write adds to carry its trace to Kafka: the command's context stored with its
+    event, the relay's send span, the consumer's process span with one projection span."""
+    headers = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    started = time.perf_counter()
+    for _ in range(count):
+        with span("command Deposit"):
+            stored = trace_carrier()
+        sent = start_send_span("bench.events", "acc", stored)
+        end_send_spans([sent])
+        with kafka_process_span("bench.events", 0, 1, [headers]), span("projection bench"):
+            pass
+    return (time.perf_counter() - started) / count
+
+
 async def main(requests: int, rounds: int) -> None:
     logging.getLogger().setLevel(logging.WARNING)  # access lines are INFO: not written
     settings = load_settings()
@@ -92,16 +115,20 @@ async def main(requests: int, rounds: int) -> None:
         "no-metrics": [],
         "span-off": [],
         "span-on": [],
+        "propagation-off": [],
+        "propagation-on": [],
     }
     for _ in range(rounds):
         app.state.services = with_metrics
         tracing._state.provider, tracing._state.tracer = None, None
         results["off"].append(await drive(app, requests))
         results["span-off"].append(time_span(requests * 5))
+        results["propagation-off"].append(time_propagation(requests * 5))
         tracing._state.provider, tracing._state.tracer = on
         traced.state.services = with_metrics
         results["on"].append(await drive(traced, requests))
         results["span-on"].append(time_span(requests))
+        results["propagation-on"].append(time_propagation(requests))
         tracing._state.provider, tracing._state.tracer = None, None
         app.state.services = SimpleNamespace(metrics=None)
         results["no-metrics"].append(await drive(app, requests))
@@ -119,6 +146,8 @@ async def main(requests: int, rounds: int) -> None:
     )
     print(f"  span() helper, tracing off   {med['span-off'] * 1000:8.0f} ns/call")
     print(f"  span() helper, tracing on    {med['span-on']:8.1f} us/call")
+    print(f"  one write's trace to Kafka, tracing off {med['propagation-off'] * 1000:8.0f} ns")
+    print(f"  one write's trace to Kafka, tracing on  {med['propagation-on']:8.1f} us")
 
 
 def _positive(value: str) -> int:
