@@ -10,10 +10,10 @@ import pytest
 
 from banking_es.application.ports import SystemClock
 from banking_es.db.base import Database
+from banking_es.db.lease import LeaseElection
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
 from banking_es.db.sqlite import SqliteDatabase
-from banking_es.messaging.leader import LeaseElection
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

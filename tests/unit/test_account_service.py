@@ -14,7 +14,7 @@ import pytest
 from tests.contract.eventstore_helpers import record_batches
 from unit_support import EPOCH, FakeClock, ServiceFactory, SpyStore, collector_garbage
 
-from banking_es.application import codec, retry
+from banking_es.application import retry
 from banking_es.application.accounts import (
     AccountService,
     CommandContext,
@@ -29,6 +29,7 @@ from banking_es.domain import commands as cmd
 from banking_es.domain import errors
 from banking_es.domain.account import CLOSED, OPEN, Account
 from banking_es.domain.events import MoneyDeposited
+from banking_es.eventstore import codec
 from banking_es.eventstore.base import (
     AppendRequest,
     ConcurrencyError,

@@ -52,8 +52,11 @@ class AccountService:
         snapshot_threshold: int = 100,
         retry_budget: float = 5.0,
         pages: EventPageCache | None = None,
+        on_command: Callable[[str, str], None] | None = None,
     ) -> None:
         self._outcomes = CommandOutcomes()
+        if on_command is not None:
+            self._outcomes.on_command = on_command
         self._locks = StreamLocks()
         self._retry = RetryPolicy(retry_budget)
         self._repository = AccountRepository(store, cache, snapshot_threshold=snapshot_threshold)
