@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from banking_es.api.app import create_app
-from banking_es.bootstrap import Services, build_services
+from banking_es.bootstrap import Overrides, Services, build_services
 from banking_es.config import load_settings
 
 
@@ -34,14 +34,16 @@ async def api(
     client: tuple[str, int] = ("127.0.0.1", 50000),
     start: bool = False,
     name: str = "banking.db",
+    parts: Overrides | None = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
-    """An app with its own services (rate limits off unless asked for) and a client for it."""
+    """An app with its own services (rate limits off unless asked for) and a client for it;
+    `overrides` are settings, `parts` what the services take as given (`Overrides`)."""
     overrides.setdefault("database_url", f"sqlite:///{tmp_path / name}")
     overrides.setdefault("rate_limit_enabled", False)
     overrides.setdefault("data_dir", tmp_path / "data")
     settings = load_settings(**overrides)
-    services = await build_services(settings)
+    services = await build_services(settings, overrides=parts)
     if start:
         await services.start()
     app = create_app(settings, services)

@@ -30,9 +30,8 @@ from typing import Any
 import httpx
 
 from banking_es.api.app import create_app
-from banking_es.bootstrap import Services, build_services
+from banking_es.bootstrap import Overrides, Services, build_services
 from banking_es.config import Settings, load_settings
-from banking_es.identity.factory import build_identity
 
 PASSWORD = "correct horse battery"
 ADMIN_PASSWORD = "admin password 123"
@@ -81,12 +80,11 @@ async def running_app(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
     """The app in-process (httpx ASGITransport) with its services started."""
     settings = make_settings(tmp_path, database_url, **overrides)
-    services = await build_services(settings)
-    if clock is not None:
-        services.identity = build_identity(
-            settings, services.db, clock, mail=services.identity.mail
-        )
-    record_mail(services)
+    sent: list[EmailMessage] = []
+    services = await build_services(
+        settings, overrides=Overrides(identity_clock=clock, on_mail_sent=sent.append)
+    )
+    keep_mail(services, sent)
     await services.start()
     try:
         transport = httpx.ASGITransport(app=create_app(settings, services))
@@ -180,12 +178,10 @@ def create_admin_cli(
     )
 
 
-def record_mail(services: Services) -> None:
-    """Keep every mail the services' sender hands over, for `reset_token` (before start)."""
-    sent: list[EmailMessage] = []
+def keep_mail(services: Services, sent: list[EmailMessage]) -> None:
+    """Where `reset_token` finds the mails of `services`: the list their sender fills
+    (`Overrides(on_mail_sent=sent.append)`)."""
     _SENT[id(services)] = sent
-    if services.mail is not None:
-        services.mail.on_sent = sent.append
 
 
 async def reset_token(services: Services, user_id: str, timeout: float = 10.0) -> str:
@@ -196,7 +192,7 @@ async def reset_token(services: Services, user_id: str, timeout: float = 10.0) -
 
     user = await services.identity.users.by_id(user_id)
     assert user is not None
-    sent = _SENT[id(services)]  # see `record_mail`
+    sent = _SENT[id(services)]  # see `keep_mail`
     for _ in range(int(timeout / 0.02)):
         mails = [m for m in sent if m["To"] == user.email and m["Subject"] == RESET_SUBJECT]
         if mails:

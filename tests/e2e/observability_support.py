@@ -7,6 +7,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,10 @@ import httpx
 import yaml
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from tests.auth import record_mail
+from tests.auth import keep_mail
 
 from banking_es.api.app import create_app
-from banking_es.bootstrap import Services, build_services
+from banking_es.bootstrap import Overrides, Services, build_services
 from banking_es.config import Settings, load_settings
 
 
@@ -42,8 +43,9 @@ async def running_app(
             **overrides,
         }
         settings: Settings = load_settings(**options)
-        services = await build_services(settings)
-        record_mail(services)
+        sent: list[EmailMessage] = []
+        services = await build_services(settings, overrides=Overrides(on_mail_sent=sent.append))
+        keep_mail(services, sent)
         await services.start()
         app = create_app(settings, services)
         try:

@@ -287,11 +287,15 @@ async def test_one_sender_at_a_time_and_a_stand_by_takes_over(
         first = services.mail
         assert first is not None
         queue = first.queue
-        second = build_sender(
-            services.settings, services.db, MailQueue(services.db), services.clock, _no_reset
-        )
         by_second: list[Any] = []
-        second.on_sent = by_second.append
+        second = build_sender(
+            services.settings,
+            services.db,
+            MailQueue(services.db),
+            services.clock,
+            _no_reset,
+            on_sent=by_second.append,
+        )
         for _ in range(500):  # the running sender takes the lease at start (slow on a busy host)
             if await services.db.fetchval("SELECT holder FROM leases WHERE name = 'mail-sender'"):
                 break

@@ -15,7 +15,7 @@ from tests.api_support import FakeTime, api
 from tests.auth import Headers, bearer, login, register
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 
-from banking_es.bootstrap import Services
+from banking_es.bootstrap import Overrides
 
 
 @pytest.fixture
@@ -25,9 +25,9 @@ def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     return clock
 
 
-def use_clock(services: Services, clock: FakeTime) -> None:
-    assert services.rate_limiter is not None
-    services.rate_limiter.clock = clock.time
+def clocked(clock: FakeTime) -> Overrides:
+    """The rate limiter counts its windows on `clock`."""
+    return Overrides(rate_limit_clock=clock.time)
 
 
 #: Cheap Argon2: every test hashes a password or two.
@@ -53,8 +53,10 @@ async def signed_up(http: httpx.AsyncClient, clock: FakeTime | None = None) -> H
 async def test_a_client_over_its_limit_gets_429_with_retry_after_until_the_window_moves(
     tmp_path: Path, fake_time: FakeTime
 ) -> None:
-    async with api(tmp_path, **LIMITS, rate_limit_per_minute=3) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **LIMITS, rate_limit_per_minute=3, parts=clocked(fake_time)) as (
+        http,
+        services,
+    ):
         http.headers.update(await signed_up(http, fake_time))
         a = {"x-client-id": "app-a"}
         for _ in range(3):
@@ -85,8 +87,10 @@ async def test_a_client_over_its_limit_gets_429_with_retry_after_until_the_windo
 async def test_a_new_client_id_per_request_does_not_escape_the_user_limit(
     tmp_path: Path, fake_time: FakeTime
 ) -> None:
-    async with api(tmp_path, **LIMITS, rate_limit_per_minute=3) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **LIMITS, rate_limit_per_minute=3, parts=clocked(fake_time)) as (
+        http,
+        _,
+    ):
         http.headers.update(await signed_up(http, fake_time))
         codes = [
             (await http.get("/accounts", headers={"x-client-id": f"new-{i}"})).status_code
@@ -101,8 +105,7 @@ async def test_a_client_id_cannot_spend_another_users_quota(
     """Bob sends the id Ada's application uses until he is refused: Ada's windows (her user's
     and her user-and-client one) are untouched."""
     settings = {**LIMITS, "rate_limit_per_minute": 3, "rate_limit_per_client_per_minute": 2}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **settings, parts=clocked(fake_time)) as (http, _):
         ada = {**await signed_up(http, fake_time), "x-client-id": "ada-app"}
         bob = {**await signed_up(http, fake_time), "x-client-id": "ada-app"}
         codes = [(await http.get("/accounts", headers=bob)).status_code for _ in range(3)]
@@ -115,8 +118,7 @@ async def test_a_client_id_adds_a_window_of_its_own_within_the_users(
     tmp_path: Path, fake_time: FakeTime
 ) -> None:
     settings = {**LIMITS, "rate_limit_per_minute": 4, "rate_limit_per_client_per_minute": 2}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         a, b = {"x-client-id": "app-a"}, {"x-client-id": "app-b"}
         codes = [(await http.get("/accounts", headers=a)).status_code for _ in range(3)]
@@ -131,8 +133,10 @@ async def test_a_client_id_adds_a_window_of_its_own_within_the_users(
 async def test_the_window_moves_rather_than_resetting_each_minute(
     tmp_path: Path, fake_time: FakeTime
 ) -> None:
-    async with api(tmp_path, **LIMITS, rate_limit_per_minute=2) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **LIMITS, rate_limit_per_minute=2, parts=clocked(fake_time)) as (
+        http,
+        _,
+    ):
         http.headers.update(await signed_up(http, fake_time))
         a = {"x-client-id": "app-a"}
         assert (await http.get("/accounts", headers=a)).status_code == 200
@@ -145,8 +149,7 @@ async def test_the_window_moves_rather_than_resetting_each_minute(
 
 async def test_a_burst_is_limited_per_second(tmp_path: Path, fake_time: FakeTime) -> None:
     settings = {**LIMITS, "rate_limit_burst": 2, "rate_limit_per_minute": 100}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         a = {"x-client-id": "app-a"}
         assert [(await http.get("/accounts", headers=a)).status_code for _ in range(3)] == [
@@ -164,8 +167,10 @@ async def test_without_a_client_id_the_user_is_the_client(
 ) -> None:
     """API.md: without `x-client-id` the caller is limited by user (then by IP, which only an
     unauthenticated caller would be, and those are refused with 401 before the limit)."""
-    async with api(tmp_path, **LIMITS, rate_limit_per_minute=2) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **LIMITS, rate_limit_per_minute=2, parts=clocked(fake_time)) as (
+        http,
+        _,
+    ):
         ada = await signed_up(http, fake_time)
         bob = await signed_up(http, fake_time)
         codes = [(await http.get("/accounts", headers=ada)).status_code for _ in range(3)]
@@ -178,8 +183,7 @@ async def test_the_per_ip_limit_covers_every_client_of_that_ip(
     tmp_path: Path, fake_time: FakeTime
 ) -> None:
     settings = {**LIMITS, "rate_limit_per_minute": 100, "rate_limit_per_ip_per_minute": 4}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         codes = [
             (await http.get("/accounts", headers={"x-client-id": f"c{i}"})).status_code
@@ -193,16 +197,18 @@ async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
     tmp_path: Path, fake_time: FakeTime
 ) -> None:
     settings = {**LIMITS, "rate_limit_per_ip_per_minute": 1, "trusted_proxies": "10.0.0.0/8"}
-    async with api(tmp_path, client=("10.1.2.3", 4000), **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, client=("10.1.2.3", 4000), **settings, parts=clocked(fake_time)) as (
+        http,
+        _,
+    ):
         http.headers.update(await signed_up(http, fake_time))  # as the proxy 10.1.2.3 itself
         for ip in ("1.1.1.1", "2.2.2.2"):
             forwarded = {"x-forwarded-for": f"9.9.9.9, {ip}, 10.0.0.7", "x-client-id": ip}
             assert (await http.get("/accounts", headers=forwarded)).status_code == 200
         again = {"x-forwarded-for": "1.1.1.1", "x-client-id": "x"}
         assert (await http.get("/accounts", headers=again)).status_code == 429
-    async with api(tmp_path, name="b.db", **settings) as (http, services):
-        use_clock(services, fake_time)  # the peer 127.0.0.1 is not trusted: XFF is ignored
+    async with api(tmp_path, name="b.db", **settings, parts=clocked(fake_time)) as (http, _):
+        # the peer 127.0.0.1 is not trusted: XFF is ignored
         http.headers.update(await signed_up(http, fake_time))
         for ip, expected in (("1.1.1.1", 200), ("2.2.2.2", 429)):
             forwarded = {"x-forwarded-for": ip, "x-client-id": ip}
@@ -213,8 +219,7 @@ async def test_login_and_password_reset_have_their_own_per_ip_limit(
     tmp_path: Path, fake_time: FakeTime
 ) -> None:
     settings = {**LIMITS, "auth_rate_limit_per_minute": 2, "rate_limit_per_minute": 100}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         customer = await signed_up(http, fake_time)  # its login has left the auth window
         codes = [(await http.post("/auth/login", json={})).status_code for _ in range(2)]
         assert 429 not in codes
@@ -227,8 +232,7 @@ async def test_login_and_password_reset_have_their_own_per_ip_limit(
 async def test_registration_is_under_the_auth_limit(tmp_path: Path, fake_time: FakeTime) -> None:
     """Each registration costs an Argon2 hash, and its 409 tells whether a name is taken."""
     settings = {**LIMITS, "auth_rate_limit_per_minute": 2}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         codes = [(await http.post("/auth/register", json={})).status_code for _ in range(3)]
         assert codes[:2] != [429, 429]
         assert codes[2] == 429
@@ -237,8 +241,7 @@ async def test_registration_is_under_the_auth_limit(tmp_path: Path, fake_time: F
 
 async def test_health_and_metrics_are_exempt(tmp_path: Path, fake_time: FakeTime) -> None:
     settings = {**LIMITS, "rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **settings, parts=clocked(fake_time)) as (http, _):
         codes = {(await http.get("/health/live")).status_code for _ in range(5)}
         codes |= {(await http.get("/health/ready")).status_code for _ in range(3)}
         assert codes == {200}
@@ -263,8 +266,7 @@ async def test_the_number_of_tracked_clients_is_bounded(
         "rate_limit_per_minute": 100,
         "rate_limit_per_client_per_minute": 1,
     }
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         for i in range(20):
             response = await http.get("/accounts", headers={"x-client-id": f"c{i}"})
@@ -286,11 +288,9 @@ async def test_with_redis_the_limit_is_shared_by_every_process(
         "redis_key_prefix": redis_prefix,
     }
     async with (
-        api(tmp_path, name="one.db", **settings) as (one, s1),
-        api(tmp_path, name="two.db", **settings) as (two, s2),
+        api(tmp_path, name="one.db", **settings, parts=clocked(fake_time)) as (one, _),
+        api(tmp_path, name="two.db", **settings, parts=clocked(fake_time)) as (two, _),
     ):
-        use_clock(s1, fake_time)
-        use_clock(s2, fake_time)
         # one IP, one window in Redis for both processes (sign-up leaves the windows empty)
         one.headers.update(await signed_up(one, fake_time))
         two.headers.update(await signed_up(two, fake_time))
@@ -314,8 +314,7 @@ async def test_while_redis_is_away_limits_are_kept_in_memory(
         "redis_url": "redis://127.0.0.1:1/0",
         "redis_timeout_ms": 50,
     }
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with api(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         a = {"x-client-id": "app-a"}
         codes = [(await http.get("/accounts", headers=a)).status_code for _ in range(3)]

@@ -30,6 +30,7 @@ from tests.integration.test_projections import (
 
 from banking_es.application.ports import SystemClock
 from banking_es.db.base import Connection, Database
+from banking_es.db.lease import LeaseElection
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
 from banking_es.db.sqlite import SqliteDatabase
@@ -39,7 +40,6 @@ from banking_es.eventstore.sql import SqlEventStore
 from banking_es.eventstore.sqlite import SqliteEventStore
 from banking_es.messaging.dead_letters import OPEN, RETRIED
 from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher, Topics, ensure_topics
-from banking_es.messaging.leader import LeaseElection
 from banking_es.messaging.relay import OutboxRelay
 from banking_es.messaging.replay import replay_events
 from banking_es.projections import AccountSummariesProjection, TransactionsProjection

@@ -30,8 +30,8 @@ from tests.integration.kafka_broker import TansuBroker
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 
 from banking_es.bootstrap import Services
+from banking_es.bootstrap.kafka import kafka_config
 from banking_es.messaging.kafka import KafkaPublisher, encode_event
-from banking_es.messaging.wiring import kafka_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from banking_es.application.codec import to_domain
 from banking_es.application.ports import SystemClock
 from banking_es.db.base import Connection, Database, DatabaseUnavailable
+from banking_es.db.lease import LeaseElection
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase, _PgConnection
 from banking_es.db.sqlite import SqliteDatabase
@@ -43,9 +43,9 @@ from banking_es.eventstore.base import (
     RecordedEvent,
     StreamAppend,
 )
+from banking_es.eventstore.codec import to_domain
 from banking_es.eventstore.postgres import PostgresEventStore
 from banking_es.eventstore.sqlite import SqliteEventStore
-from banking_es.messaging.leader import LeaseElection
 from banking_es.projections import (
     AccountSummariesProjection,
     TransactionsProjection,

@@ -12,12 +12,12 @@ from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 from banking_es.application.accounts import AccountService, CommandContext
 from banking_es.application.ports import SystemClock, UuidGenerator
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway
 from banking_es.cache.two_level import TwoLevelAccountCache
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
 from banking_es.eventstore.memory import MemoryEventStore
+from banking_es.observability.cache_metrics import CacheMetrics
 
 pytestmark = pytest.mark.redis
 

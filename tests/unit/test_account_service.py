@@ -14,7 +14,7 @@ import pytest
 from tests.contract.eventstore_helpers import record_batches
 from unit_support import EPOCH, FakeClock, ServiceFactory, SpyStore, collector_garbage
 
-from banking_es.application import codec, retry
+from banking_es.application import retry
 from banking_es.application.accounts import (
     AccountService,
     CommandContext,
@@ -29,6 +29,7 @@ from banking_es.domain import commands as cmd
 from banking_es.domain import errors
 from banking_es.domain.account import CLOSED, OPEN, Account
 from banking_es.domain.events import MoneyDeposited
+from banking_es.eventstore import codec
 from banking_es.eventstore.base import (
     AppendRequest,
     ConcurrencyError,
@@ -571,9 +572,9 @@ async def test_a_conflicting_write_from_another_process_is_retried_not_failed(
     make_service: ServiceFactory, store: MemoryEventStore
 ) -> None:
     spy = SpyStore(store)
-    a, b = make_service(spy), make_service()
     outcomes: list[tuple[str, str]] = []
-    a.on_command = lambda name, outcome: outcomes.append((name, outcome))
+    a = make_service(spy, on_command=lambda name, outcome: outcomes.append((name, outcome)))
+    b = make_service()
     account = await open_account(a, "10")
     await deposit(b, account.id, "5")  # `a` caches version 1; the store is at 2
     after = await deposit(a, account.id, "1")
@@ -624,9 +625,9 @@ async def test_a_conflict_is_retried_at_once_from_the_copy_the_winners_notice_br
     # here it arrives just as the loser's append fails.
     winner = NoticeWinner(store)
     loser = NoticeLoser(store, lambda: a.note_moved(winner.take()))
-    a, b = make_service(loser), make_service(winner)
     outcomes: list[tuple[str, str]] = []
-    a.on_command = lambda name, outcome: outcomes.append((name, outcome))
+    a = make_service(loser, on_command=lambda name, outcome: outcomes.append((name, outcome)))
+    b = make_service(winner)
     waits: list[int] = []
     original = a._retry.await_notice
 

@@ -22,14 +22,14 @@ from tests.e2e.observability_support import (
     named,
 )
 
+from banking_es.application.ports import ProjectionStatus
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.domain.account import Account
 from banking_es.eventstore.base import OutboxStats
+from banking_es.observability.cache_metrics import CacheMetrics
 from banking_es.observability.events import record_dead_letter, record_login, record_rate_limited
 from banking_es.observability.gauges import refresh_gauges
 from banking_es.observability.metrics import Metrics, multiprocess_enabled
-from banking_es.projections.checkpoints import ProjectionStatus
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:

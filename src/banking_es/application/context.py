@@ -57,8 +57,8 @@ class CommandOutcomes:
 
     __slots__ = ("on_command",)
 
-    def __init__(self) -> None:
-        self.on_command: Callable[[str, str], None] = _ignore
+    def __init__(self, on_command: Callable[[str, str], None] | None = None) -> None:
+        self.on_command: Callable[[str, str], None] = on_command or _ignore
 
     def failed(self, command: str, account_id: str | None, exc: Exception) -> None:
         self.on_command(command, "failed")

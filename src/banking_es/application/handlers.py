@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from banking_es.application.codec import to_new_event
 from banking_es.application.context import (
     CommandContext,
     CommandOutcomes,
@@ -36,6 +35,7 @@ from banking_es.eventstore.base import (
     StoreUnavailable,
     StreamAppend,
 )
+from banking_es.eventstore.codec import to_new_event
 from banking_es.observability.tracing import span, trace_carrier
 
 

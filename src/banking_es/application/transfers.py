@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from banking_es.application.codec import to_new_event
 from banking_es.application.context import (
     CommandContext,
     CommandOutcomes,
@@ -35,6 +34,7 @@ from banking_es.eventstore.base import (
     StoreUnavailable,
     StreamAppend,
 )
+from banking_es.eventstore.codec import to_new_event
 from banking_es.observability.tracing import span, trace_carrier
 
 

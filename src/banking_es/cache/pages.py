@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 from cachetools import LRUCache
 
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.eventstore.base import RecordedEvent
+from banking_es.observability.cache_metrics import CacheMetrics
 from banking_es.observability.tracing import cache_span
 
 PageKey = tuple[str, int, int]

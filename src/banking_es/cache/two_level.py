@@ -25,9 +25,9 @@ import orjson
 from redis.asyncio import Redis
 
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.domain.account import Account
+from banking_es.observability.cache_metrics import CacheMetrics
 from banking_es.observability.tracing import cache_span
 from banking_es.tasks import cancel_all
 

@@ -47,7 +47,7 @@ def migrate_command(
     settings = read_settings()
 
     async def show() -> list[tuple[Any, bool]]:
-        from banking_es.bootstrap import connect_database
+        from banking_es.bootstrap.adapters import connect_database
         from banking_es.db.migrate import status as migration_status
 
         db = await connect_database(settings, pool_size=2)
@@ -134,7 +134,7 @@ def _require_migrated(settings: Settings) -> None:
     job has not run, or failed, must not serve a schema they do not know)."""
 
     async def pending() -> list[Any]:
-        from banking_es.bootstrap import connect_database
+        from banking_es.bootstrap.adapters import connect_database
         from banking_es.db.migrate import pending
 
         db = await connect_database(settings, pool_size=2)

@@ -184,12 +184,18 @@ async def check_broker(config: KafkaConfig, timeout: float) -> dict[str, Any]:
 class KafkaPublisher:
     """The relay's publisher for Kafka: acks=all, idempotent per configuration (see module)."""
 
-    def __init__(self, config: KafkaConfig) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        *,
+        on_published: Callable[[str, int], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
         self._config = config
         self._producer: AIOKafkaProducer | None = None
         #: Told (topic, count) after the broker acknowledged messages, and (topic) on failure.
-        self.on_published: Callable[[str, int], None] | None = None
-        self.on_error: Callable[[str], None] | None = None
+        self.on_published = on_published
+        self.on_error = on_error
         self._idempotent: bool | None = None
         self._topics_ready = False
 

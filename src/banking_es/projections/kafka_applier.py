@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from banking_es.application.ports import ProjectionStatus
 from banking_es.db.base import Connection, Database, DatabaseUnavailable
 from banking_es.eventstore.base import EventStore, RecordedEvent, StoreUnavailable
 from banking_es.messaging import dead_letters
 from banking_es.messaging.kafka import decode_event
 from banking_es.observability.tracing import span
 from banking_es.projections.base import Projection
-from banking_es.projections.checkpoints import ProjectionStatus
 
 log = logging.getLogger(__name__)
 

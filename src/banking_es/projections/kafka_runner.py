@@ -21,11 +21,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from banking_es.application.ports import ProjectionStatus
 from banking_es.eventstore.base import EventStore
 from banking_es.messaging import dead_letters
 from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher
 from banking_es.observability.tracing import kafka_process_span, tracing_enabled
-from banking_es.projections.checkpoints import ProjectionStatus
 from banking_es.projections.kafka_applier import (
     CONSUMER,
     TRANSIENT,
@@ -73,6 +73,10 @@ class KafkaProjectionRunner:
         max_backoff: float = 10.0,
         batch_size: int = 500,
         group_id: str | None = None,
+        on_outcome: Callable[[str, str, int], None] | None = None,
+        on_dead_letter: Callable[[str, str, int], None] | None = None,
+        on_lag: Callable[[str, int, int], None] | None = None,
+        on_assigned: Callable[[int], None] | None = None,
     ) -> None:
         self.applier = applier
         self._config = config
@@ -86,10 +90,10 @@ class KafkaProjectionRunner:
         #: dead_letter (given up or parked), retry (to be applied again); (topic, error,
         #: attempts) of each message put in the dead letters; (topic, partition, lag) of
         #: each assigned partition; the number of partitions assigned (metrics).
-        self.on_outcome: Callable[[str, str, int], None] | None = None
-        self.on_dead_letter: Callable[[str, str, int], None] | None = None
-        self.on_lag: Callable[[str, int, int], None] | None = None
-        self.on_assigned: Callable[[int], None] | None = None
+        self.on_outcome = on_outcome
+        self.on_dead_letter = on_dead_letter
+        self.on_lag = on_lag
+        self.on_assigned = on_assigned
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
