@@ -1,7 +1,7 @@
 """Kafka with a real broker (Tansu): relay, leader election, consumer group, DLQ, outages.
 
 Projections fed from Kafka are compared with tables computed independently from the
-stored events (the helpers of `test_projections.py`).
+stored events (the helpers of `projection_support.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from tests.integration.kafka_broker import TansuBroker
-from tests.integration.test_projections import (
+from tests.integration.projection_support import (
     Bank,
     all_events,
     expected_summaries,
