@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,35 @@ async def open_account(
 async def wait_for_projections(services: Services) -> None:
     head = await services.store.head_position()
     assert await services.projections.wait_for(head, 5), "projections did not catch up"
+
+
+ACCOUNT_KEYS = {
+    "id",
+    "owner_name",
+    "balance",
+    "currency",
+    "status",
+    "version",
+    "created_at",
+    "updated_at",
+}
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+both_backends = pytest.mark.parametrize("db_backend", BOTH_BACKENDS, indirect=True)
+
+
+def parse_time(value: str) -> datetime:
+    assert RFC3339_UTC.match(value), value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def deposit(api: httpx.AsyncClient, account_id: str, amount: Any, **extra: Any) -> Any:
+    response = await api.post(f"/accounts/{account_id}/deposit", json={"amount": amount, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def withdraw(api: httpx.AsyncClient, account_id: str, amount: Any, **extra: Any) -> Any:
+    response = await api.post(f"/accounts/{account_id}/withdraw", json={"amount": amount, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
