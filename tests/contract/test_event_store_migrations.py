@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from eventstore_helpers import SQL_BACKENDS
+from tests.contract.eventstore_helpers import SQL_BACKENDS
 
 from banking_es.db.base import Database
 from banking_es.db.migrate import available, migrate, status

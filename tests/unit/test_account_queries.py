@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 from tests.unit.account_service_support import USD, deposit, open_account, t, transfer, withdraw
-from unit_support import ServiceFactory, SpyStore
+from tests.unit.unit_support import ServiceFactory, SpyStore
 
 from banking_es.application.accounts import AccountService, TransferResult
 from banking_es.application.errors import NotFound

@@ -17,7 +17,7 @@ from tests.unit.account_service_support import (
     transfer,
     withdraw,
 )
-from unit_support import ServiceFactory, SpyStore, collector_garbage
+from tests.unit.unit_support import ServiceFactory, SpyStore, collector_garbage
 
 from banking_es.application.accounts import AccountService, CommandContext, TransferResult
 from banking_es.application.errors import NotFound, ServiceUnavailable, VersionConflict

@@ -20,7 +20,7 @@ from tests.unit.account_service_support import (
     t,
     transfer,
 )
-from unit_support import FakeClock, ServiceFactory, SpyStore
+from tests.unit.unit_support import FakeClock, ServiceFactory, SpyStore
 
 from banking_es.application.accounts import AccountService, Replayed, TransferResult
 from banking_es.application.errors import ServiceUnavailable, VersionConflict

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from tests.contract.eventstore_helpers import record_batches
 from tests.unit.account_service_support import USD, deposit, open_account, t, transfer
-from unit_support import ServiceFactory, SpyStore
+from tests.unit.unit_support import ServiceFactory, SpyStore
 
 from banking_es.domain.account import OPEN, Account
 from banking_es.eventstore.memory import MemoryEventStore

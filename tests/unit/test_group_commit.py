@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from unit_support import EPOCH, collector_garbage
+from tests.unit.unit_support import EPOCH, collector_garbage
 
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,

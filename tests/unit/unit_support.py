@@ -1,5 +1,4 @@
-"""Fakes and spies shared by the unit tests (imported as a top-level module, like the
-contract suite's `eventstore_helpers`)."""
+"""Fakes and spies shared by the unit tests."""
 
 from __future__ import annotations
 
