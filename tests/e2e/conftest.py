@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from tests.api_support import running_services
 from tests.e2e.bad_input_support import World
-from tests.e2e.http_support import StoreState, api_client, running_services, snapshot_store
+from tests.e2e.http_support import E2E_SETTINGS, StoreState, api_client, snapshot_store
 
 from banking_es.bootstrap import Services
 
@@ -42,7 +43,7 @@ def api_database_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: 
 @pytest.fixture
 async def services(api_database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
     """Started services (projections and outbox relay running) on a fresh database."""
-    async with running_services(api_database_url, tmp_path) as started:
+    async with running_services(tmp_path, api_database_url, **E2E_SETTINGS) as started:
         yield started
 
 
@@ -66,7 +67,7 @@ def store_state(services: Services) -> Callable[[], Awaitable[StoreState]]:
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     data_dir = tmp_path_factory.mktemp("bad_input")
     async with (
-        running_services(f"sqlite:///{data_dir / 'banking.db'}", data_dir) as services,
+        running_services(data_dir, **E2E_SETTINGS) as services,
         api_client(services) as api,
     ):
         yield await World(api, services, {}).fresh()

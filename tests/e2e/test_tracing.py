@@ -9,8 +9,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from tests.api_support import running_app
 from tests.auth import bearer, login, register, sign_up
-from tests.e2e.observability_support import running_app
 
 from banking_es.observability import tracing
 from banking_es.observability.tracing import (
@@ -47,7 +47,7 @@ def by_name(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
 async def test_a_deposit_is_one_trace_http_command_append(
     tmp_path: Path, exporter: InMemorySpanExporter
 ) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 't.db'}") as (client, _services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 't.db'}") as (client, _services):
         user = await register(client)
         client.headers.update(bearer((await login(client, user["username"]))["access_token"]))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
@@ -84,7 +84,7 @@ async def test_a_deposit_is_one_trace_http_command_append(
 async def test_a_refused_command_and_a_bug_mark_their_spans(
     tmp_path: Path, exporter: InMemorySpanExporter
 ) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 'r.db'}") as (client, _services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 'r.db'}") as (client, _services):
         client.headers.update(await sign_up(client))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
         account = opened.json()["id"]

@@ -6,10 +6,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tests.api_support import api
+from tests.api_support import running_app
 from tests.auth import sign_up
+from tests.e2e.http_support import open_account
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 
 from banking_es.application.errors import ServiceUnavailable
@@ -31,14 +31,6 @@ def count_durable_lookups(services: Services, monkeypatch: pytest.MonkeyPatch) -
     return calls
 
 
-async def open_account(http: httpx.AsyncClient) -> str:
-    """Signs a customer up (the client sends its token from then on) and opens its account."""
-    http.headers.update(await sign_up(http))
-    response = await http.post("/accounts", json={"owner_name": "Ada", "initial_balance": "0"})
-    account_id: str = response.json()["id"]
-    return account_id
-
-
 @pytest.mark.redis
 async def test_a_burst_of_retries_is_answered_from_redis_without_the_database(
     tmp_path: Path,
@@ -46,8 +38,9 @@ async def test_a_burst_of_retries_is_answered_from_redis_without_the_database(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
-    async with api(tmp_path, **settings) as (http, services):
-        account_id = await open_account(http)
+    async with running_app(tmp_path, **settings) as (http, services):
+        http.headers.update(await sign_up(http))  # the client sends its token from then on
+        account_id = (await open_account(http, "Ada", "0"))["id"]
         lookups = count_durable_lookups(services, monkeypatch)
         key = {"Idempotency-Key": "dep-1"}
         first = await http.post(
@@ -82,8 +75,9 @@ async def test_duplicates_sent_at_once_execute_once(
     redis_prefix: str,  # noqa: F811
 ) -> None:
     settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
-    async with api(tmp_path, **settings) as (http, _):
-        account_id = await open_account(http)
+    async with running_app(tmp_path, **settings) as (http, _):
+        http.headers.update(await sign_up(http))  # the client sends its token from then on
+        account_id = (await open_account(http, "Ada", "0"))["id"]
         key = {"Idempotency-Key": "dep-2"}
         answers = await asyncio.gather(
             *(
@@ -108,8 +102,9 @@ async def test_outcomes_without_events_are_remembered_and_failures_are_released(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
-    async with api(tmp_path, **settings) as (http, services):
-        account_id = await open_account(http)
+    async with running_app(tmp_path, **settings) as (http, services):
+        http.headers.update(await sign_up(http))  # the client sends its token from then on
+        account_id = (await open_account(http, "Ada", "0"))["id"]
         key = {"Idempotency-Key": "wd-1"}
         refused = await http.post(
             f"/accounts/{account_id}/withdraw", json={"amount": "1"}, headers=key
@@ -146,8 +141,9 @@ async def test_outcomes_without_events_are_remembered_and_failures_are_released(
 
 async def test_without_redis_the_durable_records_decide(tmp_path: Path) -> None:
     settings = {"redis_url": "redis://127.0.0.1:1/0", "redis_timeout_ms": 50, **FAST_HASHING}
-    async with api(tmp_path, **settings) as (http, services):
-        account_id = await open_account(http)
+    async with running_app(tmp_path, **settings) as (http, services):
+        http.headers.update(await sign_up(http))  # the client sends its token from then on
+        account_id = (await open_account(http, "Ada", "0"))["id"]
         key = {"Idempotency-Key": "dep-4"}
         answers = [
             await http.post(f"/accounts/{account_id}/deposit", json={"amount": "3"}, headers=key)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from tests.unit.unit_support import EPOCH
+from tests.clock_support import EPOCH
 
 from banking_es.application.accounts import (
     AccountService,

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from tests.clock_support import FakeClock
 from tests.unit.account_service_support import (
     CTX,
     USD,
@@ -20,7 +21,7 @@ from tests.unit.account_service_support import (
     t,
     transfer,
 )
-from tests.unit.unit_support import FakeClock, ServiceFactory, SpyStore
+from tests.unit.unit_support import ServiceFactory, SpyStore
 
 from banking_es.application.accounts import AccountService, Replayed, TransferResult
 from banking_es.application.errors import ServiceUnavailable, VersionConflict

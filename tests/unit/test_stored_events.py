@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from tests.unit.unit_support import EPOCH
+from tests.clock_support import EPOCH
 
 from banking_es.application import codec
 from banking_es.domain.events import MoneyDeposited
