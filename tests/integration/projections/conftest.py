@@ -1,67 +1,34 @@
 """Fixtures of the projection tests: a migrated database plus event store, on SQLite and
-PostgreSQL (`open_env` opens another one on the same database, as another process would)."""
+PostgreSQL (`open_env` opens another one on the same database, as another process would).
+They stand on the root conftest's `backend` and `open_event_store`, limited to SQL here."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
+from tests.db_support import StoreOpener
 from tests.integration.projection_support import BACKENDS, Env, Opener
 
-from banking_es.db.base import Database
-from banking_es.db.migrate import migrate
-from banking_es.db.postgres import PostgresDatabase
-from banking_es.db.sqlite import SqliteDatabase
-from banking_es.eventstore.postgres import PostgresEventStore
-from banking_es.eventstore.sqlite import SqliteEventStore
+from banking_es.eventstore.sql import SqlEventStore
 from banking_es.projections import runner as runner_module
 
 
 @pytest.fixture(params=BACKENDS)
-def sql_backend(request: pytest.FixtureRequest) -> str:
+def backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgres``: projections live in SQL tables."""
     name: str = request.param
     return name
 
 
 @pytest.fixture
-def db_location(sql_backend: str, request: pytest.FixtureRequest) -> str:
-    if sql_backend == "sqlite":
-        path: Path = request.getfixturevalue("sqlite_path")
-        return str(path)
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest.fixture
-async def open_env(sql_backend: str, db_location: str) -> AsyncIterator[Opener]:
+def open_env(open_event_store: StoreOpener) -> Opener:
     """Open (another) database connection plus event store on this test's database."""
-    opened: list[Env] = []
 
     async def open_() -> Env:
-        db: Database
-        if sql_backend == "sqlite":
-            db = await SqliteDatabase.connect(db_location)
-        else:
-            db = await PostgresDatabase.connect(db_location)
-        try:
-            await migrate(db)
-        except BaseException:
-            await db.close()
-            raise
-        store = SqliteEventStore(db) if sql_backend == "sqlite" else PostgresEventStore(db)
-        env = Env(db, store)
-        opened.append(env)
-        return env
+        store = await open_event_store()
+        assert isinstance(store, SqlEventStore)
+        return Env(store.db, store)
 
-    try:
-        yield open_
-    finally:
-        for env in reversed(opened):
-            try:
-                await env.store.close()
-            finally:
-                await env.db.close()
+    return open_
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counted
 
 
-@pytest.mark.parametrize("sql_backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
 @pytest.mark.usefixtures("small_rebuild_batches")
 async def test_a_rebuild_by_copy_writes_the_rows_of_small_batches(
     env: Env, copies: list[int], monkeypatch: pytest.MonkeyPatch
