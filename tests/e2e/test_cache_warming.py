@@ -12,7 +12,6 @@ from tests.api_support import running_app
 from tests.auth import sign_up
 
 #: Cheap Argon2 for the customer each test signs up (identity is always on).
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
 
 
 async def wait_for_ready(http: httpx.AsyncClient, check: object, timeout: float = 10) -> dict:  # type: ignore[type-arg]
@@ -28,7 +27,7 @@ async def wait_for_ready(http: httpx.AsyncClient, check: object, timeout: float 
 async def test_a_new_process_warms_its_cache_with_the_most_recently_active_accounts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with running_app(tmp_path, **FAST_HASHING) as (http, _):
+    async with running_app(tmp_path) as (http, _):
         http.headers.update(await sign_up(http))
         ids = []
         for name in ("A", "B", "C"):

@@ -31,9 +31,7 @@ def use_clock(services: Services, clock: FakeClock) -> None:
     services.rate_limiter.clock = clock.time
 
 
-#: Cheap Argon2: every test hashes a password or two.
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
-LIMITS = {"rate_limit_enabled": True, "rate_limit_burst": 0, **FAST_HASHING}
+LIMITS = {"rate_limit_enabled": True, "rate_limit_burst": 0}
 #: Longer than every window (a minute): what was counted before has left them all.
 PAST_THE_WINDOWS = 61
 
@@ -250,7 +248,7 @@ async def test_health_and_metrics_are_exempt(tmp_path: Path, fake_time: FakeCloc
 
 
 async def test_rate_limit_enabled_false_turns_it_off(tmp_path: Path) -> None:
-    settings = {"rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1, **FAST_HASHING}
+    settings = {"rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1}
     async with running_app(tmp_path, rate_limit_enabled=False, **settings) as (http, services):
         assert services.rate_limiter is None
         http.headers.update(await signed_up(http))

@@ -16,13 +16,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from tests.api_support import running_app
-from tests.auth import FAST_ARGON2, bearer, login, register
+from tests.auth import bearer, login, register
 from tests.e2e.http_support import answer_with_a_bug
 
 from banking_es.bootstrap import Services
 
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
-FAST = {k.lower(): v for k, v in FAST_ARGON2.items()}
 
 
 def policy(response: httpx.Response) -> dict[str, list[str]]:
@@ -38,7 +37,7 @@ def assert_api_headers(response: httpx.Response) -> None:
 
 
 async def test_every_kind_of_answer_carries_nosniff_and_the_api_policy(tmp_path: Path) -> None:
-    async with running_app(tmp_path, **FAST) as (http, _services):
+    async with running_app(tmp_path) as (http, _services):
         user = await register(http)
         headers = bearer((await login(http, user["username"]))["access_token"])
         account = (
@@ -85,7 +84,7 @@ async def test_a_500_carries_them(services: Services, monkeypatch: pytest.Monkey
 
 
 async def test_token_answers_are_not_stored_by_caches(tmp_path: Path) -> None:
-    async with running_app(tmp_path, **FAST) as (http, _services):
+    async with running_app(tmp_path) as (http, _services):
         user = await register(http)
         logged_in = await http.post(
             "/auth/login", json={"username": user["username"], "password": "correct horse battery"}

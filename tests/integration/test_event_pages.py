@@ -11,7 +11,6 @@ from tests.auth import sign_up
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 
 #: Cheap Argon2 for the customer each test signs up (identity is always on).
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
 
 
 async def history(http: httpx.AsyncClient, account_id: str, limit: int = 2) -> list[dict]:  # type: ignore[type-arg]
@@ -27,7 +26,7 @@ async def history(http: httpx.AsyncClient, account_id: str, limit: int = 2) -> l
 
 
 async def test_full_pages_are_cached_and_new_events_always_show(tmp_path: Path) -> None:
-    async with running_app(tmp_path, **FAST_HASHING) as (http, services):
+    async with running_app(tmp_path) as (http, services):
         http.headers.update(await sign_up(http))
         account_id = (
             await http.post("/accounts", json={"owner_name": "A", "initial_balance": "0"})
@@ -50,7 +49,7 @@ async def test_another_process_reads_full_pages_from_redis(
     tmp_path: Path,
     redis_prefix: str,  # noqa: F811
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
     async with running_app(tmp_path, **settings) as (one, _):
         owner = await sign_up(one)
         one.headers.update(owner)

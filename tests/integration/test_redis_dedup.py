@@ -16,7 +16,6 @@ from banking_es.application.errors import ServiceUnavailable
 from banking_es.bootstrap import Services
 
 #: Cheap Argon2 for the customer each test signs up (identity is always on).
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
 
 
 def count_durable_lookups(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -37,7 +36,7 @@ async def test_a_burst_of_retries_is_answered_from_redis_without_the_database(
     redis_prefix: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
     async with running_app(tmp_path, **settings) as (http, services):
         http.headers.update(await sign_up(http))  # the client sends its token from then on
         account_id = (await open_account(http, "Ada", "0"))["id"]
@@ -74,7 +73,7 @@ async def test_duplicates_sent_at_once_execute_once(
     tmp_path: Path,
     redis_prefix: str,  # noqa: F811
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
     async with running_app(tmp_path, **settings) as (http, _):
         http.headers.update(await sign_up(http))  # the client sends its token from then on
         account_id = (await open_account(http, "Ada", "0"))["id"]
@@ -101,7 +100,7 @@ async def test_outcomes_without_events_are_remembered_and_failures_are_released(
     redis_prefix: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
     async with running_app(tmp_path, **settings) as (http, services):
         http.headers.update(await sign_up(http))  # the client sends its token from then on
         account_id = (await open_account(http, "Ada", "0"))["id"]
@@ -140,7 +139,7 @@ async def test_outcomes_without_events_are_remembered_and_failures_are_released(
 
 
 async def test_without_redis_the_durable_records_decide(tmp_path: Path) -> None:
-    settings = {"redis_url": "redis://127.0.0.1:1/0", "redis_timeout_ms": 50, **FAST_HASHING}
+    settings = {"redis_url": "redis://127.0.0.1:1/0", "redis_timeout_ms": 50}
     async with running_app(tmp_path, **settings) as (http, services):
         http.headers.update(await sign_up(http))  # the client sends its token from then on
         account_id = (await open_account(http, "Ada", "0"))["id"]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.integration.kafka.kafka_support import Env, _env
+from tests.integration.kafka.kafka_support import Env, env_for
 from tests.integration.kafka_broker import TansuBroker
 
 
@@ -16,5 +16,5 @@ async def env(
     kafka_broker: TansuBroker, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Env]:
     backend = getattr(request, "param", "sqlite")
-    async with _env(kafka_broker, tmp_path, request, backend) as made:
+    async with env_for(kafka_broker, tmp_path, request, backend) as made:
         yield made

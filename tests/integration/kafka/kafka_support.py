@@ -104,7 +104,9 @@ async def open_db(backend: str, location: str) -> Database:
     return await PostgresDatabase.connect(location)
 
 
-class _EnvContext:
+class EnvContext:
+    """Opens the `Env` of a test on entry; closes its relays, runners, store and database."""
+
     def __init__(
         self, broker: TansuBroker, tmp_path: Path, request: pytest.FixtureRequest, backend: str
     ) -> None:
@@ -134,10 +136,11 @@ class _EnvContext:
         await self._env.db.close()
 
 
-def _env(
+def env_for(
     broker: TansuBroker, tmp_path: Path, request: pytest.FixtureRequest, backend: str
-) -> _EnvContext:
-    return _EnvContext(broker, tmp_path, request, backend)
+) -> EnvContext:
+    """The `Env` of a test on `backend` (``sqlite``, or ``postgres`` on `pg_url`)."""
+    return EnvContext(broker, tmp_path, request, backend)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:

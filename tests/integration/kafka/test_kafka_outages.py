@@ -10,9 +10,9 @@ import orjson
 import pytest
 from tests.integration.kafka.kafka_support import (
     PARTITIONS,
-    _env,
     assert_matches_replay,
     config_for,
+    env_for,
     eventually,
     read_topic,
 )
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.kafka
 async def test_a_broker_outage_during_a_load_loses_nothing(
     own_kafka_broker: TansuBroker, tmp_path: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:
-    async with _env(own_kafka_broker, tmp_path, request, backend) as env:
+    async with env_for(own_kafka_broker, tmp_path, request, backend) as env:
         bank = await populate(env.store, ops=20)
         relay = env.relay()
         relay.start()
