@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,11 @@ from tests.api_support import app_client, running_app, running_services
 from tests.auth import bearer, login, register, sign_up
 from tests.e2e.observability_support import scrape, value
 
+from banking_es import bootstrap
 from banking_es.api.app import create_app
-from banking_es.observability.metrics import UNMATCHED_ROUTE
+from banking_es.application.accounts import CommandContext
+from banking_es.domain.commands import Deposit
+from banking_es.observability.metrics import UNMATCHED_ROUTE, Metrics
 
 P = "banking_es_"
 
@@ -129,38 +133,19 @@ async def test_metrics_need_no_credentials_and_do_not_count_bodies(tmp_path: Pat
 
 async def test_conflicts_and_failures_are_counted_by_outcome(tmp_path: Path) -> None:
     """Two services on one database: the second one's stale cache makes it conflict."""
-    from banking_es.bootstrap import build_services
-    from banking_es.config import load_settings
-
     url = f"sqlite:///{tmp_path / 'c.db'}"
     async with running_app(tmp_path, url) as (client, _services):
         client.headers.update(await sign_up(client))
         account = (
             await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "0"})
         ).json()["id"]
-        other = await build_services(
-            load_settings(
-                database_url=url,
-                data_dir=tmp_path / "other",
-                rate_limit_enabled=False,
-                argon2_time_cost=1,
-                argon2_memory_cost=8,
-            )
-        )
-        try:
+        async with running_services(tmp_path / "other", url, start=False) as other:
             await client.get(f"/accounts/{account}")  # cached at version 1 here
-            from decimal import Decimal
-
-            from banking_es.application.accounts import CommandContext
-            from banking_es.domain.commands import Deposit
-
             await other.accounts.deposit(Deposit(account, Decimal("1.00")), CommandContext())
             # Version 2 now exists; the first service decides on version 1, conflicts, retries.
             response = await client.post(f"/accounts/{account}/deposit", json={"amount": "2"})
             assert response.status_code == 200
             assert response.json()["version"] == 3
-        finally:
-            await other.close()
         metrics = await scrape(client)
         assert value(metrics, P + "commands_total", command="Deposit", outcome="conflict") == 1
         assert value(metrics, P + "commands_total", command="Deposit", outcome="ok") == 1
@@ -192,8 +177,6 @@ async def test_each_worker_exports_its_cache_counts_without_being_scraped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another worker may never be the one scraped: its counts still reach the shared files."""
-    from banking_es import bootstrap
-    from banking_es.observability.metrics import Metrics
 
     monkeypatch.setattr(bootstrap, "METRICS_EXPORT_INTERVAL", 0.05)
     async with running_app(tmp_path, f"sqlite:///{tmp_path / 'e.db'}") as (client, services):

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from banking_es.cli import app as cli_app
 from banking_es.config import Settings, load_settings
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
+from banking_es.eventstore.base import RecordedEvent
 from banking_es.messaging.dead_letters import add_letter
-from banking_es.messaging.kafka import encode_event
+from banking_es.messaging.kafka import decode_event, encode_event
 from banking_es.projections.kafka_applier import CONSUMER
 
 pytestmark = pytest.mark.kafka
@@ -290,11 +292,6 @@ def test_projections_status_under_kafka_shows_what_the_consumer_group_applied(
 
 
 def test_kafka_message_values_follow_the_documented_format() -> None:
-    from datetime import UTC, datetime
-
-    from banking_es.eventstore.base import RecordedEvent
-    from banking_es.messaging.kafka import decode_event
-
     event = RecordedEvent(
         7, "acct", 3, "ev", "MoneyDeposited", {"amount": "1.00"}, {"u": 1}, datetime.now(UTC)
     )

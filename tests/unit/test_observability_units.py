@@ -30,6 +30,7 @@ from banking_es.eventstore.base import OutboxStats
 from banking_es.observability.events import record_dead_letter, record_login, record_rate_limited
 from banking_es.observability.gauges import refresh_gauges
 from banking_es.observability.metrics import Metrics, multiprocess_enabled
+from banking_es.observability.multiproc import ENV_DIR, prepare_multiprocess_dir
 from banking_es.projections.checkpoints import ProjectionStatus
 
 
@@ -166,8 +167,6 @@ def test_dashboard_and_alerts_use_only_metrics_that_are_declared() -> None:
 def test_serve_prepares_an_empty_metrics_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from banking_es.observability.multiproc import ENV_DIR, prepare_multiprocess_dir
-
     monkeypatch.delenv(ENV_DIR, raising=False)
     parent = tmp_path / "data" / "prometheus-multiproc"
     gone = parent / "999999999"  # a server that is not running any more

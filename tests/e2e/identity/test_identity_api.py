@@ -24,6 +24,7 @@ from tests.clock_support import FakeClock
 from tests.e2e.http_support import assert_problem
 
 from banking_es.identity.errors import InvalidCredentials
+from banking_es.identity.passwords import Passwords
 
 # ---- register -----------------------------------------------------------------------------
 
@@ -179,7 +180,6 @@ async def test_a_successful_login_resets_the_failure_count(app: App) -> None:
 async def test_login_rehashes_a_password_made_with_older_parameters(app: App) -> None:
     http, services = app
     user = await register(http)
-    from banking_es.identity.passwords import Passwords
 
     old = await Passwords(time_cost=2, memory_cost=16).hash(PASSWORD)
     await services.db.execute("UPDATE users SET password_hash = $1 WHERE id = $2", old, user["id"])

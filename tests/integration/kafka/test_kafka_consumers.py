@@ -18,6 +18,7 @@ from tests.integration.kafka.kafka_support import (
 from tests.integration.projection_support import Bank, all_events, populate, tables
 
 from banking_es.db.base import Connection
+from banking_es.domain.events import MoneyDeposited
 from banking_es.eventstore.base import RecordedEvent
 from banking_es.messaging.dead_letters import OPEN, RETRIED
 from banking_es.messaging.kafka import KafkaPublisher
@@ -138,8 +139,6 @@ class Breakable:
 
 
 async def test_a_poison_message_goes_to_the_dlq_and_is_retried_after_a_fix(env: Env) -> None:
-    from banking_es.domain.events import MoneyDeposited
-
     bank = Bank(env.store, random.Random(3))
     victim = await bank.open()
     bystander = await bank.open()

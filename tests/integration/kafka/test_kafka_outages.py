@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +104,6 @@ async def _backlog_empty(store: EventStore) -> bool:
 async def test_a_killed_relay_process_is_replaced_by_a_standby_process(
     kafka_broker: TansuBroker, tmp_path: Path
 ) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
     db_path = tmp_path / "bank.db"
     db = await SqliteDatabase.connect(db_path)
     await migrate(db)
