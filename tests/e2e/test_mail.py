@@ -14,15 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.auth import (
-    PASSWORD,
-    admin_headers,
-    bearer,
-    login,
-    register,
-    reset_token,
-    running_app,
-)
+from tests.api_support import running_app
+from tests.auth import PASSWORD, admin_headers, bearer, login, register, reset_token
 from tests.smtp_support import SmtpServer, token_in
 
 from banking_es.bootstrap import Services
@@ -31,14 +24,6 @@ from banking_es.mail.queue import MailQueue
 from banking_es.mail.setup import build_sender
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return f"sqlite:///{tmp_path / 'banking.db'}"
 
 
 @pytest.fixture

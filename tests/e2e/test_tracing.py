@@ -14,8 +14,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import INVALID_SPAN, SpanKind, StatusCode
+from tests.api_support import running_app
 from tests.auth import bearer, login, register, sign_up
-from tests.e2e.observability_support import running_app
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 from tests.server import free_port
 
@@ -60,7 +60,7 @@ def by_name(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
 async def test_a_deposit_is_one_trace_http_command_append(
     tmp_path: Path, exporter: InMemorySpanExporter
 ) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 't.db'}") as (client, _services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 't.db'}") as (client, _services):
         user = await register(client)
         client.headers.update(bearer((await login(client, user["username"]))["access_token"]))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
@@ -97,7 +97,7 @@ async def test_a_deposit_is_one_trace_http_command_append(
 async def test_a_refused_command_and_a_bug_mark_their_spans(
     tmp_path: Path, exporter: InMemorySpanExporter
 ) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 'r.db'}") as (client, _services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 'r.db'}") as (client, _services):
         client.headers.update(await sign_up(client))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
         account = opened.json()["id"]
@@ -174,7 +174,7 @@ async def test_each_event_stores_its_own_commands_context_when_commands_share_a_
 ) -> None:
     """Deposits queued behind each other are appended together, in the first one's task;
     each event still continues the trace of its own command."""
-    async with running_app(f"sqlite:///{tmp_path / 'c.db'}") as (_client, services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 'c.db'}") as (_client, services):
         opened = await services.accounts.open_account(
             cmd.OpenAccount("Ada", Decimal("1"), "USD"), CommandContext()
         )
@@ -207,8 +207,11 @@ async def test_redis_lookups_of_the_caches_are_cache_spans_of_the_request(
     redis_prefix: str,  # noqa: F811
 ) -> None:
     async with running_app(
-        f"sqlite:///{tmp_path / 'k.db'}", redis_url=SHARED_REDIS_URL, redis_key_prefix=redis_prefix
-    ) as (client, services, _app):
+        tmp_path,
+        f"sqlite:///{tmp_path / 'k.db'}",
+        redis_url=SHARED_REDIS_URL,
+        redis_key_prefix=redis_prefix,
+    ) as (client, services):
         client.headers.update(await sign_up(client))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
         account = opened.json()["id"]
@@ -269,7 +272,7 @@ async def test_an_exporter_that_is_down_never_fails_or_delays_a_write(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
     assert configure_tracing(f"http://127.0.0.1:{free_port()}")
     try:
-        async with running_app(f"sqlite:///{tmp_path / 'd.db'}") as (client, _services, _app):
+        async with running_app(tmp_path, f"sqlite:///{tmp_path / 'd.db'}") as (client, _services):
             client.headers.update(await sign_up(client))
             opened = await client.post(
                 "/accounts", json={"owner_name": "Ada", "initial_balance": "1"}

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.api_support import running_app
 from tests.auth import sign_up
 from tests.e2e.observability_support import (
     NOT_YET_EXPORTED,
@@ -22,7 +23,6 @@ from tests.e2e.observability_support import (
     dashboard_expressions,
     missing,
     named,
-    running_app,
     samples,
     value,
 )
@@ -121,6 +121,7 @@ async def test_every_metric_named_in_deploy_and_docs_is_on_metrics(
 ) -> None:
     prefix = f"m{uuid.uuid4().hex[:10]}"
     async with running_app(
+        tmp_path,
         f"sqlite:///{tmp_path / 'bank.db'}",
         kafka_bootstrap_servers=kafka_broker.bootstrap,
         kafka_topic_prefix=prefix,
@@ -129,7 +130,7 @@ async def test_every_metric_named_in_deploy_and_docs_is_on_metrics(
         dlq_max_attempts=2,
         redis_url=SHARED_REDIS_URL,
         redis_key_prefix=redis_prefix,
-    ) as (client, services, _app):
+    ) as (client, services):
         account = await workload(client)
         await resend_and_poison(services, account)
         topic, group = f"{prefix}.events", f"{prefix}.projections"

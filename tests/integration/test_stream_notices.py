@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.auth import make_settings
+from tests.api_support import make_settings
 from tests.contract.eventstore_helpers import events, idem, new_stream, one
 from tests.integration.pg_notices import store_and_notices
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+from tests.api_support import running_app
 from tests.auth import sign_up
-from tests.e2e.observability_support import running_app
 from tests.integration.kafka_broker import TansuBroker
 
 from banking_es.bootstrap import Services
@@ -149,17 +150,18 @@ def only(spans: list[Received], name: str) -> Received:
 
 
 async def test_one_deposit_is_one_trace_from_request_to_projection(
-    collector: Collector, kafka_broker: TansuBroker, pg_url: str
+    collector: Collector, kafka_broker: TansuBroker, pg_url: str, tmp_path: Path
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:10]}"
     topic = f"{prefix}.events"
     async with running_app(
+        tmp_path,
         pg_url,
         kafka_bootstrap_servers=kafka_broker.bootstrap,
         kafka_topic_prefix=prefix,
         kafka_topic_partitions=2,
         kafka_relay_lease_ttl=2.0,
-    ) as (client, services, _app):
+    ) as (client, services):
         client.headers.update(await sign_up(client))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "5"})
         assert opened.status_code == 201, opened.text
