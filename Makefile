@@ -45,15 +45,18 @@ run: $(RUN_STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check $(LINT)
 	$(BIN)/ruff format --check $(LINT)
+	$(BIN)/lint-imports
 	$(BIN)/mypy src
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
+## make lint: style, formatting and the import contracts of pyproject.toml (the layers)
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT)
 	$(BIN)/ruff format --check $(LINT)
+	$(BIN)/lint-imports
 
 fmt: $(STAMP)
 	$(BIN)/ruff format $(LINT)
@@ -83,4 +86,4 @@ lock: $(UV)
 		-c requirements-dev.lock pyproject.toml -o requirements-bench.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

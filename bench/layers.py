@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from banking_es.api.middleware import RequestContextMiddleware
-from banking_es.api.ratelimit import RateLimiter, RateLimitMiddleware
+from banking_es.api.ratelimit import RateLimitMiddleware
 from banking_es.api.routes.accounts import AccountRoutes
 from banking_es.api.routes.health import HealthRoutes
 from banking_es.api.routing import Endpoint, Gate, operations
@@ -37,6 +37,7 @@ from banking_es.identity.service import Principal
 from banking_es.logging_setup import configure_logging
 from banking_es.observability import tracing
 from banking_es.observability.metrics import Metrics
+from banking_es.ratelimit.limiter import RateLimiter
 from bench.frameworks_apps.bare import app as bare_app
 
 ACCOUNT = "6f1c2f7e-3a43-4a36-9d0b-4f3c9a9b8c01"
@@ -70,7 +71,7 @@ async def _deposit(call: Any) -> Response:
     return Response(ANSWER, media_type="application/json")
 
 
-def _router() -> Starlette:
+def router() -> Starlette:
     live = _endpoint(HealthRoutes, "live", HealthRoutes(None).live)  # type: ignore[arg-type]
     deposit = _endpoint(AccountRoutes, "deposit", _deposit)
     return Starlette(
@@ -81,8 +82,8 @@ def _router() -> Starlette:
     )
 
 
-def _stack(metrics: Metrics | None, limiter: RateLimiter | None) -> Any:
-    app: Any = _router()
+def stack(metrics: Metrics | None, limiter: RateLimiter | None) -> Any:
+    app: Any = router()
     if limiter is not None:
         app = RateLimitMiddleware(app, limiter=lambda: limiter)
     return RequestContextMiddleware(app, metrics=lambda: metrics)
@@ -135,17 +136,17 @@ async def main(requests: int, rounds: int) -> None:
     deposit = f"/accounts/{ACCOUNT}/deposit"
     modes: dict[str, Callable[[], Any]] = {
         "bare ASGI app": lambda: drive(bare_app, requests),
-        "+ Starlette router and Endpoint": lambda: drive(_router(), requests),
-        "+ request id, headers, body limit": lambda: drive(_stack(None, None), requests),
-        "+ metrics": lambda: drive(_stack(metrics, None), requests),
+        "+ Starlette router and Endpoint": lambda: drive(router(), requests),
+        "+ request id, headers, body limit": lambda: drive(stack(None, None), requests),
+        "+ metrics": lambda: drive(stack(metrics, None), requests),
         "+ rate-limit middleware (/health is exempt)": lambda: drive(
-            _stack(metrics, RateLimiter(limits)), requests
+            stack(metrics, RateLimiter(limits)), requests
         ),
         "deposit shape: router, Endpoint, caller, body": lambda: drive(
-            _router(), requests, "POST", deposit
+            router(), requests, "POST", deposit
         ),
         "deposit shape, whole stack": lambda: drive(
-            _stack(metrics, RateLimiter(limits)), requests, "POST", deposit
+            stack(metrics, RateLimiter(limits)), requests, "POST", deposit
         ),
     }
     results: dict[str, list[float]] = {name: [] for name in modes}
@@ -155,10 +156,10 @@ async def main(requests: int, rounds: int) -> None:
         for name, run in modes.items():
             results[name].append(await run())
         logging.getLogger().setLevel(logging.INFO)  # the access line of every request written
-        logged.append(await drive(_stack(metrics, RateLimiter(limits)), requests, "POST", deposit))
+        logged.append(await drive(stack(metrics, RateLimiter(limits)), requests, "POST", deposit))
         logging.getLogger().setLevel(logging.WARNING)
         tracing.configure_tracing(None, exporter=DropExporter(), batch=False)
-        traced.append(await drive(_stack(metrics, RateLimiter(limits)), requests, "POST", deposit))
+        traced.append(await drive(stack(metrics, RateLimiter(limits)), requests, "POST", deposit))
         tracing.shutdown_tracing()
     results["deposit shape, whole stack + access log line (INFO, JSON)"] = logged
     results["deposit shape, whole stack + tracing on (spans dropped)"] = traced

@@ -27,11 +27,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from banking_es.application.codec import to_domain
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
 from banking_es.domain.account import Account
 from banking_es.eventstore.base import RecordedEvent
+from banking_es.eventstore.codec import to_domain
 from banking_es.projections.account_summaries import Summary, fold_summaries
 from banking_es.projections.transactions import transaction_rows
 from banking_es.verify import verify

@@ -1,6 +1,6 @@
 """Helpers for tests that call the API as somebody (identity is always on).
 
-In-process::
+In-process (`running_app` is the harness of tests/api_support.py)::
 
     async with running_app(tmp_path) as (http, services):
         headers = await sign_up(http)                      # a new customer, logged in
@@ -20,81 +20,27 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.api_support import sent_mail
+from tests.smtp_support import token_in
 
-from banking_es.api.app import create_app
-from banking_es.bootstrap import Services, build_services
-from banking_es.config import Settings, load_settings
-from banking_es.identity.factory import build_identity
+from banking_es.bootstrap import Services
+from banking_es.mail.messages import RESET_SUBJECT
 
 PASSWORD = "correct horse battery"
 ADMIN_PASSWORD = "admin password 123"
 #: Cheap Argon2 parameters: tests hash many passwords.
 FAST_ARGON2 = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "8"}
+#: The login lock-out and reset-token limits of the identity tests (tests/e2e/identity).
+MAX_ATTEMPTS = 3
+LOCKOUT = 60
+RESET_TTL = 1800
 _counter = itertools.count(1)
-#: The mails each running app's sender handed over (keyed by id of its Services).
-_SENT: dict[int, list[EmailMessage]] = {}
 
 Headers = dict[str, str]
-
-
-class ShiftedClock:
-    """The real time plus an offset a test can move forward (tokens' `exp` is checked
-    against the real time by PyJWT, so this clock must stay near it)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
-
-
-def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: Any) -> Settings:
-    options: dict[str, Any] = {
-        "database_url": database_url or f"sqlite:///{tmp_path / 'banking.db'}",
-        "data_dir": tmp_path / "data",
-        "argon2_time_cost": 1,
-        "argon2_memory_cost": 8,
-        "rate_limit_enabled": False,  # tests of the limits turn them on
-        **overrides,
-    }
-    return load_settings(**options)
-
-
-@asynccontextmanager
-async def running_app(
-    tmp_path: Path,
-    database_url: str | None = None,
-    *,
-    clock: Any = None,
-    **overrides: Any,
-) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
-    """The app in-process (httpx ASGITransport) with its services started."""
-    settings = make_settings(tmp_path, database_url, **overrides)
-    services = await build_services(settings)
-    if clock is not None:
-        services.identity = build_identity(
-            settings, services.db, clock, mail=services.identity.mail
-        )
-    record_mail(services)
-    await services.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(settings, services))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http, services
-    finally:
-        await services.close()
-        _SENT.pop(id(services), None)
 
 
 def bearer(token: str) -> Headers:
@@ -180,23 +126,11 @@ def create_admin_cli(
     )
 
 
-def record_mail(services: Services) -> None:
-    """Keep every mail the services' sender hands over, for `reset_token` (before start)."""
-    sent: list[EmailMessage] = []
-    _SENT[id(services)] = sent
-    if services.mail is not None:
-        services.mail.on_sent = sent.append
-
-
 async def reset_token(services: Services, user_id: str, timeout: float = 10.0) -> str:
     """The token of the latest reset mail sent to the user (by `running_app`'s sender)."""
-    from tests.smtp_support import token_in
-
-    from banking_es.mail.messages import RESET_SUBJECT
-
     user = await services.identity.users.by_id(user_id)
     assert user is not None
-    sent = _SENT[id(services)]  # see `record_mail`
+    sent = sent_mail(services)
     for _ in range(int(timeout / 0.02)):
         mails = [m for m in sent if m["To"] == user.email and m["Subject"] == RESET_SUBJECT]
         if mails:

@@ -13,34 +13,34 @@ Backends
 PostgreSQL
     `pg_url` creates a uniquely named database on the server of `pg_admin_url`
     (``TEST_DATABASE_URL``, default ``postgresql://postgres@127.0.0.1:5432/postgres``) and drops
-    it afterwards, so tests never share state and may run in parallel.
+    it afterwards, so tests never share state and may run in parallel. `database_url` is a fresh
+    database's URL, parametrised over SQLite and PostgreSQL (for tests of the whole app).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-import asyncpg
 import hypothesis
 import pytest
+from tests.db_support import (
+    DatabaseOpener,
+    StoreOpener,
+    admin_execute,
+    connect_database,
+    run_sync,
+    sql_event_store,
+    url_of_database,
+)
 
 from banking_es.db.base import Database
 from banking_es.db.migrate import migrate
-from banking_es.db.postgres import PostgresDatabase, normalize_url
-from banking_es.db.sqlite import SqliteDatabase
 from banking_es.eventstore.base import EventStore
 from banking_es.eventstore.memory import MemoryEventStore
-from banking_es.eventstore.postgres import PostgresEventStore
-from banking_es.eventstore.sqlite import SqliteEventStore
-
-T = TypeVar("T")
 
 # Property tests judge results, not timings: Hypothesis's 200 ms deadline per example fails
 # them ("Flaky") when a busy machine stalls one example.
@@ -56,30 +56,6 @@ BACKENDS = [
 ]
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` to completion from synchronous code, whether or not a loop is running here."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def database_url(admin_url: str, name: str) -> str:
-    """`admin_url` pointing at database `name` instead."""
-    parts = urlsplit(normalize_url(admin_url))
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-async def _admin_execute(admin_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(normalize_url(admin_url), timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 # ---- locations ------------------------------------------------------------------------------
 
 
@@ -90,11 +66,11 @@ def pg_admin_url() -> str:
 
 def _fresh_pg_database(admin_url: str) -> Iterator[str]:
     name = f"test_bes_{uuid.uuid4().hex[:12]}"
-    run_sync(_admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
+    run_sync(admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
     try:
-        yield database_url(admin_url, name)
+        yield url_of_database(admin_url, name)
     finally:
-        run_sync(_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_sync(admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -112,6 +88,15 @@ def pg_module_url(pg_admin_url: str) -> Iterator[str]:
 @pytest.fixture
 def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "banking.db"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh database, once on SQLite and once on PostgreSQL (`pg_url`)."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite:///{tmp_path / 'banking.db'}"
 
 
 # ---- event store backends -------------------------------------------------------------------
@@ -136,25 +121,6 @@ def store_location(backend: str, request: pytest.FixtureRequest) -> str | None:
         url: str = request.getfixturevalue("pg_url")
         return url
     return None
-
-
-async def connect_database(backend: str, location: str) -> Database:
-    """A `Database` for an SQL backend (not migrated)."""
-    if backend == "sqlite":
-        return await SqliteDatabase.connect(location)
-    if backend == "postgres":
-        return await PostgresDatabase.connect(location)
-    raise ValueError(f"{backend} has no database")
-
-
-def sql_event_store(db: Database, **options: Any) -> SqliteEventStore | PostgresEventStore:
-    if db.dialect == "sqlite":
-        return SqliteEventStore(db, **options)
-    return PostgresEventStore(db, **options)
-
-
-StoreOpener = Callable[..., Awaitable[EventStore]]
-DatabaseOpener = Callable[[], Awaitable[Database]]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import httpx
 
 
 def free_port() -> int:
+    """A loopback TCP port nobody listens on now (for servers the tests start)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

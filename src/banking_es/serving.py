@@ -45,8 +45,8 @@ from pathlib import Path
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
-from banking_es.api.ratewindows import SHARED_FILE_ENV, SharedWindows
 from banking_es.config import Settings
+from banking_es.ratelimit.windows import SHARED_FILE_ENV, SharedWindows
 
 log = logging.getLogger("banking_es.serving")
 

@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from eventstore_helpers import SQL_BACKENDS, event, events, everything, new_stream, one
+from tests.contract.eventstore_helpers import (
+    SQL_BACKENDS,
+    event,
+    events,
+    everything,
+    new_stream,
+    one,
+)
 
 from banking_es.db.base import Database, UniqueViolation
 from banking_es.eventstore.base import (

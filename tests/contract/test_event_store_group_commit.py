@@ -10,7 +10,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from eventstore_helpers import (
+from tests.contract.eventstore_helpers import (
     SQL_BACKENDS,
     event,
     events,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from eventstore_helpers import event, events, new_stream, one
+from tests.contract.eventstore_helpers import event, events, new_stream, one
 
 from banking_es.eventstore.base import EventStore, RecordedEvent
 from banking_es.eventstore.postgres import PostgresEventStore

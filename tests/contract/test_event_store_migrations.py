@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
-from eventstore_helpers import SQL_BACKENDS
+from tests.contract.eventstore_helpers import SQL_BACKENDS
 
+from banking_es.db import migrate as runner
 from banking_es.db.base import Database
 from banking_es.db.migrate import available, migrate, status
 
@@ -83,10 +85,6 @@ async def test_mail_queue_migration_scrubs_reset_tokens_left_in_the_outbox(
     open_database: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Older versions kept the reset token in the notification's payload after sending."""
-    from datetime import UTC, datetime
-
-    from banking_es.db import migrate as runner
-
     db = await open_database()
     everything = available(db.dialect)
     mail = next(m for m in everything if m.name == "mail_queue")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from eventstore_helpers import SQL_BACKENDS, event, events, idem, new_stream, one
+from tests.contract.eventstore_helpers import SQL_BACKENDS, event, events, idem, new_stream, one
 
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,

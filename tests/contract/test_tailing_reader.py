@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eventstore_helpers import SQL_BACKENDS, everything
+from tests.contract.eventstore_helpers import SQL_BACKENDS, everything
 
 from banking_es.eventstore.base import EventStore, RecordedEvent
 

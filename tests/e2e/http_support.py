@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
+from tests.api_support import app_client
 
-from banking_es.api.app import create_app
-from banking_es.bootstrap import Services, build_services
-from banking_es.config import load_settings
+from banking_es.bootstrap import Services
 
 #: `@pytest.mark.parametrize("db_backend", BOTH_BACKENDS, indirect=True)` runs a test on both.
 BOTH_BACKENDS = [
@@ -33,24 +33,8 @@ TEST_SECRETS = {
 }
 
 
-@asynccontextmanager
-async def running_services(database_url: str, data_dir: Path) -> AsyncIterator[Services]:
-    """Started services (projections and outbox relay running) on `database_url`."""
-    settings = load_settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        projection_poll_interval_ms=10,
-        rate_limit_enabled=False,
-        argon2_time_cost=1,
-        argon2_memory_cost=8,
-        **TEST_SECRETS,
-    )
-    services = await build_services(settings)
-    await services.start()
-    try:
-        yield services
-    finally:
-        await services.close()
+#: The settings of the API tests: fast projections, and fixed signing keys (`TEST_SECRETS`).
+E2E_SETTINGS = {"projection_poll_interval_ms": 10, **TEST_SECRETS}
 
 
 @asynccontextmanager
@@ -62,9 +46,7 @@ async def api_client(
     It sends `authorization` on every request; without one, a new user with `role` is
     registered (through the service, as the CLI does) and logged in for it.
     """
-    app = create_app(services.settings, services)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with app_client(services) as client:
         client.headers["Authorization"] = authorization or await log_in_new_user(
             client, services, role
         )
@@ -108,7 +90,7 @@ def assert_problem(
     """
     assert response.status_code == status, response.text
     content_type = response.headers.get("content-type", "")
-    assert content_type.startswith("application/problem+json"), response.headers
+    assert content_type == "application/problem+json", response.headers
     body: dict[str, Any] = response.json()
     assert body.keys() >= PROBLEM_KEYS, body
     assert body["status"] == status
@@ -143,3 +125,52 @@ async def open_account(
 async def wait_for_projections(services: Services) -> None:
     head = await services.store.head_position()
     assert await services.projections.wait_for(head, 5), "projections did not catch up"
+
+
+ACCOUNT_KEYS = {
+    "id",
+    "owner_name",
+    "balance",
+    "currency",
+    "status",
+    "version",
+    "created_at",
+    "updated_at",
+}
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+both_backends = pytest.mark.parametrize("db_backend", BOTH_BACKENDS, indirect=True)
+
+
+def parse_time(value: str) -> datetime:
+    assert RFC3339_UTC.match(value), value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def deposit(api: httpx.AsyncClient, account_id: str, amount: Any, **extra: Any) -> Any:
+    response = await api.post(f"/accounts/{account_id}/deposit", json={"amount": amount, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def withdraw(api: httpx.AsyncClient, account_id: str, amount: Any, **extra: Any) -> Any:
+    response = await api.post(f"/accounts/{account_id}/withdraw", json={"amount": amount, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def answer_with_a_bug(
+    services: Services, monkeypatch: pytest.MonkeyPatch, request_id: str
+) -> httpx.Response:
+    """GET a transfer while `get_transfer` raises an unexpected exception."""
+
+    async def broken(transfer_id: str) -> None:
+        raise RuntimeError("SECRET internal detail")
+
+    monkeypatch.setattr(services.accounts, "get_transfer", broken)
+    async with app_client(services, raise_app_exceptions=False) as client:
+        authorization = await log_in_new_user(client, services, "customer")
+        return await client.get(
+            f"/transfers/{uuid.uuid4()}",
+            headers={"x-request-id": request_id, "Authorization": authorization},
+        )

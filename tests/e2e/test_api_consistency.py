@@ -10,12 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.api_support import running_services
 from tests.e2e.http_support import (
     BOTH_BACKENDS,
+    E2E_SETTINGS,
     api_client,
     assert_problem,
     open_account,
-    running_services,
     wait_for_projections,
 )
 
@@ -219,7 +220,7 @@ async def second_api(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Another app instance (its own services and cache) on the same database, same user."""
     async with (
-        running_services(api_database_url, tmp_path / "second") as services,
+        running_services(tmp_path / "second", api_database_url, **E2E_SETTINGS) as services,
         api_client(services, api.headers["Authorization"]) as client,
     ):
         yield client

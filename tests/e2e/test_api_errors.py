@@ -10,14 +10,13 @@ import httpx
 import pytest
 from tests.e2e.http_support import (
     BOTH_BACKENDS,
+    answer_with_a_bug,
     api_client,
     assert_problem,
-    log_in_new_user,
     open_account,
     snapshot_store,
 )
 
-from banking_es.api.app import create_app
 from banking_es.bootstrap import Services
 from banking_es.eventstore.base import StoreUnavailable
 
@@ -355,25 +354,6 @@ async def test_a_deposit_past_fifteen_integer_digits_is_422_balance_limit_exceed
 
 
 # ---- 500, 503 ---------------------------------------------------------------------------------
-
-
-async def answer_with_a_bug(
-    services: Services, monkeypatch: pytest.MonkeyPatch, request_id: str
-) -> httpx.Response:
-    """GET a transfer while `get_transfer` raises an unexpected exception."""
-
-    async def broken(transfer_id: str) -> None:
-        raise RuntimeError("SECRET internal detail")
-
-    monkeypatch.setattr(services.accounts, "get_transfer", broken)
-    app = create_app(services.settings, services)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        authorization = await log_in_new_user(client, services, "customer")
-        return await client.get(
-            f"/transfers/{uuid.uuid4()}",
-            headers={"x-request-id": request_id, "Authorization": authorization},
-        )
 
 
 async def test_a_bug_is_a_500_internal_error_without_details(

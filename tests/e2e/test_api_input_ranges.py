@@ -20,7 +20,8 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from tests.e2e.http_support import api_client, assert_problem, open_account, running_services
+from tests.api_support import running_services
+from tests.e2e.http_support import E2E_SETTINGS, api_client, assert_problem, open_account
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -121,7 +122,7 @@ async def world(
     else:
         url = f"sqlite:///{data_dir / 'banking.db'}"
     async with (
-        running_services(url, data_dir) as services,
+        running_services(data_dir, url, **E2E_SETTINGS) as services,
         api_client(services) as customer,
         api_client(services, role="admin") as admin,
     ):

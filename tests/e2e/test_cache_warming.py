@@ -8,11 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.api_support import api
+from tests.api_support import running_app
 from tests.auth import sign_up
 
 #: Cheap Argon2 for the customer each test signs up (identity is always on).
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
 
 
 async def wait_for_ready(http: httpx.AsyncClient, check: object, timeout: float = 10) -> dict:  # type: ignore[type-arg]
@@ -28,7 +27,7 @@ async def wait_for_ready(http: httpx.AsyncClient, check: object, timeout: float 
 async def test_a_new_process_warms_its_cache_with_the_most_recently_active_accounts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with api(tmp_path, start=True, **FAST_HASHING) as (http, _):
+    async with running_app(tmp_path) as (http, _):
         http.headers.update(await sign_up(http))
         ids = []
         for name in ("A", "B", "C"):
@@ -44,7 +43,7 @@ async def test_a_new_process_warms_its_cache_with_the_most_recently_active_accou
             ),
         )
     with caplog.at_level(logging.INFO, logger="banking_es.cache"):
-        async with api(tmp_path, start=True, cache_warm_accounts=2) as (http, services):
+        async with running_app(tmp_path, cache_warm_accounts=2) as (http, services):
             body = await wait_for_ready(
                 http, lambda b: b["components"]["cache"]["warming"]["state"] == "done"
             )
@@ -57,7 +56,7 @@ async def test_a_new_process_warms_its_cache_with_the_most_recently_active_accou
 
 
 async def test_warming_can_be_turned_off(tmp_path: Path) -> None:
-    async with api(tmp_path, start=True, cache_warm_accounts=0) as (http, _):
+    async with running_app(tmp_path, cache_warm_accounts=0) as (http, _):
         body = (await http.get("/health/ready")).json()
         assert body["components"]["cache"]["warming"]["state"] == "off"
         assert body["status"] == "ok"

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.api_support import running_app
 from tests.auth import bearer, login, new_username, register, reset_token, sign_up
-from tests.e2e.observability_support import running_app
 from tests.smtp_support import SmtpServer
 
 from banking_es.bootstrap import Services
@@ -67,7 +67,7 @@ def json_logs() -> Iterator[LogCapture]:
 async def test_every_request_logs_method_route_status_duration_request_and_user_id(
     tmp_path: Path, json_logs: LogCapture
 ) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 'l.db'}") as (client, _services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 'l.db'}") as (client, _services):
         user = await register(client)
         client.headers.update(bearer((await login(client, user["username"]))["access_token"]))
         signed_up = len(json_logs.access())  # POST /auth/register and /auth/login
@@ -101,7 +101,7 @@ async def test_every_request_logs_method_route_status_duration_request_and_user_
 async def test_validation_failures_are_logged_with_field_names_not_values(
     tmp_path: Path, json_logs: LogCapture
 ) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 'v.db'}") as (client, _services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 'v.db'}") as (client, _services):
         client.headers.update(await sign_up(client))
         response = await client.post(
             "/accounts",
@@ -138,12 +138,13 @@ async def _full_flow_in_production(
         sent.append(f"{request.method} {request.url.path}")
 
     async with running_app(
+        tmp_path,
         f"sqlite:///{tmp_path / 's.db'}",
         banking_env="production",
         jwt_secret=jwt_secret,
         refresh_token_secret=refresh_secret,
         smtp_url=smtp.url,
-    ) as (client, services, _app):
+    ) as (client, services):
         assert services.settings.banking_env == "production"
         client.event_hooks["request"].append(record)
         leaks = AuthSecrets(jwt_secret=jwt_secret, refresh_token_secret=refresh_secret)

@@ -14,15 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.auth import (
-    PASSWORD,
-    admin_headers,
-    bearer,
-    login,
-    register,
-    reset_token,
-    running_app,
-)
+from tests.api_support import running_app
+from tests.auth import PASSWORD, admin_headers, bearer, login, register, reset_token
 from tests.smtp_support import SmtpServer, token_in
 
 from banking_es.bootstrap import Services
@@ -31,14 +24,6 @@ from banking_es.mail.queue import MailQueue
 from banking_es.mail.setup import build_sender
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return f"sqlite:///{tmp_path / 'banking.db'}"
 
 
 @pytest.fixture
@@ -287,11 +272,15 @@ async def test_one_sender_at_a_time_and_a_stand_by_takes_over(
         first = services.mail
         assert first is not None
         queue = first.queue
-        second = build_sender(
-            services.settings, services.db, MailQueue(services.db), services.clock, _no_reset
-        )
         by_second: list[Any] = []
-        second.on_sent = by_second.append
+        second = build_sender(
+            services.settings,
+            services.db,
+            MailQueue(services.db),
+            services.clock,
+            _no_reset,
+            on_sent=by_second.append,
+        )
         for _ in range(500):  # the running sender takes the lease at start (slow on a busy host)
             if await services.db.fetchval("SELECT holder FROM leases WHERE name = 'mail-sender'"):
                 break

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.auth import PASSWORD, bearer, login, register, running_app
+from tests.api_support import running_app
+from tests.auth import PASSWORD, bearer, login, register
 from tests.e2e.http_support import assert_problem
 
 from banking_es.bootstrap import build_services

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response
+from tests.api_support import app_client, running_app, running_services
 from tests.auth import bearer, login, register, sign_up
-from tests.e2e.observability_support import running_app, scrape, value
+from tests.e2e.observability_support import scrape, value
 
-from banking_es.observability.metrics import UNMATCHED_ROUTE
+from banking_es import bootstrap
+from banking_es.api.app import create_app
+from banking_es.application.accounts import CommandContext
+from banking_es.domain.commands import Deposit
+from banking_es.observability.metrics import UNMATCHED_ROUTE, Metrics
 
 P = "banking_es_"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return f"sqlite:///{tmp_path / 'banking.db'}"
-
-
-async def test_counts_after_known_traffic_are_exact(database_url: str) -> None:
-    async with running_app(database_url, snapshot_threshold=2) as (client, services, _app):
+async def test_counts_after_known_traffic_are_exact(database_url: str, tmp_path: Path) -> None:
+    async with running_app(tmp_path, database_url, snapshot_threshold=2) as (client, services):
         client.headers.update(await sign_up(client))  # POST /auth/register, /auth/login
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "0"})
         assert opened.status_code == 201
@@ -85,8 +82,10 @@ async def test_counts_after_known_traffic_are_exact(database_url: str) -> None:
         assert value(after, P + "cache_requests_total", level="l1", result="miss") == misses + 1
 
 
-async def test_projection_and_outbox_gauges_follow_the_store(database_url: str) -> None:
-    async with running_app(database_url) as (client, services, _app):
+async def test_projection_and_outbox_gauges_follow_the_store(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with running_app(tmp_path, database_url) as (client, services):
         user = await register(client)
         client.headers.update(bearer((await login(client, user["username"]))["access_token"]))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "5"})
@@ -127,7 +126,7 @@ async def test_projection_and_outbox_gauges_follow_the_store(database_url: str) 
 
 
 async def test_metrics_need_no_credentials_and_do_not_count_bodies(tmp_path: Path) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 'b.db'}") as (client, _services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 'b.db'}") as (client, _services):
         response = await client.get("/metrics", headers={"authorization": "Bearer nothing"})
         assert response.status_code == 200
         assert "# TYPE banking_es_commands_total counter" in response.text
@@ -136,71 +135,53 @@ async def test_metrics_need_no_credentials_and_do_not_count_bodies(tmp_path: Pat
 
 async def test_conflicts_and_failures_are_counted_by_outcome(tmp_path: Path) -> None:
     """Two services on one database: the second one's stale cache makes it conflict."""
-    from banking_es.bootstrap import build_services
-    from banking_es.config import load_settings
-
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    async with running_app(url) as (client, _services, _app):
+    async with running_app(tmp_path, url) as (client, _services):
         client.headers.update(await sign_up(client))
         account = (
             await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "0"})
         ).json()["id"]
-        other = await build_services(
-            load_settings(
-                database_url=url,
-                data_dir=tmp_path / "other",
-                rate_limit_enabled=False,
-                argon2_time_cost=1,
-                argon2_memory_cost=8,
-            )
-        )
-        try:
+        async with running_services(tmp_path / "other", url, start=False) as other:
             await client.get(f"/accounts/{account}")  # cached at version 1 here
-            from decimal import Decimal
-
-            from banking_es.application.accounts import CommandContext
-            from banking_es.domain.commands import Deposit
-
             await other.accounts.deposit(Deposit(account, Decimal("1.00")), CommandContext())
             # Version 2 now exists; the first service decides on version 1, conflicts, retries.
             response = await client.post(f"/accounts/{account}/deposit", json={"amount": "2"})
             assert response.status_code == 200
             assert response.json()["version"] == 3
-        finally:
-            await other.close()
         metrics = await scrape(client)
         assert value(metrics, P + "commands_total", command="Deposit", outcome="conflict") == 1
         assert value(metrics, P + "commands_total", command="Deposit", outcome="ok") == 1
 
 
 async def test_a_bug_is_counted_as_a_500_of_its_route(tmp_path: Path) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 'e.db'}") as (client, _services, app):
+    async with running_services(tmp_path, f"sqlite:///{tmp_path / 'e.db'}") as services:
+        app = create_app(services.settings, services)
 
         async def boom(request: Request) -> Response:
             raise RuntimeError("a bug")
 
         app.add_route("/boom", boom, methods=["GET"])
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw:
+        async with (
+            app_client(services, app=app) as client,
+            app_client(services, app=app, raise_app_exceptions=False) as raw,
+        ):
             response = await raw.get("/boom")
-        assert response.status_code == 500
-        assert response.json()["code"] == "internal_error"
-        metrics = await scrape(client)
-        assert (
-            value(metrics, P + "http_requests_total", route="/boom", method="GET", status="500")
-            == 1
-        )
+            assert response.status_code == 500
+            assert response.json()["code"] == "internal_error"
+            metrics = await scrape(client)
+            assert (
+                value(metrics, P + "http_requests_total", route="/boom", method="GET", status="500")
+                == 1
+            )
 
 
 async def test_each_worker_exports_its_cache_counts_without_being_scraped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another worker may never be the one scraped: its counts still reach the shared files."""
-    from banking_es import bootstrap
-    from banking_es.observability.metrics import Metrics
 
     monkeypatch.setattr(bootstrap, "METRICS_EXPORT_INTERVAL", 0.05)
-    async with running_app(f"sqlite:///{tmp_path / 'e.db'}") as (client, services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 'e.db'}") as (client, services):
         client.headers.update(await sign_up(client))
         opened = await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
         assert (await client.get(f"/accounts/{opened.json()['id']}")).status_code == 200

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import jsonschema
-from tests.e2e.http_support import api_client, open_account, running_services, wait_for_projections
+from tests.api_support import running_services
+from tests.e2e.http_support import api_client, open_account, wait_for_projections
 
 
 def check(document: dict[str, Any], template: str, response: httpx.Response) -> None:
@@ -32,7 +33,7 @@ def check(document: dict[str, Any], template: str, response: httpx.Response) -> 
 
 async def test_every_answer_of_a_walk_through_the_api_is_as_documented(tmp_path: Path) -> None:
     async with (
-        running_services(f"sqlite:///{tmp_path / 'c.db'}", tmp_path) as services,
+        running_services(tmp_path) as services,
         api_client(services) as api,
     ):
         document = (await api.get("/openapi.json")).json()

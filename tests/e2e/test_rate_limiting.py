@@ -11,33 +11,32 @@ from pathlib import Path
 import httpx
 import limits.aio.storage.redis.redispy
 import pytest
-from tests.api_support import FakeTime, api
+from tests.api_support import running_app
 from tests.auth import Headers, bearer, login, register
+from tests.clock_support import FakeClock
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 
-from banking_es.bootstrap import Services
+from banking_es.bootstrap import Overrides
 
 
 @pytest.fixture
-def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    clock = FakeTime()
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock()
     monkeypatch.setattr(limits.aio.storage.redis.redispy, "time", clock)
     return clock
 
 
-def use_clock(services: Services, clock: FakeTime) -> None:
-    assert services.rate_limiter is not None
-    services.rate_limiter.clock = clock.time
+def clocked(clock: FakeClock) -> Overrides:
+    """The rate limiter counts its windows on `clock`."""
+    return Overrides(rate_limit_clock=clock.time)
 
 
-#: Cheap Argon2: every test hashes a password or two.
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
-LIMITS = {"rate_limit_enabled": True, "rate_limit_burst": 0, **FAST_HASHING}
+LIMITS = {"rate_limit_enabled": True, "rate_limit_burst": 0}
 #: Longer than every window (a minute): what was counted before has left them all.
 PAST_THE_WINDOWS = 61
 
 
-async def signed_up(http: httpx.AsyncClient, clock: FakeTime | None = None) -> Headers:
+async def signed_up(http: httpx.AsyncClient, clock: FakeClock | None = None) -> Headers:
     """A new customer's Authorization header. `/auth/register` and `/auth/login` count against
     the per-IP limit (login against the auth limit too), so with a `clock` it moves past every
     window after each of them: sign-up works under a limit of one, and leaves nothing behind."""
@@ -51,10 +50,11 @@ async def signed_up(http: httpx.AsyncClient, clock: FakeTime | None = None) -> H
 
 
 async def test_a_client_over_its_limit_gets_429_with_retry_after_until_the_window_moves(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
-    async with api(tmp_path, **LIMITS, rate_limit_per_minute=3) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(
+        tmp_path, **LIMITS, rate_limit_per_minute=3, parts=clocked(fake_time)
+    ) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         a = {"x-client-id": "app-a"}
         for _ in range(3):
@@ -83,10 +83,11 @@ async def test_a_client_over_its_limit_gets_429_with_retry_after_until_the_windo
 
 
 async def test_a_new_client_id_per_request_does_not_escape_the_user_limit(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
-    async with api(tmp_path, **LIMITS, rate_limit_per_minute=3) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(
+        tmp_path, **LIMITS, rate_limit_per_minute=3, parts=clocked(fake_time)
+    ) as (http, _services):
         http.headers.update(await signed_up(http, fake_time))
         codes = [
             (await http.get("/accounts", headers={"x-client-id": f"new-{i}"})).status_code
@@ -96,13 +97,12 @@ async def test_a_new_client_id_per_request_does_not_escape_the_user_limit(
 
 
 async def test_a_client_id_cannot_spend_another_users_quota(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
     """Bob sends the id Ada's application uses until he is refused: Ada's windows (her user's
     and her user-and-client one) are untouched."""
     settings = {**LIMITS, "rate_limit_per_minute": 3, "rate_limit_per_client_per_minute": 2}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(tmp_path, **settings, parts=clocked(fake_time)) as (http, _services):
         ada = {**await signed_up(http, fake_time), "x-client-id": "ada-app"}
         bob = {**await signed_up(http, fake_time), "x-client-id": "ada-app"}
         codes = [(await http.get("/accounts", headers=bob)).status_code for _ in range(3)]
@@ -112,11 +112,10 @@ async def test_a_client_id_cannot_spend_another_users_quota(
 
 
 async def test_a_client_id_adds_a_window_of_its_own_within_the_users(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
     settings = {**LIMITS, "rate_limit_per_minute": 4, "rate_limit_per_client_per_minute": 2}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         a, b = {"x-client-id": "app-a"}, {"x-client-id": "app-b"}
         codes = [(await http.get("/accounts", headers=a)).status_code for _ in range(3)]
@@ -129,10 +128,11 @@ async def test_a_client_id_adds_a_window_of_its_own_within_the_users(
 
 
 async def test_the_window_moves_rather_than_resetting_each_minute(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
-    async with api(tmp_path, **LIMITS, rate_limit_per_minute=2) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(
+        tmp_path, **LIMITS, rate_limit_per_minute=2, parts=clocked(fake_time)
+    ) as (http, _services):
         http.headers.update(await signed_up(http, fake_time))
         a = {"x-client-id": "app-a"}
         assert (await http.get("/accounts", headers=a)).status_code == 200
@@ -143,10 +143,9 @@ async def test_the_window_moves_rather_than_resetting_each_minute(
         assert (await http.get("/accounts", headers=a)).status_code == 429
 
 
-async def test_a_burst_is_limited_per_second(tmp_path: Path, fake_time: FakeTime) -> None:
+async def test_a_burst_is_limited_per_second(tmp_path: Path, fake_time: FakeClock) -> None:
     settings = {**LIMITS, "rate_limit_burst": 2, "rate_limit_per_minute": 100}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         a = {"x-client-id": "app-a"}
         assert [(await http.get("/accounts", headers=a)).status_code for _ in range(3)] == [
@@ -160,12 +159,13 @@ async def test_a_burst_is_limited_per_second(tmp_path: Path, fake_time: FakeTime
 
 
 async def test_without_a_client_id_the_user_is_the_client(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
     """API.md: without `x-client-id` the caller is limited by user (then by IP, which only an
     unauthenticated caller would be, and those are refused with 401 before the limit)."""
-    async with api(tmp_path, **LIMITS, rate_limit_per_minute=2) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(
+        tmp_path, **LIMITS, rate_limit_per_minute=2, parts=clocked(fake_time)
+    ) as (http, _services):
         ada = await signed_up(http, fake_time)
         bob = await signed_up(http, fake_time)
         codes = [(await http.get("/accounts", headers=ada)).status_code for _ in range(3)]
@@ -175,11 +175,10 @@ async def test_without_a_client_id_the_user_is_the_client(
 
 
 async def test_the_per_ip_limit_covers_every_client_of_that_ip(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
     settings = {**LIMITS, "rate_limit_per_minute": 100, "rate_limit_per_ip_per_minute": 4}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         codes = [
             (await http.get("/accounts", headers={"x-client-id": f"c{i}"})).status_code
@@ -190,19 +189,25 @@ async def test_the_per_ip_limit_covers_every_client_of_that_ip(
 
 
 async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
     settings = {**LIMITS, "rate_limit_per_ip_per_minute": 1, "trusted_proxies": "10.0.0.0/8"}
-    async with api(tmp_path, client=("10.1.2.3", 4000), **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(
+        tmp_path, client=("10.1.2.3", 4000), **settings, parts=clocked(fake_time)
+    ) as (http, _):
         http.headers.update(await signed_up(http, fake_time))  # as the proxy 10.1.2.3 itself
         for ip in ("1.1.1.1", "2.2.2.2"):
             forwarded = {"x-forwarded-for": f"9.9.9.9, {ip}, 10.0.0.7", "x-client-id": ip}
             assert (await http.get("/accounts", headers=forwarded)).status_code == 200
         again = {"x-forwarded-for": "1.1.1.1", "x-client-id": "x"}
         assert (await http.get("/accounts", headers=again)).status_code == 429
-    async with api(tmp_path, name="b.db", **settings) as (http, services):
-        use_clock(services, fake_time)  # the peer 127.0.0.1 is not trusted: XFF is ignored
+    async with running_app(
+        tmp_path, f"sqlite:///{tmp_path / 'b.db'}", **settings, parts=clocked(fake_time)
+    ) as (
+        http,
+        _services,
+    ):
+        # the peer 127.0.0.1 is not trusted: XFF is ignored
         http.headers.update(await signed_up(http, fake_time))
         for ip, expected in (("1.1.1.1", 200), ("2.2.2.2", 429)):
             forwarded = {"x-forwarded-for": ip, "x-client-id": ip}
@@ -210,11 +215,10 @@ async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
 
 
 async def test_login_and_password_reset_have_their_own_per_ip_limit(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
     settings = {**LIMITS, "auth_rate_limit_per_minute": 2, "rate_limit_per_minute": 100}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         customer = await signed_up(http, fake_time)  # its login has left the auth window
         codes = [(await http.post("/auth/login", json={})).status_code for _ in range(2)]
         assert 429 not in codes
@@ -224,21 +228,19 @@ async def test_login_and_password_reset_have_their_own_per_ip_limit(
         assert services.metrics.count(services.metrics.rate_limited, "auth") == 1
 
 
-async def test_registration_is_under_the_auth_limit(tmp_path: Path, fake_time: FakeTime) -> None:
+async def test_registration_is_under_the_auth_limit(tmp_path: Path, fake_time: FakeClock) -> None:
     """Each registration costs an Argon2 hash, and its 409 tells whether a name is taken."""
     settings = {**LIMITS, "auth_rate_limit_per_minute": 2}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         codes = [(await http.post("/auth/register", json={})).status_code for _ in range(3)]
         assert codes[:2] != [429, 429]
         assert codes[2] == 429
         assert services.metrics.count(services.metrics.rate_limited, "auth") == 1
 
 
-async def test_health_and_metrics_are_exempt(tmp_path: Path, fake_time: FakeTime) -> None:
+async def test_health_and_metrics_are_exempt(tmp_path: Path, fake_time: FakeClock) -> None:
     settings = {**LIMITS, "rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1}
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(tmp_path, **settings, parts=clocked(fake_time)) as (http, _services):
         codes = {(await http.get("/health/live")).status_code for _ in range(5)}
         codes |= {(await http.get("/health/ready")).status_code for _ in range(3)}
         assert codes == {200}
@@ -246,8 +248,8 @@ async def test_health_and_metrics_are_exempt(tmp_path: Path, fake_time: FakeTime
 
 
 async def test_rate_limit_enabled_false_turns_it_off(tmp_path: Path) -> None:
-    settings = {"rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1, **FAST_HASHING}
-    async with api(tmp_path, rate_limit_enabled=False, **settings) as (http, services):
+    settings = {"rate_limit_per_minute": 1, "rate_limit_per_ip_per_minute": 1}
+    async with running_app(tmp_path, rate_limit_enabled=False, **settings) as (http, services):
         assert services.rate_limiter is None
         http.headers.update(await signed_up(http))
         codes = {(await http.get("/accounts")).status_code for _ in range(5)}
@@ -255,7 +257,7 @@ async def test_rate_limit_enabled_false_turns_it_off(tmp_path: Path) -> None:
 
 
 async def test_the_number_of_tracked_clients_is_bounded(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
     settings = {
         **LIMITS,
@@ -263,8 +265,7 @@ async def test_the_number_of_tracked_clients_is_bounded(
         "rate_limit_per_minute": 100,
         "rate_limit_per_client_per_minute": 1,
     }
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         for i in range(20):
             response = await http.get("/accounts", headers={"x-client-id": f"c{i}"})
@@ -276,7 +277,7 @@ async def test_the_number_of_tracked_clients_is_bounded(
 @pytest.mark.redis
 async def test_with_redis_the_limit_is_shared_by_every_process(
     tmp_path: Path,
-    fake_time: FakeTime,
+    fake_time: FakeClock,
     redis_prefix: str,  # noqa: F811
 ) -> None:
     settings = {
@@ -286,11 +287,13 @@ async def test_with_redis_the_limit_is_shared_by_every_process(
         "redis_key_prefix": redis_prefix,
     }
     async with (
-        api(tmp_path, name="one.db", **settings) as (one, s1),
-        api(tmp_path, name="two.db", **settings) as (two, s2),
+        running_app(
+            tmp_path, f"sqlite:///{tmp_path / 'one.db'}", **settings, parts=clocked(fake_time)
+        ) as (one, _),
+        running_app(
+            tmp_path, f"sqlite:///{tmp_path / 'two.db'}", **settings, parts=clocked(fake_time)
+        ) as (two, _),
     ):
-        use_clock(s1, fake_time)
-        use_clock(s2, fake_time)
         # one IP, one window in Redis for both processes (sign-up leaves the windows empty)
         one.headers.update(await signed_up(one, fake_time))
         two.headers.update(await signed_up(two, fake_time))
@@ -306,7 +309,7 @@ async def test_with_redis_the_limit_is_shared_by_every_process(
 
 
 async def test_while_redis_is_away_limits_are_kept_in_memory(
-    tmp_path: Path, fake_time: FakeTime
+    tmp_path: Path, fake_time: FakeClock
 ) -> None:
     settings = {
         **LIMITS,
@@ -314,8 +317,7 @@ async def test_while_redis_is_away_limits_are_kept_in_memory(
         "redis_url": "redis://127.0.0.1:1/0",
         "redis_timeout_ms": 50,
     }
-    async with api(tmp_path, **settings) as (http, services):
-        use_clock(services, fake_time)
+    async with running_app(tmp_path, **settings, parts=clocked(fake_time)) as (http, services):
         http.headers.update(await signed_up(http, fake_time))
         a = {"x-client-id": "app-a"}
         codes = [(await http.get("/accounts", headers=a)).status_code for _ in range(3)]
@@ -324,7 +326,7 @@ async def test_while_redis_is_away_limits_are_kept_in_memory(
 
 
 async def test_the_openapi_document_lists_429_on_limited_routes_only(tmp_path: Path) -> None:
-    async with api(tmp_path) as (http, _):
+    async with running_app(tmp_path) as (http, _):
         paths = (await http.get("/openapi.json")).json()["paths"]
         deposit = paths["/accounts/{account_id}/deposit"]["post"]["responses"]
         assert "application/problem+json" in deposit["429"]["content"]

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+from tests.api_support import running_app
 from tests.auth import bearer, login, register, sign_up
-from tests.e2e.observability_support import running_app
 from tests.tcp_proxy import TcpProxy
 
 from banking_es.observability.health import HealthChecks
@@ -93,7 +93,7 @@ async def test_a_check_whose_cleanup_hangs_still_answers_in_time() -> None:
 
 
 async def test_ready_reports_every_component_with_details(tmp_path: Path) -> None:
-    async with running_app(f"sqlite:///{tmp_path / 'r.db'}") as (client, _services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 'r.db'}") as (client, _services):
         client.headers.update(await sign_up(client))  # users are not events: head stays 0
         await client.post("/accounts", json={"owner_name": "Ada", "initial_balance": "1"})
         status, body, took = await timed_ready(client)
@@ -114,11 +114,9 @@ async def test_lagging_projections_and_an_old_outbox_make_it_degraded_not_down(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    async with running_app(url, projection_lag_degraded=0.05, outbox_age_degraded=0.05) as (
-        client,
-        services,
-        _app,
-    ):
+    async with running_app(
+        tmp_path, url, projection_lag_degraded=0.05, outbox_age_degraded=0.05
+    ) as (client, services):
         user = await register(client)
         client.headers.update(bearer((await login(client, user["username"]))["access_token"]))
         await services.projections.stop()
@@ -158,11 +156,11 @@ def _via(url: str, port: int) -> str:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-async def test_postgres_hanging_then_stopped_then_back(pg_url: str) -> None:
+async def test_postgres_hanging_then_stopped_then_back(pg_url: str, tmp_path: Path) -> None:
     upstream = urlsplit(pg_url)
     proxy = await TcpProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432).start()
     try:
-        async with running_app(_via(pg_url, proxy.port)) as (client, _services, _app):
+        async with running_app(tmp_path, _via(pg_url, proxy.port)) as (client, _services):
             client.headers.update(await sign_up(client))
             status, body, _ = await timed_ready(client)
             assert (status, body["status"]) == (200, "ok")
@@ -200,8 +198,10 @@ async def test_postgres_hanging_then_stopped_then_back(pg_url: str) -> None:
 
 
 @pytest.mark.postgres
-async def test_postgres_events_table_locked_makes_it_down_in_time(pg_url: str) -> None:
-    async with running_app(pg_url) as (client, _services, _app):
+async def test_postgres_events_table_locked_makes_it_down_in_time(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with running_app(tmp_path, pg_url) as (client, _services):
         assert (await client.get("/health/ready")).status_code == 200
         blocker = await asyncpg.connect(pg_url)
         try:
@@ -226,7 +226,7 @@ async def test_postgres_events_table_locked_makes_it_down_in_time(pg_url: str) -
 
 async def test_sqlite_database_gone_makes_it_down(tmp_path: Path) -> None:
     """A store whose database fails every query (closed under it) answers 503 quickly."""
-    async with running_app(f"sqlite:///{tmp_path / 'g.db'}") as (client, services, _app):
+    async with running_app(tmp_path, f"sqlite:///{tmp_path / 'g.db'}") as (client, services):
         await services.projections.stop()
         await services.relay.stop()
         await services.db.close()

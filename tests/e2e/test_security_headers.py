@@ -15,14 +15,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from tests.api_support import api
-from tests.auth import FAST_ARGON2, bearer, login, register
-from tests.e2e.test_api_errors import answer_with_a_bug
+from tests.api_support import running_app
+from tests.auth import bearer, login, register
+from tests.e2e.http_support import answer_with_a_bug
 
 from banking_es.bootstrap import Services
 
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
-FAST = {k.lower(): v for k, v in FAST_ARGON2.items()}
 
 
 def policy(response: httpx.Response) -> dict[str, list[str]]:
@@ -38,7 +37,7 @@ def assert_api_headers(response: httpx.Response) -> None:
 
 
 async def test_every_kind_of_answer_carries_nosniff_and_the_api_policy(tmp_path: Path) -> None:
-    async with api(tmp_path, **FAST) as (http, _services):
+    async with running_app(tmp_path) as (http, _services):
         user = await register(http)
         headers = bearer((await login(http, user["username"]))["access_token"])
         account = (
@@ -58,7 +57,7 @@ async def test_every_kind_of_answer_carries_nosniff_and_the_api_policy(tmp_path:
             await http.post(  # 413, answered by the middleware itself
                 "/accounts", content=b"x" * 70_000, headers={**headers, "content-length": "70000"}
             ),
-            await http.get(f"/accounts/{account}", headers=headers),  # the hot path
+            await http.get(f"/accounts/{account}", headers=headers),
             await http.post(f"/accounts/{account}/deposit", json={"amount": "1"}, headers=headers),
             await http.get(f"/accounts/{uuid.uuid4()}", headers=headers),  # 404 problem
             await http.get("/auth/me", headers=headers),
@@ -70,7 +69,7 @@ async def test_every_kind_of_answer_carries_nosniff_and_the_api_policy(tmp_path:
 
 async def test_a_429_from_the_rate_limiter_carries_them(tmp_path: Path) -> None:
     settings = {"rate_limit_enabled": True, "rate_limit_per_ip_per_minute": 1}
-    async with api(tmp_path, **settings) as (http, _services):
+    async with running_app(tmp_path, **settings) as (http, _services):
         answers = [await http.get("/accounts") for _ in range(3)]
         assert answers[-1].status_code == 429
         for response in answers:
@@ -85,7 +84,7 @@ async def test_a_500_carries_them(services: Services, monkeypatch: pytest.Monkey
 
 
 async def test_token_answers_are_not_stored_by_caches(tmp_path: Path) -> None:
-    async with api(tmp_path, **FAST) as (http, _services):
+    async with running_app(tmp_path) as (http, _services):
         user = await register(http)
         logged_in = await http.post(
             "/auth/login", json={"username": user["username"], "password": "correct horse battery"}
@@ -107,7 +106,7 @@ def _origin(url: str) -> str:
 async def test_docs_has_its_own_policy_that_allows_exactly_what_the_page_loads(
     tmp_path: Path,
 ) -> None:
-    async with api(tmp_path) as (http, _services):
+    async with running_app(tmp_path) as (http, _services):
         response = await http.get("/docs")
         page = response.text
         assert response.status_code == 200
@@ -133,7 +132,7 @@ async def test_docs_has_its_own_policy_that_allows_exactly_what_the_page_loads(
 
 
 async def test_no_second_docs_page_is_served_under_the_api_policy(tmp_path: Path) -> None:
-    async with api(tmp_path) as (http, _services):
+    async with running_app(tmp_path) as (http, _services):
         for path in ("/redoc", "/docs/oauth2-redirect"):
             response = await http.get(path)
             assert response.status_code == 404, path

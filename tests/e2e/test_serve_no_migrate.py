@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from tests.conftest import connect_database
+from tests.db_support import connect_database
 from tests.server import ServerProcess
 
 from banking_es.db.migrate import MIGRATION_LOCK_KEY, migrate

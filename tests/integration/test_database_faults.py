@@ -11,12 +11,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
+from tests.api_support import app_client, running_services
 from tests.auth import sign_up
 from tests.tcp_proxy import TcpProxy
 
-from banking_es.api.app import create_app
-from banking_es.bootstrap import Services, build_services
-from banking_es.config import load_settings
+from banking_es.bootstrap import Services
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -34,28 +33,14 @@ async def proxy() -> AsyncIterator[TcpProxy]:
 async def services(pg_url: str, proxy: TcpProxy, tmp_path: Path) -> AsyncIterator[Services]:
     parts = urlsplit(pg_url)
     through_proxy = urlunsplit(parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}"))
-    settings = load_settings(
-        database_url=through_proxy,
-        projection_poll_interval_ms=20,
-        data_dir=tmp_path / "data",
-        rate_limit_enabled=False,
-        argon2_time_cost=1,
-        argon2_memory_cost=8,
-    )
-    built = await build_services(settings)
-    await built.start()
-    try:
+    async with running_services(tmp_path, through_proxy, projection_poll_interval_ms=20) as built:
         yield built
-    finally:
-        await built.close()
 
 
 async def test_writes_answer_503_while_the_database_is_gone_and_recover_after(
     services: Services, proxy: TcpProxy
 ) -> None:
-    app = create_app(services.settings, services)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+    async with app_client(services) as api:
         api.headers.update(await sign_up(api))
         created = await api.post("/accounts", json={"owner_name": "Ada", "initial_balance": 0})
         assert created.status_code == 201

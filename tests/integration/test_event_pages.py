@@ -6,12 +6,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.api_support import api
+from tests.api_support import running_app
 from tests.auth import sign_up
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 
 #: Cheap Argon2 for the customer each test signs up (identity is always on).
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
 
 
 async def history(http: httpx.AsyncClient, account_id: str, limit: int = 2) -> list[dict]:  # type: ignore[type-arg]
@@ -27,7 +26,7 @@ async def history(http: httpx.AsyncClient, account_id: str, limit: int = 2) -> l
 
 
 async def test_full_pages_are_cached_and_new_events_always_show(tmp_path: Path) -> None:
-    async with api(tmp_path, **FAST_HASHING) as (http, services):
+    async with running_app(tmp_path) as (http, services):
         http.headers.update(await sign_up(http))
         account_id = (
             await http.post("/accounts", json={"owner_name": "A", "initial_balance": "0"})
@@ -50,8 +49,8 @@ async def test_another_process_reads_full_pages_from_redis(
     tmp_path: Path,
     redis_prefix: str,  # noqa: F811
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
-    async with api(tmp_path, **settings) as (one, _):
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
+    async with running_app(tmp_path, **settings) as (one, _):
         owner = await sign_up(one)
         one.headers.update(owner)
         account_id = (
@@ -60,7 +59,7 @@ async def test_another_process_reads_full_pages_from_redis(
         for _ in range(3):
             await one.post(f"/accounts/{account_id}/deposit", json={"amount": "1"})
         expected = await history(one, account_id)
-    async with api(tmp_path, **settings) as (two, services):
+    async with running_app(tmp_path, **settings) as (two, services):
         # the same database and data_dir (so the same signing secret): the owner's token holds
         two.headers.update(owner)
         assert await history(two, account_id) == expected

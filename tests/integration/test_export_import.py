@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.auth import PASSWORD, bearer, login, register, running_app
+from tests.api_support import running_app
+from tests.auth import PASSWORD, bearer, login, register
 from tests.e2e.http_support import wait_for_projections
 from typer.testing import CliRunner
 

@@ -6,26 +6,28 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
+from tests.api_support import app_client
 from tests.auth import admin_headers
 from tests.e2e.observability_support import samples, value
 from tests.integration.kafka_broker import TansuBroker
+from tests.unit.account_service_support import open_account
 from typer.testing import CliRunner
 
-from banking_es.api.app import create_app
 from banking_es.application.accounts import CommandContext
 from banking_es.bootstrap import Services, build_services
 from banking_es.cli import app as cli_app
 from banking_es.config import Settings, load_settings
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
+from banking_es.eventstore.base import RecordedEvent
 from banking_es.messaging.dead_letters import add_letter
-from banking_es.messaging.kafka import encode_event
+from banking_es.messaging.kafka import decode_event, encode_event
 from banking_es.projections.kafka_applier import CONSUMER
 
 pytestmark = pytest.mark.kafka
@@ -66,14 +68,6 @@ async def services(kafka_broker: TansuBroker, tmp_path: Path) -> AsyncIterator[S
         await built.close()
 
 
-async def open_account(services: Services, owner: str = "Ada") -> Account:
-    result = await services.accounts.open_account(
-        cmd.OpenAccount(owner, Decimal("10.00"), "USD"), CommandContext()
-    )
-    assert isinstance(result, Account)
-    return result
-
-
 async def wait_for_summary(services: Services, account_id: str, version: int) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -90,7 +84,7 @@ async def test_with_kafka_the_consumer_group_drives_projections_and_the_cache(
     services: Services,
 ) -> None:
     assert services.kafka is not None
-    account = await open_account(services)
+    account = await open_account(services.accounts, "10.00")
     await services.accounts.deposit(cmd.Deposit(account.id, Decimal("5.00")), CommandContext())
     await wait_for_summary(services, account.id, 2)
     # The store-following runner does not run: its checkpoint never moved.
@@ -119,9 +113,7 @@ async def test_readiness_reports_kafka_and_degrades_when_the_broker_stops_answer
     services = await build_services(kafka_settings(own_kafka_broker, tmp_path / "bank.db"))
     await services.start()
     try:
-        app = create_app(services.settings, services)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with app_client(services) as client:
             response = await client.get("/health/ready")
             body = response.json()
             assert response.status_code == 200
@@ -165,18 +157,16 @@ async def _letter(services: Services, account: Account) -> int:
 
 
 async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: Services) -> None:
-    account = await open_account(services)
+    account = await open_account(services.accounts, "10.00")
     await wait_for_summary(services, account.id, 1)
     first = await _letter(services, account)
-    bob = await open_account(services, "Bob")
+    bob = await open_account(services.accounts, "10.00", owner="Bob")
     # Bob's own event must be consumed first: were it still in flight, it would be parked
     # behind the letters made below and become a letter of its own.
     await wait_for_summary(services, bob.id, 1)
     second = await _letter(services, bob)
     third = await _letter(services, bob)  # the same key: parked behind `second`
-    app = create_app(services.settings, services)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with app_client(services) as client:
         client.headers.update(await admin_headers(client, services))
         listed = (await client.get("/admin/dead-letters")).json()["items"]
         assert [item["id"] for item in listed] == [first, second, third]
@@ -219,7 +209,7 @@ def test_the_cli_shows_the_outbox_replays_and_handles_dead_letters(
     async def write() -> int:
         services = await build_services(settings)  # not started: rows stay in the outbox
         try:
-            account = await open_account(services)
+            account = await open_account(services.accounts, "10.00")
             for _ in range(3):
                 await services.accounts.deposit(
                     cmd.Deposit(account.id, Decimal("1.00")), CommandContext()
@@ -264,7 +254,7 @@ def test_projections_status_under_kafka_shows_what_the_consumer_group_applied(
         if start:
             await services.start()
         try:
-            account = await open_account(services)
+            account = await open_account(services.accounts, "10.00")
             await services.accounts.deposit(
                 cmd.Deposit(account.id, Decimal("1.00")), CommandContext()
             )
@@ -302,11 +292,6 @@ def test_projections_status_under_kafka_shows_what_the_consumer_group_applied(
 
 
 def test_kafka_message_values_follow_the_documented_format() -> None:
-    from datetime import UTC, datetime
-
-    from banking_es.eventstore.base import RecordedEvent
-    from banking_es.messaging.kafka import decode_event
-
     event = RecordedEvent(
         7, "acct", 3, "ev", "MoneyDeposited", {"amount": "1.00"}, {"u": 1}, datetime.now(UTC)
     )

@@ -10,10 +10,10 @@ import pytest
 
 from banking_es.application.ports import SystemClock
 from banking_es.db.base import Database
+from banking_es.db.lease import LeaseElection
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
 from banking_es.db.sqlite import SqliteDatabase
-from banking_es.messaging.leader import LeaseElection
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -51,11 +51,15 @@ async def test_one_holder_leads_until_it_releases_or_its_lease_expires(db: Datab
 
 async def test_the_metrics_hook_hears_each_change_of_leadership_once(db: Database) -> None:
     """It drives `banking_es_leader{role}`, whose sum 0 is the "leader missing" alert."""
-    first = LeaseElection(db, "job", SystemClock(), holder="first", ttl=3.0)
-    second = LeaseElection(db, "job", SystemClock(), holder="second", ttl=3.0)
     heard: list[tuple[str, bool]] = []
-    first.on_change = lambda held: heard.append(("first", held))
-    second.on_change = lambda held: heard.append(("second", held))
+
+    def election(holder: str) -> LeaseElection:
+        def told(held: bool) -> None:
+            heard.append((holder, held))
+
+        return LeaseElection(db, "job", SystemClock(), holder=holder, ttl=3.0, on_change=told)
+
+    first, second = election("first"), election("second")
     assert await first.ensure()
     assert await first.ensure()  # a renewal is no change
     assert not await second.ensure()  # never led: nothing to say

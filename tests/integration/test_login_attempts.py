@@ -8,9 +8,9 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from tests.conftest import DatabaseOpener
+from tests.clock_support import FakeClock
 from tests.contract.eventstore_helpers import SQL_BACKENDS
-from tests.unit.unit_support import FakeClock
+from tests.db_support import DatabaseOpener
 
 from banking_es.db.base import Database
 from banking_es.db.migrate import _statements, available, migrate

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.auth import make_settings
+from tests.api_support import make_settings
 from tests.contract.eventstore_helpers import events, new_stream, one
 
-from banking_es.bootstrap import build_store
+from banking_es.bootstrap.adapters import build_store
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
 from banking_es.eventstore.batching import BatchPlan

@@ -8,16 +8,16 @@ from decimal import Decimal
 
 import pytest
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
+from tests.unit.account_service_support import open_account
 
 from banking_es.application.accounts import AccountService, CommandContext
 from banking_es.application.ports import SystemClock, UuidGenerator
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway
 from banking_es.cache.two_level import TwoLevelAccountCache
 from banking_es.domain import commands as cmd
-from banking_es.domain.account import Account
 from banking_es.eventstore.memory import MemoryEventStore
+from banking_es.observability.cache_metrics import CacheMetrics
 
 pytestmark = pytest.mark.redis
 
@@ -43,14 +43,6 @@ async def processes(redis_prefix: str) -> AsyncIterator[Callable[[], Process]]: 
     for cache, gateway in built:
         await cache.close()
         await gateway.close()
-
-
-async def open_account(service: AccountService, balance: str) -> Account:
-    result = await service.open_account(
-        cmd.OpenAccount("Ada", Decimal(balance), "USD", None), CommandContext()
-    )
-    assert isinstance(result, Account)
-    return result
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:

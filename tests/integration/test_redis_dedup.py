@@ -6,17 +6,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tests.api_support import api
+from tests.api_support import running_app
 from tests.auth import sign_up
+from tests.e2e.http_support import open_account
 from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 
 from banking_es.application.errors import ServiceUnavailable
 from banking_es.bootstrap import Services
 
 #: Cheap Argon2 for the customer each test signs up (identity is always on).
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_cost": 8}
 
 
 def count_durable_lookups(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -31,23 +30,16 @@ def count_durable_lookups(services: Services, monkeypatch: pytest.MonkeyPatch) -
     return calls
 
 
-async def open_account(http: httpx.AsyncClient) -> str:
-    """Signs a customer up (the client sends its token from then on) and opens its account."""
-    http.headers.update(await sign_up(http))
-    response = await http.post("/accounts", json={"owner_name": "Ada", "initial_balance": "0"})
-    account_id: str = response.json()["id"]
-    return account_id
-
-
 @pytest.mark.redis
 async def test_a_burst_of_retries_is_answered_from_redis_without_the_database(
     tmp_path: Path,
     redis_prefix: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
-    async with api(tmp_path, **settings) as (http, services):
-        account_id = await open_account(http)
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
+    async with running_app(tmp_path, **settings) as (http, services):
+        http.headers.update(await sign_up(http))  # the client sends its token from then on
+        account_id = (await open_account(http, "Ada", "0"))["id"]
         lookups = count_durable_lookups(services, monkeypatch)
         key = {"Idempotency-Key": "dep-1"}
         first = await http.post(
@@ -81,9 +73,10 @@ async def test_duplicates_sent_at_once_execute_once(
     tmp_path: Path,
     redis_prefix: str,  # noqa: F811
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
-    async with api(tmp_path, **settings) as (http, _):
-        account_id = await open_account(http)
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
+    async with running_app(tmp_path, **settings) as (http, _):
+        http.headers.update(await sign_up(http))  # the client sends its token from then on
+        account_id = (await open_account(http, "Ada", "0"))["id"]
         key = {"Idempotency-Key": "dep-2"}
         answers = await asyncio.gather(
             *(
@@ -107,9 +100,10 @@ async def test_outcomes_without_events_are_remembered_and_failures_are_released(
     redis_prefix: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix, **FAST_HASHING}
-    async with api(tmp_path, **settings) as (http, services):
-        account_id = await open_account(http)
+    settings = {"redis_url": SHARED_REDIS_URL, "redis_key_prefix": redis_prefix}
+    async with running_app(tmp_path, **settings) as (http, services):
+        http.headers.update(await sign_up(http))  # the client sends its token from then on
+        account_id = (await open_account(http, "Ada", "0"))["id"]
         key = {"Idempotency-Key": "wd-1"}
         refused = await http.post(
             f"/accounts/{account_id}/withdraw", json={"amount": "1"}, headers=key
@@ -145,9 +139,10 @@ async def test_outcomes_without_events_are_remembered_and_failures_are_released(
 
 
 async def test_without_redis_the_durable_records_decide(tmp_path: Path) -> None:
-    settings = {"redis_url": "redis://127.0.0.1:1/0", "redis_timeout_ms": 50, **FAST_HASHING}
-    async with api(tmp_path, **settings) as (http, services):
-        account_id = await open_account(http)
+    settings = {"redis_url": "redis://127.0.0.1:1/0", "redis_timeout_ms": 50}
+    async with running_app(tmp_path, **settings) as (http, services):
+        http.headers.update(await sign_up(http))  # the client sends its token from then on
+        account_id = (await open_account(http, "Ada", "0"))["id"]
         key = {"Idempotency-Key": "dep-4"}
         answers = [
             await http.post(f"/accounts/{account_id}/deposit", json={"amount": "3"}, headers=key)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from tests.conftest import _admin_execute, run_sync
+from tests.db_support import admin_execute, run_sync
 from tests.integration.verify_support import read_balances, run_verify, write_history
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -44,8 +44,8 @@ def test_dump_drop_restore_then_verify_and_every_balance_is_as_it_was(
     dump = tmp_path / "banking.dump"
     subprocess.run([pg_dump, "--format=custom", f"--file={dump}", pg_url], check=True)
     name = urlsplit(pg_url).path.lstrip("/")
-    run_sync(_admin_execute(pg_admin_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
-    run_sync(_admin_execute(pg_admin_url, f'CREATE DATABASE "{name}"'))
+    run_sync(admin_execute(pg_admin_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+    run_sync(admin_execute(pg_admin_url, f'CREATE DATABASE "{name}"'))
     subprocess.run(
         [pg_restore, "--exit-on-error", "--no-owner", f"--dbname={pg_url}", str(dump)], check=True
     )

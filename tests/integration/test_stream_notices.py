@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.auth import make_settings
+from tests.api_support import make_settings
 from tests.contract.eventstore_helpers import events, idem, new_stream, one
 from tests.integration.pg_notices import store_and_notices
 
 from banking_es.application.accounts import CommandContext
-from banking_es.bootstrap import Services, build_services
+from banking_es.bootstrap import Overrides, Services, build_services
 from banking_es.domain import commands as cmd
 from banking_es.eventstore import stream_notices as stream_notices_module
 from banking_es.eventstore.base import (
@@ -42,9 +42,11 @@ CTX = CommandContext(None, None)
 
 
 async def process(tmp_path: Path, pg_url: str, name: str) -> tuple[Services, Counter[str]]:
-    services = await build_services(make_settings(tmp_path / name, pg_url), run_migrations=True)
     outcomes: Counter[str] = Counter()
-    services.accounts.on_command = lambda command, outcome: outcomes.update([outcome])
+    services = await build_services(
+        make_settings(tmp_path / name, pg_url),
+        overrides=Overrides(on_command=lambda command, outcome: outcomes.update([outcome])),
+    )
     await services.start()
     return services, outcomes
 

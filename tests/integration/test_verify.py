@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_sync
+from tests.db_support import run_sync
 from tests.e2e.http_support import BOTH_BACKENDS
 from tests.integration.verify_support import run_verify, service_settings, write_history
 

@@ -18,7 +18,7 @@ from tests.e2e.http_support import TEST_SECRETS
 from typer.testing import CliRunner
 
 from banking_es.application.accounts import CommandContext
-from banking_es.bootstrap import build_services
+from banking_es.bootstrap import Overrides, build_services
 from banking_es.cli import app as cli_app
 from banking_es.config import Settings, load_settings
 from banking_es.domain import commands as cmd
@@ -27,9 +27,10 @@ from banking_es.domain.account import Account
 
 async def write_history(database_url: str, data_dir: Path, *, outbox: bool) -> dict[str, Decimal]:
     """Write a small history through the service; answer each account's balance."""
-    services = await build_services(service_settings(database_url, data_dir))
-    # As with KAFKA_BOOTSTRAP_SERVERS set: every event also gets its outbox row.
-    services.store._outbox_events = outbox
+    # outbox: as with KAFKA_BOOTSTRAP_SERVERS set, every event also gets its outbox row.
+    services = await build_services(
+        service_settings(database_url, data_dir), overrides=Overrides(outbox_events=outbox)
+    )
     await services.start()
     try:
         service, context = services.accounts, CommandContext()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.api_support import api
+from tests.api_support import running_app
 from tests.auth import sign_up
 from tests.e2e.observability_support import scrape, value
 from tests.redis_support import RedisServer, private_redis  # noqa: F401
@@ -55,7 +55,7 @@ async def test_stopping_and_restarting_redis_under_load_fails_no_request(
         "rate_limit_per_minute": 1_000_000,
         "rate_limit_per_ip_per_minute": 1_000_000,
     }
-    async with api(tmp_path, start=True, **settings) as (http, services):
+    async with running_app(tmp_path, **settings) as (http, services):
         http.headers.update(await sign_up(http))
         accounts = []
         for _ in range(4):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from unit_support import FakeClock, ServiceFactory, ticking_datetime
+from tests.clock_support import FakeClock, ticking_datetime
+from tests.unit.unit_support import ServiceFactory
 
 from banking_es.application.accounts import AccountService
 from banking_es.application.ports import UuidGenerator

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
+from tests.clock_support import FakeClock
+
 from banking_es.cache.breaker import CircuitBreaker
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_opens_after_the_configured_number_of_failures_in_a_row() -> None:
-    breaker = CircuitBreaker(3, 2.0, clock=Clock())
+    breaker = CircuitBreaker(3, 2.0, clock=FakeClock().time)
     breaker.failure()
     breaker.failure()
     breaker.success()  # resets the count
@@ -27,13 +21,13 @@ def test_opens_after_the_configured_number_of_failures_in_a_row() -> None:
 
 
 def test_half_opens_after_the_reset_time_and_lets_one_probe_through() -> None:
-    clock = Clock()
+    clock = FakeClock()
     changes: list[str] = []
-    breaker = CircuitBreaker(1, 2.0, clock=clock, on_change=changes.append)
+    breaker = CircuitBreaker(1, 2.0, clock=clock.time, on_change=changes.append)
     breaker.failure()
-    clock.now += 1.9
+    clock.advance(1.9)
     assert not breaker.allow()
-    clock.now += 0.2
+    clock.advance(0.2)
     assert breaker.state == "half_open"
     assert breaker.allow()
     assert not breaker.allow()  # only one probe at a time
@@ -44,23 +38,23 @@ def test_half_opens_after_the_reset_time_and_lets_one_probe_through() -> None:
 
 
 def test_a_failed_probe_opens_it_again_for_the_whole_reset_time() -> None:
-    clock = Clock()
-    breaker = CircuitBreaker(5, 2.0, clock=clock)
+    clock = FakeClock()
+    breaker = CircuitBreaker(5, 2.0, clock=clock.time)
     for _ in range(5):
         breaker.failure()
-    clock.now += 2.0
+    clock.advance(2.0)
     assert breaker.allow()
     breaker.failure()
     assert breaker.state == "open"
-    clock.now += 1.0
+    clock.advance(1.0)
     assert not breaker.allow()
 
 
 def test_a_cancelled_probe_lets_the_next_caller_probe() -> None:
-    clock = Clock()
-    breaker = CircuitBreaker(1, 1.0, clock=clock)
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 1.0, clock=clock.time)
     breaker.failure()
-    clock.now += 1.0
+    clock.advance(1.0)
     assert breaker.allow()
     breaker.abandon()
     assert breaker.allow()

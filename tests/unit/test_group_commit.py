@@ -8,7 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from unit_support import EPOCH, collector_garbage
+from tests.clock_support import EPOCH
+from tests.unit.unit_support import collector_garbage
 
 from banking_es.eventstore.base import (
     EVENTS_TOPIC,

@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from unit_support import EPOCH, FakeClock
+from tests.clock_support import EPOCH, FakeClock
 
 from banking_es.application.errors import IdempotencyInFlight, IdempotencyKeyReused
 from banking_es.application.idempotency import IdempotencyService, fingerprint

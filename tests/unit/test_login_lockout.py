@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from unit_support import FakeClock
+from tests.clock_support import FakeClock
 
 from banking_es.identity.lockout import NameState
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.clock_support import EPOCH, FakeClock
 from tests.e2e.observability_support import (
     NOT_YET_EXPORTED,
     ROOT,
@@ -22,14 +23,15 @@ from tests.e2e.observability_support import (
     named,
 )
 
+from banking_es.application.ports import ProjectionStatus
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.domain.account import Account
 from banking_es.eventstore.base import OutboxStats
+from banking_es.observability.cache_metrics import CacheMetrics
 from banking_es.observability.events import record_dead_letter, record_login, record_rate_limited
 from banking_es.observability.gauges import refresh_gauges
 from banking_es.observability.metrics import Metrics, multiprocess_enabled
-from banking_es.projections.checkpoints import ProjectionStatus
+from banking_es.observability.multiproc import ENV_DIR, prepare_multiprocess_dir
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -110,14 +112,11 @@ class _Projections:
         return [ProjectionStatus("transactions", 7, 10, 3, 1.5, None)]
 
 
-class _Clock:
-    def now(self) -> datetime:
-        return datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=30)
-
-
 async def test_gauges_are_read_on_refresh() -> None:
     metrics = Metrics()
-    await refresh_gauges(metrics, _Store(), _Projections(), _Clock())
+    await refresh_gauges(
+        metrics, _Store(), _Projections(), FakeClock(EPOCH + timedelta(seconds=30))
+    )
     assert sample(metrics, "banking_es_projection_position", projection="transactions") == 7
     assert sample(metrics, "banking_es_projection_lag_events", projection="transactions") == 3
     assert sample(metrics, "banking_es_projection_lag_seconds", projection="transactions") == 1.5
@@ -130,7 +129,13 @@ async def test_gauges_are_read_on_refresh() -> None:
 async def test_a_hanging_database_does_not_hang_the_scrape() -> None:
     metrics = Metrics()
     started = time.perf_counter()
-    await refresh_gauges(metrics, _Store(hang=True), _Projections(), _Clock(), timeout=0.1)
+    await refresh_gauges(
+        metrics,
+        _Store(hang=True),
+        _Projections(),
+        FakeClock(EPOCH + timedelta(seconds=30)),
+        timeout=0.1,
+    )
     assert time.perf_counter() - started < 0.5
     assert sample(metrics, "banking_es_gauge_refresh_errors_total", source="outbox") == 1
     assert sample(metrics, "banking_es_projection_position", projection="transactions") == 7
@@ -162,8 +167,6 @@ def test_dashboard_and_alerts_use_only_metrics_that_are_declared() -> None:
 def test_serve_prepares_an_empty_metrics_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from banking_es.observability.multiproc import ENV_DIR, prepare_multiprocess_dir
-
     monkeypatch.delenv(ENV_DIR, raising=False)
     parent = tmp_path / "data" / "prometheus-multiproc"
     gone = parent / "999999999"  # a server that is not running any more

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from banking_es.api.ratewindows import MemoryWindows, SharedWindows, Windows
+from banking_es.ratelimit.windows import MemoryWindows, SharedWindows, Windows
 
 
 @pytest.fixture(params=["memory", "shared"])

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import pytest
+from tests.clock_support import FakeClock
 
 from banking_es.identity import tokens
 from banking_es.identity.errors import Unauthenticated
 from banking_es.identity.tokens import ACCESS, REFRESH, TokenCodec
 
 
-class Clock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
 def codec(access_ttl: int = 900) -> TokenCodec:
-    return TokenCodec("a" * 32, "r" * 32, access_ttl=access_ttl, refresh_ttl=3600, clock=Clock())
+    return TokenCodec(
+        "a" * 32, "r" * 32, access_ttl=access_ttl, refresh_ttl=3600, clock=FakeClock(start=None)
+    )
 
 
 @pytest.fixture

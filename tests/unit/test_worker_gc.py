@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.auth import make_settings
+from tests.api_support import make_settings
 
 from banking_es import logging_setup
 from banking_es.api.app import GC_THRESHOLDS
-from banking_es.cli.serve import build_app
+from banking_es.asgi import build_app
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
-"""Fakes and spies shared by the unit tests (imported as a top-level module, like the
-contract suite's `eventstore_helpers`)."""
+"""Fakes and spies shared by the unit tests."""
 
 from __future__ import annotations
 
@@ -7,15 +6,11 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from banking_es.application.accounts import AccountService
 from banking_es.eventstore.base import AppendRequest, RecordedEvent
 from banking_es.eventstore.memory import MemoryEventStore
-
-#: Where every fake clock starts: far from "now", so a test never depends on the real time.
-EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 @contextmanager
@@ -38,36 +33,6 @@ def collector_garbage() -> Iterator[list[object]]:
         gc.garbage.clear()
         if enabled:
             gc.enable()
-
-
-class FakeClock:
-    """A `Clock` that stands still until a test moves it."""
-
-    def __init__(self, start: datetime = EPOCH) -> None:
-        self.current = start
-
-    def now(self) -> datetime:
-        return self.current
-
-    def advance(self, seconds: float) -> None:
-        self.current += timedelta(seconds=seconds)
-
-
-def ticking_datetime(start: datetime = EPOCH, step: timedelta = timedelta(seconds=1)) -> type:
-    """A `datetime` class whose `now()` moves `step` further on every call.
-
-    `MemoryEventStore(clock=...)` calls `now(UTC)` once per committed batch, so each batch
-    gets its own, predictable `recorded_at`: start + step, start + 2 * step, ...
-    """
-    state = {"calls": 0}
-
-    class Ticking(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            state["calls"] += 1
-            return start + step * state["calls"]
-
-    return Ticking
 
 
 @dataclass

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from banking_es import __version__
 from banking_es.api import errors, openapi
 from banking_es.api.middleware import RequestContextMiddleware
-from banking_es.api.ratelimit import RateLimiter, RateLimitMiddleware
+from banking_es.api.ratelimit import RateLimitMiddleware
 from banking_es.api.routes.accounts import AccountRoutes
 from banking_es.api.routes.admin import AdminRoutes
 from banking_es.api.routes.admin_dead_letters import DeadLetterRoutes
@@ -40,8 +40,7 @@ from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock
 from banking_es.application.validation import RequestValidator
 from banking_es.config import Settings, load_settings
-from banking_es.db.base import Database
-from banking_es.eventstore.sql import SqlEventStore
+from banking_es.eventstore.base import EventStore
 from banking_es.identity.access import AccountAccess
 from banking_es.identity.service import IdentityService
 from banking_es.mail.sender import MailSender
@@ -50,10 +49,9 @@ from banking_es.observability.gauges import refresh_gauges
 from banking_es.observability.health import HealthChecks
 from banking_es.observability.metrics import Metrics
 from banking_es.observability.tracing import configure_tracing, shutdown_tracing
-from banking_es.projections import default_projections
-from banking_es.projections.kafka_applier import KafkaProjectionApplier
 from banking_es.projections.queries import ReadModels
 from banking_es.projections.runner import ProjectionRunner
+from banking_es.ratelimit.limiter import RateLimiter
 
 DESCRIPTION = """
 An event-sourced banking service. Every change to an account is an immutable event;
@@ -89,9 +87,7 @@ class ApiServices(Protocol):
     @property
     def settings(self) -> Settings: ...
     @property
-    def db(self) -> Database: ...
-    @property
-    def store(self) -> SqlEventStore: ...
+    def store(self) -> EventStore: ...
     @property
     def accounts(self) -> AccountService: ...
     @property
@@ -118,6 +114,7 @@ class ApiServices(Protocol):
     def mail(self) -> MailSender | None: ...
 
     def export_metrics(self) -> None: ...
+    def dead_letters(self) -> DeadLetters: ...
     async def start(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -137,11 +134,6 @@ def _route_objects(services: ApiServices) -> dict[type, object]:
     """Each route class built over the services it uses."""
     settings = services.settings
     rules = RequestRules(services.validator, services.accounts.cached_account)
-
-    def dead_letters() -> DeadLetters:
-        topic = f"{settings.kafka_topic_prefix}.events"
-        applier = KafkaProjectionApplier(services.db, services.store, default_projections(), topic)
-        return applier.dead_letters()
 
     async def scrape() -> bytes:
         metrics = services.metrics
@@ -166,7 +158,7 @@ def _route_objects(services: ApiServices) -> dict[type, object]:
         MetricsRoutes: MetricsRoutes(scrape, services.metrics.content_type),
         AuthRoutes: AuthRoutes(services.identity, settings.password_reset_enabled),
         AdminRoutes: AdminRoutes(services.identity),
-        DeadLetterRoutes: DeadLetterRoutes(dead_letters),
+        DeadLetterRoutes: DeadLetterRoutes(services.dead_letters),
         MailRoutes: MailRoutes(
             services.mail.queue if services.mail is not None else None, services.clock
         ),

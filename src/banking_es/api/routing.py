@@ -25,8 +25,9 @@ from banking_es.api import errors, fields
 from banking_es.api.caller import Caller, authenticate, header
 from banking_es.api.jsonbody import DUPLICATE_KEY, loads
 from banking_es.api.problems import ApiError, validation_error
-from banking_es.api.ratelimit import RateLimiter, limit_client
+from banking_es.api.ratelimit import limit_client
 from banking_es.identity.service import IdentityService, require_admin
+from banking_es.ratelimit.limiter import RateLimiter
 
 Handler = Callable[["Call"], Awaitable[Response]]
 

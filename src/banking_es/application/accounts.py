@@ -40,7 +40,8 @@ __all__ = [
 
 
 class AccountService:
-    """Create, deposit, withdraw, close, transfer; and read accounts from the store."""
+    """Create, deposit, withdraw, close, transfer; and read accounts from the store.
+    `on_command` is told (command name, outcome): ok, rejected, conflict or failed (metrics)."""
 
     def __init__(
         self,
@@ -52,8 +53,9 @@ class AccountService:
         snapshot_threshold: int = 100,
         retry_budget: float = 5.0,
         pages: EventPageCache | None = None,
+        on_command: Callable[[str, str], None] | None = None,
     ) -> None:
-        self._outcomes = CommandOutcomes()
+        self._outcomes = CommandOutcomes(on_command)
         self._locks = StreamLocks()
         self._retry = RetryPolicy(retry_budget)
         self._repository = AccountRepository(store, cache, snapshot_threshold=snapshot_threshold)
@@ -62,15 +64,6 @@ class AccountService:
         self._transfers = Transfers(repository, self._locks, retry, outcomes, clock=clock, ids=ids)
         self._queue = StreamQueue(self._locks, self._handlers.execute, self._outcomes)
         self._queries = AccountQueries(self._repository, pages)
-
-    @property
-    def on_command(self) -> Callable[[str, str], None]:
-        """Called with (command name, outcome): ok, rejected, conflict or failed (metrics)."""
-        return self._outcomes.on_command
-
-    @on_command.setter
-    def on_command(self, observer: Callable[[str, str], None]) -> None:
-        self._outcomes.on_command = observer
 
     # ---- commands ----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ go to `CommandOutcomes` (metrics and the log).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -57,8 +57,8 @@ class CommandOutcomes:
 
     __slots__ = ("on_command",)
 
-    def __init__(self) -> None:
-        self.on_command: Callable[[str, str], None] = _ignore
+    def __init__(self, on_command: Callable[[str, str], None] | None = None) -> None:
+        self.on_command: Callable[[str, str], None] = on_command or _ignore
 
     def failed(self, command: str, account_id: str | None, exc: Exception) -> None:
         self.on_command(command, "failed")
@@ -70,7 +70,11 @@ class CommandOutcomes:
         )
 
 
-def event_metadata(context: CommandContext, command: str) -> dict[str, Any]:
+def event_metadata(
+    context: CommandContext, command: str, trace: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """What the store keeps with each event of `command`; `trace` is the command span's W3C
+    context (`tracing.trace_carrier`), which the Kafka relay's span continues."""
     metadata: dict[str, Any] = {"command": command}
     if context.user_id:
         metadata["user_id"] = context.user_id
@@ -78,6 +82,8 @@ def event_metadata(context: CommandContext, command: str) -> dict[str, Any]:
         metadata["request_id"] = metadata["correlation_id"] = context.request_id
     if context.idempotency:
         metadata["idempotency_key"] = context.idempotency.key
+    if trace:
+        metadata.update(trace)
     return metadata
 
 

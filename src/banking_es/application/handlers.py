@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from banking_es.application.codec import to_new_event
 from banking_es.application.context import (
     CommandContext,
     CommandOutcomes,
@@ -36,7 +35,8 @@ from banking_es.eventstore.base import (
     StoreUnavailable,
     StreamAppend,
 )
-from banking_es.observability.tracing import span
+from banking_es.eventstore.codec import to_new_event
+from banking_es.observability.tracing import span, trace_carrier
 
 
 class AccountHandlers:
@@ -83,7 +83,7 @@ class AccountHandlers:
         state = Account(account_id)
         state.apply(event)
         new_event = to_new_event(
-            event, self._ids.new_event_id(), event_metadata(context, "OpenAccount")
+            event, self._ids.new_event_id(), event_metadata(context, "OpenAccount", trace_carrier())
         )
 
         def finish(recorded: Sequence[RecordedEvent]) -> Account:
@@ -150,7 +150,9 @@ class AccountHandlers:
                     to_new_event(
                         event,
                         self._ids.new_event_id(),
-                        event_metadata(pending.context, type(pending.command).__name__),
+                        event_metadata(
+                            pending.context, type(pending.command).__name__, pending.trace
+                        ),
                     )
                 )
                 accepted.append((pending, state.copy()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
@@ -60,6 +61,22 @@ def _formatted(raw: bytearray) -> str:
     raw[8] = (raw[8] & 0x3F) | 0x80
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    """How far a projection is behind the store (readiness, metrics and the CLI report it)."""
+
+    name: str
+    #: The checkpoint: every event up to this global position is applied.
+    position: int
+    #: The store's head position.
+    head: int
+    lag_events: int
+    #: Age of the oldest event not yet applied; 0 when caught up.
+    lag_seconds: float
+    #: When the checkpoint last moved (None: never).
+    updated_at: datetime | None
 
 
 class AggregateCache(Protocol):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from banking_es.application.codec import to_domain
 from banking_es.application.errors import NotFound
 from banking_es.application.ports import EventPageCache
 from banking_es.application.repository import AccountRepository
@@ -12,6 +11,7 @@ from banking_es.application.transfers import TransferResult
 from banking_es.domain.account import Account
 from banking_es.domain.events import TransferSent
 from banking_es.eventstore.base import RecordedEvent
+from banking_es.eventstore.codec import to_domain
 
 
 class AccountQueries:

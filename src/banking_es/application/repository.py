@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from banking_es.application.codec import history
 from banking_es.application.ports import AggregateCache
 from banking_es.domain.account import Account
 from banking_es.eventstore.base import EventStore, Snapshot, StreamMoved
+from banking_es.eventstore.codec import history
 
 #: Streams remembered as moved by other processes (see `note_moved`).
 MAX_BEHIND = 100_000

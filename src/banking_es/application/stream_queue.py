@@ -17,7 +17,7 @@ from banking_es.application.errors import as_unavailable
 from banking_es.application.locks import StreamLocks
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
-from banking_es.observability.tracing import span
+from banking_es.observability.tracing import span, trace_carrier
 
 MAX_CHUNK = 256
 
@@ -30,6 +30,8 @@ class Pending:
     context: CommandContext
     future: asyncio.Future[Account | Replayed]
     outcome: Exception | Account | None = field(default=None)
+    #: The W3C context of the command's span: the chunk may run in another command's task.
+    trace: dict[str, str] | None = None
 
 
 #: Decides and appends a chunk of one stream's commands, settling their futures; returns
@@ -54,8 +56,10 @@ class StreamQueue:
         self, stream_id: str, command: cmd.StreamCommand, context: CommandContext
     ) -> Account | Replayed:
         future: asyncio.Future[Account | Replayed] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(stream_id, deque()).append(Pending(command, context, future))
         with span(f"command {type(command).__name__}", {"account.id": stream_id}):
+            queued = Pending(command, context, future, trace=trace_carrier())
+            self._pending.setdefault(stream_id, deque()).append(queued)
+            del queued  # only the queue holds it (see `del future` below)
             if stream_id not in self._draining:
                 # Nobody drains the stream, so its queue holds just this command: the caller
                 # runs it as the first chunk itself (no task of its own per quiet command),

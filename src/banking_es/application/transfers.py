@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from banking_es.application.codec import to_new_event
 from banking_es.application.context import (
     CommandContext,
     CommandOutcomes,
@@ -35,7 +34,8 @@ from banking_es.eventstore.base import (
     StoreUnavailable,
     StreamAppend,
 )
-from banking_es.observability.tracing import span
+from banking_es.eventstore.codec import to_new_event
+from banking_es.observability.tracing import span, trace_carrier
 
 
 @dataclass(slots=True)
@@ -141,7 +141,7 @@ class Transfers:
                 ) -> TransferResult:
                     return replace(result, created_at=recorded[0].recorded_at)
 
-                metadata = event_metadata(context, "Transfer")
+                metadata = event_metadata(context, "Transfer", trace_carrier())
                 snapshot = self._repository.snapshot
                 request = AppendRequest(
                     [

@@ -3,37 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from banking_es.bootstrap import Services
+from banking_es.cache.redis import RedisGateway
+from banking_es.cache.two_level import TwoLevelAccountCache
+from banking_es.cache.warming import CacheWarmer
 
 Check = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def cache_checks(services: Services) -> tuple[list[str], list[Check]]:
-    """The names and checks to add: `cache` always, `redis` when `REDIS_URL` is set.
+def cache_checks(
+    account_cache: TwoLevelAccountCache | None,
+    warmer: CacheWarmer | None,
+    redis: RedisGateway | None,
+) -> dict[str, Check]:
+    """The checks to add, by name: `cache` always, `redis` when `REDIS_URL` is set.
 
     Redis away is `degraded` (the service still answers from L1 and the database)."""
-    names: list[str] = []
-    checks: list[Check] = []
 
     async def cache() -> dict[str, Any]:
         body: dict[str, Any] = {"status": "ok"}
-        if services.account_cache is not None:
-            body.update(services.account_cache.stats())
-        if services.cache_warmer is not None:
-            body["warming"] = services.cache_warmer.status()
+        if account_cache is not None:
+            body.update(account_cache.stats())
+        if warmer is not None:
+            body["warming"] = warmer.status()
         return body
 
-    names.append("cache")
-    checks.append(cache)
-    redis = services.redis
+    checks: dict[str, Check] = {"cache": cache}
     if redis is not None:
 
         async def redis_check() -> dict[str, Any]:
             return await redis.health()
 
-        names.append("redis")
-        checks.append(redis_check)
-    return names, checks
+        checks["redis"] = redis_check
+    return checks

@@ -9,8 +9,8 @@ from typing import Literal
 
 from cachetools import Cache, LFUCache, LRUCache, TTLCache
 
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.domain.account import Account
+from banking_es.observability.cache_metrics import CacheMetrics
 
 
 class _LRU(LRUCache[str, Account]):

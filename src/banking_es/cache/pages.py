@@ -8,15 +8,17 @@ when configured) shares pages between processes, under the same breaker as every
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
 import orjson
 from cachetools import LRUCache
 
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.eventstore.base import RecordedEvent
+from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.tracing import cache_span
 
 PageKey = tuple[str, int, int]
 
@@ -50,7 +52,9 @@ class EventPageCache:
             return None
         name = self._name(key)
         try:
-            raw = await self.redis.run("page_get", lambda c: c.get(name))
+            with cache_span("get", "l2", name) as current:  # Redis unavailable: an error span
+                raw = await self.redis.run("page_get", lambda c: c.get(name))
+                current.set_attribute("cache.hit", raw is not None)
         except RedisUnavailable:
             return None
         if raw is None:
@@ -72,10 +76,8 @@ class EventPageCache:
             return
         name = self._name(key)
         value = orjson.dumps([_plain(e) for e in events])
-        try:
+        with contextlib.suppress(RedisUnavailable), cache_span("put", "l2", name):
             await self.redis.run("page_put", lambda c: c.set(name, value, px=self.ttl_ms))
-        except RedisUnavailable:
-            pass
 
     def _name(self, key: PageKey) -> str:
         assert self.redis is not None

@@ -27,7 +27,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from banking_es.cache.breaker import CircuitBreaker
-from banking_es.cache.metrics import CacheMetrics
+from banking_es.observability.cache_metrics import CacheMetrics
 
 T = TypeVar("T")
 log = logging.getLogger("banking_es.redis")

@@ -25,9 +25,10 @@ import orjson
 from redis.asyncio import Redis
 
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.domain.account import Account
+from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.tracing import cache_span
 from banking_es.tasks import cancel_all
 
 log = logging.getLogger("banking_es.cache")
@@ -76,8 +77,11 @@ class TwoLevelAccountCache:
         account = self.local.lookup(account_id)
         if account is not None or self.redis is None:
             return account
+        key = self._key(account_id)
         try:
-            raw = await self.redis.run("cache_get", lambda c: c.get(self._key(account_id)))
+            with cache_span("get", "l2", key) as current:  # Redis unavailable: an error span
+                raw = await self.redis.run("cache_get", lambda c: c.get(key))
+                current.set_attribute("cache.hit", raw is not None)
         except RedisUnavailable:
             return None
         if raw is None:

@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.db.base import Database
+from banking_es.observability.cache_metrics import CacheMetrics
 
 log = logging.getLogger("banking_es.cache")
 

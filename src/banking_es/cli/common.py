@@ -53,7 +53,7 @@ def ensure_secrets(settings: Settings) -> Settings:
 
 
 async def migrate_database(settings: Settings) -> list[Any]:
-    from banking_es.bootstrap import connect_database
+    from banking_es.bootstrap.adapters import connect_database
     from banking_es.db.migrate import migrate
 
     db = await connect_database(settings, pool_size=2)
@@ -66,7 +66,7 @@ async def migrate_database(settings: Settings) -> list[Any]:
 async def with_store(settings: Settings, work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """`work(db, store)` on a migrated database, both closed afterwards (the CLI commands'
     shared set-up, also of `banking-es projections`)."""
-    from banking_es.bootstrap import build_store, connect_database
+    from banking_es.bootstrap.adapters import build_store, connect_database
     from banking_es.db.migrate import migrate
 
     db = await connect_database(settings, pool_size=4)

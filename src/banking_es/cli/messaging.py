@@ -76,8 +76,8 @@ def outbox_relay() -> None:
 
     async def work(db: Any, store: Any) -> None:
         from banking_es.application.ports import SystemClock
+        from banking_es.bootstrap.kafka import build_relay, kafka_config
         from banking_es.messaging.kafka import KafkaPublisher
-        from banking_es.messaging.wiring import build_relay, kafka_config
 
         relay = build_relay(settings, db, store, SystemClock(), kafka_config(settings))
         stop = asyncio.Event()
@@ -134,8 +134,8 @@ def outbox_replay(
         raise typer.Exit(2)
 
     async def work(db: Any, store: Any) -> int:
+        from banking_es.bootstrap.kafka import kafka_config
         from banking_es.messaging.replay import count_events, replay_events
-        from banking_es.messaging.wiring import kafka_config
 
         last = to_position if to_position is not None else await store.head_position()
         total = await count_events(db, from_position, last, event_type)
@@ -168,13 +168,10 @@ def outbox_replay(
 
 
 async def _with_letters(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    from banking_es.projections import default_projections
-    from banking_es.projections.kafka_applier import KafkaProjectionApplier
+    from banking_es.bootstrap.kafka import build_applier
 
     async def inner(db: Any, store: Any) -> T:
-        topic = f"{settings.kafka_topic_prefix}.events"
-        applier = KafkaProjectionApplier(db, store, default_projections(), topic)
-        return await work(applier.dead_letters())
+        return await work(build_applier(settings, db, store).dead_letters())
 
     return await with_store(settings, inner)
 

@@ -104,7 +104,7 @@ def export_command(
     started = time.monotonic()
 
     async def work() -> dict[str, dict[str, Any]]:
-        from banking_es.bootstrap import connect_database
+        from banking_es.bootstrap.adapters import connect_database
         from banking_es.db.migrate import migrate
         from banking_es.portable.dump import export_store
 
@@ -144,11 +144,13 @@ def import_command(
     took: dict[str, float] = {}
 
     async def work() -> tuple[dict[str, int], dict[str, int]]:
-        from banking_es.bootstrap import build_store, connect_database
+        from banking_es.bootstrap.adapters import (
+            build_projection_runner,
+            build_store,
+            connect_database,
+        )
         from banking_es.db.migrate import migrate
         from banking_es.portable.load import ImportRefused, check_file, first_nonempty, load_file
-        from banking_es.projections import default_projections
-        from banking_es.projections.runner import ProjectionRunner
 
         console.print(f"checking {source}")
         started = time.monotonic()
@@ -170,7 +172,7 @@ def import_command(
             store = build_store(settings, db)
             try:
                 started = time.monotonic()
-                runner = ProjectionRunner(db, store, default_projections())
+                runner = build_projection_runner(settings, db, store)
                 rebuilt = await rebuild_with_progress(runner, runner.names)
                 took["rebuild"] = time.monotonic() - started
             finally:

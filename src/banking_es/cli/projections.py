@@ -31,19 +31,14 @@ async def _with_runner(settings: Settings, work: Any) -> Any:
 async def _kafka_status(settings: Settings) -> Any:
     """The projections' status when a Kafka consumer group drives them (what `/health/ready`
     reports): checkpoints per partition against the topic's end offsets, plus the outbox."""
+    from banking_es.bootstrap.kafka import build_kafka_runner, kafka_config
     from banking_es.messaging.kafka import end_offsets
-    from banking_es.messaging.wiring import kafka_config
-    from banking_es.projections import default_projections
-    from banking_es.projections.kafka_applier import KafkaProjectionApplier
-    from banking_es.projections.kafka_runner import KafkaProjectionRunner
 
     config = kafka_config(settings)
-    topic = config.topics.events
 
     async def status(db: Any, store: Any) -> Any:
-        applier = KafkaProjectionApplier(db, store, default_projections(), topic)
-        runner = KafkaProjectionRunner(applier, config)
-        return await runner.status(store, await end_offsets(config, topic))
+        runner = build_kafka_runner(settings, db, store, config)
+        return await runner.status(store, await end_offsets(config, config.topics.events))
 
     return await with_store(settings, status)
 

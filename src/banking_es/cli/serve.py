@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,14 +14,11 @@ from rich.table import Table
 
 from banking_es.cli.common import console, ensure_secrets, migrate_database, read_settings, run
 from banking_es.cli.mail import check_mail_or_exit
-from banking_es.config import Settings, load_settings
+from banking_es.config import Settings
 
-if TYPE_CHECKING:
-    from banking_es.api.app import BankingApp
-    from banking_es.bootstrap import Services
-
-#: The workers' app: `serve` migrates (or checks) the database once, before they start.
-APP_FACTORY = "banking_es.cli.serve:create_served_app"
+#: The workers' app (banking_es/asgi.py): `serve` migrates (or checks) the database once,
+#: before they start.
+APP_FACTORY = "banking_es.asgi:create_served_app"
 
 
 def serve(
@@ -54,7 +51,7 @@ def migrate_command(
     settings = read_settings()
 
     async def show() -> list[tuple[Any, bool]]:
-        from banking_es.bootstrap import connect_database
+        from banking_es.bootstrap.adapters import connect_database
         from banking_es.db.migrate import status as migration_status
 
         db = await connect_database(settings, pool_size=2)
@@ -141,7 +138,7 @@ def _require_migrated(settings: Settings) -> None:
     job has not run, or failed, must not serve a schema they do not know)."""
 
     async def pending() -> list[Any]:
-        from banking_es.bootstrap import connect_database
+        from banking_es.bootstrap.adapters import connect_database
         from banking_es.db.migrate import pending
 
         db = await connect_database(settings, pool_size=2)
@@ -158,22 +155,3 @@ def _require_migrated(settings: Settings) -> None:
             "run `banking-es migrate` first (serve --no-migrate never migrates)"
         )
         raise typer.Exit(1)
-
-
-def build_app(settings: Settings | None = None, *, migrate: bool = True) -> BankingApp:
-    """The app with services of its own, built (and started) in its lifespan."""
-    # Imported here: prometheus-client reads PROMETHEUS_MULTIPROC_DIR when first imported,
-    # and `run_server` sets it first.
-    from banking_es.api.app import create_app
-    from banking_es.bootstrap import build_services
-
-    async def build(settings: Settings) -> Services:
-        return await build_services(settings, run_migrations=migrate)
-
-    return create_app(settings or load_settings(), build=build)
-
-
-def create_served_app() -> BankingApp:
-    """The app of `serve`'s workers (uvicorn's factory): the database was migrated (or, with
-    `--no-migrate`, checked) before they started."""
-    return build_app(migrate=False)

@@ -16,9 +16,9 @@ users_app = typer.Typer(help="Manage users and their roles.", no_args_is_help=Tr
 
 async def _with_identity(settings: Settings, work: Any) -> Any:
     from banking_es.application.ports import SystemClock
-    from banking_es.bootstrap import connect_database
+    from banking_es.bootstrap.adapters import connect_database
+    from banking_es.bootstrap.identity import build_identity
     from banking_es.db.migrate import migrate
-    from banking_es.identity.factory import build_identity
 
     db = await connect_database(settings, pool_size=2)
     try:

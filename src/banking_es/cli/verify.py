@@ -54,7 +54,7 @@ def verify_command() -> None:
 
 
 async def _verify(settings: Settings) -> Any:
-    from banking_es.bootstrap import connect_database
+    from banking_es.bootstrap.adapters import connect_database
     from banking_es.verify import verify
 
     db = await connect_database(settings, pool_size=2)

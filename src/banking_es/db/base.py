@@ -16,6 +16,8 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Row = Mapping[str, Any]
+#: The SQL a connection speaks: the few statements that differ pick their form from it.
+Dialect = Literal["postgres", "sqlite"]
 
 
 class DatabaseError(Exception):
@@ -32,6 +34,9 @@ class DatabaseUnavailable(DatabaseError):
 
 class Connection(Protocol):
     """Queries on one connection, inside a transaction when obtained from `transaction()`."""
+
+    @property
+    def dialect(self) -> Dialect: ...
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
@@ -54,9 +59,6 @@ class BulkCopy(Protocol):
 
 class Database(Connection, Protocol):
     """A pool (PostgreSQL) or a pair of connections (SQLite) behind one interface."""
-
-    @property
-    def dialect(self) -> Literal["postgres", "sqlite"]: ...
 
     def transaction(self) -> AbstractAsyncContextManager[Connection]:
         """A write transaction; on SQLite it holds the database's write lock throughout."""

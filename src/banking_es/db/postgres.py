@@ -66,6 +66,8 @@ def normalize_url(url: str) -> str:
 
 
 class _PgConnection:
+    dialect: Literal["postgres"] = "postgres"
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.raw = conn
 

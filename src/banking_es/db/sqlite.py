@@ -68,6 +68,8 @@ def translate(exc: BaseException) -> BaseException:
 
 
 class _SqliteConnection:
+    dialect: Literal["sqlite"] = "sqlite"
+
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.raw = conn
 

@@ -219,6 +219,11 @@ class OutboxStats:
 class EventStore(Protocol):
     """The port the application uses; implemented by memory, SQLite and PostgreSQL."""
 
+    @property
+    def queue_length(self) -> int:
+        """Appends waiting for the next batch (a metric)."""
+        ...
+
     async def append(self, request: AppendRequest) -> list[RecordedEvent]:
         """Append atomically; raise `ConcurrencyError` or `IdempotencyKeyExists` on conflict."""
         ...

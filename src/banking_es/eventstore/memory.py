@@ -58,6 +58,10 @@ class MemoryEventStore:
         #: Set by tests to make the next commit fail as a database would.
         self.fail_next_commit: Exception | None = None
 
+    @property
+    def queue_length(self) -> int:
+        return self._committer.queue_length
+
     async def append(self, request: AppendRequest) -> list[RecordedEvent]:
         return await self._committer.submit(request)
 

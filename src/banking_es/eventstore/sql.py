@@ -116,15 +116,18 @@ class SqlEventStore:
         batch_max_size: int = 500,
         batch_max_wait_ms: float = 2.0,
         on_batch: Callable[[int, float], None] | None = None,
+        on_commit: Callable[[bool], object] | None = None,
+        on_append: Callable[[AppendRequest, list[RecordedEvent]], None] | None = None,
+        on_snapshot_load: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self._outbox_events = outbox_events
         #: Called after every committed batch that wrote events or outbox rows, with whether
         #: it wrote outbox rows (wakes the projection runners, and the relay when it has work).
-        self.on_commit: Callable[[bool], object] | None = None
+        self.on_commit = on_commit
         #: Called after every successful append and snapshot load (metrics).
-        self.on_append: Callable[[AppendRequest, list[RecordedEvent]], None] | None = None
-        self.on_snapshot_load: Callable[[], None] | None = None
+        self.on_append = on_append
+        self.on_snapshot_load = on_snapshot_load
         self._committer = GroupCommitter(
             self._commit_batch,
             max_size=batch_max_size,

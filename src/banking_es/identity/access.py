@@ -8,17 +8,34 @@ A transfer's source must be the caller's own account; its target may be any open
 
 from __future__ import annotations
 
-from banking_es.application.accounts import AccountService, TransferResult
+from collections.abc import Awaitable
+from typing import Protocol
+
 from banking_es.application.errors import NotFound
 from banking_es.domain.account import Account
 from banking_es.identity.errors import Forbidden
 from banking_es.identity.service import Principal
 
 
+class AccountOwners(Protocol):
+    """The one question access asks of the accounts (`AccountService` answers it)."""
+
+    def owner_of(self, account_id: str) -> Awaitable[str | None]: ...
+
+
+class Transfer(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def from_account_id(self) -> str: ...
+    @property
+    def to_account_id(self) -> str: ...
+
+
 class AccountAccess:
     """Authorization checks for account and transfer requests."""
 
-    def __init__(self, accounts: AccountService) -> None:
+    def __init__(self, accounts: AccountOwners) -> None:
         self._accounts = accounts
 
     def list_owner(self, principal: Principal) -> str | None:
@@ -43,7 +60,7 @@ class AccountAccess:
         if not principal.is_admin:
             await self._require_owner(principal, account_id)
 
-    async def check_transfer_visible(self, principal: Principal, transfer: TransferResult) -> None:
+    async def check_transfer_visible(self, principal: Principal, transfer: Transfer) -> None:
         if principal.reads_all:
             return
         for account_id in (transfer.from_account_id, transfer.to_account_id):

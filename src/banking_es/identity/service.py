@@ -85,6 +85,10 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _ignore_login(outcome: str, user_id: str | None) -> None:
+    pass
+
+
 class IdentityService:
     """Users, sessions and roles."""
 
@@ -101,13 +105,16 @@ class IdentityService:
         lockout_duration: int,
         password_reset_ttl: int,
         mail: MailQueue | None = None,
+        on_login: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.users = users
         self.attempts = attempts
         #: None when mail is off (production without SMTP_URL, resets disabled).
         self.mail = mail
         #: Told of every login attempt: (outcome success|failure|locked, user id or None).
-        self.on_login: Callable[[str, str | None], None] = lambda outcome, user_id: None
+        self.on_login: Callable[[str, str | None], None] = on_login or (
+            lambda outcome, user_id: None
+        )
         self.passwords = passwords
         self.tokens = tokens
         self.revocations = revocations

@@ -8,10 +8,22 @@ when the change it reports commits.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 from banking_es.db.base import Connection
-from banking_es.identity.users import User
 from banking_es.mail.queue import MailQueue
+
+
+class Recipient(Protocol):
+    """Whom a mail goes to (an identity `User`): mail knows no more of users than this."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+
 
 RESET = "password_reset"
 CHANGED = "password_changed"
@@ -33,7 +45,7 @@ def reset_body(username: str, token: str, expires_at: datetime) -> str:
 
 
 async def queue_reset_mail(
-    queue: MailQueue | None, conn: Connection, user: User, at: datetime
+    queue: MailQueue | None, conn: Connection, user: Recipient, at: datetime
 ) -> None:
     """One pending reset mail per user: asking again while one waits (a flood, or a mail
     server that is away) adds none; the waiting one gets a fresh token when it is sent."""
@@ -49,7 +61,7 @@ async def queue_reset_mail(
 
 
 async def queue_password_changed_mail(
-    queue: MailQueue | None, conn: Connection, user: User, at: datetime, *, by_reset: bool
+    queue: MailQueue | None, conn: Connection, user: Recipient, at: datetime, *, by_reset: bool
 ) -> None:
     """Tells the owner, who did not do it if a thief did, while they can still act."""
     if queue is None:
@@ -65,7 +77,7 @@ async def queue_password_changed_mail(
 
 
 async def queue_login_locked_mail(
-    queue: MailQueue | None, conn: Connection, user: User, locked_until: datetime, at: datetime
+    queue: MailQueue | None, conn: Connection, user: Recipient, locked_until: datetime, at: datetime
 ) -> None:
     """Tells the owner that wrong passwords locked their login, and until when."""
     if queue is None:

@@ -19,9 +19,9 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from banking_es.application.ports import Clock
+from banking_es.db.lease import LeaseElection
 from banking_es.mail.messages import RESET, reset_body
 from banking_es.mail.queue import MailQueue, QueuedMail
-from banking_es.messaging.leader import LeaseElection
 from banking_es.tasks import cancel
 
 MAIL_LEASE = "mail-sender"
@@ -89,6 +89,7 @@ class MailSender:
         poll_interval: float = 1.0,
         batch_size: int = 20,
         leader: LeaseElection | None = None,
+        on_sent: Callable[[EmailMessage], None] | None = None,
     ) -> None:
         self.queue = queue
         self.transport = transport
@@ -107,7 +108,7 @@ class MailSender:
         # `tasks.cancel`): the loop also ends on this flag.
         self._stopping = False
         #: Told of each mail the server accepted (metrics; tests read the mail here).
-        self.on_sent: Callable[[EmailMessage], None] = lambda message: None
+        self.on_sent: Callable[[EmailMessage], None] = on_sent or (lambda message: None)
         queue.on_queued = self.notify
 
     def notify(self) -> None:

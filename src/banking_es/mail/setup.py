@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from email.message import EmailMessage
+
 from banking_es.application.ports import Clock
 from banking_es.config import Environment, Settings, SettingsError
 from banking_es.db.base import Database
+from banking_es.db.lease import LeaseElection
 from banking_es.mail.queue import MailQueue
 from banking_es.mail.sender import (
     MAIL_LEASE,
@@ -14,7 +18,6 @@ from banking_es.mail.sender import (
     SmtpTransport,
     Transport,
 )
-from banking_es.messaging.leader import LeaseElection
 
 
 def mail_enabled(settings: Settings) -> bool:
@@ -37,7 +40,13 @@ def transport_for(settings: Settings) -> Transport:
 
 
 def build_sender(
-    settings: Settings, db: Database, queue: MailQueue, clock: Clock, issue_reset: IssueReset
+    settings: Settings,
+    db: Database,
+    queue: MailQueue,
+    clock: Clock,
+    issue_reset: IssueReset,
+    *,
+    on_sent: Callable[[EmailMessage], None] | None = None,
 ) -> MailSender:
     return MailSender(
         queue,
@@ -48,4 +57,5 @@ def build_sender(
         max_attempts=settings.mail_max_attempts,
         retry_base=settings.mail_retry_base_s,
         leader=LeaseElection(db, MAIL_LEASE, clock, ttl=settings.kafka_relay_lease_ttl),
+        on_sent=on_sent,
     )

@@ -5,8 +5,9 @@
 
 Messages: topic `<prefix>.events`, key the account id (UTF-8), value JSON
 `{event_id, position, stream_id, version, type, data, metadata, recorded_at}`, headers
-`event_type`, `event_id`, `position`. Other outbox topics `T` go to `<prefix>.T` (for
-example `<prefix>.notifications`) with the row's payload as the value.
+`event_type`, `event_id`, `position` (and `traceparent`/`tracestate` when tracing is on).
+Other outbox topics `T` go to `<prefix>.T` (for example `<prefix>.notifications`) with the
+row's payload as the value.
 
 `KafkaPublisher.publish` sends a batch and returns only when the broker acknowledged every
 message (`acks=all`), so the relay marks rows only after that. aiokafka keeps at most one
@@ -30,8 +31,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from opentelemetry.trace import Span
 
 from banking_es.eventstore.base import EVENTS_TOPIC, OutboxEntry, RecordedEvent
+from banking_es.observability.tracing import (
+    end_send_spans,
+    inject_headers,
+    start_send_span,
+    tracing_enabled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +184,18 @@ async def check_broker(config: KafkaConfig, timeout: float) -> dict[str, Any]:
 class KafkaPublisher:
     """The relay's publisher for Kafka: acks=all, idempotent per configuration (see module)."""
 
-    def __init__(self, config: KafkaConfig) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        *,
+        on_published: Callable[[str, int], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
         self._config = config
         self._producer: AIOKafkaProducer | None = None
         #: Told (topic, count) after the broker acknowledged messages, and (topic) on failure.
-        self.on_published: Callable[[str, int], None] | None = None
-        self.on_error: Callable[[str], None] | None = None
+        self.on_published = on_published
+        self.on_error = on_error
         self._idempotent: bool | None = None
         self._topics_ready = False
 
@@ -243,21 +257,30 @@ class KafkaPublisher:
     async def publish(self, entries: Sequence[OutboxEntry]) -> None:
         """Send every entry in order; return when the broker acknowledged all of them."""
         producer = await self.start()
+        spans: list[Span] = []
+        traced = tracing_enabled()
         try:
             futures = []
             topics: Counter[str] = Counter()
             for entry in entries:
                 topic, key, value, headers = encode_entry(entry, self._config.topics)
+                if traced:  # the send continues the trace of the command that wrote the row
+                    stored = entry.event.metadata if entry.event is not None else None
+                    sent = start_send_span(topic, entry.key, stored)
+                    inject_headers(headers, sent)
+                    spans.append(sent)
                 futures.append(await producer.send(topic, value, key=key, headers=headers))
                 topics[topic] += 1
-            await asyncio.gather(*futures)
-        except BaseException:
+            acks = await asyncio.gather(*futures)
+        except BaseException as exc:
+            end_send_spans(spans, error=exc)
             if self.on_error is not None and entries:
                 self.on_error(encode_entry(entries[0], self._config.topics)[0])
             # After a failure the producer may hold half-sent batches: start a fresh one, so
             # the next attempt republishes the whole batch in order.
             await self._reset()
             raise
+        end_send_spans(spans, acks)
         if self.on_published is not None:
             for topic, count in topics.items():
                 self.on_published(topic, count)

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from banking_es.application.ports import Clock
+from banking_es.db.lease import LeaseElection
 from banking_es.eventstore.base import EVENTS_TOPIC, EventStore, OutboxEntry
-from banking_es.messaging.leader import LeaseElection
 from banking_es.tasks import cancel
 
 #: The lease that picks the one process relaying the outbox (Kafka or log publisher).

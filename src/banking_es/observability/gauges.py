@@ -11,11 +11,10 @@ import asyncio
 import logging
 from typing import Protocol
 
-from banking_es.application.ports import Clock
+from banking_es.application.ports import Clock, ProjectionStatus
 from banking_es.eventstore.base import OutboxStats
 from banking_es.observability.health import bounded
 from banking_es.observability.metrics import Metrics
-from banking_es.projections.checkpoints import ProjectionStatus
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
-from banking_es.application.ports import Clock
+from banking_es.application.ports import Clock, ProjectionStatus
 from banking_es.eventstore.base import OutboxStats
-from banking_es.projections.checkpoints import ProjectionStatus
 
 T = TypeVar("T")
 Status = Literal["ok", "degraded", "down"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -26,8 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from banking_es.cache.metrics import REDIS_LATENCY_BUCKETS, CacheMetrics
 from banking_es.eventstore.base import AppendRequest, RecordedEvent
+from banking_es.observability.cache_metrics import REDIS_LATENCY_BUCKETS, CacheMetrics
 from banking_es.observability.multiproc import ENV_DIR
 
 PREFIX = "banking_es"
@@ -310,6 +310,13 @@ class Metrics:
     def observe_command(self, command: str, outcome: str) -> None:
         """`AccountService.on_command`."""
         self._child(self.commands, command, outcome).inc()
+
+    def leader_role(self, role: str) -> Callable[[bool], None]:
+        """`banking_es_leader{role}`, exported as 0 from now on (so "no leader" sums to 0);
+        the function returned is told True / False as this process takes / loses the role."""
+        gauge = self.leader.labels(role)
+        gauge.set(0)
+        return lambda held: gauge.set(1 if held else 0)
 
     def observe_batch(self, size: int, seconds: float, queue_length: int = 0) -> None:
         """The event store's `on_batch` (group commit)."""

@@ -1,36 +1,17 @@
-"""Small SQL helpers shared by the projections: dialect detection and set parameters.
+"""Small SQL helpers shared by the projections: set parameters and JSON rows.
 
-A projection receives a `Connection`, which does not say which database it talks to;
-the few statements that differ (PostgreSQL arrays and `unnest`, SQLite `json_each`)
-pick their form from `dialect_of(conn)`.
+The few statements that differ (PostgreSQL arrays and `unnest`, SQLite `json_each`) pick
+their form from the connection's `dialect`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
-import aiosqlite
-import asyncpg
-import asyncpg.pool
 import orjson
 
-from banking_es.db.base import Connection
-
-Dialect = Literal["postgres", "sqlite"]
-
-
-def dialect_of(conn: Connection) -> Dialect:
-    """The backend behind `conn` (a connection from `Database.transaction()` or a Database)."""
-    declared = getattr(conn, "dialect", None)
-    if declared in ("postgres", "sqlite"):
-        return "postgres" if declared == "postgres" else "sqlite"
-    raw = getattr(conn, "raw", None)
-    if isinstance(raw, aiosqlite.Connection):
-        return "sqlite"
-    if isinstance(raw, asyncpg.Connection | asyncpg.pool.PoolConnectionProxy):
-        return "postgres"
-    raise TypeError(f"cannot tell the SQL dialect of {type(conn).__name__}")
+from banking_es.db.base import Dialect
 
 
 def in_set(dialect: Dialect, placeholder: int, cast: str = "text") -> str:

@@ -19,8 +19,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from banking_es.application.codec import to_domain
-from banking_es.db.base import Connection, Row
+from banking_es.db.base import Connection, Dialect, Row
 from banking_es.domain.events import (
     AccountClosed,
     AccountCreated,
@@ -37,7 +36,8 @@ from banking_es.eventstore.base import (
     RecordedEvent,
     decode_row,
 )
-from banking_es.projections._sql import Dialect, dialect_of, in_set, json_rows, json_rows_select
+from banking_es.eventstore.codec import to_domain
+from banking_es.projections._sql import in_set, json_rows, json_rows_select
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class AccountSummariesProjection:
         from `remembered` when there (and put there after)."""
         if not streams:
             return
-        dialect = dialect_of(conn)
+        dialect = conn.dialect
         account_ids = list(dict.fromkeys(streams))
         states: dict[str, Summary] = {}
         missing = account_ids
@@ -246,7 +246,7 @@ class AccountSummariesProjection:
     async def reset(
         self, conn: Connection, from_position: int, types: frozenset[str] | None
     ) -> None:
-        dialect = dialect_of(conn)
+        dialect = conn.dialect
         if from_position <= 0 and types is None:
             await conn.execute(
                 "TRUNCATE account_summaries"

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from banking_es.application.ports import ProjectionStatus
 from banking_es.db.base import Connection, Database
 from banking_es.eventstore.base import EventStore
 
@@ -19,20 +19,6 @@ def lock_key(name: str) -> int:
     """The PostgreSQL advisory-lock key (a signed bigint) of the projection `name`."""
     digest = hashlib.blake2b(f"banking_es.projection:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectionStatus:
-    name: str
-    #: The checkpoint: every event up to this global position is applied.
-    position: int
-    #: The store's head position.
-    head: int
-    lag_events: int
-    #: Age of the oldest event not yet applied; 0 when caught up.
-    lag_seconds: float
-    #: When the checkpoint last moved (None: never).
-    updated_at: datetime | None
 
 
 async def read_checkpoint(conn: Connection, name: str) -> int:

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from banking_es.application.ports import ProjectionStatus
 from banking_es.db.base import Connection, Database, DatabaseUnavailable
 from banking_es.eventstore.base import EventStore, RecordedEvent, StoreUnavailable
 from banking_es.messaging import dead_letters
 from banking_es.messaging.kafka import decode_event
+from banking_es.observability.tracing import span
 from banking_es.projections.base import Projection
-from banking_es.projections.checkpoints import ProjectionStatus
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ class KafkaProjectionApplier:
         if not todo:
             return duplicates
         for projection in self._projections:
-            await projection.apply(conn, todo)
+            with span(f"projection {projection.name}", {"projection.events": len(todo)}):
+                await projection.apply(conn, todo)
         for stream, version in known.items():
             if version != start[stream]:
                 await self.set_version(conn, stream, version)

@@ -21,10 +21,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from banking_es.application.ports import ProjectionStatus
 from banking_es.eventstore.base import EventStore
 from banking_es.messaging import dead_letters
 from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher
-from banking_es.projections.checkpoints import ProjectionStatus
+from banking_es.observability.tracing import kafka_process_span, tracing_enabled
 from banking_es.projections.kafka_applier import (
     CONSUMER,
     TRANSIENT,
@@ -72,6 +73,10 @@ class KafkaProjectionRunner:
         max_backoff: float = 10.0,
         batch_size: int = 500,
         group_id: str | None = None,
+        on_outcome: Callable[[str, str, int], None] | None = None,
+        on_dead_letter: Callable[[str, str, int], None] | None = None,
+        on_lag: Callable[[str, int, int], None] | None = None,
+        on_assigned: Callable[[int], None] | None = None,
     ) -> None:
         self.applier = applier
         self._config = config
@@ -85,10 +90,10 @@ class KafkaProjectionRunner:
         #: dead_letter (given up or parked), retry (to be applied again); (topic, error,
         #: attempts) of each message put in the dead letters; (topic, partition, lag) of
         #: each assigned partition; the number of partitions assigned (metrics).
-        self.on_outcome: Callable[[str, str, int], None] | None = None
-        self.on_dead_letter: Callable[[str, str, int], None] | None = None
-        self.on_lag: Callable[[str, int, int], None] | None = None
-        self.on_assigned: Callable[[int], None] | None = None
+        self.on_outcome = on_outcome
+        self.on_dead_letter = on_dead_letter
+        self.on_lag = on_lag
+        self.on_assigned = on_assigned
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -245,20 +250,11 @@ class KafkaProjectionRunner:
         messages = [message_of(r) for r in records]
         if not messages:
             return
-        delay = self._backoff
-        while True:
-            try:
-                outcomes = await self._apply(messages)
-                break
-            except TRANSIENT as exc:  # the database is away: not the messages' fault
-                log.warning("kafka projections: %s; retrying in %.1f s", exc, delay)
-            except Exception:
-                # Unexpected (e.g. the dead letter could not be written): never skip the
-                # batch; it is applied again (duplicates are dropped by version).
-                log.exception("kafka projections: %s failed; retrying in %.1f s", tp, delay)
-            self._outcome(tp.topic, "retry", len(messages))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_backoff)
+        carriers = [m.headers for m in messages] if tracing_enabled() else []
+        with kafka_process_span(
+            tp.topic, tp.partition, messages[0].offset, carriers, group=self.group_id
+        ):
+            outcomes = await self._apply_until_done(tp, messages)
         for outcome, count in outcomes.items():
             self._outcome(tp.topic, outcome, count)
         self.handled += len(messages)
@@ -268,6 +264,21 @@ class KafkaProjectionRunner:
         end = consumer.highwater(tp)  # from the fetch just answered: no request
         if self.on_lag is not None and end is not None:
             self.on_lag(tp.topic, tp.partition, max(0, end - messages[-1].offset - 1))
+
+    async def _apply_until_done(self, tp: TopicPartition, messages: list[Message]) -> Counter[str]:
+        delay = self._backoff
+        while True:
+            try:
+                return await self._apply(messages)
+            except TRANSIENT as exc:  # the database is away: not the messages' fault
+                log.warning("kafka projections: %s; retrying in %.1f s", exc, delay)
+            except Exception:
+                # Unexpected (e.g. the dead letter could not be written): never skip the
+                # batch; it is applied again (duplicates are dropped by version).
+                log.exception("kafka projections: %s failed; retrying in %.1f s", tp, delay)
+            self._outcome(tp.topic, "retry", len(messages))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_backoff)
 
     async def _apply(self, messages: list[Message]) -> Counter[str]:
         """Apply a partition's batch; the messages counted by outcome."""

@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from banking_es.application.ports import ProjectionStatus
 from banking_es.db.base import Connection, Database
+from banking_es.db.lease import LeaseElection
 from banking_es.eventstore.base import ROW_POSITION, EventRow, EventStore
-from banking_es.messaging.leader import LeaseElection
 from banking_es.projections.base import Projection, RowProjection
 from banking_es.projections.batches import Progress, apply_stored, replay_types
 from banking_es.projections.checkpoints import (
-    ProjectionStatus,
     checkpoint_status,
     lock_key,
     read_checkpoint,

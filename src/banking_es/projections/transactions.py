@@ -17,8 +17,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from banking_es.application.codec import to_domain
-from banking_es.db.base import BulkCopy, Connection
+from banking_es.db.base import BulkCopy, Connection, Dialect
 from banking_es.domain.events import (
     AccountCreated,
     DomainEvent,
@@ -36,7 +35,8 @@ from banking_es.eventstore.base import (
     RecordedEvent,
     decode_row,
 )
-from banking_es.projections._sql import Dialect, dialect_of, in_set, json_rows, json_rows_select
+from banking_es.eventstore.codec import to_domain
+from banking_es.projections._sql import in_set, json_rows, json_rows_select
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class TransactionsProjection:
         balances: dict[str, Decimal] = {}
         if not count:
             return balances
-        dialect = dialect_of(conn)
+        dialect = conn.dialect
         unknown = first
         if remembered:
             unknown = {}
@@ -170,7 +170,7 @@ class TransactionsProjection:
     async def reset(
         self, conn: Connection, from_position: int, types: frozenset[str] | None
     ) -> None:
-        dialect = dialect_of(conn)
+        dialect = conn.dialect
         if types is None:
             if from_position <= 0:
                 await conn.execute(

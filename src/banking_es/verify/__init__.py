@@ -19,7 +19,6 @@ from typing import Any
 
 from banking_es.db.base import Connection, Database, Row
 from banking_es.eventstore.base import EVENTS_TOPIC
-from banking_es.projections._sql import dialect_of
 from banking_es.projections.account_summaries import Summary
 from banking_es.verify.events import EVENTS, T_ROW, EventChecks
 from banking_es.verify.report import CHECKS, KEPT, Problem, Report, differ, span
@@ -57,7 +56,7 @@ async def verify(
         verifier = EventChecks(
             report, checkpoints.get("account_summaries", 0), checkpoints.get("transactions", 0)
         )
-        events = EVENTS[dialect_of(conn)]
+        events = EVENTS[conn.dialect]
         compared = False
         rows = await conn.fetch(events, 0, page)
         while rows:

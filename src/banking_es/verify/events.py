@@ -12,7 +12,6 @@ from typing import Any
 
 from orjson import loads
 
-from banking_es.application.codec import upcast
 from banking_es.db.base import Row
 from banking_es.domain.account import Account, lowest_allowed_balance
 from banking_es.domain.events import (
@@ -22,6 +21,7 @@ from banking_es.domain.events import (
     TransferSent,
     event_from_stored,
 )
+from banking_es.eventstore.codec import upcast
 from banking_es.projections.account_summaries import Summary
 from banking_es.projections.transactions import ROW_TYPES
 from banking_es.verify.report import Report, differ, span

@@ -6,34 +6,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-from tests.auth import ShiftedClock, running_app
-
-from banking_es.bootstrap import Services
-
-MAX_ATTEMPTS = 3
-LOCKOUT = 60
-RESET_TTL = 1800
-
-App = tuple[httpx.AsyncClient, Services]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return f"sqlite:///{tmp_path / 'banking.db'}"
+from tests.api_support import App, running_app
+from tests.auth import LOCKOUT, MAX_ATTEMPTS, RESET_TTL
+from tests.clock_support import FakeClock
 
 
 @pytest.fixture
-def clock() -> ShiftedClock:
-    return ShiftedClock()
+def clock() -> FakeClock:
+    return FakeClock(start=None)
 
 
 @pytest.fixture
-async def app(tmp_path: Path, database_url: str, clock: ShiftedClock) -> AsyncIterator[App]:
+async def app(tmp_path: Path, database_url: str, clock: FakeClock) -> AsyncIterator[App]:
     async with running_app(
         tmp_path,
         database_url,

@@ -6,11 +6,8 @@ import asyncio
 from typing import Any
 
 import httpx
+from tests.api_support import App
 from tests.auth import admin_headers, sign_up
-
-from banking_es.bootstrap import Services
-
-App = tuple[httpx.AsyncClient, Services]
 
 # (method, path, body); {own} is alice's account, {other} bob's, {transfer} alice -> bob.
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [

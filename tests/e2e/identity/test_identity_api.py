@@ -9,32 +9,22 @@ import httpx
 import jwt
 import orjson
 import pytest
+from tests.api_support import App, running_app
 from tests.auth import (
     PASSWORD,
-    ShiftedClock,
     admin_headers,
     bearer,
     login,
     new_username,
     register,
     reset_token,
-    running_app,
     sign_up,
 )
+from tests.clock_support import FakeClock
+from tests.e2e.http_support import assert_problem
 
-from banking_es.bootstrap import Services
 from banking_es.identity.errors import InvalidCredentials
-
-App = tuple[httpx.AsyncClient, Services]
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["code"] == code
-    assert body["error"]
-
+from banking_es.identity.passwords import Passwords
 
 # ---- register -----------------------------------------------------------------------------
 
@@ -148,7 +138,7 @@ async def test_unknown_users_cost_a_password_check_too(app: App) -> None:
 
 
 async def test_lockout_after_max_attempts_even_with_the_right_password_then_expires(
-    app: App, clock: ShiftedClock
+    app: App, clock: FakeClock
 ) -> None:
     http, services = app
     user = await register(http)
@@ -190,7 +180,6 @@ async def test_a_successful_login_resets_the_failure_count(app: App) -> None:
 async def test_login_rehashes_a_password_made_with_older_parameters(app: App) -> None:
     http, services = app
     user = await register(http)
-    from banking_es.identity.passwords import Passwords
 
     old = await Passwords(time_cost=2, memory_cost=16).hash(PASSWORD)
     await services.db.execute("UPDATE users SET password_hash = $1 WHERE id = $2", old, user["id"])
@@ -403,7 +392,7 @@ async def test_reset_confirm_sets_the_password_ends_all_logins_and_is_single_use
     assert_problem(forged, 400, "invalid_token")
 
 
-async def test_reset_token_expires(app: App, clock: ShiftedClock) -> None:
+async def test_reset_token_expires(app: App, clock: FakeClock) -> None:
     http, services = app
     user = await register(http)
     await http.post("/auth/reset-password", json={"email": user["email"]})
@@ -487,7 +476,7 @@ async def test_usernames_are_unique_per_run_helper(app: App) -> None:
 
 
 async def test_revocations_are_forgotten_once_every_token_of_the_login_expired(
-    app: App, clock: ShiftedClock
+    app: App, clock: FakeClock
 ) -> None:
     http, services = app
     user = await register(http)

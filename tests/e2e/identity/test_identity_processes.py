@@ -13,15 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.auth import (
-    ADMIN_PASSWORD,
-    bearer,
-    create_admin_cli,
-    login,
-    register,
-    run_cli,
-    running_app,
-)
+from tests.api_support import running_app
+from tests.auth import ADMIN_PASSWORD, bearer, create_admin_cli, login, register, run_cli
 from tests.server import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

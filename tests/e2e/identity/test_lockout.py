@@ -8,9 +8,18 @@ import asyncio
 from typing import Any
 
 import httpx
-from tests.auth import PASSWORD, ShiftedClock, bearer, login, register, reset_token
-from tests.e2e.identity.conftest import LOCKOUT, MAX_ATTEMPTS, App
-from tests.e2e.identity.test_identity_api import assert_problem
+from tests.api_support import App
+from tests.auth import (
+    LOCKOUT,
+    MAX_ATTEMPTS,
+    PASSWORD,
+    bearer,
+    login,
+    register,
+    reset_token,
+)
+from tests.clock_support import FakeClock
+from tests.e2e.http_support import assert_problem
 
 
 def _count_checks(app: App) -> list[str]:
@@ -112,7 +121,7 @@ async def test_known_and_unknown_names_lock_alike(app: App) -> None:
     assert_problem(known[-1], 429, "account_locked")
 
 
-async def test_failures_count_within_a_sliding_window(app: App, clock: ShiftedClock) -> None:
+async def test_failures_count_within_a_sliding_window(app: App, clock: FakeClock) -> None:
     http, _ = app
     user = await register(http)
     for _ in range(MAX_ATTEMPTS):  # spread over more than the window: never 3 within it

@@ -12,13 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.api_support import App
 from tests.auth import PASSWORD, new_username, register
 from tests.server import ServerProcess
 
-from banking_es.bootstrap import Services
 from banking_es.identity.passwords import Passwords
-
-App = tuple[httpx.AsyncClient, Services]
 
 
 class CountingHasher:

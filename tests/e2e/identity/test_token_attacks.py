@@ -11,11 +11,9 @@ import httpx
 import jwt
 import orjson
 import pytest
+from tests.api_support import App, running_app
 from tests.auth import bearer, login, register
-
-from banking_es.bootstrap import Services
-
-App = tuple[httpx.AsyncClient, Services]
+from tests.clock_support import FakeClock
 
 
 @pytest.fixture
@@ -123,9 +121,7 @@ async def test_an_expired_refresh_token_is_rejected(app: App) -> None:
 
 
 async def test_a_short_lived_access_token_expires(tmp_path: Any, database_url: str) -> None:
-    from tests.auth import ShiftedClock, running_app
-
-    clock = ShiftedClock()
+    clock = FakeClock(start=None)
     clock.advance(-3600)  # tokens issued an hour ago, valid for a minute
     async with running_app(tmp_path, database_url, clock=clock, access_token_expiry=60) as (
         http,

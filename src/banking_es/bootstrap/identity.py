@@ -1,7 +1,8 @@
-"""Builds the identity service from `Settings` (called by the composition root)."""
+"""The identity service built from `Settings` (for `build_services` and `banking-es users`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from banking_es.application.ports import Clock
@@ -19,9 +20,15 @@ from banking_es.mail.setup import mail_enabled
 
 
 def build_identity(
-    settings: Settings, db: Database, clock: Clock, *, mail: MailQueue | None = None
+    settings: Settings,
+    db: Database,
+    clock: Clock,
+    *,
+    mail: MailQueue | None = None,
+    on_login: Callable[[str, str | None], None] | None = None,
 ) -> IdentityService:
-    """`mail`: the queue the process's sender follows (default: a new one, if mail is on)."""
+    """`mail`: the queue the process's sender follows (default: a new one, if mail is on);
+    `on_login`: told of every login attempt (metrics)."""
     settings = ensure_secrets(settings)
     assert settings.jwt_secret
     assert settings.refresh_token_secret
@@ -48,4 +55,5 @@ def build_identity(
         lockout_duration=settings.lockout_duration,
         password_reset_ttl=settings.password_reset_ttl,
         mail=mail or (MailQueue(db) if mail_enabled(settings) else None),
+        on_login=on_login,
     )

@@ -45,6 +45,7 @@ class LeaseElection:
         *,
         holder: str | None = None,
         ttl: float = 10.0,
+        on_change: Callable[[bool], None] | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
@@ -59,7 +60,7 @@ class LeaseElection:
         self.standby_poll = min(1.0, ttl / 3)
         self._next_try = 0.0
         #: Told True / False when this process becomes / stops being the leader (metrics).
-        self.on_change: Callable[[bool], None] | None = None
+        self.on_change = on_change
         self._reported = False
 
     @property

@@ -1,49 +1,56 @@
-"""The composition root: every adapter and service is built here, from one `Settings`."""
+"""The composition root: every adapter and service of a process is built here from one
+`Settings` (`build_services`), with `Overrides` for what a test or a tool supplies itself.
+The CLI builds its parts from the same builders (`bootstrap.adapters`, `.kafka`, `.identity`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from email.message import EmailMessage
 
-from banking_es.api.ratelimit import RateLimiter, build_rate_limiter
 from banking_es.application.accounts import AccountService
 from banking_es.application.idempotency import IdempotencyService
-from banking_es.application.ports import Clock, SystemClock, UuidGenerator
+from banking_es.application.ports import Clock, IdGenerator, SystemClock, UuidGenerator
 from banking_es.application.validation import RequestValidator, default_validator
-from banking_es.cache.dedup import RedisCommandDedup
+from banking_es.bootstrap.adapters import (
+    build_dedup,
+    build_projection_runner,
+    build_redis,
+    build_store,
+    connect_database,
+)
+from banking_es.bootstrap.identity import build_identity
+from banking_es.bootstrap.kafka import KafkaMessaging, build_applier, build_kafka
 from banking_es.cache.health import cache_checks
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.pages import EventPageCache
 from banking_es.cache.redis import RedisGateway
 from banking_es.cache.two_level import TwoLevelAccountCache
 from banking_es.cache.warming import CacheWarmer
 from banking_es.config import Environment, Settings
 from banking_es.db.base import Database
+from banking_es.db.lease import LeaseElection
 from banking_es.db.migrate import migrate
-from banking_es.eventstore.sql import SqlEventStore
+from banking_es.eventstore.base import EventStore
 from banking_es.eventstore.stream_notices import StreamNotices
 from banking_es.identity.access import AccountAccess
-from banking_es.identity.factory import build_identity
 from banking_es.identity.service import IdentityService
 from banking_es.mail.sender import MailSender
 from banking_es.mail.setup import build_sender, check_mail_settings
-from banking_es.messaging.leader import LeaseElection
+from banking_es.messaging.dead_letters import DeadLetters
 from banking_es.messaging.relay import RELAY_LEASE, LogPublisher, OutboxRelay
+from banking_es.observability.cache_metrics import CacheMetrics
 from banking_es.observability.events import record_login
 from banking_es.observability.health import HealthChecks, core_checks
 from banking_es.observability.metrics import Metrics
-from banking_es.projections import default_projections
-from banking_es.projections.checkpoints import ProjectionStatus
 from banking_es.projections.queries import ReadModels
 from banking_es.projections.runner import PROJECTIONS_LEASE, ProjectionRunner
+from banking_es.ratelimit.limiter import RateLimiter
 from banking_es.tasks import cancel
-
-if TYPE_CHECKING:
-    from banking_es.messaging.wiring import KafkaMessaging
 
 log = logging.getLogger(__name__)
 
@@ -51,67 +58,23 @@ log = logging.getLogger(__name__)
 METRICS_EXPORT_INTERVAL = 5.0
 
 
-async def connect_database(settings: Settings, *, pool_size: int = 20) -> Database:
-    if settings.backend == "postgres":
-        from banking_es.db.postgres import PostgresDatabase
+@dataclass(frozen=True)
+class Overrides:
+    """What `build_services` takes as given instead of building it from `Settings`."""
 
-        return await PostgresDatabase.connect(settings.database_url, max_size=pool_size)
-    from banking_es.db.sqlite import SqliteDatabase
-
-    return await SqliteDatabase.connect(settings.sqlite_path)
-
-
-def build_store(
-    settings: Settings, db: Database, on_batch: Callable[[int, float], None] | None = None
-) -> SqlEventStore:
-    # Events go to the outbox only for Kafka (the relay publishes them there); without it
-    # nothing reads them: projections follow the store itself. Notifications always do.
-    outbox_events = bool(settings.kafka_bootstrap_servers)
-    if db.dialect == "postgres":
-        from banking_es.eventstore.postgres import PostgresEventStore
-
-        return PostgresEventStore(
-            db,
-            processes=settings.workers,
-            batch_max_size=settings.batch_max_size,
-            batch_max_wait_ms=settings.batch_max_wait_ms,
-            on_batch=on_batch,
-            outbox_events=outbox_events,
-        )
-    from banking_es.eventstore.sqlite import SqliteEventStore
-
-    return SqliteEventStore(
-        db,
-        batch_max_size=settings.batch_max_size,
-        batch_max_wait_ms=settings.batch_max_wait_ms,
-        on_batch=on_batch,
-        outbox_events=outbox_events,
-    )
-
-
-def build_redis(settings: Settings, metrics: CacheMetrics) -> RedisGateway | None:
-    """The Redis gateway when `REDIS_URL` is set (it connects lazily, on first use)."""
-    if not settings.redis_url:
-        return None
-    return RedisGateway(
-        settings.redis_url,
-        prefix=settings.redis_key_prefix,
-        timeout_ms=settings.redis_timeout_ms,
-        breaker_failures=settings.redis_breaker_failures,
-        breaker_reset=settings.redis_breaker_reset,
-        metrics=metrics,
-    )
-
-
-def build_dedup(settings: Settings, redis: RedisGateway | None) -> RedisCommandDedup | None:
-    """The Redis fast path in front of the durable Idempotency-Key records."""
-    if redis is None:
-        return None
-    return RedisCommandDedup(
-        redis,
-        ttl_seconds=settings.idempotency_ttl_hours * 3600,
-        pending_ttl=settings.command_retry_budget_s + 5,
-    )
+    #: The clock of every service, and the generator of account and event ids.
+    clock: Clock | None = None
+    ids: IdGenerator | None = None
+    #: The identity service's clock alone (token expiry, lock-outs, reset tokens).
+    identity_clock: Clock | None = None
+    #: Every event also to the outbox, as with KAFKA_BOOTSTRAP_SERVERS (default: only then).
+    outbox_events: bool | None = None
+    #: The rate limiter's clock (seconds, as `time.time`).
+    rate_limit_clock: Callable[[], float] | None = None
+    #: Told of every command's outcome instead of the metrics.
+    on_command: Callable[[str, str], None] | None = None
+    #: Told of every mail the mail server accepted.
+    on_mail_sent: Callable[[EmailMessage], None] | None = None
 
 
 @dataclass
@@ -120,7 +83,7 @@ class Services:
 
     settings: Settings
     db: Database
-    store: SqlEventStore
+    store: EventStore
     cache: LocalAccountCache
     accounts: AccountService
     idempotency: IdempotencyService
@@ -169,6 +132,10 @@ class Services:
         self._maintenance = asyncio.create_task(self._purge_expired_keys(), name="maintenance")
         self._exporting = asyncio.create_task(self._export_metrics_every(), name="metrics-export")
 
+    def dead_letters(self) -> DeadLetters:
+        """The Kafka consumers' dead letters (the admin routes list, retry and discard them)."""
+        return build_applier(self.settings, self.db, self.store).dead_letters()
+
     def export_metrics(self) -> None:
         """Hand this process's request and cache counts and L1 size to Prometheus."""
         self.metrics.export_requests()
@@ -216,7 +183,7 @@ class Services:
 
 
 def _stream_notices(
-    store: SqlEventStore, db: Database, accounts: AccountService
+    store: EventStore, db: Database, accounts: AccountService
 ) -> StreamNotices | None:
     """PostgreSQL only: the notices of other processes' appends, for the account cache."""
     origin = getattr(store, "origin", None)
@@ -226,49 +193,10 @@ def _stream_notices(
     return StreamNotices(url, origin, accounts.note_moved)
 
 
-def _count_kafka(kafka: KafkaMessaging, metrics: Metrics) -> None:
-    """Kafka publish/consume counts and dead letters into the Prometheus metrics."""
-    from banking_es.messaging.kafka import KafkaPublisher
-
-    publisher = kafka.relay.publisher
-    if isinstance(publisher, KafkaPublisher):
-        publisher.on_published = lambda topic, n: metrics.kafka_published.labels(topic).inc(n)
-        publisher.on_error = lambda topic: metrics.kafka_publish_errors.labels(topic).inc()
-    consumer = kafka.projections
-    group = consumer.group_id
-    consumer.on_outcome = lambda topic, outcome, n: metrics.kafka_consumed.labels(
-        topic, group, outcome
-    ).inc(n)
-    consumer.on_dead_letter = lambda topic, error, attempts: metrics.dead_letters.labels(
-        topic
-    ).inc()
-    consumer.on_lag = lambda topic, partition, lag: metrics.kafka_consumer_lag.labels(
-        topic, group, str(partition)
-    ).set(lag)
-    consumer.on_assigned = lambda count: metrics.leader.labels("projections").set(min(count, 1))
-
-
-def _count_leaders(metrics: Metrics, *elections: tuple[str, LeaseElection | None]) -> None:
-    """`banking_es_leader{role}`: 1 while this process holds the role's lease."""
-    for role, election in elections:
-        gauge = metrics.leader.labels(role)
-        gauge.set(0)  # exported from the start, so "no leader" shows as a sum of 0
-        if election is not None:
-            election.on_change = lambda held, gauge=gauge: gauge.set(1 if held else 0)
-
-
-@dataclass(frozen=True)
-class _KafkaProjections:
-    """Projection status when a Kafka consumer group drives the projections."""
-
-    kafka: KafkaMessaging
-    store: SqlEventStore
-
-    async def status(self) -> list[ProjectionStatus]:
-        return await self.kafka.projection_status(self.store)
-
-
-async def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
+async def build_services(
+    settings: Settings, *, run_migrations: bool = True, overrides: Overrides | None = None
+) -> Services:
+    given = overrides or Overrides()
     check_mail_settings(settings)
     db = await connect_database(settings)
     try:
@@ -276,15 +204,25 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             applied = await migrate(db)
             for migration in applied:
                 log.info("applied migration %04d_%s", migration.version, migration.name)
-        clock = SystemClock()
+        clock = given.clock or SystemClock()
         metrics = Metrics()
+        kafka_on = bool(settings.kafka_bootstrap_servers)
+
+        def wake_followers(outbox: bool) -> None:
+            # Told after commits, so only once `projections` and `relay` below exist.
+            projections.notify()
+            if outbox:
+                relay.notify()
+
         store = build_store(
             settings,
             db,
+            outbox_events=given.outbox_events,
             on_batch=lambda size, took: metrics.observe_batch(size, took, store.queue_length),
+            on_commit=wake_followers,
+            on_append=metrics.observe_append,
+            on_snapshot_load=metrics.observe_snapshot_load,
         )
-        store.on_append = metrics.observe_append
-        store.on_snapshot_load = metrics.observe_snapshot_load
         cache_metrics = CacheMetrics()
         cache = LocalAccountCache(
             settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction, cache_metrics
@@ -295,61 +233,76 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             store,
             account_cache,
             clock=clock,
-            ids=UuidGenerator(),
+            ids=given.ids or UuidGenerator(),
             snapshot_threshold=settings.snapshot_threshold,
             retry_budget=settings.command_retry_budget_s,
             pages=EventPageCache(redis, ttl=settings.cache_ttl, metrics=cache_metrics),
+            on_command=given.on_command or metrics.observe_command,
         )
-        accounts.on_command = metrics.observe_command
-        projections = ProjectionRunner(
-            db,
-            store,
-            default_projections(),
-            poll_interval=settings.projection_poll_interval_ms / 1000,
-            leader=LeaseElection(db, PROJECTIONS_LEASE, clock),
-        )
-        development = settings.banking_env is not Environment.PRODUCTION
-        # One relay at a time (the lease), as with Kafka: otherwise every worker would read,
-        # log and mark the same outbox rows.
-        relay = OutboxRelay(
-            store,
-            LogPublisher(with_payloads=development),
-            clock,
-            leader=LeaseElection(db, RELAY_LEASE, clock, ttl=settings.kafka_relay_lease_ttl),
-        )
+        # With Kafka a consumer group drives the projections and the relay publishes there;
+        # without it one process at a time (the leases) follows the store and logs the outbox.
         kafka = None
-        if settings.kafka_bootstrap_servers:
-            from banking_es.messaging.wiring import build_kafka
-
-            kafka = build_kafka(settings, db, store, default_projections(), account_cache, clock)
+        if kafka_on:
+            kafka = build_kafka(settings, db, store, account_cache, clock, metrics)
+            projections = build_projection_runner(settings, db, store)
             relay = kafka.relay
-            _count_kafka(kafka, metrics)
-        _count_leaders(
-            metrics,
-            ("projections", projections.leader if kafka is None else None),
-            ("relay", relay.leader),
-        )
-
-        def wake_followers(outbox: bool) -> None:
-            projections.notify()
-            if outbox:
-                relay.notify()
-
-        store.on_commit = wake_followers
+        else:
+            projections = build_projection_runner(
+                settings,
+                db,
+                store,
+                LeaseElection(
+                    db, PROJECTIONS_LEASE, clock, on_change=metrics.leader_role("projections")
+                ),
+            )
+            development = settings.banking_env is not Environment.PRODUCTION
+            relay = OutboxRelay(
+                store,
+                LogPublisher(with_payloads=development),
+                clock,
+                leader=LeaseElection(
+                    db,
+                    RELAY_LEASE,
+                    clock,
+                    ttl=settings.kafka_relay_lease_ttl,
+                    on_change=metrics.leader_role("relay"),
+                ),
+            )
         health = core_checks(
             store,
-            projections if kafka is None else _KafkaProjections(kafka, store),
+            projections if kafka is None else kafka,
             clock,
             dialect=db.dialect,
             projection_lag_degraded=settings.projection_lag_degraded,
             outbox_age_degraded=settings.outbox_age_degraded,
         )
-        identity = build_identity(settings, db, clock)
-        identity.on_login = lambda outcome, user_id: record_login(metrics, outcome, user_id=user_id)
+        identity = build_identity(
+            settings,
+            db,
+            given.identity_clock or clock,
+            on_login=lambda outcome, user_id: record_login(metrics, outcome, user_id=user_id),
+        )
         mail = None
         if identity.mail is not None:
-            mail = build_sender(settings, db, identity.mail, clock, identity.issue_reset_token)
-        services = Services(
+            mail = build_sender(
+                settings,
+                db,
+                identity.mail,
+                clock,
+                identity.issue_reset_token,
+                on_sent=given.on_mail_sent,
+            )
+        warmer = CacheWarmer(
+            db,
+            accounts.get_account,
+            min(settings.cache_warm_accounts, settings.cache_l1_size),
+            cache_metrics,
+        )
+        if kafka is not None:
+            health.add("kafka", kafka.health, critical=False)
+        for name, check in cache_checks(account_cache, warmer, redis).items():
+            health.add(name, check, critical=False)
+        return Services(
             settings=settings,
             db=db,
             store=store,
@@ -366,14 +319,18 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             health=health,
             account_cache=account_cache,
             cache_metrics=cache_metrics,
-            cache_warmer=CacheWarmer(
-                db,
-                accounts.get_account,
-                min(settings.cache_warm_accounts, settings.cache_l1_size),
-                cache_metrics,
-            ),
+            cache_warmer=warmer,
             redis=redis,
-            rate_limiter=build_rate_limiter(settings, redis, metrics.observe_rate_limited),
+            rate_limiter=(
+                RateLimiter(
+                    settings,
+                    redis,
+                    metrics.observe_rate_limited,
+                    clock=given.rate_limit_clock or time.time,
+                )
+                if settings.rate_limit_enabled
+                else None
+            ),
             validator=default_validator(
                 on_failure=metrics.observe_validation,
                 on_warning=lambda rule: metrics.observe_validation(rule, warning=True),
@@ -384,11 +341,6 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             stream_notices=_stream_notices(store, db, accounts),
             mail=mail,
         )
-        if kafka is not None:
-            services.health.add("kafka", kafka.health, critical=False)
-        for name, check in zip(*cache_checks(services), strict=True):
-            services.health.add(name, check, critical=False)
-        return services
     except BaseException:
         await db.close()
         raise
