@@ -145,3 +145,38 @@ async def _lowest_in_sql(url: str, account: Account) -> Decimal:
 )
 def test_the_rule_of_funds_in_sql_is_the_domains(pg_url: str, account: Account) -> None:
     assert run_sync(_lowest_in_sql(pg_url, account)) == lowest_allowed_balance(account)
+
+
+async def _shared_snapshot(url: str) -> tuple[int, int, int]:
+    db = await PostgresDatabase.connect(url, min_size=3, max_size=3)
+    try:
+        await db.execute("CREATE TABLE seen (n int)")
+        await db.execute("INSERT INTO seen VALUES (1)")
+        async with db.snapshot() as first:
+            shared = await first.fetchval("SELECT pg_export_snapshot()")
+            await db.execute("INSERT INTO seen VALUES (2)")
+            async with db.snapshot(shared) as second:
+                together = await second.fetchval("SELECT count(*) FROM seen")
+            alone = await first.fetchval("SELECT count(*) FROM seen")
+        return together, alone, await db.fetchval("SELECT count(*) FROM seen")
+    finally:
+        await db.close()
+
+
+def test_a_second_connection_reads_the_same_snapshot(pg_url: str) -> None:
+    # verify reads the transfers and the outbox on a second connection in the same snapshot
+    assert run_sync(_shared_snapshot(pg_url)) == (1, 1, 2)
+
+
+async def _bad_snapshot_id(url: str) -> None:
+    db = await PostgresDatabase.connect(url, min_size=1, max_size=1)
+    try:
+        async with db.snapshot("x'; DROP TABLE events; --"):
+            pass
+    finally:
+        await db.close()
+
+
+def test_a_snapshot_id_is_checked_before_it_is_sent(pg_url: str) -> None:
+    with pytest.raises(ValueError, match="not a snapshot id"):
+        run_sync(_bad_snapshot_id(pg_url))

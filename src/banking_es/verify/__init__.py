@@ -58,7 +58,7 @@ async def verify(
             if position > report.head and name in CHECKS:
                 report.add(name, f"checkpoint {position} is beyond the last event {report.head}")
         if in_sql and dialect_of(conn) == "postgres":
-            await postgres.check(conn, report, checkpoints, page, progress)
+            await postgres.check(db, conn, report, checkpoints, page, progress)
         else:
             await _fold_all(conn, report, checkpoints, page, progress)
         await _count_unmatched(conn, report)

@@ -10,12 +10,15 @@ code too, together with the irregular accounts' legs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import fields
 
 from orjson import loads
 
-from banking_es.db.base import Connection, Row
+from banking_es.db.base import Connection, Database, DatabaseError, Row
+from banking_es.db.postgres import PostgresDatabase
 from banking_es.domain.account import CLOSED, OPEN, Account
 from banking_es.domain.events import SCHEMA_VERSION, event_from_stored
 from banking_es.eventstore.base import EVENTS_TOPIC
@@ -43,6 +46,7 @@ _SETTINGS = ("SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off")
 
 
 async def check(
+    db: Database,
     conn: Connection,
     report: Report,
     checkpoints: dict[str, int],
@@ -54,10 +58,23 @@ async def check(
     transactions_at = checkpoints.get("transactions", 0)
     for setting in _SETTINGS:
         await conn.execute(setting)
-    rows = await conn.fetch(
-        sql.FOLD, str(SCHEMA_VERSION), transactions_at, summaries_at, OPEN, CLOSED
-    )
+    if isinstance(db, PostgresDatabase) and db.pool.get_max_size() >= 2:
+        shared = await conn.fetchval("SELECT pg_export_snapshot()")
+        side = asyncio.ensure_future(_side(db, shared))
+    else:
+        side = asyncio.ensure_future(_side_queries(conn))  # after FOLD, on this connection
+    try:
+        rows = await conn.fetch(
+            sql.FOLD, str(SCHEMA_VERSION), transactions_at, summaries_at, OPEN, CLOSED
+        )
+        groups, outbox = await side
+    finally:
+        side.cancel()
+        with contextlib.suppress(asyncio.CancelledError, DatabaseError):
+            await side
     irregular = sorted({r["stream_id"] for r in rows if r["irregular"]})
+    if irregular:  # their legs are the fold's: pair the others again without them
+        groups = await conn.fetch(sql.TRANSFERS, irregular)
     missing = 0
     for row in rows:
         if row["bad_version"]:
@@ -92,8 +109,25 @@ async def check(
         report.add("account_summaries", f"account {orphan['account_id']}: a row, no events")
     if missing:
         report.add("account_summaries", f"{missing} accounts have no row")
-    await _transfers(conn, report, folded, irregular)
-    await _outbox(conn, report)
+    await _transfers(conn, report, groups, folded, irregular)
+    _outbox(report, outbox)
+
+
+async def _side(db: PostgresDatabase, shared: str) -> tuple[list[Row], list[Row]]:
+    """The transfers (as if every account were regular) and the outbox, read while `FOLD`
+    runs, on a second connection that shares the snapshot `shared` (exported)."""
+    async with db.snapshot(shared) as other:
+        for setting in _SETTINGS:
+            await other.execute(setting)
+        return await _side_queries(other)
+
+
+async def _side_queries(conn: Connection) -> tuple[list[Row], list[Row]]:
+    """The transfers (as if every account were regular) and the outbox's problems."""
+    groups = await conn.fetch(sql.TRANSFERS, [])
+    outbox = await conn.fetch(sql.OUTBOX, EVENTS_TOPIC)
+    count = await conn.fetchval(sql.OUTBOX_ROWS, EVENTS_TOPIC)
+    return groups, [*outbox, {"rows": count}]
 
 
 async def _row(conn: Connection, report: Report, row: Row, transactions_at: int) -> None:
@@ -218,13 +252,17 @@ async def _irregular_summaries(
 
 
 async def _transfers(
-    conn: Connection, report: Report, folded: EventChecks, irregular: list[str]
+    conn: Connection,
+    report: Report,
+    groups: list[Row],
+    folded: EventChecks,
+    irregular: list[str],
 ) -> None:
     """Pairs of one `TransferSent` and one `TransferReceived` in SQL (counted in the row
     with no `transfer_id`); the other transfers, and the irregular accounts' legs, are
     matched in position order by the fold's code."""
     odd: list[str] = []
-    for group in await conn.fetch(sql.TRANSFERS, irregular):
+    for group in groups:
         if group["transfer_id"] is None:
             report.compared["transfers"] += group["n"]
         elif group["n"] == 2 and group["sent"] == 1:  # counted with the clean pairs
@@ -254,10 +292,11 @@ def _leg(group: Row, side: str) -> Leg:
     )
 
 
-async def _outbox(conn: Connection, report: Report) -> None:
-    """The outbox's event rows: what SQL found wrong, worded as the rows are read."""
-    report.compared["outbox"] += int(await conn.fetchval(sql.OUTBOX_ROWS, EVENTS_TOPIC))
-    for row in await conn.fetch(sql.OUTBOX, EVENTS_TOPIC):
+def _outbox(report: Report, rows: list[Row]) -> None:
+    """The outbox's event rows: what SQL found wrong, worded as the rows are read (the
+    last item holds how many event rows there are)."""
+    report.compared["outbox"] += int(rows[-1]["rows"])
+    for row in rows[:-1]:
         row_id, topic, key, position, stream, previous = row.values()
         if position is None or topic != EVENTS_TOPIC:
             report.add("outbox", f"outbox row {row_id}: topic {topic!r}, event {position}")

@@ -141,7 +141,7 @@ FROM (
       ) k
       OFFSET 0
     ) j
-    WINDOW s AS (PARTITION BY stream_id ORDER BY position ROWS UNBOUNDED PRECEDING)
+    WINDOW s AS (PARTITION BY stream_id COLLATE "C" ORDER BY position ROWS UNBOUNDED PRECEDING)
   ) x
 ) w
 LEFT JOIN events o ON (w.state IS NOT NULL OR w.summary) AND o.stream_id = w.stream_id
@@ -158,7 +158,7 @@ _LEGS = ", ".join(
     for col in ("stream_id", "other", "amount", "currency", "position")
 )
 #: The transfers of the regular accounts ($1: the others) that are not one clean pair, and
-#: how many are (`transfer_id` NULL).
+#: how many are (`transfer_id` NULL). Amounts SQL cannot read are NULL (never equal).
 TRANSFERS = f"""
 WITH g AS (
   SELECT transfer_id, count(*) AS n, count(*) FILTER (WHERE type = 'TransferSent') AS sent,
@@ -166,7 +166,8 @@ WITH g AS (
   FROM (
     SELECT e.data->>'transfer_id' AS transfer_id, e.type, e.stream_id,
       coalesce(e.data->>'to_account_id', e.data->>'from_account_id') AS other,
-      (e.data->>'amount')::numeric AS amount, o.currency, e.position
+      CASE WHEN e.data->>'amount' ~ {_MONEY} THEN (e.data->>'amount')::numeric END AS amount,
+      o.currency, e.position
       -- (not a join on `type`: its plan reads every event of each account)
     FROM events e JOIN (SELECT stream_id, version, data->>'currency' AS currency FROM events)
       o ON o.stream_id = e.stream_id AND o.version = 1
