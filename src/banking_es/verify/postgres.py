@@ -42,7 +42,7 @@ _IRREGULAR = EVENTS["postgres"].replace(
 _EVENT = "SELECT event_id, type, data::text AS data, recorded_at FROM events WHERE position = $1"
 _STORED = "SELECT * FROM account_summaries WHERE account_id = ANY($1::text[]) ORDER BY account_id"
 #: Whole-store sorts and hashes fit in memory; JIT compiling costs more than it saves here.
-_SETTINGS = ("SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off")
+SETTINGS = ("SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off")
 
 
 async def check(
@@ -56,7 +56,7 @@ async def check(
     """Run every check on `conn` (in its snapshot) into `report`."""
     summaries_at = checkpoints.get("account_summaries", 0)
     transactions_at = checkpoints.get("transactions", 0)
-    for setting in _SETTINGS:
+    for setting in SETTINGS:
         await conn.execute(setting)
     if isinstance(db, PostgresDatabase) and db.pool.get_max_size() >= 2:
         shared = await conn.fetchval("SELECT pg_export_snapshot()")
@@ -117,7 +117,7 @@ async def _side(db: PostgresDatabase, shared: str) -> tuple[list[Row], list[Row]
     """The transfers (as if every account were regular) and the outbox, read while `FOLD`
     runs, on a second connection that shares the snapshot `shared` (exported)."""
     async with db.snapshot(shared) as other:
-        for setting in _SETTINGS:
+        for setting in SETTINGS:
             await other.execute(setting)
         return await _side_queries(other)
 
