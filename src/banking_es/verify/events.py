@@ -213,14 +213,7 @@ class EventChecks:
         }  # fmt: skip
 
     def differs(self, want: tuple[Any, ...], stored: Row | None) -> None:
-        """Report a `transactions` row that differs from `want` (`stored`: read again in
-        full, or None past the problems the report keeps)."""
-        where = f"account {want[1]} version {want[6]}"
-        if stored is None:
-            self.report.add("transactions", f"{where}: row differs")
-            return
-        shown = differ(list(zip(_T_NAMES, stored.values(), want, strict=True)))
-        self.report.add("transactions", f"{where}: row differs: {shown}")
+        row_differs(self.report, want, stored)
 
     def _leg(self, transfer_id: str, leg: Leg) -> None:
         if not self.whole:
@@ -264,6 +257,17 @@ class EventChecks:
                 f"transfer {transfer_id}: {kind} at position {leg.position} ({leg.stream},"
                 f" {leg.amount} {leg.currency}) has no {missing}",
             )
+
+
+def row_differs(report: Report, want: tuple[Any, ...], stored: Row | None) -> None:
+    """Report a `transactions` row that differs from `want` (`stored`: read again in
+    full, or None past the problems the report keeps)."""
+    where = f"account {want[1]} version {want[6]}"
+    if stored is None:
+        report.add("transactions", f"{where}: row differs")
+        return
+    shown = differ(list(zip(_T_NAMES, stored.values(), want, strict=True)))
+    report.add("transactions", f"{where}: row differs: {shown}")
 
 
 def compare_pair(report: Report, transfer_id: str, out: Leg, into: Leg) -> None:

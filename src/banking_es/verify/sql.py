@@ -181,11 +181,12 @@ SELECT * FROM g WHERE (n = 2 AND sent = 1 AND out_other = into_stream_id
 UNION ALL
 SELECT NULL, count(*), NULL, {", ".join(["NULL"] * 10)} FROM g WHERE n = 2 AND sent = 1"""
 
-#: The legs of the transfers in $1, for the Python fold to match.
-LEGS = """
+#: The legs of the transfers in $1 (not of the accounts in $2), for the Python fold to match.
+LEGS = f"""
 SELECT e.position, e.stream_id, e.type, e.data->>'transfer_id' AS transfer_id,
   coalesce(e.data->>'to_account_id', e.data->>'from_account_id') AS other,
-  (e.data->>'amount')::numeric AS amount, o.data->>'currency' AS currency
+  CASE WHEN e.data->>'amount' ~ {_MONEY} THEN (e.data->>'amount')::numeric END AS amount,
+  o.data->>'currency' AS currency
 FROM events e JOIN events o ON o.stream_id = e.stream_id AND o.version = 1
 WHERE e.type IN ('TransferSent', 'TransferReceived') AND e.data->>'transfer_id' = ANY($1::text[])
   AND e.stream_id <> ALL($2::text[])
