@@ -35,6 +35,14 @@ MORE_DAMAGE = {
         + _FIRST.format(type="MoneyDeposited")
     ],
     "an unknown event type": [f"UPDATE events SET type = 'Bogus' WHERE position = {_LAST_EVENT}"],
+    "an older schema (upcast)": [
+        "UPDATE events SET metadata = jsonb_set(metadata, '{schema}', '0') WHERE position = "
+        + _FIRST.format(type="MoneyWithdrawn")
+    ],
+    "an account closed twice": [
+        f"INSERT INTO events SELECT {_LAST_EVENT} + 1, stream_id, version + 1, 'again', type,"
+        " data, metadata, recorded_at FROM events WHERE type = 'AccountClosed'"
+    ],
     "a transfer id used twice": [
         "UPDATE events SET data = jsonb_set(data, {transfer_id}, (SELECT data->'transfer_id'"
         " FROM events WHERE position = " + _FIRST.format(type="TransferSent") + "))"
@@ -66,6 +74,15 @@ MORE_DAMAGE = {
         f"UPDATE outbox SET key = 'someone' WHERE event_position = {_LAST_EVENT} - 1"
     ],
 }
+
+
+#: Changes both passes read as a sound store: the domain decodes the same events, and a
+#: second close (which the domain refuses to emit) breaks no rule verify checks.
+_SOUND = (
+    "an amount written as a JSON number",
+    "an older schema (upcast)",
+    "an account closed twice",
+)
 
 
 @pytest.fixture
@@ -113,7 +130,9 @@ def test_sql_and_the_python_fold_find_the_same_problems(
     damage(pg_store, *statements)
     in_sql, folded = run_sync(_both(pg_store))
     _same(in_sql, folded)
-    if statements != MORE_DAMAGE["an amount written as a JSON number"]:
+    if statements in (MORE_DAMAGE[kind] for kind in _SOUND):
+        assert in_sql.sound, in_sql.problems
+    else:
         assert not in_sql.sound
 
 
