@@ -199,3 +199,19 @@ async def _bad_snapshot_id(url: str) -> None:
 def test_a_snapshot_id_is_checked_before_it_is_sent(pg_url: str) -> None:
     with pytest.raises(ValueError, match="not a snapshot id"):
         run_sync(_bad_snapshot_id(pg_url))
+
+
+async def _on_one_connection(url: str) -> tuple[Report, Report]:
+    one = await PostgresDatabase.connect(url, min_size=1, max_size=1)
+    try:
+        alone = await verify(one)
+    finally:
+        await one.close()
+    return alone, (await _both(url))[0]
+
+
+def test_with_one_connection_the_same_statements_run_after_the_fold(pg_store: str) -> None:
+    damage(pg_store, *DAMAGE["an outbox row missing"][0])
+    alone, shared = run_sync(_on_one_connection(pg_store))
+    assert not alone.sound
+    _same(alone, shared)

@@ -59,23 +59,25 @@ async def check(
     transactions_at = checkpoints.get("transactions", 0)
     for setting in SETTINGS:
         await conn.execute(setting)
+    side = None
     if isinstance(db, PostgresDatabase) and db.pool.get_max_size() >= 2:
         shared = await conn.fetchval("SELECT pg_export_snapshot()")
         side = asyncio.ensure_future(_side(db, shared))
-    else:
-        side = asyncio.ensure_future(_side_queries(conn))  # after FOLD, on this connection
     try:
         rows = await conn.fetch(
             sql.FOLD, str(SCHEMA_VERSION), transactions_at, summaries_at, OPEN, CLOSED
         )
-        groups, outbox = await side
+        # Without a second connection, the same statements after FOLD on this one.
+        groups, outbox, outbox_rows = await (side or _side_queries(conn))
     finally:
-        side.cancel()
-        with contextlib.suppress(asyncio.CancelledError, DatabaseError):
-            await side
+        if side is not None:
+            side.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DatabaseError):
+                await side
     irregular = sorted({r["stream_id"] for r in rows if r["irregular"]})
     if irregular:  # their legs are the fold's: pair the others again without them
         groups = await conn.fetch(sql.TRANSFERS, irregular)
+    folded_apart = set(irregular)
     missing = 0
     for row in rows:
         if row["bad_version"]:
@@ -87,7 +89,7 @@ async def check(
         if row["last"]:
             report.events += row["events"]
             report.streams += 1
-        if row["stream_id"] in irregular:
+        if row["stream_id"] in folded_apart:
             continue
         if row["last"]:
             report.compared["transactions"] += row["rows_seen"]
@@ -111,10 +113,11 @@ async def check(
     if missing:
         report.add("account_summaries", f"{missing} accounts have no row")
     await _transfers(conn, report, groups, folded, irregular)
+    report.compared["outbox"] += outbox_rows
     _outbox(report, outbox)
 
 
-async def _side(db: PostgresDatabase, shared: str) -> tuple[list[Row], list[Row]]:
+async def _side(db: PostgresDatabase, shared: str) -> tuple[list[Row], list[Row], int]:
     """The transfers (as if every account were regular) and the outbox, read while `FOLD`
     runs, on a second connection that shares the snapshot `shared` (exported)."""
     async with db.snapshot(shared) as other:
@@ -123,12 +126,12 @@ async def _side(db: PostgresDatabase, shared: str) -> tuple[list[Row], list[Row]
         return await _side_queries(other)
 
 
-async def _side_queries(conn: Connection) -> tuple[list[Row], list[Row]]:
-    """The transfers (as if every account were regular) and the outbox's problems."""
+async def _side_queries(conn: Connection) -> tuple[list[Row], list[Row], int]:
+    """The transfers (as if every account were regular), the outbox's problems and how
+    many event rows the outbox has."""
     groups = await conn.fetch(sql.TRANSFERS, [])
     outbox = await conn.fetch(sql.OUTBOX, EVENTS_TOPIC)
-    count = await conn.fetchval(sql.OUTBOX_ROWS, EVENTS_TOPIC)
-    return groups, [*outbox, {"rows": count}]
+    return groups, outbox, int(await conn.fetchval(sql.OUTBOX_ROWS, EVENTS_TOPIC))
 
 
 async def _row(conn: Connection, report: Report, row: Row, transactions_at: int) -> None:
@@ -297,10 +300,8 @@ def _leg(group: Row, side: str) -> Leg:
 
 
 def _outbox(report: Report, rows: list[Row]) -> None:
-    """The outbox's event rows: what SQL found wrong, worded as the rows are read (the
-    last item holds how many event rows there are)."""
-    report.compared["outbox"] += int(rows[-1]["rows"])
-    for row in rows[:-1]:
+    """The outbox's event rows that SQL found wrong, worded as the rows are read."""
+    for row in rows:
         row_id, topic, key, position, stream, previous = row.values()
         if position is None or topic != EVENTS_TOPIC:
             report.add("outbox", f"outbox row {row_id}: topic {topic!r}, event {position}")
