@@ -2,10 +2,11 @@
 
 `FOLD` reads every event once, sorted by (account, position), and answers only what needs
 a look from Python: versions out of order, balances below the rule, snapshot, `transactions`
-and `account_summaries` rows not provably equal to the fold, transfers that are not one
-clean pair, and the accounts whose events SQL does not read strictly (`irregular`: folded by
-the domain's code instead). Its running fold repeats `Account.apply` for the six event types;
-tests/integration/test_verify.py checks it against the Python fold on every kind of damage.
+and `account_summaries` rows not provably equal to the fold, each account's last event, and
+the accounts whose events SQL does not read strictly (`irregular`: folded by the domain's
+code instead). `TRANSFERS` pairs legs, `OUTBOX` checks the outbox. The running fold repeats
+`Account.apply` for the six event types; tests/integration/test_verify_sql.py holds it to
+the Python fold's report.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ _ISO = (
 )
 
 #: The rule of funds over the fold's columns: `lowest_allowed_balance` in SQL, which
-#: tests/integration/test_verify.py checks against the Python function.
+#: tests/integration/test_verify_sql.py checks against the Python function.
 LOWEST_ALLOWED = "0.00"
 
 #: The `transactions` row type of an event (`ROW_TYPES`), NULL when it makes no row.
