@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from banking_es.admin_setup import AdminService, build_admin
 from banking_es.api.ratelimit import RateLimiter, build_rate_limiter
 from banking_es.application.accounts import AccountService
 from banking_es.application.idempotency import IdempotencyService
@@ -130,6 +131,7 @@ class Services:
     clock: Clock
     identity: IdentityService
     access: AccountAccess
+    admin: AdminService
     #: Set when KAFKA_BOOTSTRAP_SERVERS is: the relay publishes to Kafka and a consumer group
     #: drives the projections instead of `projections` following the store.
     kafka: KafkaMessaging | None = None
@@ -194,6 +196,7 @@ class Services:
     async def close(self) -> None:
         for task in (self._maintenance, self._warming, self._exporting):
             await cancel(task)
+        await self.admin.jobs.stop()  # each records itself failed: the server stopped
         await self.accounts.drain()
         if self.mail is not None:
             await self.mail.stop()
@@ -335,9 +338,10 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
                 relay.notify()
 
         store.on_commit = wake_followers
+        statuses = projections if kafka is None else _KafkaProjections(kafka, store)
         health = core_checks(
             store,
-            projections if kafka is None else _KafkaProjections(kafka, store),
+            statuses,
             clock,
             dialect=db.dialect,
             projection_lag_degraded=settings.projection_lag_degraded,
@@ -379,6 +383,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
             ),
             identity=identity,
             access=AccountAccess(accounts),
+            admin=build_admin(settings, db, store, clock, statuses, projections, account_cache),
             kafka=kafka,
             stream_notices=_stream_notices(store, db, accounts),
             mail=mail,
