@@ -48,7 +48,7 @@ class Jobs:
         self._clock = clock
         self._heartbeat = heartbeat
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
 
     async def start(self, kind: str, subject: str, work: Work) -> Job:
         """Record a running job and start `work` on it; answer the job."""
@@ -66,8 +66,8 @@ class Jobs:
         )
         await self.store.create(job, self.owner)
         task = asyncio.create_task(self._run(job, work), name=f"job:{kind}:{job.id}")
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+        self._running[job.id] = (job, task)
+        task.add_done_callback(lambda _: self._running.pop(job.id, None))
         return job
 
     async def get(self, job_id: str) -> Job:
@@ -92,10 +92,19 @@ class Jobs:
 
     async def stop(self) -> None:
         """Cancel this process's jobs; each records itself `failed` (`STOPPED_REASON`)."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
+        running = list(self._running.values())
+        for _, task in running:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(task for _, task in running), return_exceptions=True)
+        now = self._clock.now()
+        for job, _ in running:
+            # A task cancelled before it began never ran its own `finally` (a no-op otherwise).
+            try:
+                await self.store.finish(
+                    job.id, replace(job, status="failed", error=STOPPED_REASON, finished_at=now)
+                )
+            except Exception:  # the database is away: the stale heartbeat fails it later
+                log.warning("job %s: cannot record its end", job.id, exc_info=True)
 
     async def _run(self, job: Job, work: Work) -> None:
         counts = [0, 0]
