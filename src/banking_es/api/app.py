@@ -18,6 +18,7 @@ from banking_es.api.routes import (
     admin,
     admin_dead_letters,
     admin_mail,
+    admin_ops,
     auth,
     health,
     metrics,
@@ -112,6 +113,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(admin_dead_letters.router)
     app.include_router(admin_mail.router)
+    app.include_router(admin_ops.router)
     errors.install(app)
     identity_errors.install(app)
     openapi.install(app)

@@ -1,6 +1,7 @@
 """/admin/dead-letters: list, retry and discard the consumers' dead letters (API.md).
 
-Admin-only: every route depends on `require_admin` (401 without a token, 403 for other roles).
+Admins and auditors list (a page like every other list); only admins retry or discard.
+401 without a token, 403 for other roles.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import orjson
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
+from banking_es.api import render
+from banking_es.api.admin_schemas import LetterPage
 from banking_es.api.deps import CallerDep, ServicesDep
 from banking_es.api.problems import ApiError
-from banking_es.api.ranges import LetterId, Offset
+from banking_es.api.ranges import LetterId
+from banking_es.api.routes.accounts import _problems
 from banking_es.identity.service import require_admin as check_admin
+from banking_es.identity.service import require_reader as check_reader
 from banking_es.messaging.dead_letters import (
     DeadLetterClosed,
     DeadLetterNotFound,
@@ -26,13 +31,25 @@ from banking_es.projections.kafka_applier import KafkaProjectionApplier
 
 
 async def require_admin(caller: CallerDep) -> None:
-    """Only admins may see or replay dead letters."""
+    """Only admins retry or discard dead letters."""
     check_admin(caller.identity)
 
 
-router = APIRouter(
-    prefix="/admin/dead-letters", tags=["admin"], dependencies=[Depends(require_admin)]
-)
+async def require_reader(caller: CallerDep) -> None:
+    """Admins and auditors see dead letters."""
+    check_reader(caller.identity)
+
+
+router = APIRouter(prefix="/admin/dead-letters", tags=["admin"])
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=64, description="next_cursor")]
+
+
+def letter_page(items: list[dict[str, object]], ids: list[int], limit: int, kind: str) -> bytes:
+    """A page of `limit` of `items` (one more was read: is there a next page?)."""
+    more = len(items) > limit
+    cursor = render.encode_cursor(kind, ids[limit - 1]) if more else None
+    return render.page(items[:limit], more, cursor)
 
 
 def _service(services: ServicesDep) -> DeadLetters:
@@ -48,23 +65,32 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-@router.get("", summary="Dead letters, oldest first")
+@router.get(
+    "",
+    summary="Dead letters, oldest first (admin, auditor)",
+    response_model=LetterPage,
+    responses=_problems(400, 401, 403),
+    dependencies=[Depends(require_reader)],
+)
 async def list_dead_letters(
     letters: DeadLettersDep,
     status: Literal["open", "retried", "discarded", "all"] = "open",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Offset = 0,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> Response:
+    after = render.decode_cursor("d", cursor) or 0
     found = await letters.find(
-        status=None if status == "all" else status, limit=limit, offset=offset
+        status=None if status == "all" else status, limit=limit + 1, after=after
     )
-    return _json({"items": [letter.as_json() for letter in found], "limit": limit})
+    body = letter_page([x.as_json() for x in found], [x.id for x in found], limit, "d")
+    return Response(body, media_type="application/json")
 
 
 @router.post(
     "/{letter_id}/retry",
-    summary="Apply the letter now (after a fix), with the letters parked behind it",
-    responses={404: {}, 409: {}, 422: {}},
+    summary="Apply the letter now (after a fix), with the letters parked behind it (admin)",
+    responses=_problems(400, 401, 403, 404, 409, 422),
+    dependencies=[Depends(require_admin)],
 )
 async def retry_dead_letter(letter_id: LetterId, letters: DeadLettersDep) -> Response:
     try:
@@ -80,13 +106,14 @@ async def retry_dead_letter(letter_id: LetterId, letters: DeadLettersDep) -> Res
 
 @router.delete(
     "/{letter_id}",
-    summary="Discard the letter: its message is skipped for good",
+    summary="Discard the letter: its message is skipped for good (admin)",
     description=(
         'Answers `{"discarded": id, "still_parked": [ids]}`: the letters parked behind it'
         " (same key) are not applied; they stay open, and the key stays parked, until they are"
         " retried or discarded in turn."
     ),
-    responses={404: {}, 409: {}},
+    responses=_problems(400, 401, 403, 404, 409),
+    dependencies=[Depends(require_admin)],
 )
 async def discard_dead_letter(letter_id: LetterId, letters: DeadLettersDep) -> Response:
     try:
