@@ -4,8 +4,9 @@ Fills a scratch PostgreSQL database with `COPY`: accounts opened, then deposits,
 withdrawals and transfers (both sides in one commit), a snapshot every 100 versions,
 both read models at the head and an outbox row per event (as with Kafka on); the
 snapshots and read-model rows are made by the same domain and projection code the
-service uses. Then times `verify` in process (with its CPU per event and, read from /proc,
-that of the PostgreSQL backends) and the `banking-es verify` command.
+service uses. Then times `verify` in process `--runs` times (with its CPU and, read from
+/proc, that of the PostgreSQL backends), EXPLAIN ANALYZEs its statements (PostgreSQL's own
+time) and times the `banking-es verify` command.
 `--database NAME` fills NAME once (when it does not exist) and keeps it for the next runs.
 """
 
@@ -29,12 +30,14 @@ import orjson
 
 from banking_es.db.migrate import migrate
 from banking_es.db.postgres import PostgresDatabase
-from banking_es.domain.account import Account
-from banking_es.eventstore.base import RecordedEvent
+from banking_es.domain.account import CLOSED, OPEN, Account
+from banking_es.domain.events import SCHEMA_VERSION
+from banking_es.eventstore.base import EVENTS_TOPIC, RecordedEvent
 from banking_es.eventstore.codec import to_domain
 from banking_es.projections.account_summaries import Summary, fold_summaries
 from banking_es.projections.transactions import transaction_rows
-from banking_es.verify import verify
+from banking_es.verify import sql, verify
+from banking_es.verify.postgres import SETTINGS
 from bench.common import ADMIN_URL, db_url, load_average, say, scratch_database
 
 ACCOUNTS = 10_000
@@ -149,11 +152,11 @@ async def fill(url: str, store: _Store) -> None:
         await conn.close()
 
 
-async def run(events: int, database: str | None) -> None:
+async def run(events: int, database: str | None, runs: int) -> None:
     if database is None:
         async with scratch_database("verify") as url:
             await _generate_and_fill(url, events)
-            await _time_verify(url)
+            await _time_verify(url, runs)
         return
     url = db_url(database)
     try:
@@ -166,7 +169,7 @@ async def run(events: int, database: str | None) -> None:
         finally:
             await admin.close()
         await _generate_and_fill(url, events)
-    await _time_verify(url)
+    await _time_verify(url, runs)
 
 
 async def _generate_and_fill(url: str, events: int) -> None:
@@ -178,29 +181,16 @@ async def _generate_and_fill(url: str, events: int) -> None:
     say(f"filled in {time.perf_counter() - started:.1f} s")
 
 
-async def _time_verify(url: str) -> None:
-    say(f"load average {load_average()}; calibration: {calibration():.1f} us of CPU per"
-        " sum(range(1000))")  # fmt: skip
+async def _time_verify(url: str, runs: int = 1) -> None:
     db = await PostgresDatabase.connect(url, min_size=2, max_size=2)
     try:
-        backends = [int(r["pid"]) for r in await db.fetch(_BACKENDS)]
-        server = _cpu_seconds(backends)
-        cpu = time.process_time()
-        report = await verify(db)
-        cpu = time.process_time() - cpu
-        after = _cpu_seconds(backends)
-        server = after - server if min(server, after) >= 0 else -1.0
+        for _ in range(runs):
+            await _one_run(db)
+        await _explain(db)
     finally:
         await db.close()
-    assert report.sound, report.problems
-    rate = report.events / report.seconds
-    per_event = cpu / report.events * 1e6
-    shown = f"{server / report.events * 1e6:.1f} us" if server >= 0 else "unknown (not local)"
-    say(f"verify in process: {report.events:,} events in {report.seconds:.2f} s,"
-        f" {rate:,.0f} events/s; CPU per event: client {per_event:.1f} us,"
-        f" PostgreSQL {shown}")  # fmt: skip
-    say(f"load average {load_average()}")
     env = {**os.environ, "DATABASE_URL": url}
+    say(f"load average {load_average()}")
     started = time.perf_counter()
     done = await asyncio.to_thread(
         subprocess.run,
@@ -210,9 +200,46 @@ async def _time_verify(url: str) -> None:
         text=True,
     )
     elapsed = time.perf_counter() - started
-    say(f"banking-es verify: exit {done.returncode} in {elapsed:.2f} s"
-        f" ({report.events / elapsed:,.0f} events/s with start-up)")  # fmt: skip
+    say(f"banking-es verify: exit {done.returncode} in {elapsed:.2f} s (with start-up)")
     say(done.stdout.strip())
+
+
+async def _one_run(db: PostgresDatabase) -> None:
+    """One `verify` in process: wall rate, and the CPU of this process and of the two
+    PostgreSQL backends (parallel workers, which come and go, are not counted)."""
+    say(f"load average {load_average()}; calibration: {calibration():.1f} us of CPU per"
+        " sum(range(1000))")  # fmt: skip
+    backends = [int(r["pid"]) for r in await db.fetch(_BACKENDS)]
+    server = _cpu_seconds(backends)
+    cpu = time.process_time()
+    report = await verify(db)
+    cpu = time.process_time() - cpu
+    after = _cpu_seconds(backends)
+    server = after - server if min(server, after) >= 0 else -1.0
+    assert report.sound, report.problems
+    rate = report.events / report.seconds
+    shown = f"{server:.2f} s" if server >= 0 else "unknown (not local)"
+    say(f"verify in process: {report.events:,} events in {report.seconds:.2f} s,"
+        f" {rate:,.0f} events/s; CPU: client {cpu:.2f} s, PostgreSQL backends {shown};"
+        f" load average after {load_average()}")  # fmt: skip
+
+
+async def _explain(db: PostgresDatabase) -> None:
+    """PostgreSQL's own time for each statement of the pass (EXPLAIN ANALYZE, same
+    settings), the figure to compare when neighbours load the machine."""
+    head = int(await db.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+    statements: dict[str, tuple[str, tuple[Any, ...]]] = {
+        "FOLD": (sql.FOLD, (str(SCHEMA_VERSION), head, head, OPEN, CLOSED)),
+        "TRANSFERS": (sql.TRANSFERS, ([],)),
+        "OUTBOX": (sql.OUTBOX, (EVENTS_TOPIC,)),
+    }
+    async with db.snapshot() as conn:
+        for setting in SETTINGS:
+            await conn.execute(setting)
+        for name, (statement, args) in statements.items():
+            plan = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, *args)
+            took = plan[0]["Execution Time"] / 1000
+            say(f"EXPLAIN ANALYZE {name}: {took:.2f} s (load average {load_average()})")
 
 
 _BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
@@ -248,10 +275,11 @@ def main() -> None:
         "--database",
         help="a database to fill (if it does not exist) and keep, instead of a scratch one",
     )
+    parser.add_argument("--runs", type=int, default=3, help="verify runs in process")
     args = parser.parse_args()
     if args.events < ACCOUNTS:
         parser.error(f"--events must be at least {ACCOUNTS}")
-    asyncio.run(run(args.events, args.database))
+    asyncio.run(run(args.events, args.database, args.runs))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ READS = [
         "admin",
         "GET",
         "/admin/dead-letters",
-        {"status": values | st.sampled_from(["open", "all"]), "limit": values, "offset": values},
+        {"status": values | st.sampled_from(["open", "all"]), "limit": values, "cursor": values},
     ),
     Read("admin", "POST", "/admin/dead-letters/{n}/retry", {}),
     Read("admin", "DELETE", "/admin/dead-letters/{n}", {}),
@@ -157,7 +157,7 @@ OUT_OF_RANGE = [
     (READS[3], "cursor", lambda n: b64(f"t:{n}"), INT4_MAX, "invalid_cursor"),
     (READS[0], "cursor", lambda n: b64(f"a:{n}"), INT8_MAX, "invalid_cursor"),
     (READS[1], "version", str, INT4_MAX, "validation_error"),
-    (READS[5], "offset", str, INT8_MAX, "validation_error"),
+    (READS[5], "cursor", lambda n: b64(f"d:{n}"), INT8_MAX, "invalid_cursor"),
 ]
 
 

@@ -146,7 +146,7 @@ async def test_refusing_server_retries_then_dead_letter_admin_retry_sends_it(
         for _ in range(300):
             listed = await http.get("/admin/mail/dead-letters", headers=admin)
             assert listed.status_code == 200, listed.text
-            dead = listed.json()["items"]
+            dead = listed.json()["data"]
             if dead:
                 break
             await asyncio.sleep(0.05)

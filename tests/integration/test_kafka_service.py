@@ -168,7 +168,7 @@ async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: S
     third = await _letter(services, bob)  # the same key: parked behind `second`
     async with app_client(services) as client:
         client.headers.update(await admin_headers(client, services))
-        listed = (await client.get("/admin/dead-letters")).json()["items"]
+        listed = (await client.get("/admin/dead-letters")).json()["data"]
         assert [item["id"] for item in listed] == [first, second, third]
         assert listed[0]["error"] == "boom"
         assert listed[0]["headers"]["event_type"] == "AccountCreated"
@@ -196,9 +196,44 @@ async def test_the_admin_api_lists_retries_and_discards_dead_letters(services: S
         assert bad.status_code in (400, 422)
 
         everything = (await client.get("/admin/dead-letters", params={"status": "all"})).json()
-        statuses = [item["status"] for item in everything["items"]]
+        statuses = [item["status"] for item in everything["data"]]
         assert statuses == ["retried", "discarded", "discarded"]
-        assert (await client.get("/admin/dead-letters")).json()["items"] == []
+        assert (await client.get("/admin/dead-letters")).json()["data"] == []
+
+
+async def test_the_admin_api_shows_the_consumer_groups_projections_and_rebuilds_them(
+    services: Services,
+) -> None:
+    """With Kafka, /admin/projections reports what the consumer group applied (no lease:
+    `leader` is null) and a rebuild over HTTP is the CLI's, as a job that ends `done`."""
+    account = await open_account(services.accounts, "10.00")
+    await wait_for_summary(services, account.id, 1)
+    async with app_client(services) as client:
+        client.headers.update(await admin_headers(client, services, roles=("auditor",)))
+        rows: list[dict[str, object]] = []
+        for _ in range(200):
+            rows = (await client.get("/admin/projections")).json()["data"]
+            if all(r["lag_events"] == 0 for r in rows):
+                break
+            await asyncio.sleep(0.05)
+        assert [r["name"] for r in rows] == ["account_summaries", "transactions"]
+        for row in rows:
+            assert (row["lag_events"], row["leader"], row["status"]) == (0, None, "ok")
+        outbox = (await client.get("/admin/outbox")).json()
+        assert outbox["relay_leader"] == services.relay.leader.holder  # type: ignore[union-attr]
+
+        client.headers.update(await admin_headers(client, services))
+        started = await client.post("/admin/projections/account_summaries/rebuild", json={})
+        assert started.status_code == 202, started.text
+        job: dict[str, object] = {}
+        for _ in range(200):
+            job = (await client.get(f"/admin/jobs/{started.json()['job_id']}")).json()
+            if job["status"] != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert job["status"] == "done", job
+        assert job["done"] == job["total"] == await services.store.head_position()
+    await wait_for_summary(services, account.id, 1)
 
 
 def test_the_cli_shows_the_outbox_replays_and_handles_dead_letters(

@@ -29,6 +29,7 @@ from banking_es.api.routes.accounts import AccountRoutes
 from banking_es.api.routes.admin import AdminRoutes
 from banking_es.api.routes.admin_dead_letters import DeadLetterRoutes
 from banking_es.api.routes.admin_mail import MailRoutes
+from banking_es.api.routes.admin_ops import AdminOpsRoutes
 from banking_es.api.routes.auth import AuthRoutes
 from banking_es.api.routes.health import HealthRoutes
 from banking_es.api.routes.metrics import MetricsRoutes
@@ -36,13 +37,14 @@ from banking_es.api.routes.transfers import TransferRoutes
 from banking_es.api.routing import Endpoint, Gate, Operation, operations
 from banking_es.api.validation import RequestRules
 from banking_es.application.accounts import AccountService
+from banking_es.application.admin import AdminService
 from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock
 from banking_es.application.validation import RequestValidator
 from banking_es.config import Settings, load_settings
 from banking_es.eventstore.base import EventStore
 from banking_es.identity.access import AccountAccess
-from banking_es.identity.service import IdentityService
+from banking_es.identity.service import IdentityService, require_admin
 from banking_es.mail.sender import MailSender
 from banking_es.messaging.dead_letters import DeadLetters
 from banking_es.observability.gauges import refresh_gauges
@@ -72,9 +74,10 @@ ROUTES: tuple[tuple[type, str, dict[str, Any]], ...] = (
     (HealthRoutes, "operations", {}),
     (MetricsRoutes, "operations", {}),
     (AuthRoutes, "auth", {}),
-    (AdminRoutes, "admin", {"admin": True}),
-    (DeadLetterRoutes, "admin", {"admin": True}),
-    (MailRoutes, "admin", {"admin": True}),
+    (AdminRoutes, "admin", {"role": require_admin}),
+    (DeadLetterRoutes, "admin", {"role": require_admin}),
+    (MailRoutes, "admin", {"role": require_admin}),
+    (AdminOpsRoutes, "admin", {"role": require_admin}),
 )
 #: Swagger UI's files that /docs loads (nothing else of the package is served).
 DOCS_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
@@ -102,6 +105,8 @@ class ApiServices(Protocol):
     def identity(self) -> IdentityService: ...
     @property
     def access(self) -> AccountAccess: ...
+    @property
+    def admin(self) -> AdminService: ...
     @property
     def metrics(self) -> Metrics: ...
     @property
@@ -162,6 +167,7 @@ def _route_objects(services: ApiServices) -> dict[type, object]:
         MailRoutes: MailRoutes(
             services.mail.queue if services.mail is not None else None, services.clock
         ),
+        AdminOpsRoutes: AdminOpsRoutes(services.admin),
     }
 
 

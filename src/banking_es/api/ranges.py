@@ -18,5 +18,3 @@ INT8_MAX = 2**63 - 1
 VersionQuery = Annotated[int, Meta(ge=1, le=INT4_MAX)]
 #: A dead letter's id (an identity column: from 1).
 LetterId = Annotated[int, Meta(ge=1, le=INT8_MAX)]
-#: `?offset=` of a list read with OFFSET (bigint).
-Offset = Annotated[int, Meta(ge=0, le=INT8_MAX)]

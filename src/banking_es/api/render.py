@@ -82,8 +82,9 @@ def encode_cursor(kind: str, value: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
 
 
-#: Each cursor's column: `a` an account's created_position (bigint), `v` and `t` versions.
-CURSOR_MAX = {"a": INT8_MAX, "v": INT4_MAX, "t": INT4_MAX}
+#: Each cursor's column: `a` an account's created_position (bigint), `v` and `t` versions,
+#: `d` a dead letter's id and `m` a mail's (bigint).
+CURSOR_MAX = {"a": INT8_MAX, "v": INT4_MAX, "t": INT4_MAX, "d": INT8_MAX, "m": INT8_MAX}
 
 
 def decode_cursor(kind: str, cursor: str | None) -> int | None:

@@ -26,7 +26,7 @@ from banking_es.api.caller import Caller, authenticate, header
 from banking_es.api.jsonbody import DUPLICATE_KEY, loads
 from banking_es.api.problems import ApiError, validation_error
 from banking_es.api.ratelimit import limit_client
-from banking_es.identity.service import IdentityService, require_admin
+from banking_es.identity.service import IdentityService, Principal
 from banking_es.ratelimit.limiter import RateLimiter
 
 Handler = Callable[["Call"], Awaitable[Response]]
@@ -50,7 +50,8 @@ class Operation:
     media_type: str = "application/json"
     problems: tuple[int, ...] = ()
     auth: bool = True
-    admin: bool = False  # admins only (403 for other roles), checked before any input
+    #: The caller's role checked before any input (403 otherwise): `require_admin`, ...
+    role: Callable[[Principal], None] | None = None
     rate_limited: bool = False
     responses: Mapping[int, dict[str, Any]] = field(default_factory=dict)
     name: str = ""  # the handler's name (the OpenAPI operationId)
@@ -150,8 +151,8 @@ class Endpoint:
         data = await self._json(scope, receive) if op.body is not None else _ABSENT
         if op.auth:
             call.caller = authenticate(gate.identity, scope)
-            if op.admin:
-                require_admin(call.caller.identity)
+            if op.role is not None:
+                op.role(call.caller.identity)
             if op.rate_limited and gate.limiter is not None:
                 await limit_client(gate.limiter, scope, call.caller)
         problems: fields.Problems = []

@@ -127,3 +127,41 @@ class EventPageCache(Protocol):
     async def put(
         self, account_id: str, after_version: int, limit: int, events: list[RecordedEvent]
     ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A background job started over the admin API (a projection rebuild), as stored."""
+
+    id: str
+    kind: str
+    #: What the job works on (a projection's name).
+    subject: str
+    status: Literal["running", "done", "failed"]
+    done: int
+    total: int
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+
+
+class JobStore(Protocol):
+    """The `jobs` table: any instance reads a job; only the process running it writes it."""
+
+    async def create(self, job: Job, owner: str) -> None: ...
+
+    async def beat(self, job_id: str, done: int, total: int, now: datetime) -> None:
+        """Record progress; the heartbeat that shows the owner is alive."""
+        ...
+
+    async def finish(self, job_id: str, job: Job) -> None:
+        """Write the final status, counts, end time and error of a running job."""
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def running(self, kind: str) -> list[Job]: ...
+
+    async def fail_stale(self, beat_before: datetime, now: datetime, reason: str) -> int:
+        """Mark `failed` every running job whose heartbeat is older than `beat_before`."""
+        ...

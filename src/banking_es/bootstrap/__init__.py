@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from banking_es.application.accounts import AccountService
+from banking_es.application.admin import AdminService
 from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock, IdGenerator, SystemClock, UuidGenerator
 from banking_es.application.validation import RequestValidator, default_validator
@@ -23,6 +24,7 @@ from banking_es.bootstrap.adapters import (
     build_store,
     connect_database,
 )
+from banking_es.bootstrap.admin import build_admin
 from banking_es.bootstrap.identity import build_identity
 from banking_es.bootstrap.kafka import KafkaMessaging, build_applier, build_kafka
 from banking_es.cache.health import cache_checks
@@ -93,6 +95,7 @@ class Services:
     clock: Clock
     identity: IdentityService
     access: AccountAccess
+    admin: AdminService
     #: Set when KAFKA_BOOTSTRAP_SERVERS is: the relay publishes to Kafka and a consumer group
     #: drives the projections instead of `projections` following the store.
     kafka: KafkaMessaging | None = None
@@ -162,6 +165,7 @@ class Services:
     async def close(self) -> None:
         for task in (self._maintenance, self._warming, self._exporting):
             await cancel(task)
+        await self.admin.jobs.stop()  # each records itself failed: the server stopped
         await self.accounts.drain()
         if self.mail is not None:
             await self.mail.stop()
@@ -268,9 +272,10 @@ async def build_services(
                     on_change=metrics.leader_role("relay"),
                 ),
             )
+        statuses = projections if kafka is None else kafka
         health = core_checks(
             store,
-            projections if kafka is None else kafka,
+            statuses,
             clock,
             dialect=db.dialect,
             projection_lag_degraded=settings.projection_lag_degraded,
@@ -337,6 +342,7 @@ async def build_services(
             ),
             identity=identity,
             access=AccountAccess(accounts),
+            admin=build_admin(settings, db, store, clock, statuses, projections, account_cache),
             kafka=kafka,
             stream_notices=_stream_notices(store, db, accounts),
             mail=mail,

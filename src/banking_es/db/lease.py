@@ -117,3 +117,9 @@ class LeaseElection:
                 )
         except Exception as exc:
             log.warning("lease %s: cannot release (%s)", self.name, exc)
+
+
+async def lease_holders(db: Database, clock: Clock) -> dict[str, str]:
+    """The holder of each lease not yet expired (lease name -> holder), as any process sees."""
+    rows = await db.fetch("SELECT name, holder FROM leases WHERE expires_at >= $1", clock.now())
+    return {r["name"]: r["holder"] for r in rows}

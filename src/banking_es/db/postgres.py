@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
@@ -27,6 +28,8 @@ TRANSIENT = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.ConnectionFailureError,
 )
+#: What `pg_export_snapshot()` answers (hex words and a number, e.g. 00000003-0000001B-1).
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+(-[0-9A-F]+)+")
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -176,11 +179,17 @@ class PostgresDatabase:
                 raise translate(exc) from exc
 
     @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Connection]:
+    async def snapshot(self, shared: str | None = None) -> AsyncIterator[Connection]:
+        """`shared`: the id `pg_export_snapshot()` gave in another snapshot transaction,
+        to see exactly what it sees (two connections reading one moment)."""
+        if shared is not None and not _SNAPSHOT_ID.fullmatch(shared):
+            raise ValueError(f"not a snapshot id: {shared!r}")
         async with self.connection() as conn:
             tx = conn.raw.transaction(isolation="repeatable_read", readonly=True)
             try:
                 await tx.start()
+                if shared is not None:
+                    await conn.raw.execute(f"SET TRANSACTION SNAPSHOT '{shared}'")
             except Exception as exc:
                 raise translate(exc) from exc
             try:

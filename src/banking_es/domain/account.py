@@ -225,7 +225,8 @@ class Account:
 def lowest_allowed_balance(account: Account) -> Decimal:
     """The lowest balance the rules allow `account` to reach: the one rule of funds, used
     by the withdrawal and transfer guards and by `banking-es verify` on every recorded
-    event. Holds or an overdraft limit would change it here."""
+    event. Holds or an overdraft limit would change it here, and in its SQL form
+    (`LOWEST_ALLOWED`, verify/sql.py), which a test holds to this function."""
     return ZERO
 
 

@@ -380,3 +380,9 @@ class IdentityService:
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise Forbidden("only an admin may do this")
+
+
+def require_reader(principal: Principal) -> None:
+    """Admins and auditors: the operations reads (projections, jobs, caches, dead letters)."""
+    if not principal.reads_all:
+        raise Forbidden("only an admin or an auditor may see this")

@@ -127,9 +127,12 @@ class MailQueue:
             now,
         )
 
-    async def dead(self, limit: int = 100) -> list[QueuedMail]:
+    async def dead(self, limit: int = 100, after: int = 0) -> list[QueuedMail]:
+        """Up to `limit` dead mails with an id above `after` (a page's last), oldest first."""
         rows = await self.db.fetch(
-            f"SELECT {_COLUMNS} FROM mail_queue WHERE status = 'dead' ORDER BY id LIMIT $1",
+            f"SELECT {_COLUMNS} FROM mail_queue WHERE status = 'dead' AND id > $1"
+            " ORDER BY id LIMIT $2",
+            after,
             limit,
         )
         return [_mail(r) for r in rows]

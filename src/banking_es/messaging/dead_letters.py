@@ -169,21 +169,22 @@ class DeadLetters:
         self._skip = skip
 
     async def find(
-        self, *, status: str | None = OPEN, limit: int = 100, offset: int = 0
+        self, *, status: str | None = OPEN, limit: int = 100, after: int = 0
     ) -> list[DeadLetter]:
+        """Up to `limit` letters with an id above `after` (a page's last), oldest first."""
         if status is None:
             rows = await self._db.fetch(
-                f"SELECT {_COLUMNS} FROM dead_letters ORDER BY id LIMIT $1 OFFSET $2",
+                f"SELECT {_COLUMNS} FROM dead_letters WHERE id > $1 ORDER BY id LIMIT $2",
+                after,
                 limit,
-                offset,
             )
         else:
             rows = await self._db.fetch(
-                f"SELECT {_COLUMNS} FROM dead_letters WHERE status = $1"
-                " ORDER BY id LIMIT $2 OFFSET $3",
+                f"SELECT {_COLUMNS} FROM dead_letters WHERE status = $1 AND id > $2"
+                " ORDER BY id LIMIT $3",
                 status,
+                after,
                 limit,
-                offset,
             )
         return [_letter(r) for r in rows]
 

@@ -3,8 +3,8 @@
 Events, users, the role and unlock logs and the mail queue (sent mail is deleted) move
 whole. Logins, revocations, reset tokens, idempotency records and outbox rows move only while
 they still mean something at export time. Snapshots, read models, checkpoints, leases and
-Kafka consumer state are rebuilt on the target; lock-out state (`login_attempts`) is
-transient and stays behind.
+Kafka consumer state are rebuilt on the target; lock-out state (`login_attempts`) and the
+admin API's jobs (`jobs`) are transient and stay behind.
 """
 
 from __future__ import annotations

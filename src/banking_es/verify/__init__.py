@@ -1,12 +1,12 @@
 """`banking-es verify`: a store checked from its events and against what is derived from them.
 
-One pass over the events in position order, in pages, inside one read-only snapshot
-transaction (safe while servers run): positions without gaps, versions 1, 2, 3... per stream,
-every transfer's two sides matched, no balance below `lowest_allowed_balance`, every snapshot
-equal to the fold at its version, and each read model equal to the fold of the events up to
-its checkpoint. Then the outbox rows, against the events they point at.
-Folds use `Account.apply`, and the expected read-model rows are read off that fold (not made
-by the projections' code, which would repeat its own mistakes). State per stream: one `Account`.
+Inside one read-only snapshot transaction (safe while servers run): positions without gaps,
+versions 1, 2, 3... per stream, every transfer's two sides matched, no balance below
+`lowest_allowed_balance`, every snapshot equal to the fold at its version, each read model
+equal to the fold of the events up to its checkpoint, and the outbox against its events.
+PostgreSQL runs these as SQL (`verify/postgres.py`); SQLite, which has no exact decimal
+arithmetic in SQL, runs one Python pass over the events in pages (`EventChecks`, the
+reference the SQL is tested against). Folds use `Account.apply`, not the projections' code.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from banking_es.db.base import Connection, Database, Row
 from banking_es.eventstore.base import EVENTS_TOPIC
 from banking_es.projections.account_summaries import Summary
+from banking_es.verify import postgres
 from banking_es.verify.events import EVENTS, T_ROW, EventChecks
 from banking_es.verify.report import CHECKS, KEPT, Problem, Report, differ, span
 
@@ -39,9 +40,11 @@ async def verify(
     progress: Callable[[int, int], None] | None = None,
     *,
     page: int = PAGE,
+    in_sql: bool = True,
 ) -> Report:
     """Check the store behind `db` (see the module docstring); `progress(done, head)` after
-    each page."""
+    each page. `in_sql=False` runs the Python pass on PostgreSQL too (the reference the
+    tests hold the SQL checks to)."""
     started = time.perf_counter()
     report = Report()
     async with db.snapshot() as conn:
@@ -53,35 +56,50 @@ async def verify(
         for name, position in sorted(checkpoints.items()):
             if position > report.head and name in CHECKS:
                 report.add(name, f"checkpoint {position} is beyond the last event {report.head}")
-        verifier = EventChecks(
-            report, checkpoints.get("account_summaries", 0), checkpoints.get("transactions", 0)
-        )
-        events = EVENTS[conn.dialect]
-        compared = False
-        rows = await conn.fetch(events, 0, page)
-        while rows:
-            # The next page is read while this one is checked.
-            ahead = await _read_ahead(conn.fetch(events, rows[-1]["position"], page))
-            verifier.page(rows)
-            report.events += len(rows)
-            if progress is not None:
-                progress(report.events, report.head)
-            rows = await ahead
-            # One statement at a time on a connection: these wait for the page read ahead.
-            await _read_differing(conn, verifier)
-            if verifier.summaries is not None and not compared:
-                await _compare_summaries(conn, verifier.summaries, report)
-                compared = True
-        verifier.end()
-        await _read_differing(conn, verifier)
-        if not compared:
-            assert verifier.summaries is not None
-            await _compare_summaries(conn, verifier.summaries, report)
-        report.streams = len(verifier.accounts)
-        await _count_unmatched(conn, report, verifier.rows_seen)
-        await _check_outbox(conn, report, page)
+        if in_sql and conn.dialect == "postgres":
+            await postgres.check(db, conn, report, checkpoints, page, progress)
+        else:
+            await _fold_all(conn, report, checkpoints, page, progress)
+        await _count_unmatched(conn, report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def _fold_all(
+    conn: Connection,
+    report: Report,
+    checkpoints: dict[str, int],
+    page: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Every check in one Python pass over the events, in pages."""
+    verifier = EventChecks(
+        report, checkpoints.get("account_summaries", 0), checkpoints.get("transactions", 0)
+    )
+    events = EVENTS[conn.dialect]
+    compared = False
+    rows = await conn.fetch(events, 0, page)
+    while rows:
+        # The next page is read while this one is checked.
+        ahead = await _read_ahead(conn.fetch(events, rows[-1]["position"], page))
+        verifier.page(rows)
+        report.events += len(rows)
+        if progress is not None:
+            progress(report.events, report.head)
+        rows = await ahead
+        # One statement at a time on a connection: these wait for the page read ahead.
+        await _read_differing(conn, verifier)
+        if verifier.summaries is not None and not compared:
+            await _compare_summaries(conn, verifier.summaries, report)
+            compared = True
+    verifier.end()
+    await _read_differing(conn, verifier)
+    if not compared:
+        assert verifier.summaries is not None
+        await _compare_summaries(conn, verifier.summaries, report)
+    report.streams = len(verifier.accounts)
+    report.compared["transactions"] = verifier.rows_seen
+    await _check_outbox(conn, report, page)
 
 
 async def _read_ahead(query: Coroutine[Any, Any, list[Row]]) -> asyncio.Future[list[Row]]:
@@ -134,9 +152,9 @@ async def _compare_summaries(
         report.add("account_summaries", f"{len(expected) - seen} accounts have no row")
 
 
-async def _count_unmatched(conn: Connection, report: Report, rows_seen: int) -> None:
+async def _count_unmatched(conn: Connection, report: Report) -> None:
     """Read-model rows and snapshots that no event's (stream, version) has."""
-    report.compared["transactions"] = rows_seen
+    rows_seen = report.compared["transactions"]
     rows = int(await conn.fetchval("SELECT count(*) FROM transactions"))
     if rows > rows_seen:
         report.add("transactions", f"{rows - rows_seen} rows match no event")

@@ -17,6 +17,7 @@ from banking_es.domain.account import Account, lowest_allowed_balance
 from banking_es.domain.events import (
     SCHEMA_VERSION,
     AccountCreated,
+    DomainEvent,
     TransferReceived,
     TransferSent,
     event_from_stored,
@@ -66,7 +67,7 @@ _DECODE_ERRORS = (
 
 
 @dataclass(slots=True)
-class _Leg:
+class Leg:
     sent: bool
     stream: str
     other: str
@@ -78,8 +79,14 @@ class _Leg:
 class EventChecks:
     """The state of the pass over the events: small, per account."""
 
-    def __init__(self, report: Report, summaries_at: int, transactions_at: int) -> None:
+    def __init__(
+        self, report: Report, summaries_at: int, transactions_at: int, *, whole: bool = True
+    ) -> None:
         self.report = report
+        #: False when SQL checks positions and versions and matches the transfers, and this
+        #: fold sees only some accounts: then it reports neither and keeps its `legs`.
+        self.whole = whole
+        self.legs: list[tuple[str, Leg]] = []
         self.accounts: dict[str, Account] = {}
         #: Account -> position of its `AccountCreated` (the summary's `created_position`).
         self.created: dict[str, int] = {}
@@ -87,7 +94,7 @@ class EventChecks:
         self.summaries: dict[str, Summary] | None = None
         self.summaries_at = summaries_at
         self.transactions_at = transactions_at
-        self.pending: dict[str, _Leg] = {}
+        self.pending: dict[str, Leg] = {}
         #: The expected rows where the stored one differs, to read it in full.
         self.differing: list[tuple[Any, ...]] = []
         self.last = 0
@@ -104,18 +111,19 @@ class EventChecks:
             if waiting and position > summaries_at:
                 self.take_summaries()
                 waiting = False
-            if position != last + 1:
+            if position != last + 1 and self.whole:
                 report.add("positions", f"gap: no event at {span(last + 1, position - 1)}")
             last = position
             account = accounts.get(stream)
             if account is None:
                 account = accounts[stream] = Account(stream)
             if version != account.version + 1:
-                report.add(
-                    "versions",
-                    f"account {stream}: version {version} at position {position}"
-                    f" follows version {account.version}",
-                )
+                if self.whole:
+                    report.add(
+                        "versions",
+                        f"account {stream}: version {version} at position {position}"
+                        f" follows version {account.version}",
+                    )
                 account.version = version - 1
             try:
                 if type(data) is str:
@@ -148,14 +156,14 @@ class EventChecks:
             elif type(event) is TransferSent:
                 self._leg(
                     event.transfer_id,
-                    _Leg(
+                    Leg(
                         True, stream, event.to_account_id, event.amount, account.currency, position
                     ),
                 )
             elif type(event) is TransferReceived:
                 self._leg(
                     event.transfer_id,
-                    _Leg(
+                    Leg(
                         False,
                         stream,
                         event.from_account_id,
@@ -165,7 +173,8 @@ class EventChecks:
                     ),
                 )
             if snapshot is not None:
-                self._snapshot(snapshot, account, version)
+                report.compared["snapshots"] += 1
+                compare_snapshot(report, snapshot, account)
             if t_same is not None:
                 self.rows_seen += 1
             row_type = ROW_TYPES.get(type_)
@@ -177,28 +186,20 @@ class EventChecks:
                         f" {position} (checkpoint {transactions_at}; no row expected)",
                     )
                 continue
-            if created:
-                amount = balance = event.initial_balance  # type: ignore[attr-defined]
-                description = transfer_id = None
-            else:
-                amount, description = event.amount, event.description  # type: ignore[attr-defined]
-                transfer_id = getattr(event, "transfer_id", None)
-                balance = account.balance
+            want = want_row(event, event_id, stream, version, position, at, account.balance)
             if (
                 t_same
                 and t_type == row_type
-                and _money(t_amount) == amount
-                and _money(t_balance) == balance
-                and t_description == description
-                and t_transfer == transfer_id
+                and _money(t_amount) == want[3]
+                and _money(t_balance) == want[4]
+                and t_description == want[5]
+                and t_transfer == want[7]
             ):
                 continue
             if t_same is None:
                 report.add("transactions", f"account {stream} version {version}: no row"
                            f" (position {position})")  # fmt: skip
                 continue
-            want = (event_id, stream, row_type, amount, balance, description, version,
-                    transfer_id, position, at)  # fmt: skip
             self.differing.append(want)
         self.last = last
 
@@ -212,16 +213,16 @@ class EventChecks:
         }  # fmt: skip
 
     def differs(self, want: tuple[Any, ...], stored: Row | None) -> None:
-        """Report a `transactions` row that differs from `want` (`stored`: read again in
-        full, or None past the problems the report keeps)."""
-        where = f"account {want[1]} version {want[6]}"
-        if stored is None:
-            self.report.add("transactions", f"{where}: row differs")
-            return
-        shown = differ(list(zip(_T_NAMES, stored.values(), want, strict=True)))
-        self.report.add("transactions", f"{where}: row differs: {shown}")
+        row_differs(self.report, want, stored)
 
-    def _leg(self, transfer_id: str, leg: _Leg) -> None:
+    def _leg(self, transfer_id: str, leg: Leg) -> None:
+        if not self.whole:
+            self.legs.append((transfer_id, leg))
+            return
+        self.match(transfer_id, leg)
+
+    def match(self, transfer_id: str, leg: Leg) -> None:
+        """Pair `leg` with the other side of its transfer, or keep it until it comes."""
         mate = self.pending.pop(transfer_id, None)
         if mate is None:
             self.pending[transfer_id] = leg
@@ -237,36 +238,16 @@ class EventChecks:
             return
         self.report.compared["transfers"] += 1
         out, into = (mate, leg) if mate.sent else (leg, mate)
-        if (out.other, into.other) != (into.stream, out.stream):
-            self.report.add(
-                "transfers",
-                f"transfer {transfer_id}: sent from {out.stream} to {out.other},"
-                f" received by {into.stream} from {into.other}",
-            )
-        if (out.amount, out.currency) != (into.amount, into.currency):
-            self.report.add(
-                "transfers",
-                f"transfer {transfer_id}: sent {out.amount} {out.currency} (position"
-                f" {out.position}), received {into.amount} {into.currency}"
-                f" (position {into.position})",
-            )
-
-    def _snapshot(self, state: Any, account: Account, version: int) -> None:
-        self.report.compared["snapshots"] += 1
-        where = f"account {account.id} version {version}"
-        try:
-            stored = Account.from_snapshot(state)
-        except _DECODE_ERRORS as exc:
-            self.report.add("snapshots", f"{where}: snapshot unreadable: {exc}")
-            return
-        if stored != account:
-            names = [f.name for f in fields(Account)]
-            shown = differ([(n, getattr(stored, n), getattr(account, n)) for n in names])
-            self.report.add("snapshots", f"{where}: snapshot differs: {shown}")
+        compare_pair(self.report, transfer_id, out, into)
 
     def end(self) -> None:
         if self.summaries is None:
             self.take_summaries()
+        if self.whole:
+            self.unmatched()
+
+    def unmatched(self) -> None:
+        """Report the transfer legs still waiting for their other side."""
         for transfer_id, leg in self.pending.items():
             kind, missing = ("TransferSent", "TransferReceived")
             if not leg.sent:
@@ -276,6 +257,69 @@ class EventChecks:
                 f"transfer {transfer_id}: {kind} at position {leg.position} ({leg.stream},"
                 f" {leg.amount} {leg.currency}) has no {missing}",
             )
+
+
+def row_differs(report: Report, want: tuple[Any, ...], stored: Row | None) -> None:
+    """Report a `transactions` row that differs from `want` (`stored`: read again in
+    full, or None past the problems the report keeps)."""
+    where = f"account {want[1]} version {want[6]}"
+    if stored is None:
+        report.add("transactions", f"{where}: row differs")
+        return
+    shown = differ(list(zip(_T_NAMES, stored.values(), want, strict=True)))
+    report.add("transactions", f"{where}: row differs: {shown}")
+
+
+def compare_pair(report: Report, transfer_id: str, out: Leg, into: Leg) -> None:
+    """The two sides of a transfer name each other and move the same money."""
+    if (out.other, into.other) != (into.stream, out.stream):
+        report.add(
+            "transfers",
+            f"transfer {transfer_id}: sent from {out.stream} to {out.other},"
+            f" received by {into.stream} from {into.other}",
+        )
+    if (out.amount, out.currency) != (into.amount, into.currency):
+        report.add(
+            "transfers",
+            f"transfer {transfer_id}: sent {out.amount} {out.currency} (position"
+            f" {out.position}), received {into.amount} {into.currency}"
+            f" (position {into.position})",
+        )
+
+
+def compare_snapshot(report: Report, state: Any, account: Account) -> None:
+    """A stored snapshot against the fold at its version."""
+    where = f"account {account.id} version {account.version}"
+    try:
+        stored = Account.from_snapshot(state)
+    except _DECODE_ERRORS as exc:
+        report.add("snapshots", f"{where}: snapshot unreadable: {exc}")
+        return
+    if stored != account:
+        names = [f.name for f in fields(Account)]
+        shown = differ([(n, getattr(stored, n), getattr(account, n)) for n in names])
+        report.add("snapshots", f"{where}: snapshot differs: {shown}")
+
+
+def want_row(
+    event: DomainEvent,
+    event_id: str,
+    stream: str,
+    version: int,
+    position: int,
+    at: Any,
+    balance: Decimal,
+) -> tuple[Any, ...]:
+    """The `transactions` row the fold expects for `event` (balance: the fold's, after it)."""
+    if type(event) is AccountCreated:
+        amount = balance = event.initial_balance
+        description = transfer_id = None
+    else:
+        amount, description = event.amount, event.description  # type: ignore[attr-defined]
+        transfer_id = getattr(event, "transfer_id", None)
+    row_type = ROW_TYPES[event.type]
+    return (event_id, stream, row_type, amount, balance, description, version, transfer_id,
+            position, at)  # fmt: skip
 
 
 def _money(text: str | None) -> Decimal | None:

@@ -1,6 +1,7 @@
 """/admin/mail/dead-letters: the mails given up on after MAIL_MAX_ATTEMPTS, and their retry.
 
-Admin-only, like every /admin route. A listing shows who and why, never a mail's body.
+As /admin/dead-letters: admins and auditors list (a page), admins retry. A listing shows
+who and why, never a mail's body.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ import orjson
 from msgspec import Meta, Struct
 from starlette.responses import Response
 
+from banking_es.api import render
+from banking_es.api.admin_schemas import LetterPage
 from banking_es.api.problems import ApiError
 from banking_es.api.ranges import INT8_MAX
+from banking_es.api.routes.admin_dead_letters import Cursor, Limit, letter_page
 from banking_es.api.routing import Call, operation
 from banking_es.application.ports import Clock
+from banking_es.identity.service import require_reader
 from banking_es.mail.queue import MailNotFound, MailQueue
 
 
 class MailQuery(Struct, frozen=True):
-    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
-
-
-def _json(body: object) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json")
+    limit: Limit = 20
+    cursor: Cursor | None = None
 
 
 class MailRoutes:
@@ -41,20 +43,26 @@ class MailRoutes:
     @operation(
         "GET",
         "/admin/mail/dead-letters",
-        "Mails given up on, oldest first (never their bodies)",
+        "Mails given up on, oldest first, never their bodies (admin, auditor)",
         query=MailQuery,
+        response=LetterPage,
+        problems=(400, 401, 403, 404),
+        role=require_reader,
     )
     async def list_dead_mail(self, call: Call) -> Response:
-        limit = call.query.limit
-        mails = await self.queue().dead(limit)
-        return _json({"items": [mail.as_json() for mail in mails], "limit": limit})
+        query: MailQuery = call.query
+        found = await self.queue().dead(
+            query.limit + 1, render.decode_cursor("m", query.cursor) or 0
+        )
+        body = letter_page([m.as_json() for m in found], [m.id for m in found], query.limit, "m")
+        return Response(body, media_type="application/json")
 
     @operation(
         "POST",
         "/admin/mail/dead-letters/{mail_id}/retry",
-        "Send the mail again now, with a fresh count of attempts",
+        "Send the mail again now, with a fresh count of attempts (admin)",
         params={"mail_id": Annotated[int, Meta(ge=1, le=INT8_MAX)]},
-        problems=(404,),
+        problems=(400, 401, 403, 404),
     )
     async def retry_dead_mail(self, call: Call) -> Response:
         mail_id: int = call.params["mail_id"]
@@ -62,4 +70,4 @@ class MailRoutes:
             await self.queue().retry(mail_id, self.clock.now())
         except MailNotFound as exc:
             raise ApiError(404, "mail_not_found", str(exc)) from None
-        return _json({"retried": mail_id})
+        return Response(orjson.dumps({"retried": mail_id}), media_type="application/json")
