@@ -23,9 +23,10 @@ from banking_es.application.locks import StreamLocks
 from banking_es.application.ports import AggregateCache, Clock, EventPageCache, IdGenerator
 from banking_es.application.queries import AccountQueries
 from banking_es.application.repository import AccountRepository
+from banking_es.application.results import TransferResult
 from banking_es.application.retry import RetryPolicy
 from banking_es.application.stream_queue import StreamQueue
-from banking_es.application.transfers import TransferResult, Transfers
+from banking_es.application.transfers import Transfers
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
 from banking_es.eventstore.base import EventStore, RecordedEvent, StreamMoved

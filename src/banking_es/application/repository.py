@@ -102,9 +102,7 @@ class AccountRepository:
         """Every `snapshot_threshold` events, a snapshot: when an append takes a stream past a
         multiple of the threshold, of the state it was decided on. That state is already
         recorded (its times are the store's), so the snapshot is known before the append and
-        travels with it in the store's one-statement batch (one rendered from the recorded
-        events would need the batch planned in more round trips). Loading still reads fewer
-        than a threshold plus one chunk of events."""
+        travels with it. Loading still reads fewer than a threshold plus one chunk of events."""
         threshold = self._snapshot_threshold
         if not base.exists or final_version // threshold == base.version // threshold:
             return None
