@@ -221,9 +221,7 @@ class Grouper(Generic[Req, Res]):
     async def _wait_for_more(self) -> None:
         """Under load: up to `max_wait_ms` for the queue to hold as many requests as the last
         batch. Waiting longer rarely makes a batch larger (the callers are those of the last
-        batch, coming back), it only leaves the database idle: in side-by-side runs of the
-        deposit row of `make bench` this took 36% of `/health/live`'s rate to 42%
-        (docs/performance.md, eighth round)."""
+        batch, coming back), it only leaves the database idle (docs/performance.md)."""
         self._filled = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self._max_wait):
