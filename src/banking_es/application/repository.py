@@ -13,9 +13,9 @@ from datetime import datetime
 from banking_es.application.codec import history
 from banking_es.application.ports import AggregateCache
 from banking_es.domain.account import Account
-from banking_es.eventstore.base import EventStore, Snapshot, StreamMoved
+from banking_es.eventstore.base import AppendedElsewhere, EventStore, Snapshot
 
-#: Streams remembered as moved by other processes (see `note_moved`).
+#: Streams remembered as appended by other processes (see `note_appended_elsewhere`).
 MAX_BEHIND = 100_000
 
 
@@ -72,19 +72,19 @@ class AccountRepository:
         events = await self.store.read_stream(account_id, recorded_until=moment)
         return Account(account_id).fold(history(events))
 
-    def note_moved(self, moved: Sequence[StreamMoved]) -> None:
+    def note_appended_elsewhere(self, appended: Sequence[AppendedElsewhere]) -> None:
         """Other processes appended to these streams. A cached copy just before the new
         events is brought forward with them (no query); any other copy below the new version
         is marked behind, and read forward before its next command instead of conflicting at
         append. Both only save work: the append's version check is what keeps writes safe."""
         if len(self._behind) > MAX_BEHIND:
             self._behind.clear()  # only an optimization: forgetting costs a read or a conflict
-        for stream in moved:
+        for stream in appended:
             brought = bool(stream.events) and self._bring_forward(stream)
             if not brought and stream.version > self._behind.get(stream.stream_id, 0):
                 self._behind[stream.stream_id] = stream.version
 
-    def _bring_forward(self, stream: StreamMoved) -> bool:
+    def _bring_forward(self, stream: AppendedElsewhere) -> bool:
         cached = self.cache.peek(stream.stream_id)
         if cached is None:
             return False

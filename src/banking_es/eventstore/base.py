@@ -79,7 +79,7 @@ class RecordedEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class MovedEvent:
+class NoticedEvent:
     """An event another process appended, as its stream notice carries it: everything a
     `RecordedEvent` holds but the global position (which a notice leaves out, see
     `eventstore/notices.py`)."""
@@ -93,13 +93,13 @@ class MovedEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamMoved:
+class AppendedElsewhere:
     """Another process appended to `stream_id`, up to `version`. `events` are the appended
     events when the notice could carry them (empty when they did not fit)."""
 
     stream_id: str
     version: int
-    events: tuple[MovedEvent, ...] = ()
+    events: tuple[NoticedEvent, ...] = ()
 
 
 #: An event as its row is stored, `data` and `metadata` still JSON text: (position,

@@ -254,7 +254,7 @@ class BatchCall:
     @classmethod
     def of(cls, requests: Sequence[AppendRequest], outbox_events: bool) -> BatchCall:
         call = cls(requests)
-        moved: dict[str, list[list[Any]]] = {}
+        appended: dict[str, list[list[Any]]] = {}
         for index, request in enumerate(requests, start=1):
             ahead: dict[str, int] = {}  # the version each stream reaches within this append
             for stream in request.streams:
@@ -265,15 +265,15 @@ class BatchCall:
                     )
                 ahead[stream.stream_id] = stream.expected_version + len(stream.events)
             if index not in call._refused:
-                call._add(index, request, moved, outbox_events)
-        call._notices = NoticeBodies.of(notice_entries(moved))
+                call._add(index, request, appended, outbox_events)
+        call._notices = NoticeBodies.of(notice_entries(appended))
         return call
 
     def _add(
         self,
         index: int,
         request: AppendRequest,
-        moved: dict[str, list[list[Any]]],
+        appended: dict[str, list[list[Any]]],
         outbox_events: bool,
     ) -> None:
         for stream in request.streams:
@@ -281,7 +281,7 @@ class BatchCall:
             if sid not in self.expected:
                 self.expected[sid] = version
                 self._appends.append(index)
-                moved[sid] = []
+                appended[sid] = []
             snapshot = stream.snapshot
             if snapshot is not None:
                 self._snapshots.append([sid, snapshot.version, snapshot.state, index])
@@ -291,7 +291,7 @@ class BatchCall:
                 self._events.append(row)
                 if outbox_events:
                     self._outbox.append([EVENTS_TOPIC, sid, None, len(self._events), index])
-                moved[sid].append(row[1:])
+                appended[sid].append(row[1:])
         for message in request.messages:
             self._outbox.append([message.topic, message.key, message.payload, None, index])
 
