@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+import orjson
 from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -20,6 +21,7 @@ from banking_es.application.idempotency import (
     Outcome,
     fingerprint,
 )
+from banking_es.eventstore.base import IdempotencyRecord
 
 T = TypeVar("T")
 MAX_KEY = 255
@@ -64,7 +66,10 @@ async def run_command(
         request_print = fingerprint(request.method, request.url.path, body.model_dump())
         keyed = IdempotencyKey(caller.idempotency_scope, key, request_print)
     context = CommandContext(caller.user_id, caller.request_id, warnings=tuple(warnings))
-    return respond(await idempotency.run(action, context, keyed), status, render, headers)
+    outcome = await idempotency.run(action, context, keyed)
+    if outcome.answer is not None:
+        return _earlier_release(outcome.answer, request.url.path)
+    return respond(outcome, status, render, headers)
 
 
 def respond(
@@ -75,10 +80,6 @@ def respond(
 ) -> Response:
     """The response to an outcome: the same bytes whether it is fresh or replayed."""
     extra: dict[str, str] = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
-    if outcome.answer is not None:  # stored as a response by an earlier release
-        code, body = outcome.answer.status, outcome.answer.body
-        media = "application/json" if code < 400 else "application/problem+json"
-        return Response(body, status_code=code, media_type=media, headers=extra)
     if outcome.refusal is not None:
         code, problem, refusal_headers = render_known_error(outcome.refusal)
         extra.update(refusal_headers)
@@ -105,3 +106,12 @@ def guarded(
         return await action(context)
 
     return run
+
+
+def _earlier_release(record: IdempotencyRecord, path: str) -> Response:
+    """A replay of a record stored by an earlier release: the response it stored."""
+    media = "application/json" if record.status < 400 else "application/problem+json"
+    headers = {"Idempotent-Replayed": "true"}
+    if record.status == 201:
+        headers["Location"] = f"{path}/{orjson.loads(record.body)['id']}"
+    return Response(record.body, status_code=record.status, media_type=media, headers=headers)
