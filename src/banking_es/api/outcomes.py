@@ -67,8 +67,8 @@ async def run_command(
         keyed = IdempotencyKey(caller.idempotency_scope, key, request_print)
     context = CommandContext(caller.user_id, caller.request_id, warnings=tuple(warnings))
     outcome = await idempotency.run(action, context, keyed)
-    if outcome.answer is not None:
-        return _earlier_release(outcome.answer, request.url.path)
+    if outcome.earlier_release is not None:
+        return _earlier_release(outcome.earlier_release, request.url.path)
     return respond(outcome, status, render, headers)
 
 

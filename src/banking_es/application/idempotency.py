@@ -59,14 +59,14 @@ class IdempotencyKey:
 class Outcome(Generic[T]):
     """What a command came to: its `result`, or the `refusal` it met (a domain or
     application error), `replayed` when an earlier request with the key decided it; the
-    validation rules' `warnings` go with a result. `answer` is a record of an earlier
-    release: the HTTP status and body it stored."""
+    validation rules' `warnings` go with a result. `earlier_release` is a record stored by
+    an earlier release, which holds the HTTP status and body it answered with."""
 
     result: T | None = None
     refusal: Exception | None = None
     replayed: bool = False
     warnings: tuple[str, ...] = ()
-    answer: IdempotencyRecord | None = None
+    earlier_release: IdempotencyRecord | None = None
 
 
 class IdempotencyService:
@@ -115,7 +115,7 @@ class IdempotencyService:
 
     async def _replay(self, record: IdempotencyRecord) -> Outcome[T]:
         if record.status != STORED_ANSWER:
-            return Outcome(replayed=True, answer=record)
+            return Outcome(replayed=True, earlier_release=record)
         answer, warnings = load_answer(record.body)
         if isinstance(answer, Exception):
             return Outcome(refusal=answer, replayed=True)
