@@ -110,6 +110,9 @@ class IdempotencyService:
                 await asyncio.shield(self.fast_path.release(key.scope, key.key))
             raise
         if self.fast_path is not None:
+            if record is None:  # a fresh result: its answer, with the times its append set
+                body = store_result(_stored(outcome.result), outcome.warnings)
+                record = self._record(key, body)
             await self.fast_path.remember(record)
         return outcome
 
@@ -155,9 +158,9 @@ class IdempotencyService:
         action: Callable[[CommandContext], Awaitable[T | Replayed]],
         context: CommandContext,
         key: IdempotencyKey,
-    ) -> tuple[Outcome[T], IdempotencyRecord]:
+    ) -> tuple[Outcome[T], IdempotencyRecord | None]:
         """The durable path: the stored answer, or run once and store it (with the events,
-        or alone for a refusal); the outcome and its record."""
+        or alone for a refusal); the outcome and its record (None for a fresh result)."""
         existing = await self._store.get_idempotency(key.scope, key.key, self._clock.now())
         if existing is not None:
             _check_same_request(existing, key)
@@ -178,8 +181,7 @@ class IdempotencyService:
         if isinstance(result, Replayed):
             _check_same_request(result.record, key)
             return await self._replay(result.record), result.record
-        body = store_result(_stored(result), context.warnings)
-        return Outcome(result, warnings=context.warnings), self._record(key, body)
+        return Outcome(result, warnings=context.warnings), None
 
     def _record(self, key: IdempotencyKey, body: bytes) -> IdempotencyRecord:
         now = self._clock.now()
