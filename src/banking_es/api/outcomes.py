@@ -63,9 +63,9 @@ async def run_command(
     key = idempotency_key(request)
     keyed = None
     if key is not None:
-        request_print = fingerprint(request.method, request.url.path, body.model_dump())
-        keyed = IdempotencyKey(caller.idempotency_scope, key, request_print)
-    context = CommandContext(caller.user_id, caller.request_id, warnings=tuple(warnings))
+        digest = fingerprint(request.method, request.url.path, body.model_dump())
+        keyed = IdempotencyKey(caller.idempotency_scope, key, digest)
+    context = CommandContext(caller.user_id, caller.request_id, None, tuple(warnings))
     outcome = await idempotency.run(action, context, keyed)
     if outcome.earlier_release is not None:
         return _earlier_release(outcome.earlier_release, request.url.path)
@@ -84,14 +84,14 @@ def respond(
         code, problem, refusal_headers = render_known_error(outcome.refusal)
         extra.update(refusal_headers)
         return Response(
-            problem, status_code=code, media_type="application/problem+json", headers=extra
+            problem, status_code=code, media_type="application/problem+json", headers=extra or None
         )
     result = outcome.result
     assert result is not None
     if headers is not None:
         extra.update(headers(result))
     body = render(result, outcome.warnings)
-    return Response(body, status_code=status, media_type="application/json", headers=extra)
+    return Response(body, status_code=status, media_type="application/json", headers=extra or None)
 
 
 def guarded(

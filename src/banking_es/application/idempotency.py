@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Generic, TypeVar, cast
 
@@ -55,7 +55,7 @@ class IdempotencyKey:
     fingerprint: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome(Generic[T]):
     """What a command came to: its `result`, or the `refusal` it met (a domain or
     application error), `replayed` when an earlier request with the key decided it; the
@@ -167,8 +167,9 @@ class IdempotencyService:
             return await self._replay(existing), existing
         with self._running(key):
             intent = IdempotencyIntent(key.scope, key.key, key.fingerprint, self.ttl_seconds)
+            keyed = CommandContext(context.user_id, context.request_id, intent, context.warnings)
             try:
-                result = await action(replace(context, idempotency=intent))
+                result = await action(keyed)
             except (DomainError, ApplicationError) as exc:
                 if not is_remembered(exc):
                     raise  # not executed (a malformed request, an outage): nothing to store
