@@ -16,7 +16,7 @@ from banking_es.application.validation import RequestValidator, default_validato
 from banking_es.cache.dedup import RedisCommandDedup
 from banking_es.cache.health import cache_checks
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheAndRedisMetrics
+from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.pages import EventPageCache
 from banking_es.cache.redis import RedisGateway
 from banking_es.cache.two_level import TwoLevelAccountCache
@@ -89,7 +89,7 @@ def build_store(
     )
 
 
-def build_redis(settings: Settings, metrics: CacheAndRedisMetrics) -> RedisGateway | None:
+def build_redis(settings: Settings, metrics: CacheMetrics) -> RedisGateway | None:
     """The Redis gateway when `REDIS_URL` is set (it connects lazily, on first use)."""
     if not settings.redis_url:
         return None
@@ -138,7 +138,7 @@ class Services:
     health: HealthChecks = field(default_factory=HealthChecks)
     # Redis issue: the shared cache, its metrics and warming (redis is None without REDIS_URL).
     account_cache: TwoLevelAccountCache | None = None
-    cache_metrics: CacheAndRedisMetrics = field(default_factory=CacheAndRedisMetrics)
+    cache_metrics: CacheMetrics = field(default_factory=CacheMetrics)
     cache_warmer: CacheWarmer | None = None
     redis: RedisGateway | None = None
     rate_limiter: RateLimiter | None = None
@@ -284,7 +284,7 @@ async def build_services(settings: Settings, *, run_migrations: bool = True) -> 
         )
         store.on_append = metrics.observe_append
         store.on_snapshot_load = metrics.observe_snapshot_load
-        cache_metrics = CacheAndRedisMetrics()
+        cache_metrics = CacheMetrics()
         cache = LocalAccountCache(
             settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction, cache_metrics
         )

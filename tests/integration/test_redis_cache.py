@@ -12,7 +12,7 @@ from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 from banking_es.application.accounts import AccountService, CommandContext
 from banking_es.application.ports import SystemClock, UuidGenerator
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheAndRedisMetrics
+from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway
 from banking_es.cache.two_level import TwoLevelAccountCache
 from banking_es.domain import commands as cmd
@@ -31,7 +31,7 @@ async def processes(redis_prefix: str) -> AsyncIterator[Callable[[], Process]]: 
     built: list[tuple[TwoLevelAccountCache, RedisGateway]] = []
 
     def make() -> Process:
-        metrics = CacheAndRedisMetrics()
+        metrics = CacheMetrics()
         gateway = RedisGateway(SHARED_REDIS_URL, prefix=redis_prefix, metrics=metrics)
         cache = TwoLevelAccountCache(LocalAccountCache(metrics=metrics), gateway)
         cache.start()
@@ -116,7 +116,7 @@ async def test_reads_stay_correct_when_l2_is_behind_the_store(
 
 
 async def test_without_a_reachable_redis_the_cache_is_l1_only_and_the_breaker_opens() -> None:
-    metrics = CacheAndRedisMetrics()
+    metrics = CacheMetrics()
     gateway = RedisGateway(
         "redis://127.0.0.1:1/0", timeout_ms=50, breaker_failures=2, metrics=metrics
     )

@@ -23,7 +23,7 @@ from tests.e2e.observability_support import (
 )
 
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheAndRedisMetrics
+from banking_es.cache.metrics import CacheMetrics
 from banking_es.domain.account import Account
 from banking_es.eventstore.base import OutboxStats
 from banking_es.observability.events import record_dead_letter, record_login, record_rate_limited
@@ -53,7 +53,7 @@ def test_tests_run_in_single_process_mode() -> None:
 
 def test_l1_cache_reports_hits_misses_and_evictions() -> None:
     metrics = Metrics()
-    counts = CacheAndRedisMetrics()
+    counts = CacheMetrics()
     cache = LocalAccountCache(size=2, metrics=counts)
     assert cache.lookup("a") is None
     cache.put(account("a"))
@@ -191,7 +191,7 @@ def test_serve_prepares_an_empty_metrics_directory(
 
 def test_cache_counts_reach_prometheus_once_each_at_export() -> None:
     """The hot path counts plain integers; each export adds only what is new."""
-    metrics, counts = Metrics(), CacheAndRedisMetrics()
+    metrics, counts = Metrics(), CacheMetrics()
     for name, label in [
         ("page_cache_hits", "l2"),
         ("page_cache_misses", "l1"),
@@ -230,7 +230,7 @@ def test_cache_counts_reach_prometheus_once_each_at_export() -> None:
 
 
 def test_l1_memory_grows_with_the_entries_and_reading_it_is_not_a_use() -> None:
-    cache = LocalAccountCache(size=3, metrics=CacheAndRedisMetrics())
+    cache = LocalAccountCache(size=3, metrics=CacheMetrics())
     assert cache.approximate_bytes() == 0
     for name in ("a", "b", "c"):
         cache.put(account(name))

@@ -9,7 +9,7 @@ from typing import Literal
 
 from cachetools import Cache, LFUCache, LRUCache, TTLCache
 
-from banking_es.cache.metrics import CacheAndRedisMetrics
+from banking_es.cache.metrics import CacheMetrics
 from banking_es.domain.account import Account
 
 
@@ -45,7 +45,7 @@ class LocalAccountCache:
         size: int = 10000,
         ttl: float = 300,
         eviction: Literal["lru", "lfu", "ttl"] = "lru",
-        metrics: CacheAndRedisMetrics | None = None,
+        metrics: CacheMetrics | None = None,
     ) -> None:
         self._entries: _LRU | _LFU | _TTL
         if eviction == "lfu":
@@ -54,7 +54,7 @@ class LocalAccountCache:
             self._entries = _TTL(maxsize=size, ttl=ttl)
         else:
             self._entries = _LRU(maxsize=size)
-        self.metrics = metrics or CacheAndRedisMetrics()
+        self.metrics = metrics or CacheMetrics()
 
     @property
     def hits(self) -> int:

@@ -1,9 +1,15 @@
-"""Counters of the cache and of every Redis user (cache, rate limits, de-dup).
+"""Counters of the cache and Redis, in one small per-process registry.
 
-Plain counters (no Prometheus objects, no lock): the hot path counts here (`inc`, keyed by
-name and label), and `observability.metrics.Metrics.export_cache` adds what was counted
-since its last call to the Prometheus metrics, on every scrape and every few seconds, so a
-cached read costs no locked write. One per process, built by `bootstrap`.
+Plain counters (no Prometheus objects, no lock): the hot path counts here, and
+`observability.metrics.Metrics.export_cache` adds what was counted since its last call to
+the Prometheus metrics (on every scrape and every few seconds), so a cached read costs no
+locked write. Built once per process by `bootstrap` and shared by the cache components:
+
+    cache_hits{level}  cache_misses{level}  cache_evictions{level}  cache_l2_dropped
+    page_cache_hits{level}  page_cache_misses{level}  cache_invalidations{source}
+    redis_errors{op}  redis_shed{op}  redis_rejected{op}  redis_breaker_transitions{state}
+    redis_latency (buckets, count, sum, max seconds)  redis_breaker_state  dedup{outcome}
+    cache_warmed
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ class Latency:
 
 @dataclass
 class Drained:
-    """What was counted since the previous `CacheAndRedisMetrics.drain()`."""
+    """What was counted since the previous `CacheMetrics.drain()`."""
 
     counters: dict[tuple[str, str], int]
     latency_buckets: list[int]
@@ -43,7 +49,7 @@ class Drained:
 
 
 @dataclass
-class CacheAndRedisMetrics:
+class CacheMetrics:
     """The registry: labelled counters, Redis latency and the breaker state."""
 
     counters: Counter[tuple[str, str]] = field(default_factory=Counter)

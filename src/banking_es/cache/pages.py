@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from cachetools import LRUCache
 
-from banking_es.cache.metrics import CacheAndRedisMetrics
+from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.eventstore.base import RecordedEvent
 
@@ -30,11 +30,11 @@ class EventPageCache:
         *,
         size: int = 1000,
         ttl: float = 300,
-        metrics: CacheAndRedisMetrics | None = None,
+        metrics: CacheMetrics | None = None,
     ) -> None:
         self.redis = redis
         self.ttl_ms = int(ttl * 1000)
-        self.metrics = metrics or CacheAndRedisMetrics()
+        self.metrics = metrics or CacheMetrics()
         self._local: LRUCache[PageKey, tuple[RecordedEvent, ...]] = LRUCache(maxsize=size)
 
     async def get(

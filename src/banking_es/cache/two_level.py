@@ -19,7 +19,7 @@ import orjson
 from redis.asyncio import Redis
 
 from banking_es.cache.local import LocalAccountCache
-from banking_es.cache.metrics import CacheAndRedisMetrics
+from banking_es.cache.metrics import CacheMetrics
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.domain.account import Account
 from banking_es.tasks import cancel_all
@@ -49,7 +49,7 @@ class TwoLevelAccountCache:
         redis: RedisGateway | None,
         *,
         ttl: float = 300,
-        metrics: CacheAndRedisMetrics | None = None,
+        metrics: CacheMetrics | None = None,
     ) -> None:
         self.local = local
         self.redis = redis

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from banking_es.cache.metrics import CacheAndRedisMetrics
+from banking_es.cache.metrics import CacheMetrics
 from banking_es.db.base import Database
 
 log = logging.getLogger("banking_es.cache")
@@ -29,12 +29,12 @@ class CacheWarmer:
         db: Database,
         load: Callable[[str], Awaitable[object]],
         limit: int,
-        metrics: CacheAndRedisMetrics | None = None,
+        metrics: CacheMetrics | None = None,
     ) -> None:
         self._db = db
         self._load = load
         self.limit = limit
-        self.metrics = metrics or CacheAndRedisMetrics()
+        self.metrics = metrics or CacheMetrics()
         self.state = "off" if limit == 0 else "pending"
         self.loaded = 0
         self.failed = 0

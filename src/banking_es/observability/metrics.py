@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from banking_es.cache.metrics import REDIS_LATENCY_BUCKETS, CacheAndRedisMetrics
+from banking_es.cache.metrics import REDIS_LATENCY_BUCKETS, CacheMetrics
 from banking_es.eventstore.base import AppendRequest, RecordedEvent
 from banking_es.observability.multiproc import ENV_DIR
 
@@ -286,9 +286,7 @@ class Metrics:
     def observe_snapshot_load(self) -> None:
         self.snapshots_loaded.inc()
 
-    def export_cache(
-        self, cache: CacheAndRedisMetrics, l1_entries: int = 0, l1_bytes: int = 0
-    ) -> None:
+    def export_cache(self, cache: CacheMetrics, l1_entries: int = 0, l1_bytes: int = 0) -> None:
         """Add what `cache` counted since the last call; set the breaker and l1 gauges.
 
         Called on every scrape and every few seconds by each worker, so counting on the hot
@@ -310,7 +308,7 @@ class Metrics:
         self._child(self.cache_memory, "l1").set(l1_bytes)
 
     def _cache_target(self, name: str, label: str) -> Any:
-        """The Prometheus child a `CacheAndRedisMetrics` counter adds to (None: not exported)."""
+        """The Prometheus child a `CacheMetrics` counter adds to (None: not exported)."""
         lookups = {
             "cache_hits": (self.cache_requests, "hit"),
             "cache_misses": (self.cache_requests, "miss"),
