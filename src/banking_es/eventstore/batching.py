@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -101,17 +101,12 @@ def plan_batch(
                     plan.outbox.append(OutboxRow(EVENTS_TOPIC, stream.stream_id, None, position))
             versions[stream.stream_id] = version
             if stream.snapshot is not None:
-                snapshot = stream.snapshot
-                if callable(snapshot.state):
-                    snapshot = replace(snapshot, state=snapshot.state(recorded))
-                plan.snapshots.append(snapshot)
+                plan.snapshots.append(stream.snapshot)
         for record in request.idempotency:
             identity = (record.scope, record.key)
             taken.add(identity)
             if identity in existing_keys:
                 plan.replaced_keys.append(identity)
-            if callable(record.body):
-                record = replace(record, body=record.body(recorded))
             holders[identity] = record
             plan.idempotency.append(record)
         for message in request.messages:
@@ -226,9 +221,7 @@ class Grouper(Generic[Req, Res]):
     async def _wait_for_more(self) -> None:
         """Under load: up to `max_wait_ms` for the queue to hold as many requests as the last
         batch. Waiting longer rarely makes a batch larger (the callers are those of the last
-        batch, coming back), it only leaves the database idle: in side-by-side runs of the
-        deposit row of `make bench` this took 36% of `/health/live`'s rate to 42%
-        (docs/performance.md, eighth round)."""
+        batch, coming back), it only leaves the database idle (docs/performance.md)."""
         self._filled = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self._max_wait):

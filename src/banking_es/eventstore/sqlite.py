@@ -15,7 +15,6 @@ from banking_es.eventstore.sql import (
     DELETE_KEY,
     INSERT_KEY,
     SqlEventStore,
-    body_text,
     dumps,
     row_to_record,
 )
@@ -69,7 +68,7 @@ class SqliteEventStore(SqlEventStore):
         await conn.executemany(
             INSERT_KEY,
             [
-                (r.scope, r.key, r.fingerprint, r.status, body_text(r.body), r.created_at,
+                (r.scope, r.key, r.fingerprint, r.status, r.body.decode(), r.created_at,
                  r.expires_at)
                 for r in plan.idempotency
             ],

@@ -13,8 +13,8 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from banking_es.api import render
-from banking_es.api.commands import guarded, run_command
 from banking_es.api.deps import Caller, CallerDep, JSONRoute, ServicesDep
+from banking_es.api.outcomes import guarded, run_command
 from banking_es.api.problems import ApiError
 from banking_es.api.ranges import VersionQuery
 from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
@@ -81,7 +81,8 @@ async def _write(
         action=guarded(
             lambda: services.access.check_write(caller.identity, str(account_id)), execute
         ),
-        render=lambda account: render.account_json(account, warnings),
+        render=render.account_json,
+        warnings=warnings,
     )
 
 
@@ -119,9 +120,9 @@ async def open_account(
         body,
         status=201,
         action=lambda ctx: services.accounts.open_account(command, ctx),
-        render=lambda account: render.account_json(account, warnings),
+        render=render.account_json,
+        warnings=warnings,
         headers=_location,
-        location_prefix="/accounts",
     )
 
 

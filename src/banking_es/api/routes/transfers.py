@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from banking_es.api import render
-from banking_es.api.commands import guarded, run_command
 from banking_es.api.deps import CallerDep, JSONRoute, ServicesDep
+from banking_es.api.outcomes import guarded, run_command
 from banking_es.api.problems import validation_error
 from banking_es.api.ratelimit import RATE_LIMIT_RESPONSES, RATE_LIMITED
 from banking_es.api.routes.accounts import _problems
@@ -68,9 +68,9 @@ async def create_transfer(
             lambda: services.access.check_write(caller.identity, source),
             lambda ctx: services.accounts.transfer(command, ctx),
         ),
-        render=lambda transfer: render.transfer_json(transfer, warnings),
+        render=render.transfer_json,
+        warnings=warnings,
         headers=lambda t: {"Location": f"/transfers/{t.id}"},
-        location_prefix="/transfers",
     )
 
 
