@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from banking_es.config import SettingsError
 from banking_es.db.base import Connection, Database, Row
 
 ShardStatus = Literal["available", "assigned", "rebalancing", "failed"]
@@ -26,8 +27,9 @@ _CLOCK = re.compile(r"\{(now|later|earlier)\}")
 _COLUMNS = "shard, owner, epoch, expires_at, handover_to, load"
 
 
-class ShardCountMismatch(Exception):
-    """The server's SHARD_COUNT is not the one stored with the database."""
+class ShardCountMismatch(SettingsError):
+    """The server's SHARD_COUNT is not the one stored with the database: a setting the
+    server cannot run with (it would map accounts to other shards)."""
 
     def __init__(self, configured: int, stored: int) -> None:
         super().__init__(
