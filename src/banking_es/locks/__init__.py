@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from banking_es.db.base import Database
 from banking_es.locks.base import LockManager
-from banking_es.locks.metrics import LockMetrics
+from banking_es.observability.locks import LockMetrics
 
 
 def lock_manager(

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Generic, Protocol, TypeVar
 
-from banking_es.locks.metrics import LockMetrics
+from banking_es.observability.locks import LockMetrics
 
 H = TypeVar("H")
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the lock manager (names: docs/observability.md)."""
+"""Prometheus metrics of the lock manager (locks/); names: docs/observability.md."""
 
 from __future__ import annotations
 
