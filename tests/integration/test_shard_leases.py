@@ -136,3 +136,35 @@ async def test_instances_are_alive_while_seen_within_a_ttl(
     seen = {i.id: i for i in await leases.instances()}
     assert (seen["a"].alive, seen["b"].alive) == (False, True)
     assert seen["b"].last_seen > seen["b"].started_at
+
+
+async def test_the_report_shows_each_shard_and_the_instances_holding_them(
+    open_database: DatabaseOpener,
+) -> None:
+    from banking_es.shards.report import shard_report
+
+    leases = await _leases(open_database, ttl=1.0)
+    await leases.register("b", "http://127.0.0.1:3002")
+    assert await leases.claim(0, "b") is not None
+    await asyncio.sleep(1.3)  # b's lease of shard 0 lapses, and b is no longer seen
+    await leases.register("a", "http://127.0.0.1:3001")
+    for shard in (1, 2):
+        assert await leases.claim(shard, "a") is not None
+    third = await leases.claim(3, "a")
+    assert third is not None
+    assert await leases.renew(third, load=4.5) is not None
+    assert await leases.hand_over(2, "b")
+
+    report = await shard_report(leases)
+
+    assert report["shard_count"] == COUNT
+    assert [s["status"] for s in report["shards"][:5]] == [
+        "failed", "assigned", "rebalancing", "assigned", "available",
+    ]  # fmt: skip
+    assert report["shards"][3] == {
+        "shard": 3, "status": "assigned", "owner": "a", "epoch": 1, "load": 4.5,
+    }  # fmt: skip
+    instances = {i["id"]: i for i in report["instances"]}
+    assert (instances["a"]["shards"], instances["a"]["status"]) == ([1, 2, 3], "alive")
+    assert (instances["b"]["shards"], instances["b"]["status"]) == ([], "gone")
+    assert instances["a"]["last_seen"].endswith("Z")
