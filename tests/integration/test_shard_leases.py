@@ -136,6 +136,8 @@ async def test_instances_are_alive_while_seen_within_a_ttl(
     seen = {i.id: i for i in await leases.instances()}
     assert (seen["a"].alive, seen["b"].alive) == (False, True)
     assert seen["b"].last_seen > seen["b"].started_at
+    await leases.leave("b")
+    assert not any(i.alive for i in await leases.instances())
 
 
 async def test_the_report_shows_each_shard_and_the_instances_holding_them(

@@ -267,6 +267,15 @@ class ShardLeases:
                 url,
             )
 
+    async def leave(self, instance_id: str) -> None:
+        """Record that `instance_id` stopped (it shows `gone` at once, not one ttl later)."""
+        async with self.db.transaction() as conn:
+            await self._fetch(
+                conn,
+                "UPDATE cluster_instances SET last_seen = {earlier} WHERE id = $1 RETURNING id",
+                instance_id,
+            )
+
     async def instances(self) -> list[Instance]:
         sql, values = self._sql(
             "SELECT id, url, started_at, last_seen,"
