@@ -212,3 +212,18 @@ async def test_the_deployment_chooses_redis_then_its_database(
         assert isinstance(lock_manager(db).backend, expected)
     finally:
         await db.close()
+
+
+async def test_an_unreachable_store_is_lock_unavailable(tmp_path: Path) -> None:
+    from redis.asyncio import Redis
+
+    from banking_es.locks.base import LockUnavailable
+    from banking_es.locks.redis import RedisLocks
+
+    manager = LockManager(RedisLocks(Redis.from_url("redis://127.0.0.1:1/0")))
+    try:
+        with pytest.raises(LockUnavailable):
+            await manager.acquire("away", ttl=1, timeout=0)
+        assert manager.metrics.acquisitions.labels("away", "error")._value.get() == 1
+    finally:
+        await manager.close()

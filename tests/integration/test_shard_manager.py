@@ -175,3 +175,19 @@ async def test_a_paused_owners_append_is_refused_after_another_took_its_shard(
         await store.close()
         await db.close()
         await other.stop()
+
+
+async def test_a_restart_with_the_same_instance_id_takes_its_shards_back_at_once(
+    open_manager: Opener,
+) -> None:
+    before = await open_manager("api-1")
+    await before.start()
+    assert before._task is not None
+    before._task.cancel()  # the process ends without releasing
+    held = before.owned
+    assert held
+    after = await open_manager("api-1")
+    await after.step()
+    assert set(after.owned) == set(held)
+    assert all(after.owned[s].epoch == lease.epoch + 1 for s, lease in held.items())
+    await after.stop()

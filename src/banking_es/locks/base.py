@@ -3,8 +3,9 @@ jitter, extension while held, metrics). A backend only says how to take, extend 
 back one lock (`Backend`).
 
     LockError
-    ├── LockTimeout   not acquired within the time allowed
-    └── LockLost      expired or taken over while held: it is no longer ours
+    ├── LockTimeout      not acquired within the time allowed
+    ├── LockLost         expired or taken over while held: it is no longer ours
+    └── LockUnavailable  the lock's store failed or cannot be reached
 
 Lock names label the metrics: keep them few and fixed ("rebalancer", "relay").
 """
@@ -38,6 +39,10 @@ class LockTimeout(LockError):
 
 class LockLost(LockError):
     """The lock expired or was taken by another while this holder believed it held it."""
+
+
+class LockUnavailable(LockError):
+    """The store of the locks (Redis, PostgreSQL, SQLite) failed; nothing is held."""
 
 
 class Backend(Protocol[H]):
@@ -150,9 +155,10 @@ class LockManager(Generic[H]):
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + timeout
-        handle = await self.backend.open(name, ttl)
+        handle: H | None = None
         contended = False
         try:
+            handle = await self.backend.open(name, ttl)
             while not await self.backend.try_acquire(handle):
                 if not contended:
                     contended = True
@@ -162,12 +168,14 @@ class LockManager(Generic[H]):
                     self.metrics.acquisitions.labels(name, "timeout").inc()
                     raise LockTimeout(f"lock {name!r} is held by another")
                 await asyncio.sleep(min(left, random.uniform(RETRY_MIN_S, RETRY_MAX_S)))
-        except LockTimeout:
-            await self.backend.discard(handle)
-            raise
-        except BaseException:
-            await self.backend.discard(handle)
+        except BaseException as exc:
+            if handle is not None:
+                await self.backend.discard(handle)
+            if isinstance(exc, LockTimeout | asyncio.CancelledError):
+                raise
             self.metrics.acquisitions.labels(name, "error").inc()
+            if isinstance(exc, Exception):
+                raise LockUnavailable(f"lock {name!r}: {exc}") from exc
             raise
         finally:
             self.metrics.wait.labels(name).observe(loop.time() - started)

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from banking_es.eventstore.base import Fence
-from banking_es.locks.base import LockManager, LockTimeout
+from banking_es.locks.base import LockError, LockManager
 from banking_es.shards.assignment import Limits, Move, plan_moves
 from banking_es.shards.keys import shard_of
 from banking_es.shards.leases import Lease, ShardLeases
@@ -147,6 +147,9 @@ class ShardManager:
             s.shard: s.owner if s.status in ("assigned", "rebalancing") else None for s in states
         }
         mine = {s.shard for s in states if s.handover_to == self.instance_id and s.owner is None}
+        # Held in this instance's name by a process before this one (a restart with the same
+        # INSTANCE_ID): claimed again at once, in a new epoch, rather than after the ttl.
+        mine |= {s.shard for s in states if s.owner == self.instance_id and s.handover_to is None}
         orphans = plan_moves(owners, alive, {}, replace(self.limits, max_moves=0))
         mine |= {move.shard for move in orphans if move.target == self.instance_id}
         for shard in sorted(mine - self._owned.keys()):
@@ -160,7 +163,7 @@ class ShardManager:
         shards over; nothing when another instance holds the rebalancer lock."""
         try:
             held = await self.locks.acquire(REBALANCER_LOCK, ttl=self.leases.ttl, timeout=0)
-        except LockTimeout:
+        except LockError:  # another instance rebalances, or the lock store is away
             return []
         try:
             states = await self.leases.states()
