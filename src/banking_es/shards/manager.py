@@ -66,6 +66,7 @@ class ShardManager:
         self._last_rebalance = float("-inf")
         self._rounds = 0
         self._moved_in: dict[int, int] = {}  # shard -> rebalancing round it was moved in
+        self._stepping = asyncio.Lock()  # one step at a time, also when called from outside
 
     @property
     def owned(self) -> dict[int, Lease]:
@@ -85,6 +86,18 @@ class ShardManager:
         if lease is not None and lease.epoch == epoch:
             del self._owned[shard]
             log.warning("shard %d: fenced out at epoch %d, dropped", shard, epoch)
+
+    async def health(self) -> dict[str, Any]:
+        """The `shards` readiness component: `ok` while every shard has a live lease,
+        `degraded` while some have none (a failover or handover under way)."""
+        states = await self.leases.states()
+        unowned = [s.shard for s in states if s.status in ("available", "failed")]
+        return {
+            "status": "degraded" if unowned else "ok",
+            "instance": self.instance_id,
+            "owned": sorted(self._owned),
+            "unowned": unowned,
+        }
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -111,13 +124,18 @@ class ShardManager:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.leases.leave(self.instance_id)  # first: the plan gives it nothing more
-        for shard in sorted(self._owned):
-            await self._give_up(shard)
+        async with self._stepping:
+            await self.leases.leave(self.instance_id)  # first: the plan gives it nothing more
+            for shard in sorted(self._owned):
+                await self._give_up(shard)
 
     async def step(self) -> None:
         """One round: heartbeat, renewals and handovers, then the claims the plan gives this
         instance; a rebalancing round when due."""
+        async with self._stepping:
+            await self._step()
+
+    async def _step(self) -> None:
         await self.leases.register(self.instance_id, self.url)
         for shard in sorted(self._owned):
             lease = self._owned[shard]
