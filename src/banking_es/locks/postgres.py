@@ -2,7 +2,7 @@
 as it is held (pooled connections keep no session state, see db/postgres.py). The lock ends
 with its session, so a crashed holder's lock goes when its connection does; a holder that is
 merely paused keeps it, which is why writes are fenced by shard epochs, not by locks.
-A transaction-pooling PgBouncer breaks session locks: connect these to PostgreSQL itself."""
+A transaction-pooling PgBouncer breaks session locks: behind one, use Redis (`REDIS_URL`)."""
 
 from __future__ import annotations
 
