@@ -1,0 +1,84 @@
+"""Fencing with real processes on PostgreSQL: an owner paused (SIGSTOP) past its lease while
+a command is in flight, another instance takes the shard and writes, and the paused one is
+continued (SIGCONT). Its in-flight append, fenced by the epoch that ended, is refused by the
+store (it says so), and none of its appends lands after the other instance's first: the store
+refused it, not the timing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+from tests.integration.shard_writer import SHARDS
+
+from banking_es.db.migrate import migrate
+from banking_es.db.postgres import PostgresDatabase
+from banking_es.shards.leases import ShardLeases
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+TTL = 1.0
+
+
+async def _writer(url: str, name: str, account: str, pause: float) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "tests.integration.shard_writer"),
+        *(url, name, account, str(TTL), str(pause)),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def _line(process: asyncio.subprocess.Process, prefix: str) -> str:
+    assert process.stdout is not None
+    while True:
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+        assert line, "the writer ended"
+        if line.startswith(prefix):
+            return line
+
+
+async def test_a_paused_owners_in_flight_append_is_refused_by_the_store(pg_url: str) -> None:
+    setup = await PostgresDatabase.connect(pg_url, max_size=2)
+    await migrate(setup)
+    await ShardLeases(setup, ttl=TTL).ensure_shard_count(SHARDS)
+    await setup.close()
+    account = "acc-fenced"
+    paused = await _writer(pg_url, "paused", account, pause=0.5)
+    taker = None
+    try:
+        await _line(paused, "wrote")  # it owns the shard and writes
+        stale = int((await _line(paused, "captured")).split()[1])
+        paused.send_signal(signal.SIGSTOP)  # inside its pause, a fence in hand
+        await asyncio.sleep(TTL + 1.0)  # its lease and its heartbeat lapse
+        taker = await _writer(pg_url, "taker", account, pause=0.05)
+        assert (await _line(taker, "wrote")).split()[1] == str(stale + 1)
+        paused.send_signal(signal.SIGCONT)
+        assert await _line(paused, "fenced") == f"fenced {stale}"
+        await _line(taker, "wrote")  # the new owner goes on writing
+    finally:
+        for process in (paused, taker):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                await process.wait()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT position, version, metadata->>'writer' AS writer,"
+            " (metadata->>'epoch')::int AS epoch FROM events WHERE stream_id = $1"
+            " ORDER BY version",
+            account,
+        )
+    finally:
+        await conn.close()
+    assert [r["version"] for r in rows] == list(range(1, len(rows) + 1))
+    first_taken = min(r["position"] for r in rows if r["writer"] == "taker")
+    assert all(r["position"] < first_taken for r in rows if r["writer"] == "paused")
+    assert {r["epoch"] for r in rows if r["writer"] == "paused"} == {stale}
+    assert {r["epoch"] for r in rows if r["writer"] == "taker"} == {stale + 1}
