@@ -3,11 +3,11 @@
 `banking_es_append_batch_v3` (migrations/postgres/0015, over 0009's v2) takes a
 transaction-level advisory lock, reads the head, the clock, each stream's version and each
 fenced shard's epoch, refuses the appends whose streams are not at the versions they expect
-or whose shards moved to another epoch, and writes the others: events, outbox rows,
-snapshots and stream notices. The lock makes the global position safe to tail; held only while the
-server works, it is never held across a round trip of a batch without idempotency records.
-Those, rendered from the recorded events, are stored by one more statement in the call's
-transaction. docs/architecture.md describes the batch, docs/performance.md why it is so.
+or whose shards moved to another epoch, and writes the others' events, outbox rows,
+snapshots and stream notices. The lock makes the global position safe to tail; it is never
+held across a round trip of a batch without idempotency records. Those, rendered from the
+recorded events, are stored by one more statement in the call's transaction.
+docs/architecture.md describes the batch, docs/performance.md why it is so.
 """
 
 from __future__ import annotations
