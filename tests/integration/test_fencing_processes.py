@@ -1,4 +1,5 @@
-"""Fencing with real processes on PostgreSQL: an owner paused (SIGSTOP) past its lease while
+"""Shards with real processes on PostgreSQL. A cold start of three instances at once ends with
+every shard owned and even shares. An owner paused (SIGSTOP) past its lease while
 a command is in flight, another instance takes the shard and writes, and the paused one is
 continued (SIGCONT). Its in-flight append, fenced by the epoch that ended, is refused by the
 store (it says so), and none of its appends lands after the other instance's first: the store
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
 import asyncpg
@@ -82,3 +84,30 @@ async def test_a_paused_owners_in_flight_append_is_refused_by_the_store(pg_url: 
     assert all(r["position"] < first_taken for r in rows if r["writer"] == "paused")
     assert {r["epoch"] for r in rows if r["writer"] == "paused"} == {stale}
     assert {r["epoch"] for r in rows if r["writer"] == "taker"} == {stale + 1}
+
+
+async def test_a_cold_start_of_three_processes_gives_each_shard_one_owner(pg_url: str) -> None:
+    setup = await PostgresDatabase.connect(pg_url, max_size=2)
+    await migrate(setup)
+    leases = ShardLeases(setup, ttl=TTL)
+    await leases.ensure_shard_count(SHARDS)
+    names = ["i0", "i1", "i2"]
+    writers = await asyncio.gather(*(_writer(pg_url, n, f"acc-{n}", 0.05) for n in names))
+    try:
+        deadline = asyncio.get_running_loop().time() + 10 * TTL
+        while True:  # started at once: until every shard is owned and the shares are even
+            await asyncio.sleep(TTL / 3)
+            states = await leases.states()
+            owners = [s.owner for s in states if s.status in ("assigned", "rebalancing")]
+            if len(owners) == SHARDS:
+                held = Counter(owners)
+                assert set(held) <= set(names)
+                if all(1 <= held[n] <= 2 for n in names):  # 4 shards, 3 instances
+                    break
+            assert asyncio.get_running_loop().time() < deadline, states
+        assert all(w.returncode is None for w in writers)
+    finally:
+        for writer in writers:
+            writer.kill()
+            await writer.wait()
+        await setup.close()
