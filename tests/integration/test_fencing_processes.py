@@ -1,9 +1,9 @@
 """Shards with real processes on PostgreSQL. A cold start of three instances at once ends with
-every shard owned and even shares. An owner paused (SIGSTOP) past its lease while
-a command is in flight, another instance takes the shard and writes, and the paused one is
-continued (SIGCONT). Its in-flight append, fenced by the epoch that ended, is refused by the
-store (it says so), and none of its appends lands after the other instance's first: the store
-refused it, not the timing."""
+every shard owned and even shares. An owner is paused (SIGSTOP) past its lease while a command
+is in flight; another instance takes the shard and writes; the paused one is continued
+(SIGCONT). Its in-flight append, fenced by the epoch that ended, is refused by the store (it
+says so), and none of its appends lands after the other instance's first: the store refused
+it, not the timing."""
 
 from __future__ import annotations
 
