@@ -2,7 +2,8 @@
 appends to ACCOUNT while it owns the account's shard, each append fenced by the epoch it
 captured before a pause of PAUSE seconds (a command in flight). It prints `captured E` when
 it has captured a fence and is about to pause, `wrote E V` for each append and `fenced E` for
-each refused one. `python -m tests.integration.shard_writer URL NAME ACCOUNT TTL PAUSE`."""
+each refused one. `python -m tests.integration.shard_writer URL NAME ACCOUNT TTL PAUSE
+[REBALANCE_INTERVAL]`."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ from banking_es.shards.manager import ShardManager
 SHARDS = 4
 
 
-async def main(url: str, name: str, account: str, ttl: float, pause: float) -> None:
+async def main(
+    url: str, name: str, account: str, ttl: float, pause: float, rebalance: float
+) -> None:
     db = await PostgresDatabase.connect(url, max_size=4)
     store = PostgresEventStore(db)
     manager = ShardManager(
@@ -39,7 +42,7 @@ async def main(url: str, name: str, account: str, ttl: float, pause: float) -> N
         url=f"http://127.0.0.1/{name}",
         shard_count=SHARDS,
         limits=Limits(),
-        rebalance_interval=3600,
+        rebalance_interval=rebalance,
     )
     await manager.start()
     while True:
@@ -66,4 +69,5 @@ async def main(url: str, name: str, account: str, ttl: float, pause: float) -> N
 
 if __name__ == "__main__":
     url, name, account, ttl, pause = sys.argv[1:6]
-    asyncio.run(main(url, name, account, float(ttl), float(pause)))
+    rebalance = float(sys.argv[6]) if len(sys.argv) > 6 else 3600.0
+    asyncio.run(main(url, name, account, float(ttl), float(pause), rebalance))
