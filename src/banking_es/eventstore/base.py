@@ -5,6 +5,7 @@
     ├── IdempotencyKeyExists    an idempotency key of the append is already recorded
     ├── AppendRejected          the database refused this append's data (nothing written)
     └── StoreUnavailable        the database cannot be reached; safe to retry later
+        └── FencedOut           the writer's shard epoch is not the shard's (nothing written)
 
 An `AppendRequest` is one atomic unit: its stream appends, snapshots, idempotency
 records and outbox rows are committed together or not at all (DESIGN.md guarantees 2, 6).
@@ -52,6 +53,25 @@ class AppendRejected(EventStoreError):
 
 class StoreUnavailable(EventStoreError):
     """The database is unreachable or failed transiently; nothing is known to be written."""
+
+
+class FencedOut(StoreUnavailable):
+    """The append carried a shard epoch that is no longer the shard's: another instance
+    claimed the shard since. Nothing was written; the request belongs to the new owner."""
+
+    def __init__(self, shard: int, epoch: int) -> None:
+        super().__init__(f"shard {shard} is no longer at epoch {epoch}")
+        self.shard = shard
+        self.epoch = epoch
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The shard lease an append's writer holds: the store writes it only while `epoch` is
+    still the shard's (shards/leases.py)."""
+
+    shard: int
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +217,8 @@ class AppendRequest:
     streams: Sequence[StreamAppend]
     idempotency: Sequence[IdempotencyRecord] = ()
     messages: Sequence[OutboxMessage] = ()
+    #: Set when shards are configured: refused with `FencedOut` unless its epoch is current.
+    fence: Fence | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,13 @@
 """PostgreSQL event store: every batch of appends is one call of a stored function.
 
-`banking_es_append_batch_v2` (migrations/postgres/0009) takes a transaction-level advisory
-lock, reads the head, the clock and each stream's version, refuses the appends whose streams
-are not at the versions they expect and writes the others: events, outbox rows, snapshots
-and stream notices. The lock makes the global position safe to tail; held only while the
-server works, it is never held across a round trip of a batch without idempotency records.
-Those are stored by one more statement in the call's transaction. docs/architecture.md
-describes the batch, docs/performance.md why it is so.
+`banking_es_append_batch_v3` (migrations/postgres/0015, over 0009's v2) takes a
+transaction-level advisory lock, reads the head, the clock, each stream's version and each
+fenced shard's epoch, refuses the appends whose streams are not at the versions they expect
+or whose shards moved to another epoch, and writes the others' events, outbox rows,
+snapshots and stream notices. The lock makes the global position safe to tail; it is never
+held across a round trip of a batch without idempotency records. Those are stored by one
+more statement in the call's transaction.
+docs/architecture.md describes the batch, docs/performance.md why it is so.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from banking_es.eventstore.base import (
     EVENTS_TOPIC,
     AppendRequest,
     ConcurrencyError,
+    EventStoreError,
+    FencedOut,
     IdempotencyKeyExists,
     RecordedEvent,
     StreamAppend,
@@ -68,10 +71,10 @@ def _array_of_json(placeholder: int, cast: str = "") -> str:
 #: One call of the batch function (module docstring); its answer arrives after the commit
 #: when it runs alone, so an answer is a durable write.
 _APPEND_BATCH = (
-    "SELECT o_head AS head, o_now AS now, o_actual AS actual"
-    f" FROM banking_es_append_batch_v2($1, {_array_of_json(2)}, {_array_of_json(3, '::int')},"
+    "SELECT o_head AS head, o_now AS now, o_actual AS actual, o_fenced AS fenced"
+    f" FROM banking_es_append_batch_v3($1, {_array_of_json(2)}, {_array_of_json(3, '::int')},"
     f" {_array_of_json(4, '::int')}, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9::text[],"
-    " $10::jsonb, $11)"
+    " $10::jsonb, $11, $12::jsonb)"
 )
 
 #: The written appends' idempotency records, in the function's transaction. An expired
@@ -158,7 +161,7 @@ class PostgresEventStore(SqlEventStore):
                 )
                 assert row is not None
                 now = row["now"]
-                call.answer(plan, int(row["head"]), now, row["actual"])
+                call.answer(plan, int(row["head"]), now, row["actual"], row["fenced"])
             if keyed and now is not None:
                 await self._store_records(conn, requests, plan, now)
         return plan
@@ -234,8 +237,8 @@ class BatchCall:
     """
 
     __slots__ = (
-        "_appends", "_events", "_notices", "_outbox", "_refused", "_requests", "_snapshots",
-        "expected",
+        "_appends", "_events", "_fences", "_notices", "_outbox", "_refused", "_requests",
+        "_snapshots", "expected",
     )  # fmt: skip
 
     def __init__(self, requests: Sequence[AppendRequest]) -> None:
@@ -247,6 +250,8 @@ class BatchCall:
         self._events: list[list[Any]] = []
         self._outbox: list[list[Any]] = []
         self._snapshots: list[list[Any]] = []
+        #: [append, shard, epoch] of each fenced append of the call.
+        self._fences: list[list[int]] = []
         self._notices = NoticeBodies([], [])
         #: Appends refused before the call: a stream of them does not continue itself.
         self._refused: dict[int, ConcurrencyError] = {}
@@ -276,6 +281,8 @@ class BatchCall:
         appended: dict[str, list[list[Any]]],
         outbox_events: bool,
     ) -> None:
+        if request.fence is not None:
+            self._fences.append([index, request.fence.shard, request.fence.epoch])
         for stream in request.streams:
             sid, version = stream.stream_id, stream.expected_version
             if sid not in self.expected:
@@ -308,12 +315,25 @@ class BatchCall:
             self._notices.bodies,
             orjson.dumps(self._notices.entries).decode(),
             STREAMS_CHANNEL,
+            orjson.dumps(self._fences).decode(),
         )
 
-    def answer(self, plan: BatchPlan, head: int, now: datetime, actual: Sequence[int]) -> None:
+    def answer(
+        self,
+        plan: BatchPlan,
+        head: int,
+        now: datetime,
+        actual: Sequence[int],
+        fenced: Sequence[int] = (),
+    ) -> None:
         """Add the outcome of each of the call's appends to `plan`, from the function's
-        answer (`actual`: the versions it read, in the order of `expected`)."""
-        refused = dict(self._refused)
+        answer (`actual`: the versions it read, in the order of `expected`; `fenced`: the
+        appends refused for their shard's epoch)."""
+        refused: dict[int, EventStoreError] = dict(self._refused)
+        for index in fenced:
+            fence = self._requests[index - 1].fence
+            assert fence is not None
+            refused[index] = FencedOut(fence.shard, fence.epoch)
         for (stream_id, expected), found, index in zip(
             self.expected.items(), actual, self._appends, strict=True
         ):
