@@ -97,11 +97,8 @@ def main() -> None:
             ) from None
     say(f"bench: rows {sorted(rows)}; load average before: {load_average()}")
     # Rows 5-7 run the store and the projections in this process: collect garbage and run
-    # the event loop as a serving worker does, where they run (api/app.py, `serve`'s
-    # uvloop). With CPython's defaults a fifth of row 5's time went to collections, each
-    # traversing the thousands of appends waiting for their batch (docs/performance.md,
-    # ninth round); uvloop switches between the 1,000 callers for about a third less CPU
-    # (tenth round). The references run under the same settings.
+    # the event loop as a serving worker does (api/app.py, `serve`'s uvloop), and the
+    # references under the same settings; docs/performance.md says what each saves.
     tune_gc()
     results = uvloop.run(run(rows))
     results["machine"]["gc_thresholds"] = list(GC_THRESHOLDS)

@@ -29,8 +29,8 @@ from bench.common import event_rows, say, scratch_database
 
 APPENDS = 20_000
 APPEND_CALLERS = 1_000
-#: Row 5's rounds (the median of each is reported). `COPY` of the same 20,000 rows alone
-#: took 41-72 thousand rows/s in twelve runs one after another on this shared machine.
+#: Row 5's rounds (the median of each is reported; docs/performance.md says how much they
+#: vary on a shared machine).
 ROUNDS = 5
 ES_BATCH = 100
 BIG_STREAM = 100_000

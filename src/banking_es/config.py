@@ -6,12 +6,14 @@ A bad value stops start-up with one line naming the variable (`SettingsError`).
 
 from __future__ import annotations
 
+import os
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite:///./data/banking.db"
@@ -92,6 +94,16 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = Field(24.0, gt=0)
     dlq_max_attempts: int = Field(5, ge=1)
 
+    instance_id: str | None = Field(None, min_length=1, max_length=200)
+    instance_url: str | None = Field(None, pattern=r"^https?://[^\s/]+$")
+    cluster_secret: str | None = None
+    shard_count: int = Field(16, ge=1, le=4096)
+    shard_lease_ttl: float = Field(10.0, ge=0.5, le=3600)
+    shard_rebalance_interval: float = Field(60.0, ge=1, le=86400)
+    shard_rebalance_threshold: float = Field(0.2, ge=0, le=10)
+    shards_min_per_instance: int = Field(1, ge=0, le=4096)
+    shards_max_per_instance: int | None = Field(None, ge=1, le=4096)
+
     default_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["console", "json"] | None = None
@@ -130,6 +142,26 @@ class Settings(BaseSettings):
             raise ValueError("must be smtp://[user:pass@]host[:port] or smtps://...")
         return value
 
+    @model_validator(mode="after")
+    def _shard_bounds(self) -> Settings:
+        most = self.shards_max_per_instance
+        if most is not None and most < self.shards_min_per_instance:
+            raise ValueError(
+                "SHARDS_MAX_PER_INSTANCE must be at least SHARDS_MIN_PER_INSTANCE"
+                f" ({most} < {self.shards_min_per_instance})"
+            )
+        return self
+
+    @property
+    def effective_instance_id(self) -> str:
+        """`INSTANCE_ID`, or this host's name and process id."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def effective_instance_url(self) -> str:
+        """`INSTANCE_URL`, or where this server listens."""
+        return self.instance_url or f"http://{self.host}:{self.port}"
+
     @property
     def backend(self) -> Literal["sqlite", "postgres"]:
         return "sqlite" if self.database_url.startswith("sqlite://") else "postgres"
@@ -146,7 +178,7 @@ class Settings(BaseSettings):
         return "json" if self.banking_env is Environment.PRODUCTION else "console"
 
 
-_SECRET_VARIABLES = frozenset({"SMTP_URL", "JWT_SECRET", "REFRESH_TOKEN_SECRET"})
+_SECRET_VARIABLES = frozenset({"SMTP_URL", "JWT_SECRET", "REFRESH_TOKEN_SECRET", "CLUSTER_SECRET"})
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -157,6 +189,9 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for error in exc.errors():
             name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+            if not error["loc"]:  # a check of several variables names them in its message
+                lines.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
             # A URL or secret may hold a password: name the variable, never echo it.
             shown = "" if name in _SECRET_VARIABLES else f" (got {error.get('input')!r})"
             lines.append(f"{name}: {error['msg']}{shown}")

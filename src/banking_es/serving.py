@@ -1,31 +1,11 @@
 """Worker processes that each accept their own share of the connections.
 
-uvicorn's `--workers` hands one listening socket to every process, and whichever process
-wakes first accepts every connection waiting. Clients that open their connections together
-(a proxy's keep-alive pool growing under load, a load generator) can all land on one
-worker while the other idles, and stay there as long as they keep their connections: with
-64 connections opened at once, one worker held all 64 in runs of `make bench`, and served
-deposits on one core of two.
-
-On Linux each worker here gets a listening socket of its own instead, all bound to the same
-address with `SO_REUSEPORT`; the kernel spreads new connections over them by a hash of the
-client's address and port. The supervisor holds every socket, so connections that arrive
-while a worker restarts wait in its queue for the replacement instead of being refused.
-Elsewhere (where `SO_REUSEPORT` does not spread connections) uvicorn's shared socket stays.
-
-uvicorn's supervisor pings each worker every half second and waits for the answer up to
-`timeout_worker_healthcheck` (30 s here). A worker that dies while a ping waits for its
-answer went unnoticed for those 30 s: the supervisor holds both ends of the ping's pipe, so
-no end-of-file ever comes. `WorkerProcess` waits for the answer or the worker's exit,
-whichever comes first, and the replacement starts at once.
-
-Joining a `SO_REUSEPORT` group is allowed to any process of the same user that asks for it,
-so a second server started on the same port would silently share the traffic instead of
-failing. `bind_worker_sockets` therefore first binds the address alone, which fails if
-anything (a group included) holds it.
-
-Without Redis, the workers keep their rate limits in one file (`shared_rate_limits`), so
-that a limit holds for the server, not once per worker.
+On Linux each worker listens on a socket of its own in one `SO_REUSEPORT` group, so the
+kernel spreads new connections over the workers (uvicorn's shared socket lets one take them
+all); the supervisor holds every socket, so connections wait for a restarting worker.
+`WorkerProcess` notices a worker that dies during a health ping at once,
+`bind_worker_sockets` refuses an address another server holds, and without Redis the
+workers keep their rate limits in one shared file. docs/architecture.md ("Processes").
 """
 
 from __future__ import annotations

@@ -200,7 +200,7 @@ def fail_next_commit(store: EventStore) -> None:
     if isinstance(store, MemoryEventStore):
         store.fail_next_commit = StoreUnavailable("injected: connection lost")
         return
-    hook = "_store_rendered" if hasattr(store, "_store_rendered") else "_insert_outbox"
+    hook = "_store_records" if hasattr(store, "_store_records") else "_insert_outbox"
     original = getattr(store, hook)
 
     async def failing(*args: Any) -> None:

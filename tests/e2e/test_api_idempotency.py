@@ -463,3 +463,42 @@ async def test_concurrent_requests_with_one_key_execute_once(
             assert_problem(response, 409, "idempotency_in_flight")
     assert (await api.get(f"/accounts/{account['id']}")).json()["balance"] == "1.00"
     assert await event_count(services) == 2
+
+
+# ---- records of an earlier release -----------------------------------------------------------
+
+
+@both_backends
+async def test_a_record_of_an_earlier_release_replays_the_response_it_stored(
+    api: httpx.AsyncClient, services: Services
+) -> None:
+    """Before the stored answer became the application outcome, a record held the HTTP
+    status and body it answered with: those are replayed as they are."""
+    account = await open_account(api, balance="10")
+    deposit, opening = key(), key()
+    await api.post(f"/accounts/{account['id']}/deposit", json={"amount": 1}, headers=deposit)
+    created = await api.post(
+        "/accounts", json={"owner_name": "Bo", "initial_balance": 1}, headers=opening
+    )
+    stored = {
+        deposit["Idempotency-Key"]: (200, '{"earlier": "release"}'),
+        opening["Idempotency-Key"]: (201, f'{{"id": "{created.json()["id"]}", "old": true}}'),
+    }
+    for name, (status, body) in stored.items():
+        await services.db.execute(
+            "UPDATE idempotency_keys SET status = $1, body = $2 WHERE key = $3", status, body, name
+        )
+
+    replay = await api.post(
+        f"/accounts/{account['id']}/deposit", json={"amount": 1}, headers=deposit
+    )
+    again = await api.post(
+        "/accounts", json={"owner_name": "Bo", "initial_balance": 1}, headers=opening
+    )
+
+    assert (replay.status_code, replay.content) == (200, b'{"earlier": "release"}')
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert again.status_code == 201
+    assert again.json() == {"id": created.json()["id"], "old": True}
+    assert again.headers["location"] == f"/accounts/{created.json()['id']}"
+    assert (await api.get(f"/accounts/{account['id']}")).json()["balance"] == "11.00"

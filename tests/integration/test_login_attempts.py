@@ -13,7 +13,7 @@ from tests.contract.eventstore_helpers import SQL_BACKENDS
 from tests.db_support import DatabaseOpener
 
 from banking_es.db.base import Database
-from banking_es.db.migrate import _statements, available, migrate
+from banking_es.db.migrate import available, migrate, split_statements
 from banking_es.identity.lockout import LoginAttempts, new_ticket
 
 pytestmark = pytest.mark.parametrize("backend", SQL_BACKENDS)
@@ -138,7 +138,7 @@ async def test_a_user_locked_before_the_migration_stays_locked_under_both_names(
         for migration in available(db.dialect):
             if migration.version >= lock_out_table:
                 break
-            for statement in _statements(migration.sql):
+            for statement in split_statements(migration.sql):
                 await conn.execute(statement)
             await conn.execute(
                 "INSERT INTO schema_migrations VALUES ($1, $2, $3)",

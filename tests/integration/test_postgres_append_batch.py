@@ -1,6 +1,7 @@
-"""The PostgreSQL batch (`banking_es_append_batch_v2`, migration 0009) against `plan_batch`:
-random batches of appends, some expecting versions their streams are not at, run through
-the real function. It must refuse exactly the appends `plan_batch` refuses and write
+"""The PostgreSQL batch (`banking_es_append_batch_v3`, migration 0015 over 0009's v2) against
+`plan_batch`: random batches of appends, some expecting versions their streams are not at,
+some fenced by a shard epoch that is no longer current, run through the real function. It
+must refuse exactly the appends `plan_batch` refuses and write
 exactly the rows it plans (positions, events, outbox rows, snapshots); the store must
 answer each caller as `plan_batch` does; the notices must carry exactly the written
 streams' new events."""
@@ -20,6 +21,8 @@ from banking_es.db.postgres import PostgresDatabase
 from banking_es.eventstore.base import (
     AppendRequest,
     ConcurrencyError,
+    Fence,
+    FencedOut,
     NewEvent,
     OutboxMessage,
     Snapshot,
@@ -27,10 +30,13 @@ from banking_es.eventstore.base import (
 from banking_es.eventstore.batching import plan_batch
 from banking_es.eventstore.notices import STREAMS_CHANNEL, parse_notice
 from banking_es.eventstore.postgres import APPEND_LOCK_KEY, PostgresEventStore
+from banking_es.shards.leases import ShardLeases
 
 pytestmark = pytest.mark.postgres
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
+#: The shards of the random batches, each claimed once: at epoch 1.
+SHARDS = 4
 
 
 def random_batch(rng: random.Random) -> tuple[list[AppendRequest], dict[str, int]]:
@@ -63,7 +69,10 @@ def random_batch(rng: random.Random) -> tuple[list[AppendRequest], dict[str, int
                 snapshot=Snapshot(snapshot_of[0], snapshot_of[1], state),
             ).streams[0]
         messages = [OutboxMessage("notifications", "k", {"n": 1})] if rng.random() < 0.2 else []
-        batch.append(AppendRequest(parts, messages=messages))
+        fence = None
+        if rng.random() < 0.3:  # the current epoch mostly, sometimes one that ended
+            fence = Fence(rng.randrange(SHARDS), 1 if rng.random() < 0.8 else 0)
+        batch.append(AppendRequest(parts, messages=messages, fence=fence))
     return batch, actual
 
 
@@ -81,14 +90,19 @@ def _outcome(outcome: object) -> object:
     """An outcome, comparable: the recorded events, or the conflict's details."""
     if isinstance(outcome, ConcurrencyError):
         return (outcome.stream_id, outcome.expected, outcome.actual)
+    if isinstance(outcome, FencedOut):
+        return ("fenced", outcome.shard, outcome.epoch)
     return outcome
 
 
 @pytest.mark.parametrize("outbox_events", [False, True])
 async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_events: bool) -> None:
     rng = random.Random(11)
-    refused = written = whole = 0
+    refused = fenced = written = whole = 0
     async with store_and_notices(pg_url, outbox_events=outbox_events) as (db, store, payloads):
+        leases = ShardLeases(db, ttl=60)
+        await leases.ensure_shard_count(SHARDS)
+        assert len(await leases.claim_free("this-instance", SHARDS)) == SHARDS
         for _ in range(40):
             batch, actual = random_batch(rng)
             seeded = 0
@@ -111,6 +125,7 @@ async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_eve
                 versions=actual,
                 existing_keys={},
                 outbox_events=outbox_events,
+                epochs=dict.fromkeys(range(SHARDS), 1),
             )
             assert plan.events == planned.events
             assert [_outcome(o) for o in plan.outcomes] == [_outcome(o) for o in planned.outcomes]
@@ -121,9 +136,13 @@ async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_eve
                 for part in request.streams:
                     first.setdefault(part.stream_id, part.expected_version)
                 moved = [s for s, version in first.items() if actual[s] != version]
-                assert isinstance(outcome, ConcurrencyError) == bool(moved), (request, outcome)
+                stale = request.fence is not None and request.fence.epoch != 1
+                assert isinstance(outcome, FencedOut) == stale, (request, outcome)
+                if not stale:
+                    assert isinstance(outcome, ConcurrencyError) == bool(moved), (request, outcome)
             refused += sum(isinstance(o, ConcurrencyError) for o in plan.outcomes)
-            whole += not any(isinstance(o, ConcurrencyError) for o in plan.outcomes)
+            fenced += sum(isinstance(o, FencedOut) for o in plan.outcomes)
+            whole += not any(isinstance(o, ConcurrencyError | FencedOut) for o in plan.outcomes)
             written += len(plan.events)
             stored = [
                 e
@@ -143,7 +162,7 @@ async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_eve
             for snapshot in planned.snapshots:
                 assert await store.latest_snapshot(snapshot.stream_id) == snapshot
             for request, outcome in zip(batch, plan.outcomes, strict=True):
-                if isinstance(outcome, ConcurrencyError):
+                if isinstance(outcome, ConcurrencyError | FencedOut):
                     for part in request.streams:
                         got = await store.latest_snapshot(part.stream_id)
                         assert got is None or got.version <= actual[part.stream_id]
@@ -165,6 +184,7 @@ async def test_the_function_writes_what_plan_batch_plans(pg_url: str, outbox_eve
             )
         # Both ways of the statement ran: batches with refusals and whole ones.
         assert refused > 10
+        assert fenced > 5
         assert whole > 5
         assert written > 100
 
@@ -244,7 +264,10 @@ async def test_a_process_of_the_previous_release_keeps_appending_after_the_upgra
         functions = await db.fetch(
             "SELECT proname FROM pg_proc WHERE proname LIKE 'banking_es_append%'"
         )
-        assert sorted(r["proname"] for r in functions) == ["banking_es_append_batch_v2"]
+        assert sorted(r["proname"] for r in functions) == [
+            "banking_es_append_batch_v2",
+            "banking_es_append_batch_v3",
+        ]
 
 
 async def test_a_batch_of_several_calls_is_written_whole_or_retried_append_by_append(

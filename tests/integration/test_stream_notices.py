@@ -25,11 +25,11 @@ from banking_es.bootstrap import Overrides, Services, build_services
 from banking_es.domain import commands as cmd
 from banking_es.eventstore import stream_notices as stream_notices_module
 from banking_es.eventstore.base import (
+    AppendedElsewhere,
     ConcurrencyError,
-    MovedEvent,
+    NoticedEvent,
     RecordedEvent,
     Snapshot,
-    StreamMoved,
 )
 from banking_es.eventstore.notices import (
     NOTICE_BYTES,
@@ -187,8 +187,7 @@ def _event(stream_id: str, version: int, description: str = "pay") -> RecordedEv
 async def test_notices_carry_exactly_what_the_store_wrote_on_every_path(pg_url: str) -> None:
     """Versions, ids, times and data of a notice's events are the stored ones, whether the
     one statement wrote the batch (refusing a conflicting append in it, or not), or it
-    needed a plan (keys, a snapshot rendered from the recorded events, a stream in two
-    appends of the batch)."""
+    needed more (idempotency keys, a stream in two appends of the batch)."""
     async with store_and_notices(pg_url) as (_, store, payloads):
         await store.append(one(new_stream(), 0, events(1)))  # the head is not 0 below
         await asyncio.wait_for(payloads.get(), 5)
@@ -197,7 +196,7 @@ async def test_notices_carry_exactly_what_the_store_wrote_on_every_path(pg_url: 
         conflicting = [one(c, 0, events(1)), one(a, 0, events(1)), one(b, 1, events(2))]
         planned = [
             one(c, 1, events(1), idempotency=[idem()]),
-            one(a, 3, events(1), snapshot=Snapshot(a, 4, lambda _: {"balance": "1.00"})),
+            one(a, 3, events(1), snapshot=Snapshot(a, 4, {"balance": "1.00"})),
         ]
         ready = [one(c, 2, events(1), snapshot=Snapshot(c, 3, {"balance": "3.00"}))]
         for batch, failures in ((twice, 0), (conflicting, 1), (planned, 0), (ready, 0)):
@@ -261,19 +260,19 @@ def test_notices_stay_under_the_payload_limit_and_parse_back() -> None:
     notices = payloads("origin1", events)
     assert len(notices) > 1
     assert all(len(n.encode()) <= NOTICE_BYTES for n in notices)
-    moved: dict[str, StreamMoved] = {}
+    moved: dict[str, AppendedElsewhere] = {}
     for notice in notices:
         assert parse_notice(notice, unless_from="origin1") == []  # its own: not decoded
         for stream in parse_notice(notice, unless_from="another"):
             moved[stream.stream_id] = stream
     assert len(moved) == 301
-    assert moved["big"] == StreamMoved("big", 1, ())
+    assert moved["big"] == AppendedElsewhere("big", 1, ())
     for stream_id in streams:
         expected = tuple(
-            MovedEvent(e.version, e.event_id, e.type, e.data, e.metadata, e.recorded_at)
+            NoticedEvent(e.version, e.event_id, e.type, e.data, e.metadata, e.recorded_at)
             for e in (_event(stream_id, 1), _event(stream_id, 2))
         )
-        assert moved[stream_id] == StreamMoved(stream_id, 2, expected)
+        assert moved[stream_id] == AppendedElsewhere(stream_id, 2, expected)
     assert parse_notice("o garbage a:1 :2 b:x") == []  # not JSON
     good = '["a",2,[[2,"e","MoneyDeposited",{},{}]]]'
     mixed = f'o {{"at":"2026-11-23T00:00:00+00:00","s":[["b"],{good},["c","x"],5]}}'

@@ -7,7 +7,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from tests.clock_support import EPOCH
 
 from banking_es.application.accounts import (
@@ -77,28 +76,8 @@ async def balance_and_version(store: MemoryEventStore, account_id: str) -> tuple
     return str(account.balance), account.version
 
 
-def render(result: object) -> bytes:
-    if isinstance(result, Account):
-        return orjson.dumps(
-            {
-                "id": result.id,
-                "balance": str(result.balance),
-                "version": result.version,
-                "updated_at": result.updated_at.isoformat() if result.updated_at else None,
-            }
-        )
-    assert isinstance(result, TransferResult)
-    return orjson.dumps(
-        {
-            "id": result.id,
-            "amount": str(result.amount),
-            "created_at": result.created_at.isoformat() if result.created_at else None,
-        }
-    )
-
-
-def keyed(key: str, status: int = 200, fingerprint: str = "fp-1") -> CommandContext:
-    intent = IdempotencyIntent("user-1", key, fingerprint, status, render, ttl_seconds=3600)
+def keyed(key: str, fingerprint: str = "fp-1") -> CommandContext:
+    intent = IdempotencyIntent("user-1", key, fingerprint, ttl_seconds=3600)
     return CommandContext(user_id="user-1", request_id="req-1", idempotency=intent)
 
 

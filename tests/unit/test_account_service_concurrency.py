@@ -26,11 +26,11 @@ from banking_es.application.errors import ServiceUnavailable
 from banking_es.domain import errors
 from banking_es.domain.account import Account
 from banking_es.eventstore.base import (
+    AppendedElsewhere,
     AppendRequest,
     ConcurrencyError,
     RecordedEvent,
     StoreUnavailable,
-    StreamMoved,
 )
 from banking_es.eventstore.memory import MemoryEventStore
 
@@ -87,15 +87,15 @@ class NoticeWinner(SpyStore):
 
     def __init__(self, inner: MemoryEventStore) -> None:
         super().__init__(inner)
-        self.notices: list[StreamMoved] = []
+        self.notices: list[AppendedElsewhere] = []
 
     async def append(self, request: AppendRequest) -> list[RecordedEvent]:
         recorded = await super().append(request)
         last = recorded[-1]
-        self.notices.append(StreamMoved(last.stream_id, last.version, tuple(recorded)))
+        self.notices.append(AppendedElsewhere(last.stream_id, last.version, tuple(recorded)))
         return recorded
 
-    def take(self) -> list[StreamMoved]:
+    def take(self) -> list[AppendedElsewhere]:
         taken, self.notices = self.notices, []
         return taken
 
@@ -121,7 +121,7 @@ async def test_a_conflict_is_retried_at_once_from_the_copy_the_winners_notice_br
     # PostgreSQL delivers the winner's notice (its new events) a moment after its commit:
     # here it arrives just as the loser's append fails.
     winner = NoticeWinner(store)
-    loser = NoticeLoser(store, lambda: a.note_moved(winner.take()))
+    loser = NoticeLoser(store, lambda: a.note_appended_elsewhere(winner.take()))
     outcomes: list[tuple[str, str]] = []
     a = make_service(loser, on_command=lambda name, outcome: outcomes.append((name, outcome)))
     b = make_service(winner)
@@ -155,7 +155,8 @@ async def test_a_conflict_waits_for_the_winners_notice_then_retries_from_it(
     # the events it carries.
     winner = NoticeWinner(store)
     loser = NoticeLoser(
-        store, lambda: asyncio.get_running_loop().call_soon(a.note_moved, winner.take())
+        store,
+        lambda: asyncio.get_running_loop().call_soon(a.note_appended_elsewhere, winner.take()),
     )
     # A wait without the notice would last 30 s (and then read the store).
     monkeypatch.setattr(retry.random, "uniform", lambda low, high: 30.0)

@@ -1,4 +1,4 @@
-"""IdempotencyService: fingerprints, lookups, keys in flight, outcomes without events."""
+"""IdempotencyService: fingerprints, stored answers, keys in flight, refusals without events."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from decimal import Decimal
 import pytest
 from tests.clock_support import EPOCH, FakeClock
 
-from banking_es.application.errors import IdempotencyInFlight, IdempotencyKeyReused
-from banking_es.application.idempotency import IdempotencyService, fingerprint
-from banking_es.eventstore.base import IdempotencyRecord
+from banking_es.application.context import CommandContext
+from banking_es.application.errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound
+from banking_es.application.idempotency import IdempotencyKey, IdempotencyService, fingerprint
+from banking_es.application.results import STORED_ANSWER
+from banking_es.domain.errors import InvalidAmount
 from banking_es.eventstore.memory import MemoryEventStore
 
 TTL_HOURS = 24
@@ -68,50 +70,79 @@ def test_fingerprint_takes_decimals_by_their_text() -> None:
     )
 
 
-# ---- lookup --------------------------------------------------------------------------------------
+# ---- stored answers ------------------------------------------------------------------------------
+
+CTX = CommandContext("user-1", "req-1")
 
 
-async def test_lookup_of_an_unknown_key_is_none(idempotency: IdempotencyService) -> None:
-    assert await idempotency.lookup("user-1", "k-1", "fp") is None
+def key(name: str = "k-1", fp: str = "fp", scope: str = "user-1") -> IdempotencyKey:
+    return IdempotencyKey(scope, name, fp)
 
 
-async def test_lookup_returns_the_stored_record_for_the_same_request(
-    idempotency: IdempotencyService, clock: FakeClock
+class Refuse:
+    """An action that counts its calls and refuses with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def __call__(self, context: CommandContext) -> object:
+        self.calls += 1
+        raise self.error
+
+
+async def test_without_a_key_a_refusal_is_raised_and_nothing_is_stored(
+    idempotency: IdempotencyService, store: MemoryEventStore
 ) -> None:
-    assert (
-        await idempotency.save_outcome("user-1", "k-1", "fp", 404, b'{"code":"not_found"}') is None
-    )
-    record = await idempotency.lookup("user-1", "k-1", "fp")
-    assert record == IdempotencyRecord(
-        "user-1",
-        "k-1",
-        "fp",
-        404,
-        b'{"code":"not_found"}',
-        EPOCH,
-        EPOCH + timedelta(hours=TTL_HOURS),
-    )
+    with pytest.raises(NotFound):
+        await idempotency.run(Refuse(NotFound("account a not found")), CTX, None)
+    assert await idempotency.purge() == 0
+    assert await store.get_idempotency("user-1", "k-1", EPOCH) is None
 
 
-async def test_lookup_with_another_fingerprint_is_key_reused(
+async def test_a_remembered_refusal_is_stored_with_the_ttl_and_replayed(
+    idempotency: IdempotencyService, store: MemoryEventStore
+) -> None:
+    action = Refuse(NotFound("account a not found"))
+    first = await idempotency.run(action, CTX, key())
+    assert isinstance(first.refusal, NotFound)
+    assert not first.replayed
+    record = await store.get_idempotency("user-1", "k-1", EPOCH)
+    assert record is not None
+    assert record.status == STORED_ANSWER
+    assert record.expires_at - record.created_at == timedelta(hours=TTL_HOURS)
+    again = await idempotency.run(action, CTX, key())
+    assert action.calls == 1
+    assert again.replayed
+    assert type(again.refusal) is NotFound
+    assert str(again.refusal) == "account a not found"
+
+
+async def test_another_request_with_the_key_is_key_reused(
     idempotency: IdempotencyService,
 ) -> None:
-    await idempotency.save_outcome("user-1", "k-1", "fp-a", 422, b"{}")
+    await idempotency.run(Refuse(NotFound("x")), CTX, key(fp="fp-a"))
     with pytest.raises(IdempotencyKeyReused) as info:
-        await idempotency.lookup("user-1", "k-1", "fp-b")
+        await idempotency.run(Refuse(NotFound("x")), CTX, key(fp="fp-b"))
     assert info.value.code == "idempotency_key_reused"
 
 
 async def test_keys_are_scoped(idempotency: IdempotencyService) -> None:
-    await idempotency.save_outcome("user-1", "k-1", "fp-a", 422, b"{}")
-    assert await idempotency.lookup("user-2", "k-1", "fp-b") is None
+    await idempotency.run(Refuse(NotFound("x")), CTX, key(fp="fp-a"))
+    action = Refuse(NotFound("y"))
+    other = await idempotency.run(action, CTX, key(fp="fp-b", scope="user-2"))
+    assert (action.calls, other.replayed) == (1, False)
 
 
-def test_check_same_request_accepts_the_same_fingerprint_only() -> None:
-    record = IdempotencyRecord("s", "k", "fp", 200, b"{}", EPOCH, EPOCH + timedelta(hours=1))
-    IdempotencyService.check_same_request(record, "fp")
-    with pytest.raises(IdempotencyKeyReused):
-        IdempotencyService.check_same_request(record, "other")
+async def test_a_malformed_request_is_not_remembered(
+    idempotency: IdempotencyService, store: MemoryEventStore
+) -> None:
+    action = Refuse(InvalidAmount("amount must be positive"))
+    for _ in range(2):
+        with pytest.raises(InvalidAmount):
+            await idempotency.run(action, CTX, key())
+    assert action.calls == 2
+    assert await store.get_idempotency("user-1", "k-1", EPOCH) is None
 
 
 # ---- keys in flight ------------------------------------------------------------------------------
@@ -123,82 +154,57 @@ async def test_a_key_in_flight_refuses_a_concurrent_request_with_the_same_key(
     inside = asyncio.Event()
     release = asyncio.Event()
 
-    async def first() -> str:
-        with idempotency.in_flight("user-1", "k-1"):
-            inside.set()
-            await release.wait()
-        return "done"
+    async def slow(context: CommandContext) -> object:
+        inside.set()
+        await release.wait()
+        raise NotFound("done")
 
-    task = asyncio.create_task(first())
+    task = asyncio.create_task(idempotency.run(slow, CTX, key()))
     await inside.wait()
-    with pytest.raises(IdempotencyInFlight) as info, idempotency.in_flight("user-1", "k-1"):
-        pass
+    with pytest.raises(IdempotencyInFlight) as info:
+        await idempotency.run(Refuse(NotFound("x")), CTX, key())
     assert info.value.code == "idempotency_in_flight"
-    with idempotency.in_flight("user-2", "k-1"), idempotency.in_flight("user-1", "k-2"):
-        pass  # other scopes and other keys are independent
+    # other scopes and other keys are independent
+    await idempotency.run(Refuse(NotFound("x")), CTX, key(scope="user-2"))
+    await idempotency.run(Refuse(NotFound("x")), CTX, key("k-2"))
     release.set()
-    assert await task == "done"
-    with idempotency.in_flight("user-1", "k-1"):
-        pass  # freed once the first finished
+    assert str((await task).refusal) == "done"
+    assert (await idempotency.run(Refuse(NotFound("x")), CTX, key())).replayed
 
 
-def test_a_key_in_flight_is_freed_when_the_request_fails(
+async def test_a_key_in_flight_is_freed_when_the_request_fails(
     idempotency: IdempotencyService,
 ) -> None:
-    with pytest.raises(RuntimeError), idempotency.in_flight("user-1", "k-1"):
-        raise RuntimeError("boom")
-    with idempotency.in_flight("user-1", "k-1"):
-        pass
+    with pytest.raises(RuntimeError):
+        await idempotency.run(Refuse(RuntimeError("boom")), CTX, key())
+    action = Refuse(NotFound("x"))
+    assert not (await idempotency.run(action, CTX, key())).replayed
+    assert action.calls == 1
 
 
-# ---- outcomes without events ---------------------------------------------------------------------
-
-
-async def test_save_outcome_stores_the_record_with_the_ttl(
-    idempotency: IdempotencyService, store: MemoryEventStore
-) -> None:
-    assert idempotency.ttl_seconds == TTL_HOURS * 3600
-    assert await idempotency.save_outcome("user-1", "k-1", "fp", 409, b"conflict") is None
-    record = await store.get_idempotency("user-1", "k-1", EPOCH)
-    assert record is not None
-    assert (record.status, record.body) == (409, b"conflict")
-    assert record.expires_at - record.created_at == timedelta(hours=TTL_HOURS)
-
-
-async def test_save_outcome_returns_the_earlier_record_on_conflict(
-    idempotency: IdempotencyService, clock: FakeClock
-) -> None:
-    await idempotency.save_outcome("user-1", "k-1", "fp", 404, b"first")
-    clock.advance(60)
-    earlier = await idempotency.save_outcome("user-1", "k-1", "fp", 422, b"second")
-    assert earlier is not None
-    assert (earlier.status, earlier.body, earlier.created_at) == (404, b"first", EPOCH)
-    stored = await idempotency.lookup("user-1", "k-1", "fp")
-    assert stored == earlier
+# ---- expiry --------------------------------------------------------------------------------------
 
 
 async def test_an_expired_record_is_forgotten_and_may_be_replaced(
     idempotency: IdempotencyService, clock: FakeClock
 ) -> None:
-    await idempotency.save_outcome("user-1", "k-1", "fp-a", 404, b"old")
+    await idempotency.run(Refuse(NotFound("old")), CTX, key(fp="fp-a"))
     clock.advance(TTL_HOURS * 3600 - 1)
-    assert await idempotency.lookup("user-1", "k-1", "fp-a") is not None
+    assert (await idempotency.run(Refuse(NotFound("x")), CTX, key(fp="fp-a"))).replayed
     clock.advance(1)
-    assert await idempotency.lookup("user-1", "k-1", "fp-a") is None
-    assert await idempotency.lookup("user-1", "k-1", "fp-b") is None  # no longer "reused"
-    assert await idempotency.save_outcome("user-1", "k-1", "fp-b", 422, b"new") is None
-    record = await idempotency.lookup("user-1", "k-1", "fp-b")
-    assert record is not None
-    assert record.body == b"new"
+    fresh = await idempotency.run(Refuse(NotFound("new")), CTX, key(fp="fp-b"))  # not "reused"
+    assert not fresh.replayed
+    again = await idempotency.run(Refuse(NotFound("x")), CTX, key(fp="fp-b"))
+    assert str(again.refusal) == "new"
 
 
 async def test_purge_removes_only_expired_records(
     idempotency: IdempotencyService, clock: FakeClock
 ) -> None:
-    await idempotency.save_outcome("user-1", "old", "fp", 404, b"")
+    await idempotency.run(Refuse(NotFound("x")), CTX, key("old"))
     clock.advance(3600)
-    await idempotency.save_outcome("user-1", "new", "fp", 404, b"")
+    await idempotency.run(Refuse(NotFound("x")), CTX, key("new"))
     clock.advance(TTL_HOURS * 3600 - 3600)
     assert await idempotency.purge() == 1
     assert await idempotency.purge() == 0
-    assert await idempotency.lookup("user-1", "new", "fp") is not None
+    assert (await idempotency.run(Refuse(NotFound("x")), CTX, key("new"))).replayed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from banking_es.db.migrate import _statements, available
+from banking_es.db.migrate import available, split_statements
 
 
 def test_a_function_body_is_one_statement_with_its_semicolons() -> None:
@@ -18,7 +18,7 @@ def test_a_function_body_is_one_statement_with_its_semicolons() -> None:
     $fn$;
     SELECT $$a;b$$, 'c'
     """
-    statements = _statements(sql)
+    statements = split_statements(sql)
     assert [s.split()[0] for s in statements] == ["CREATE", "INSERT", "CREATE", "SELECT"]
     assert "PERFORM 1;\n        RETURN 2;" in statements[2]
     assert statements[2].endswith("$fn$")
@@ -27,6 +27,6 @@ def test_a_function_body_is_one_statement_with_its_semicolons() -> None:
 
 def test_the_append_function_migration_is_one_statement() -> None:
     [function] = [m for m in available("postgres") if m.name == "append_function"]
-    [statement] = _statements(function.sql)
+    [statement] = split_statements(function.sql)
     assert statement.startswith("CREATE FUNCTION banking_es_append_if_current(")
     assert statement.endswith("$fn$")

@@ -23,12 +23,13 @@ from banking_es.application.locks import StreamLocks
 from banking_es.application.ports import AggregateCache, Clock, EventPageCache, IdGenerator
 from banking_es.application.queries import AccountQueries
 from banking_es.application.repository import AccountRepository
+from banking_es.application.results import TransferResult
 from banking_es.application.retry import RetryPolicy
 from banking_es.application.stream_queue import StreamQueue
-from banking_es.application.transfers import TransferResult, Transfers
+from banking_es.application.transfers import Transfers
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
-from banking_es.eventstore.base import EventStore, RecordedEvent, StreamMoved
+from banking_es.eventstore.base import AppendedElsewhere, EventStore, RecordedEvent
 
 __all__ = [
     "AccountService",
@@ -92,11 +93,11 @@ class AccountService:
     ) -> Coroutine[Any, Any, TransferResult | Replayed]:
         return self._transfers.transfer(command, context)
 
-    def note_moved(self, moved: Sequence[StreamMoved]) -> None:
+    def note_appended_elsewhere(self, appended: Sequence[AppendedElsewhere]) -> None:
         """Other processes appended to these streams (their notices): see
-        `AccountRepository.note_moved`; chunks waiting for these versions go on."""
-        self._repository.note_moved(moved)
-        self._retry.wake(moved)
+        `AccountRepository.note_appended_elsewhere`; chunks waiting for these versions go on."""
+        self._repository.note_appended_elsewhere(appended)
+        self._retry.wake(appended)
 
     def drain(self) -> Coroutine[Any, Any, None]:
         """Wait for queued commands to finish (graceful shutdown)."""

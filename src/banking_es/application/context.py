@@ -8,41 +8,43 @@ go to `CommandOutcomes` (metrics and the log).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from banking_es.application.ports import Clock
-from banking_es.eventstore.base import IdempotencyRecord, RecordedEvent
+from banking_es.application.results import STORED_ANSWER, TransferResult, store_result
+from banking_es.domain.account import Account
+from banking_es.eventstore.base import IdempotencyRecord
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyIntent:
-    """Store this command's outcome under (scope, key), rendered by `render`."""
+    """Store this command's answer under (scope, key) for `ttl_seconds`."""
 
     scope: str
     key: str
     fingerprint: str
-    status: int
-    render: Callable[[Any], bytes]
     ttl_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
 class CommandContext:
-    """Who asks, and how to remember the answer."""
+    """Who asks, how to remember the answer, and the validation rules' `warnings` that
+    go with it."""
 
     user_id: str | None = None
     request_id: str | None = None
     idempotency: IdempotencyIntent | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Replayed:
-    """The command was already executed (perhaps by another process): its stored outcome."""
+    """The command was already executed (perhaps by another process): its stored answer."""
 
     record: IdempotencyRecord
 
@@ -88,21 +90,21 @@ def event_metadata(
 
 
 def idempotency_records(
-    context: CommandContext, finish: Callable[[Sequence[RecordedEvent]], Any], clock: Clock
+    context: CommandContext, result: Account | TransferResult, clock: Clock
 ) -> list[IdempotencyRecord]:
-    """The record that remembers the command's outcome (`finish` of its recorded events)."""
+    """The record that remembers the command's `result`, stored with its events."""
     intent = context.idempotency
     if intent is None:
         return []
     now = clock.now()
     return [
         IdempotencyRecord(
-            scope=intent.scope,
-            key=intent.key,
-            fingerprint=intent.fingerprint,
-            status=intent.status,
-            body=lambda recorded: intent.render(finish(recorded)),
-            created_at=now,
-            expires_at=now + timedelta(seconds=intent.ttl_seconds),
+            intent.scope,
+            intent.key,
+            intent.fingerprint,
+            STORED_ANSWER,
+            store_result(result, context.warnings, before_append=True),
+            now,
+            now + timedelta(seconds=intent.ttl_seconds),
         )
     ]

@@ -85,21 +85,16 @@ class AccountHandlers:
         new_event = to_new_event(
             event, self._ids.new_event_id(), event_metadata(context, "OpenAccount", trace_carrier())
         )
-
-        def finish(recorded: Sequence[RecordedEvent]) -> Account:
-            done = state.copy()
-            done.created_at = done.updated_at = recorded[0].recorded_at
-            return done
-
         request = AppendRequest(
             [StreamAppend(account_id, 0, [new_event])],
-            idempotency=idempotency_records(context, finish, self._clock),
+            idempotency=idempotency_records(context, state, self._clock),
         )
         try:
             recorded = await self._store.append(request)
         except IdempotencyKeyExists as exc:
             return Replayed(exc.existing)
-        result = finish(recorded)
+        result = state
+        result.created_at = result.updated_at = recorded[0].recorded_at
         self._cache.put(result)
         self._outcomes.on_command("OpenAccount", "ok")
         return result
@@ -215,16 +210,9 @@ class AccountHandlers:
         new_events: list[NewEvent],
     ) -> list[RecordedEvent]:
         records: list[IdempotencyRecord] = []
-        for index, (pending, after) in enumerate(accepted):
-
-            def finish(
-                recorded: Sequence[RecordedEvent], after: Account = after, index: int = index
-            ) -> Account:
-                done = after.copy()
-                done.updated_at = recorded[index].recorded_at
-                return done
-
-            records.extend(idempotency_records(pending.context, finish, self._clock))
+        for pending, after in accepted:
+            if pending.context.idempotency is not None:
+                records += idempotency_records(pending.context, after, self._clock)
 
         snapshot = self._repository.snapshot(base, final.version)
         request = AppendRequest(

@@ -7,7 +7,7 @@ from datetime import datetime
 from banking_es.application.errors import NotFound
 from banking_es.application.ports import EventPageCache
 from banking_es.application.repository import AccountRepository
-from banking_es.application.transfers import TransferResult
+from banking_es.application.results import TransferResult
 from banking_es.domain.account import Account
 from banking_es.domain.events import TransferSent
 from banking_es.eventstore.base import RecordedEvent

@@ -12,10 +12,10 @@ from datetime import datetime
 
 from banking_es.application.ports import AggregateCache
 from banking_es.domain.account import Account
-from banking_es.eventstore.base import EventStore, Snapshot, StreamMoved
+from banking_es.eventstore.base import AppendedElsewhere, EventStore, Snapshot
 from banking_es.eventstore.codec import history
 
-#: Streams remembered as moved by other processes (see `note_moved`).
+#: Streams remembered as appended by other processes (see `note_appended_elsewhere`).
 MAX_BEHIND = 100_000
 
 
@@ -72,19 +72,19 @@ class AccountRepository:
         events = await self.store.read_stream(account_id, recorded_until=moment)
         return Account(account_id).fold(history(events))
 
-    def note_moved(self, moved: Sequence[StreamMoved]) -> None:
+    def note_appended_elsewhere(self, appended: Sequence[AppendedElsewhere]) -> None:
         """Other processes appended to these streams. A cached copy just before the new
         events is brought forward with them (no query); any other copy below the new version
         is marked behind, and read forward before its next command instead of conflicting at
         append. Both only save work: the append's version check is what keeps writes safe."""
         if len(self._behind) > MAX_BEHIND:
             self._behind.clear()  # only an optimization: forgetting costs a read or a conflict
-        for stream in moved:
+        for stream in appended:
             brought = bool(stream.events) and self._bring_forward(stream)
             if not brought and stream.version > self._behind.get(stream.stream_id, 0):
                 self._behind[stream.stream_id] = stream.version
 
-    def _bring_forward(self, stream: StreamMoved) -> bool:
+    def _bring_forward(self, stream: AppendedElsewhere) -> bool:
         cached = self.cache.peek(stream.stream_id)
         if cached is None:
             return False
@@ -102,9 +102,7 @@ class AccountRepository:
         """Every `snapshot_threshold` events, a snapshot: when an append takes a stream past a
         multiple of the threshold, of the state it was decided on. That state is already
         recorded (its times are the store's), so the snapshot is known before the append and
-        travels with it in the store's one-statement batch (one rendered from the recorded
-        events would need the batch planned in more round trips). Loading still reads fewer
-        than a threshold plus one chunk of events."""
+        travels with it. Loading still reads fewer than a threshold plus one chunk of events."""
         threshold = self._snapshot_threshold
         if not base.exists or final_version // threshold == base.version // threshold:
             return None

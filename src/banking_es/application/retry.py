@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 
 from banking_es.application.errors import ServiceUnavailable
-from banking_es.eventstore.base import ConcurrencyError, StreamMoved
+from banking_es.eventstore.base import AppendedElsewhere, ConcurrencyError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class RetryPolicy:
         await asyncio.sleep(random.uniform(0, backoff_limit(attempt)))
 
     async def await_notice(self, stream_id: str, version: int, attempt: int) -> None:
-        """Until another process's notice has moved `stream_id` to `version` here (see
+        """Until another process's notice has brought `stream_id` to `version` here (see
         `wake`), or a backoff's time has passed (no notice: read the store)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (version, future)
@@ -64,11 +64,11 @@ class RetryPolicy:
                 if not waiting:
                     del self._awaiting[stream_id]
 
-    def wake(self, moved: Sequence[StreamMoved]) -> None:
+    def wake(self, appended: Sequence[AppendedElsewhere]) -> None:
         """Notices arrived: wake the chunks waiting for these streams' versions."""
         if not self._awaiting:
             return
-        for stream in moved:
+        for stream in appended:
             waiting = self._awaiting.get(stream.stream_id)
             if waiting is None:
                 continue

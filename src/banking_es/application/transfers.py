@@ -7,11 +7,6 @@ and tries again within the retry budget.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
-from decimal import Decimal
-
 from banking_es.application.context import (
     CommandContext,
     CommandOutcomes,
@@ -23,6 +18,7 @@ from banking_es.application.errors import NotFound, ServiceUnavailable, as_unava
 from banking_es.application.locks import StreamLocks
 from banking_es.application.ports import Clock, IdGenerator
 from banking_es.application.repository import AccountRepository
+from banking_es.application.results import TransferResult
 from banking_es.application.retry import RetryPolicy, log_conflict
 from banking_es.domain import commands as cmd
 from banking_es.domain.errors import DomainError, SameAccount
@@ -30,26 +26,11 @@ from banking_es.eventstore.base import (
     AppendRequest,
     ConcurrencyError,
     IdempotencyKeyExists,
-    RecordedEvent,
     StoreUnavailable,
     StreamAppend,
 )
 from banking_es.eventstore.codec import to_new_event
 from banking_es.observability.tracing import span, trace_carrier
-
-
-@dataclass(slots=True)
-class TransferResult:
-    """A transfer as its callers see it (its id is its `TransferSent` event's)."""
-
-    id: str
-    from_account_id: str
-    to_account_id: str
-    amount: Decimal
-    currency: str
-    description: str | None
-    created_at: datetime | None
-    status: str = "completed"
 
 
 class Transfers:
@@ -135,12 +116,6 @@ class Transfers:
                     command.description,
                     None,
                 )
-
-                def finish(
-                    recorded: Sequence[RecordedEvent], result: TransferResult = result
-                ) -> TransferResult:
-                    return replace(result, created_at=recorded[0].recorded_at)
-
                 metadata = event_metadata(context, "Transfer", trace_carrier())
                 snapshot = self._repository.snapshot
                 request = AppendRequest(
@@ -158,7 +133,7 @@ class Transfers:
                             snapshot(target, new_target.version),
                         ),
                     ],
-                    idempotency=idempotency_records(context, finish, self._clock),
+                    idempotency=idempotency_records(context, result, self._clock),
                 )
                 try:
                     recorded = await self._store.append(request)
@@ -178,4 +153,5 @@ class Transfers:
                 self._cache.put(new_source)
                 self._cache.put(new_target)
                 self._outcomes.on_command("Transfer", "ok")
-                return finish(recorded)
+                result.created_at = at
+                return result

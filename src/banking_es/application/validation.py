@@ -1,18 +1,16 @@
 """Request validation rules (the seed's "Request Validation"): pluggable, async, per kind.
 
-The HTTP schemas already check types and formats; rules are for checks that belong to the
-business and may look things up. An error refuses the request (400 `validation_error` listing
-every problem of every rule); a warning lets it through, is returned in the response's
-`warnings` and logged. Rules run one after another in registration order, on every request of
-their kind (`account_creation`, `transaction`, `transfer`): keep them quick. How to register
-one of your own: docs/redis.md ("Request validation").
+The HTTP schemas check types, formats and ranges (an amount > 0, ids that are UUIDs), the
+domain its rules; validation rules are the bank's own policies and may look things up. An
+error refuses the request (400 `validation_error` listing every problem of every rule); a
+warning lets it through, is returned in the response's `warnings` and logged. Rules run one
+after another in registration order on every request of their kind (`account_creation`,
+`transaction`, `transfer`): keep them quick. Registering one: docs/redis.md.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -120,71 +118,6 @@ class RequestValidator:
 # ---- the built-in rules -------------------------------------------------------------------
 
 
-class AccountCreationRule:
-    """owner_name is required and not blank; initial_balance is required and non-negative."""
-
-    name = "account_creation"
-
-    async def validate(self, request: RequestContext) -> ValidationResult:
-        result = ValidationResult()
-        owner = request.data.get("owner_name")
-        if not isinstance(owner, str) or not owner.strip():
-            result.errors.append(FieldError("owner_name", "is required"))
-        balance = request.data.get("initial_balance")
-        if not isinstance(balance, Decimal):
-            result.errors.append(FieldError("initial_balance", "is required"))
-        elif balance < 0:
-            result.errors.append(FieldError("initial_balance", "must be non-negative"))
-        return result
-
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _is_uuid(value: Any) -> bool:
-    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
-        return True  # the usual form, without building a UUID
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
-
-
-class TransactionRule:
-    """account_id is a UUID; amount is required and greater than zero."""
-
-    name = "transaction"
-
-    async def validate(self, request: RequestContext) -> ValidationResult:
-        result = ValidationResult()
-        if not _is_uuid(request.data.get("account_id")):
-            result.errors.append(FieldError("account_id", "must be a UUID"))
-        _check_amount(request.data.get("amount"), result)
-        return result
-
-
-class TransferRule:
-    """Both account ids are UUIDs; amount is required and greater than zero."""
-
-    name = "transfer"
-
-    async def validate(self, request: RequestContext) -> ValidationResult:
-        result = ValidationResult()
-        for name in ("from_account_id", "to_account_id"):
-            if not _is_uuid(request.data.get(name)):
-                result.errors.append(FieldError(name, "must be a UUID"))
-        _check_amount(request.data.get("amount"), result)
-        return result
-
-
-def _check_amount(amount: Any, result: ValidationResult) -> None:
-    if not isinstance(amount, Decimal):
-        result.errors.append(FieldError("amount", "is required"))
-    elif amount <= 0:
-        result.errors.append(FieldError("amount", "must be greater than zero"))
-
-
 class LowRemainingBalanceRule:
     """Warns when a withdrawal or outgoing transfer leaves less than 1% of the balance."""
 
@@ -201,9 +134,7 @@ class LowRemainingBalanceRule:
             account_id = data.get("from_account_id")
         else:
             return ValidationResult()
-        amount = data.get("amount")
-        if not isinstance(amount, Decimal) or not _is_uuid(account_id):
-            return ValidationResult()
+        amount = data["amount"]  # parsed by the schema: a positive Decimal, the id a UUID
         account = await request.account(str(account_id))
         if account is None or account.balance <= 0 or amount > account.balance:
             return ValidationResult()  # unknown account or not enough money: the command says
@@ -224,9 +155,6 @@ def default_validator(
 ) -> RequestValidator:
     """The validator with the built-in rules registered."""
     validator = RequestValidator(on_failure=on_failure, on_warning=on_warning)
-    validator.register(ACCOUNT_CREATION, AccountCreationRule())
-    validator.register(TRANSACTION, TransactionRule())
     validator.register(TRANSACTION, LowRemainingBalanceRule())
-    validator.register(TRANSFER, TransferRule())
     validator.register(TRANSFER, LowRemainingBalanceRule())
     return validator

@@ -194,7 +194,7 @@ def _stream_notices(
     url = getattr(db, "url", None)
     if origin is None or url is None:
         return None
-    return StreamNotices(url, origin, accounts.note_moved)
+    return StreamNotices(url, origin, accounts.note_appended_elsewhere)
 
 
 async def build_services(

@@ -1,13 +1,11 @@
 """The Redis fast path for command de-duplication (`Idempotency-Key`), in front of the
 durable records in the event store, which stay the truth.
 
-One key per (scope, idempotency key): `claim` does `SET NX` of a short-lived "pending"
-marker; if the key exists its value comes back in the same round trip (a Lua script):
-"pending" (the command is running in some process: 409) or the finished outcome (replayed
-without touching the database). After the outcome is stored durably, `remember` replaces
-the marker with it for `IDEMPOTENCY_TTL_HOURS`; a command that was not executed (400, 5xx)
-`release`s its marker. A process that dies mid-command leaves a marker that expires after
-`pending_ttl` seconds; then the durable records decide. Redis away: "claimed", always.
+`claim` sets a short-lived "pending" marker per (scope, key), or returns the key's value in
+the same round trip (a Lua script): "pending" (running in some process: 409) or the stored
+answer (replayed without the database). `remember` replaces the marker with the answer once
+it is stored durably; `release` frees it for a command that was not executed. A marker left
+by a dead process expires after `pending_ttl`; with Redis away every call is "claimed".
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """Redis access for every Redis user in the process (L2 cache, pub/sub, rate limits, de-dup).
 
-Every call goes through `RedisGateway.run`, which applies the same protections:
-
-- a circuit breaker (`REDIS_BREAKER_FAILURES` errors in a row open it; `REDIS_BREAKER_RESET`
-  seconds later one probe may try again), so a Redis that is away costs nothing per request;
-- short timeouts (`REDIS_TIMEOUT_MS` per socket operation, and a deadline for the whole call),
-  with one bounded retry on connection errors (redis-py's `Retry`);
-- load shedding: when too many calls are already waiting on Redis (Redis is slow), new calls
-  skip Redis instead of queueing behind them.
-
-A failed or skipped call raises `RedisUnavailable`; callers fall back to L1, memory and the
-database, which always have the answer. Nothing here ever decides correctness.
+Every call goes through `RedisGateway.run`: a circuit breaker, short timeouts with one
+bounded retry, and load shedding when too many calls already wait (docs/redis.md). A failed
+or skipped call raises `RedisUnavailable`; callers fall back to L1, memory and the database,
+which always have the answer. Nothing here ever decides correctness.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """The two-level account cache: L1 in this process in front of L2 in Redis (shared).
 
-An entry at either level is a starting point, never the truth: `AccountService` appends
-against its version (a stale one fails the optimistic check and is reloaded) and readers
-fast-forward it from the store. So Redis may lose, delay or reorder anything here without
-harming correctness; it only saves database reads.
-
-- `get`: L1, else L2 (the entry is copied into L1), else None (the caller loads the store).
-- `put`: L1 at once; L2 soon after, written by one background task that coalesces the
-  latest state per account into one pipeline (a write never waits for Redis). L2 never
-  moves an entry backwards (a Lua script compares versions), and each batch is announced
-  on a pub/sub channel so other processes drop L1 entries older than it.
-- While Redis is away (breaker open) puts are dropped and counted; gets miss L2.
+An entry at either level is a starting point, never the truth: appends check its version and
+readers fast-forward it from the store, so Redis may lose, delay or reorder anything here.
+`get` reads L1, then L2; `put` writes L1 at once and L2 soon after, by one background task
+that coalesces the latest state per account (a Lua script never moves L2 backwards) and
+announces each batch so other processes drop older L1 entries (docs/redis.md).
 """
 
 from __future__ import annotations
@@ -139,9 +133,8 @@ class TwoLevelAccountCache:
                 self.metrics.inc("cache_l2_dropped", "", len(batch))
 
     async def _write_behind(self) -> None:
-        # A cancellation that arrives while redis-py finishes a pipeline can be lost inside
-        # it (the task then went on to wait here forever, and `close` with it): so it also
-        # ends when it finds the cache closing.
+        # redis-py can swallow a cancellation that arrives while it finishes a pipeline, so
+        # the loop also ends when it finds the cache closing.
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()

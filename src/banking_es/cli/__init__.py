@@ -12,6 +12,7 @@ from banking_es.cli.messaging import dlq_app, outbox_app
 from banking_es.cli.portable import export_command, import_command
 from banking_es.cli.projections import projections_app
 from banking_es.cli.serve import migrate_command, serve
+from banking_es.cli.shards import shards_app
 from banking_es.cli.users import users_app
 from banking_es.cli.verify import verify_command
 
@@ -35,6 +36,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(mail_app, name="mail")
+app.add_typer(shards_app, name="shards")
 
 
 def main() -> None:

@@ -34,6 +34,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
     try:
         return asyncio.run(coro)
+    except SettingsError as exc:  # found in the database, e.g. another SHARD_COUNT
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
     except DatabaseError as exc:
         console.print(f"[red]error:[/red] cannot use the database: {exc}")
         raise typer.Exit(1) from None
@@ -55,10 +58,15 @@ def ensure_secrets(settings: Settings) -> Settings:
 async def migrate_database(settings: Settings) -> list[Any]:
     from banking_es.bootstrap.adapters import connect_database
     from banking_es.db.migrate import migrate
+    from banking_es.shards.leases import ShardLeases
 
     db = await connect_database(settings, pool_size=2)
     try:
-        return await migrate(db)
+        applied = await migrate(db)
+        # The shard count is stored with the database at its first start, then checked.
+        shards = ShardLeases(db, ttl=settings.shard_lease_ttl)
+        await shards.ensure_shard_count(settings.shard_count)
+        return applied
     finally:
         await db.close()
 

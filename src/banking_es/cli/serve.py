@@ -140,10 +140,15 @@ def _require_migrated(settings: Settings) -> None:
     async def pending() -> list[Any]:
         from banking_es.bootstrap.adapters import connect_database
         from banking_es.db.migrate import pending
+        from banking_es.shards.leases import ShardLeases
 
         db = await connect_database(settings, pool_size=2)
         try:
-            return await pending(db)
+            missing = await pending(db)
+            if not missing:  # the shard count stored by `banking-es migrate`, checked
+                shards = ShardLeases(db, ttl=settings.shard_lease_ttl)
+                await shards.ensure_shard_count(settings.shard_count)
+            return missing
         finally:
             await db.close()
 

@@ -40,7 +40,8 @@ def available(dialect: str) -> list[Migration]:
 _DOLLAR_QUOTED = re.compile(r"(\$[A-Za-z_]*\$).*?\1", re.DOTALL)
 
 
-def _statements(sql: str) -> list[str]:
+def split_statements(sql: str) -> list[str]:
+    """The statements of a migration, without comments; dollar-quoted bodies stay whole."""
     body = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
     statements: list[str] = []
     current: list[str] = []
@@ -82,7 +83,7 @@ async def migrate(db: Database) -> list[Migration]:
         for migration in available(db.dialect):
             if migration.version in done:
                 continue
-            for statement in _statements(migration.sql):
+            for statement in split_statements(migration.sql):
                 await conn.execute(statement)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",

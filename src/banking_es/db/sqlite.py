@@ -74,10 +74,8 @@ class _SqliteConnection:
         self.raw = conn
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        # One hop to the connection's thread runs the statement to its end. Executing and
-        # fetching in two hops let another read run in between on the same connection while
-        # this statement was still open, inside its read transaction: that read saw the
-        # snapshot of this one, older than writes acknowledged before it began.
+        # One hop to the connection's thread runs the statement to its end: no other read on
+        # this connection may run inside its read transaction and see its older snapshot.
         try:
             rows = await self.raw.execute_fetchall(to_sqlite(sql), args)
         except sqlite3.Error as exc:

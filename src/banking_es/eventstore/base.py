@@ -5,6 +5,7 @@
     ├── IdempotencyKeyExists    an idempotency key of the append is already recorded
     ├── AppendRejected          the database refused this append's data (nothing written)
     └── StoreUnavailable        the database cannot be reached; safe to retry later
+        └── FencedOut           the writer's shard epoch is not the shard's (nothing written)
 
 An `AppendRequest` is one atomic unit: its stream appends, snapshots, idempotency
 records and outbox rows are committed together or not at all (DESIGN.md guarantees 2, 6).
@@ -12,7 +13,7 @@ records and outbox rows are committed together or not at all (DESIGN.md guarante
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -54,6 +55,25 @@ class StoreUnavailable(EventStoreError):
     """The database is unreachable or failed transiently; nothing is known to be written."""
 
 
+class FencedOut(StoreUnavailable):
+    """The append carried a shard epoch that is no longer the shard's: another instance
+    claimed the shard since. Nothing was written; the request belongs to the new owner."""
+
+    def __init__(self, shard: int, epoch: int) -> None:
+        super().__init__(f"shard {shard} is no longer at epoch {epoch}")
+        self.shard = shard
+        self.epoch = epoch
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The shard lease an append's writer holds: the store writes it only while `epoch` is
+    still the shard's (shards/leases.py)."""
+
+    shard: int
+    epoch: int
+
+
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     """An event to append; the store assigns its position, version and time."""
@@ -79,7 +99,7 @@ class RecordedEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class MovedEvent:
+class NoticedEvent:
     """An event another process appended, as its stream notice carries it: everything a
     `RecordedEvent` holds but the global position (which a notice leaves out, see
     `eventstore/notices.py`)."""
@@ -93,13 +113,13 @@ class MovedEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamMoved:
+class AppendedElsewhere:
     """Another process appended to `stream_id`, up to `version`. `events` are the appended
     events when the notice could carry them (empty when they did not fit)."""
 
     stream_id: str
     version: int
-    events: tuple[MovedEvent, ...] = ()
+    events: tuple[NoticedEvent, ...] = ()
 
 
 #: An event as its row is stored, `data` and `metadata` still JSON text: (position,
@@ -137,21 +157,13 @@ def encode_row(event: RecordedEvent) -> EventRow:
     )
 
 
-#: Some parts of an append depend on what the store assigns (positions, times); they may be
-#: given as a function of the request's recorded events, called inside the transaction.
-Rendered = Callable[[Sequence["RecordedEvent"]], Any]
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """An aggregate's state at `version`, so loading needs only the events after it.
-
-    `state` may be a function of the append's recorded events (see `Rendered`).
-    """
+    """An aggregate's state at `version`, so loading needs only the events after it."""
 
     stream_id: str
     version: int
-    state: dict[str, Any] | Rendered
+    state: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,16 +178,13 @@ class StreamAppend:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
-    """The stored outcome of a command, replayed for a retry with the same key.
-
-    In an append, `body` may be a function of the recorded events (see `Rendered`).
-    """
+    """The stored answer of a command, replayed for a retry with the same key."""
 
     scope: str
     key: str
     fingerprint: str
     status: int
-    body: bytes | Rendered
+    body: bytes
     created_at: datetime
     expires_at: datetime
 
@@ -208,6 +217,8 @@ class AppendRequest:
     streams: Sequence[StreamAppend]
     idempotency: Sequence[IdempotencyRecord] = ()
     messages: Sequence[OutboxMessage] = ()
+    #: Set when shards are configured: refused with `FencedOut` unless its epoch is current.
+    fence: Fence | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,15 +3,16 @@
 `GroupCommitter` gathers appends while a commit is in flight (and for up to
 `max_wait_ms` under load) and hands them to the backend as one batch. `plan_batch`
 decides, inside the backend's locked transaction, which appends of the batch may be
-written: a version conflict or a known idempotency key fails only its own append.
+written: a version conflict, a known idempotency key or a stale shard epoch fails only its
+own append.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -20,6 +21,7 @@ from banking_es.eventstore.base import (
     AppendRequest,
     ConcurrencyError,
     EventStoreError,
+    FencedOut,
     IdempotencyKeyExists,
     IdempotencyRecord,
     RecordedEvent,
@@ -62,11 +64,13 @@ def plan_batch(
     versions: dict[str, int],
     existing_keys: dict[tuple[str, str], IdempotencyRecord],
     outbox_events: bool,
+    epochs: Mapping[int, int] | None = None,
 ) -> BatchPlan:
     """Check every request against the current state and assign positions in order.
 
     `versions` holds the current version of every stream the batch touches (absent: 0);
-    `existing_keys` the stored idempotency records (expired ones are replaced).
+    `existing_keys` the stored idempotency records (expired ones are replaced); `epochs`
+    the current epoch of every shard the batch's fences name (`touched_shards`).
     """
     plan = BatchPlan()
     versions = dict(versions)
@@ -75,6 +79,10 @@ def plan_batch(
     holders = dict(existing_keys)
     position = head
     for request in requests:
+        fence = request.fence
+        if fence is not None and (epochs or {}).get(fence.shard) != fence.epoch:
+            plan.outcomes.append(FencedOut(fence.shard, fence.epoch))
+            continue
         failure = _check(request, versions, taken, holders)
         if failure is not None:
             plan.outcomes.append(failure)
@@ -101,17 +109,12 @@ def plan_batch(
                     plan.outbox.append(OutboxRow(EVENTS_TOPIC, stream.stream_id, None, position))
             versions[stream.stream_id] = version
             if stream.snapshot is not None:
-                snapshot = stream.snapshot
-                if callable(snapshot.state):
-                    snapshot = replace(snapshot, state=snapshot.state(recorded))
-                plan.snapshots.append(snapshot)
+                plan.snapshots.append(stream.snapshot)
         for record in request.idempotency:
             identity = (record.scope, record.key)
             taken.add(identity)
             if identity in existing_keys:
                 plan.replaced_keys.append(identity)
-            if callable(record.body):
-                record = replace(record, body=record.body(recorded))
             holders[identity] = record
             plan.idempotency.append(record)
         for message in request.messages:
@@ -148,6 +151,10 @@ def _check(
 
 def touched_streams(requests: Sequence[AppendRequest]) -> list[str]:
     return sorted({s.stream_id for r in requests for s in r.streams})
+
+
+def touched_shards(requests: Sequence[AppendRequest]) -> list[int]:
+    return sorted({r.fence.shard for r in requests if r.fence is not None})
 
 
 def touched_keys(requests: Sequence[AppendRequest]) -> list[tuple[str, str]]:
@@ -226,9 +233,7 @@ class Grouper(Generic[Req, Res]):
     async def _wait_for_more(self) -> None:
         """Under load: up to `max_wait_ms` for the queue to hold as many requests as the last
         batch. Waiting longer rarely makes a batch larger (the callers are those of the last
-        batch, coming back), it only leaves the database idle: in side-by-side runs of the
-        deposit row of `make bench` this took 36% of `/health/live`'s rate to 42%
-        (docs/performance.md, eighth round)."""
+        batch, coming back), it only leaves the database idle (docs/performance.md)."""
         self._filled = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self._max_wait):

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from banking_es.domain.events import SCHEMA_VERSION, DomainEvent, event_from_stored
-from banking_es.eventstore.base import MovedEvent, NewEvent, RecordedEvent
+from banking_es.eventstore.base import NewEvent, NoticedEvent, RecordedEvent
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -33,13 +33,13 @@ def upcast(type_name: str, schema: int, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def to_domain(recorded: RecordedEvent | MovedEvent) -> DomainEvent:
+def to_domain(recorded: RecordedEvent | NoticedEvent) -> DomainEvent:
     schema = int(recorded.metadata.get("schema", 1))
     return event_from_stored(recorded.type, upcast(recorded.type, schema, recorded.data))
 
 
 def history(
-    events: Iterable[RecordedEvent] | Iterable[MovedEvent],
+    events: Iterable[RecordedEvent] | Iterable[NoticedEvent],
 ) -> Iterator[tuple[DomainEvent, datetime]]:
     """Stored events as `Account.fold` takes them: each decoded, with its recorded time."""
     for recorded in events:

@@ -55,6 +55,8 @@ class MemoryEventStore:
         self._committer = GroupCommitter(
             self._commit_batch, max_size=batch_max_size, max_wait_ms=batch_max_wait_ms
         )
+        #: The current epoch of each shard (the shard map of a database backend).
+        self.shard_epochs: dict[int, int] = {}
         #: Set by tests to make the next commit fail as a database would.
         self.fail_next_commit: Exception | None = None
 
@@ -80,6 +82,7 @@ class MemoryEventStore:
                 versions=versions,
                 existing_keys=keys,
                 outbox_events=self._outbox_events,
+                epochs=self.shard_epochs,
             )
             for event in plan.events:
                 self._events.append(event)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from banking_es.eventstore.base import MovedEvent, StreamMoved
+from banking_es.eventstore.base import AppendedElsewhere, NoticedEvent
 
 STREAMS_CHANNEL = "banking_es_streams"
 #: PostgreSQL refuses notify payloads of 8,000 bytes or more.
@@ -25,13 +25,13 @@ NOTICE_BYTES = 7_000
 _NOTICE_HEAD = 100
 
 
-def notice_entries(moved: dict[str, list[list[Any]]]) -> list[bytes | None]:
-    """One notice entry (UTF-8 JSON) per stream of `moved` (stream -> its new events), in
+def notice_entries(appended: dict[str, list[list[Any]]]) -> list[bytes | None]:
+    """One notice entry (UTF-8 JSON) per stream of `appended` (stream -> its new events), in
     its order: the stream's new version and events, or only the version when the events do
     not fit in one payload beside its head; None for a stream without new events."""
     room = NOTICE_BYTES - _NOTICE_HEAD
     entries: list[bytes | None] = []
-    for stream_id, events in moved.items():
+    for stream_id, events in appended.items():
         if not events:
             entries.append(None)
             continue
@@ -79,8 +79,8 @@ class NoticeBodies:
         return joined
 
 
-def parse_notice(payload: str, *, unless_from: str | None = None) -> list[StreamMoved]:
-    """The moved streams of a notice; none when it comes from `unless_from` (checked before
+def parse_notice(payload: str, *, unless_from: str | None = None) -> list[AppendedElsewhere]:
+    """The appends a notice tells of; none when it comes from `unless_from` (checked before
     anything is decoded) or is malformed (a malformed entry is skipped on its own)."""
     origin, _, body = payload.partition(" ")
     if origin == unless_from:
@@ -91,16 +91,16 @@ def parse_notice(payload: str, *, unless_from: str | None = None) -> list[Stream
         entries = notice["s"]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return []
-    moved: list[StreamMoved] = []
+    appended: list[AppendedElsewhere] = []
     for entry in entries if isinstance(entries, list) else ():
         try:
             stream_id, version, *rest = entry
             events = tuple(
-                MovedEvent(v, event_id, type_, data, metadata, at)
+                NoticedEvent(v, event_id, type_, data, metadata, at)
                 for v, event_id, type_, data, metadata in (rest[0] if rest else ())
             )
         except (TypeError, ValueError):
             continue
         if isinstance(stream_id, str) and isinstance(version, int):
-            moved.append(StreamMoved(stream_id, version, events))
-    return moved
+            appended.append(AppendedElsewhere(stream_id, version, events))
+    return appended

@@ -1,12 +1,13 @@
 """PostgreSQL event store: every batch of appends is one call of a stored function.
 
-`banking_es_append_batch_v2` (migrations/postgres/0009) takes a transaction-level advisory
-lock, reads the head, the clock and each stream's version, refuses the appends whose streams
-are not at the versions they expect and writes the others: events, outbox rows, snapshots
-and stream notices. The lock makes the global position safe to tail; held only while the
-server works, it is never held across a round trip of a batch without idempotency records.
-Those, rendered from the recorded events, are stored by one more statement in the call's
-transaction. docs/architecture.md describes the batch, docs/performance.md why it is so.
+`banking_es_append_batch_v3` (migrations/postgres/0015, over 0009's v2) takes a
+transaction-level advisory lock, reads the head, the clock, each stream's version and each
+fenced shard's epoch, refuses the appends whose streams are not at the versions they expect
+or whose shards moved to another epoch, and writes the others' events, outbox rows,
+snapshots and stream notices. The lock makes the global position safe to tail; it is never
+held across a round trip of a batch without idempotency records. Those are stored by one
+more statement in the call's transaction.
+docs/architecture.md describes the batch, docs/performance.md why it is so.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from banking_es.eventstore.base import (
     EVENTS_TOPIC,
     AppendRequest,
     ConcurrencyError,
+    EventStoreError,
+    FencedOut,
     IdempotencyKeyExists,
     RecordedEvent,
     StreamAppend,
@@ -32,7 +35,6 @@ from banking_es.eventstore.batching import BatchPlan, Grouper
 from banking_es.eventstore.notices import STREAMS_CHANNEL, NoticeBodies, notice_entries
 from banking_es.eventstore.sql import (
     SqlEventStore,
-    body_text,
     row_to_event,
     row_to_record,
     store_errors,
@@ -69,29 +71,25 @@ def _array_of_json(placeholder: int, cast: str = "") -> str:
 #: One call of the batch function (module docstring); its answer arrives after the commit
 #: when it runs alone, so an answer is a durable write.
 _APPEND_BATCH = (
-    "SELECT o_head AS head, o_now AS now, o_actual AS actual"
-    f" FROM banking_es_append_batch_v2($1, {_array_of_json(2)}, {_array_of_json(3, '::int')},"
+    "SELECT o_head AS head, o_now AS now, o_actual AS actual, o_fenced AS fenced"
+    f" FROM banking_es_append_batch_v3($1, {_array_of_json(2)}, {_array_of_json(3, '::int')},"
     f" {_array_of_json(4, '::int')}, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9::text[],"
-    " $10::jsonb, $11)"
+    " $10::jsonb, $11, $12::jsonb)"
 )
 
-#: The parts rendered from the recorded events, in the function's transaction: snapshots,
-#: then idempotency records. An expired record is replaced; a key whose record has not
-#: expired is left out of the answer (its append is then refused).
-_STORE_RENDERED = (
-    "WITH sn AS ("
-    " INSERT INTO snapshots (stream_id, version, state)"
-    " SELECT r->>0, (r->>1)::int, r->2 FROM jsonb_array_elements($1::jsonb) AS r"
-    " ON CONFLICT (stream_id, version) DO NOTHING)"
-    " INSERT INTO idempotency_keys AS k"
+#: The written appends' idempotency records, in the function's transaction. An expired
+#: record is replaced; a key whose record has not expired is left out of the answer (its
+#: append is then refused).
+_STORE_RECORDS = (
+    "INSERT INTO idempotency_keys AS k"
     " (scope, key, fingerprint, status, body, created_at, expires_at)"
     " SELECT DISTINCT ON (x.r->>0, x.r->>1) x.r->>0, x.r->>1, x.r->>2, (x.r->>3)::int,"
     " x.r->>4, (x.r->>5)::timestamptz, (x.r->>6)::timestamptz"
-    " FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS x(r, o)"
+    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(r, o)"
     " ORDER BY x.r->>0, x.r->>1, x.o"
     " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
     " status = excluded.status, body = excluded.body, created_at = excluded.created_at,"
-    " expires_at = excluded.expires_at WHERE k.expires_at <= $3"
+    " expires_at = excluded.expires_at WHERE k.expires_at <= $2"
     " RETURNING k.scope, k.key"
 )
 
@@ -150,12 +148,12 @@ class PostgresEventStore(SqlEventStore):
     async def _apply_batch(self, requests: list[AppendRequest]) -> BatchPlan:
         db = cast("PostgresDatabase", self.db)
         calls = [BatchCall.of(run, self._outbox_events) for run in _runs(requests)]  # unlocked
-        rendered = any(r.idempotency or _rendered_snapshots(r) for r in requests)
+        keyed = any(r.idempotency for r in requests)
         plan = BatchPlan()
         now: datetime | None = None
-        # One call alone is its own transaction; several calls, or rendered parts, share
+        # One call alone is its own transaction; several calls, or idempotency records, share
         # one, so a failure writes nothing and every append can be retried.
-        single = len(calls) == 1 and not rendered
+        single = len(calls) == 1 and not keyed
         async with db.connection() if single else db.transaction() as conn:
             for call in calls:
                 row = await conn.fetchrow(
@@ -163,9 +161,9 @@ class PostgresEventStore(SqlEventStore):
                 )
                 assert row is not None
                 now = row["now"]
-                call.answer(plan, int(row["head"]), now, row["actual"])
-            if rendered and now is not None:
-                await self._store_rendered(conn, requests, plan, now)
+                call.answer(plan, int(row["head"]), now, row["actual"], row["fenced"])
+            if keyed and now is not None:
+                await self._store_records(conn, requests, plan, now)
         return plan
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
@@ -174,41 +172,34 @@ class PostgresEventStore(SqlEventStore):
                 "UPDATE outbox SET published_at = $1 WHERE id = ANY($2::bigint[])", at, list(ids)
             )
 
-    async def _store_rendered(
+    async def _store_records(
         self, conn: Connection, requests: list[AppendRequest], plan: BatchPlan, now: datetime
     ) -> None:
-        """Render the written appends' idempotency bodies and snapshots from their recorded
-        events and store them; a key held by an unexpired record refuses its append."""
-        snapshots: list[list[Any]] = []
-        records: list[list[Any]] = []
-        for request, outcome in zip(requests, plan.outcomes, strict=True):
-            if not isinstance(outcome, list):
-                continue
-            done = 0
-            for part in request.streams:
-                done += len(part.events)
-                snapshot = part.snapshot
-                if snapshot is not None and callable(snapshot.state):
-                    state = snapshot.state(outcome[:done])
-                    snapshots.append([snapshot.stream_id, snapshot.version, state])
-            for r in request.idempotency:
-                body = r.body(outcome) if callable(r.body) else r.body
-                records.append(
-                    [r.scope, r.key, r.fingerprint, r.status, body_text(body), r.created_at,
-                     r.expires_at]
-                )  # fmt: skip
-        if not (snapshots or records):
+        """Store the written appends' idempotency records; a key held by an unexpired record
+        refuses its append."""
+        records = [
+            r
+            for request, outcome in zip(requests, plan.outcomes, strict=True)
+            if isinstance(outcome, list)
+            for r in request.idempotency
+        ]
+        if not records:
             return  # every append refused
         rows = await conn.fetch(
-            _STORE_RENDERED, orjson.dumps(snapshots).decode(), orjson.dumps(records).decode(), now
-        )
+            _STORE_RECORDS,
+            orjson.dumps(
+                [[r.scope, r.key, r.fingerprint, r.status, r.body.decode(), r.created_at,
+                  r.expires_at] for r in records]
+            ).decode(),
+            now,
+        )  # fmt: skip
         stored = {(row["scope"], row["key"]) for row in rows}
         taken: list[tuple[str, str]] = []
         seen: set[tuple[str, str]] = set()
-        for scope, key, *_ in records:  # held by an unexpired record, or earlier in the batch
-            if (scope, key) not in stored or (scope, key) in seen:
-                taken.append((scope, key))
-            seen.add((scope, key))
+        for r in records:  # held by an unexpired record, or earlier in the batch
+            if (r.scope, r.key) not in stored or (r.scope, r.key) in seen:
+                taken.append((r.scope, r.key))
+            seen.add((r.scope, r.key))
         if taken:
             row = None
             if len(requests) == 1:
@@ -219,10 +210,6 @@ class PostgresEventStore(SqlEventStore):
                 # Which append holds it is decided one append at a time (`_commit_batch`).
                 raise UniqueViolation("an idempotency key of the batch is taken")
             raise IdempotencyKeyExists(row_to_record(row))
-
-
-def _rendered_snapshots(request: AppendRequest) -> bool:
-    return any(s.snapshot is not None and callable(s.snapshot.state) for s in request.streams)
 
 
 def _runs(requests: list[AppendRequest]) -> list[list[AppendRequest]]:
@@ -246,13 +233,12 @@ class BatchCall:
 
     Every stream is in one append of the call, so the function refuses exactly the appends
     one of whose streams is not at the version it expects, and numbers the others' events
-    head + 1, head + 2, ... in batch order. Snapshots rendered from the recorded events are
-    left to `_store_rendered`.
+    head + 1, head + 2, ... in batch order.
     """
 
     __slots__ = (
-        "_appends", "_events", "_notices", "_outbox", "_refused", "_requests", "_snapshots",
-        "expected",
+        "_appends", "_events", "_fences", "_notices", "_outbox", "_refused", "_requests",
+        "_snapshots", "expected",
     )  # fmt: skip
 
     def __init__(self, requests: Sequence[AppendRequest]) -> None:
@@ -264,6 +250,8 @@ class BatchCall:
         self._events: list[list[Any]] = []
         self._outbox: list[list[Any]] = []
         self._snapshots: list[list[Any]] = []
+        #: [append, shard, epoch] of each fenced append of the call.
+        self._fences: list[list[int]] = []
         self._notices = NoticeBodies([], [])
         #: Appends refused before the call: a stream of them does not continue itself.
         self._refused: dict[int, ConcurrencyError] = {}
@@ -271,7 +259,7 @@ class BatchCall:
     @classmethod
     def of(cls, requests: Sequence[AppendRequest], outbox_events: bool) -> BatchCall:
         call = cls(requests)
-        moved: dict[str, list[list[Any]]] = {}
+        appended: dict[str, list[list[Any]]] = {}
         for index, request in enumerate(requests, start=1):
             ahead: dict[str, int] = {}  # the version each stream reaches within this append
             for stream in request.streams:
@@ -282,25 +270,27 @@ class BatchCall:
                     )
                 ahead[stream.stream_id] = stream.expected_version + len(stream.events)
             if index not in call._refused:
-                call._add(index, request, moved, outbox_events)
-        call._notices = NoticeBodies.of(notice_entries(moved))
+                call._add(index, request, appended, outbox_events)
+        call._notices = NoticeBodies.of(notice_entries(appended))
         return call
 
     def _add(
         self,
         index: int,
         request: AppendRequest,
-        moved: dict[str, list[list[Any]]],
+        appended: dict[str, list[list[Any]]],
         outbox_events: bool,
     ) -> None:
+        if request.fence is not None:
+            self._fences.append([index, request.fence.shard, request.fence.epoch])
         for stream in request.streams:
             sid, version = stream.stream_id, stream.expected_version
             if sid not in self.expected:
                 self.expected[sid] = version
                 self._appends.append(index)
-                moved[sid] = []
+                appended[sid] = []
             snapshot = stream.snapshot
-            if snapshot is not None and not callable(snapshot.state):
+            if snapshot is not None:
                 self._snapshots.append([sid, snapshot.version, snapshot.state, index])
             for event in stream.events:
                 version += 1
@@ -308,7 +298,7 @@ class BatchCall:
                 self._events.append(row)
                 if outbox_events:
                     self._outbox.append([EVENTS_TOPIC, sid, None, len(self._events), index])
-                moved[sid].append(row[1:])
+                appended[sid].append(row[1:])
         for message in request.messages:
             self._outbox.append([message.topic, message.key, message.payload, None, index])
 
@@ -325,12 +315,25 @@ class BatchCall:
             self._notices.bodies,
             orjson.dumps(self._notices.entries).decode(),
             STREAMS_CHANNEL,
+            orjson.dumps(self._fences).decode(),
         )
 
-    def answer(self, plan: BatchPlan, head: int, now: datetime, actual: Sequence[int]) -> None:
+    def answer(
+        self,
+        plan: BatchPlan,
+        head: int,
+        now: datetime,
+        actual: Sequence[int],
+        fenced: Sequence[int] = (),
+    ) -> None:
         """Add the outcome of each of the call's appends to `plan`, from the function's
-        answer (`actual`: the versions it read, in the order of `expected`)."""
-        refused = dict(self._refused)
+        answer (`actual`: the versions it read, in the order of `expected`; `fenced`: the
+        appends refused for their shard's epoch)."""
+        refused: dict[int, EventStoreError] = dict(self._refused)
+        for index in fenced:
+            fence = self._requests[index - 1].fence
+            assert fence is not None
+            refused[index] = FencedOut(fence.shard, fence.epoch)
         for (stream_id, expected), found, index in zip(
             self.expected.items(), actual, self._appends, strict=True
         ):

@@ -76,12 +76,6 @@ def row_to_record(row: Row) -> IdempotencyRecord:
     )
 
 
-def body_text(body: object) -> str:
-    if not isinstance(body, bytes):
-        raise TypeError("an idempotency body must be rendered to bytes before it is stored")
-    return body.decode()
-
-
 def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -204,7 +198,7 @@ class SqlEventStore:
                         record.key,
                         record.fingerprint,
                         record.status,
-                        body_text(record.body),
+                        record.body.decode(),
                         record.created_at,
                         record.expires_at,
                     )

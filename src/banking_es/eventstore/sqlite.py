@@ -1,7 +1,8 @@
 """SQLite event store: `BEGIN IMMEDIATE` serializes batches across threads and processes.
 
-Inside the write transaction it reads the head, the versions of the batch's streams and
-its idempotency keys, lets `plan_batch` decide each append, and writes the plan.
+Inside the write transaction it reads the head, the versions of the batch's streams, its
+idempotency keys and the epochs of the shards its fences name, lets `plan_batch` decide each
+append, and writes the plan.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from datetime import UTC, datetime
 
 from banking_es.db.base import Connection
 from banking_es.eventstore.base import AppendRequest, IdempotencyRecord
-from banking_es.eventstore.batching import BatchPlan, plan_batch, touched_keys, touched_streams
+from banking_es.eventstore.batching import (
+    BatchPlan,
+    plan_batch,
+    touched_keys,
+    touched_shards,
+    touched_streams,
+)
 from banking_es.eventstore.sql import (
     DELETE_KEY,
     INSERT_KEY,
     SqlEventStore,
-    body_text,
     dumps,
     row_to_record,
 )
@@ -41,6 +47,13 @@ class SqliteEventStore(SqlEventStore):
                 )
                 if row is not None:
                     existing[(scope, key)] = row_to_record(row)
+            epochs: dict[int, int] = {}
+            for shard in touched_shards(requests):  # under the write lock, as the claims are
+                epoch = await conn.fetchval(
+                    "SELECT epoch FROM shard_leases WHERE shard = $1", shard
+                )
+                if epoch is not None:
+                    epochs[shard] = int(epoch)
             plan = plan_batch(
                 requests,
                 head=int(head),
@@ -48,6 +61,7 @@ class SqliteEventStore(SqlEventStore):
                 versions=versions,
                 existing_keys=existing,
                 outbox_events=self._outbox_events,
+                epochs=epochs,
             )
             await self._write(conn, plan)
         return plan
@@ -69,7 +83,7 @@ class SqliteEventStore(SqlEventStore):
         await conn.executemany(
             INSERT_KEY,
             [
-                (r.scope, r.key, r.fingerprint, r.status, body_text(r.body), r.created_at,
+                (r.scope, r.key, r.fingerprint, r.status, r.body.decode(), r.created_at,
                  r.expires_at)
                 for r in plan.idempotency
             ],

@@ -1,10 +1,10 @@
-"""Following other processes' appends: "these streams moved" notices from PostgreSQL.
+"""Following other processes' appends: PostgreSQL notices of the streams they appended to.
 
 Each PostgreSQL batch notifies `STREAMS_CHANNEL` with the new events (or, when they do not
 fit, the new version) of every stream it wrote (`eventstore/postgres.py`). `StreamNotices`
-holds one dedicated connection that LISTENs and hands the moved streams of the other
-processes' batches to `on_moved` (the account service brings its cached copies forward or
-marks them behind). Losing the connection loses notices, which costs reads and conflicts,
+holds one dedicated connection that LISTENs and hands the other processes' appends to
+`on_appended_elsewhere` (the account service brings its cached copies forward or marks
+them behind). Losing the connection loses notices, which costs reads and conflicts,
 never correctness; it reconnects every `RECONNECT_S` seconds.
 """
 
@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from banking_es.eventstore.base import StreamMoved
+from banking_es.eventstore.base import AppendedElsewhere
 from banking_es.eventstore.notices import STREAMS_CHANNEL, parse_notice
 from banking_es.tasks import cancel
 
@@ -28,11 +28,14 @@ class StreamNotices:
     """LISTENs for stream notices on its own connection while started."""
 
     def __init__(
-        self, url: str, origin: str, on_moved: Callable[[list[StreamMoved]], None]
+        self,
+        url: str,
+        origin: str,
+        on_appended_elsewhere: Callable[[list[AppendedElsewhere]], None],
     ) -> None:
         self.url = url
         self.origin = origin
-        self.on_moved = on_moved
+        self.on_appended_elsewhere = on_appended_elsewhere
         self.received = 0
         self._conn: Any = None
         self._lost = asyncio.Event()
@@ -63,10 +66,10 @@ class StreamNotices:
             self._lost.set()
 
     def _notified(self, payload: str) -> None:
-        moved = parse_notice(payload, unless_from=self.origin)
-        if moved:
+        appended = parse_notice(payload, unless_from=self.origin)
+        if appended:
             self.received += 1
-            self.on_moved(moved)
+            self.on_appended_elsewhere(appended)
 
     def _on_lost(self) -> None:
         self._conn = None

@@ -1,19 +1,10 @@
 """Every process's in-memory copy of the revocation list, so checking a token is free.
 
-The truth is the `revocations` table (written in the same transaction that ends a
-login). Each process loads it at start and then follows it:
-
-- PostgreSQL: the revoking transaction calls `pg_notify`; a dedicated connection
-  LISTENs and reads the new rows when told (milliseconds). A slow poll (every 5 s)
-  covers notifications lost while that connection was being re-established.
-- SQLite has no notifications: the table is polled every 200 ms (one indexed query
-  for rows after the last seen `seq`). Another process may therefore accept a revoked
-  access token for up to 200 ms; refresh tokens are always checked in the database.
-
-A process that revokes a login adds it to its own copy at once. A revocation is kept
-until the login's refresh expiry plus one access-token lifetime (after that every token
-of the login has expired anyway), then dropped from memory and from the table. The same
-periodic prune calls `also_purge` (the lock-out's rows that ended).
+The truth is the `revocations` table (written in the transaction that ends a login). Each
+process loads it at start and follows it: on PostgreSQL a LISTENing connection told by
+`pg_notify` (and a slow safety poll), on SQLite a short poll, so another process may accept
+a revoked access token for up to `SQLITE_POLL_S`. Revocations are pruned once every token
+of their login has expired; the prune also calls `also_purge` (docs/architecture.md).
 """
 
 from __future__ import annotations

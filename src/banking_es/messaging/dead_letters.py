@@ -5,12 +5,9 @@
     ├── DeadLetterClosed        the letter was already retried or discarded
     └── RetryFailed             applying it failed again (the letter stays open)
 
-A letter is `open` until an admin retries it (applied now, after a fix: `retried`) or
-discards it (`discarded`). While a key has an open letter the consumer parks every later
-message of that key behind it (a letter of its own, `attempts` 0), so one account's
-events are never applied out of order; other keys go on. Retrying a letter applies it and
-then the open letters parked behind it, in order; discarding one leaves those open (the
-key stays parked until they are retried or discarded too).
+A letter is `open` until retried (`retried`) or discarded (`discarded`). While a key has an
+open letter, later messages of that key are parked behind it, so one account's events are
+never applied out of order (docs/kafka.md, "Retries and dead letters").
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
-"""Kafka through aiokafka: the message format of API.md, the publisher, topics, a health check.
+"""Kafka through aiokafka: the message format, the publisher, topics, a health check.
 
     KafkaError (aiokafka's)      the broker refused or did not answer; the caller retries
     KafkaUnavailable             no broker answered within the timeout
 
-Messages: topic `<prefix>.events`, key the account id (UTF-8), value JSON
-`{event_id, position, stream_id, version, type, data, metadata, recorded_at}`, headers
-`event_type`, `event_id`, `position` (and `traceparent`/`tracestate` when tracing is on).
-Other outbox topics `T` go to `<prefix>.T` (for example `<prefix>.notifications`) with the
-row's payload as the value.
-
-`KafkaPublisher.publish` sends a batch and returns only when the broker acknowledged every
-message (`acks=all`), so the relay marks rows only after that. aiokafka keeps at most one
-produce request in flight per broker connection, so a retried batch never overtakes a later
-one of the same partition. The producer is started lazily and restarted after a failure: a
-broker that is away at start-up only delays publishing.
+`KafkaPublisher.publish` returns once the broker acknowledged every message (`acks=all`),
+so the relay marks rows only then; the producer starts lazily and is rebuilt after a
+failure. docs/kafka.md gives the topics, keys, values and headers.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """The outbox relay: hands outbox rows to a publisher in id order, then marks them sent.
 
-Without Kafka the publisher only logs notifications (none carries a secret: mail goes
-through its own queue, `banking_es.mail`) and the relay keeps the backlog at zero; with
-Kafka it publishes to the broker (`kafka.KafkaPublisher`). A row is marked only after the
-publisher returned, and a failed batch stays pending and is published again, whole and in
-order: nothing is skipped.
-
-With a `leader` (`leader.LeaseElection`) only the process holding the lease publishes;
-the others stand by and take over when it dies, so one account's events are never
-published out of order by two relays.
+Without Kafka the publisher only logs notifications; with it, it publishes to the broker
+(`kafka.KafkaPublisher`). A row is marked only after the publisher returned; a failed batch
+stays pending and is published again, whole and in order. With a `leader` only the process
+holding the lease publishes, so two relays never publish one account's events out of order.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Operational events that are both counted and logged, the same way wherever they happen.
 
-The rate limiter, the login service and the Kafka consumer call these so that every
-such event has one metric and one log line with a `reason` field::
-
-    record_rate_limited(services.metrics, "client", retry_after=12)
-    record_login(services.metrics, "failure", reason="invalid_credentials")
-    record_dead_letter(services.metrics, "banking-es.events", reason=str(exc), attempts=5)
-
-Never pass a password, token or request body: identify a user by id, a client by its
-`x-client-id`.
+The rate limiter, the login service and the Kafka consumer call these, so every such event
+has one metric and one log line with a `reason` field, e.g.
+`record_login(services.metrics, "failure", reason="invalid_credentials")`. Never pass a
+password, token or request body: identify a user by id, a client by its `x-client-id`.
 """
 
 from __future__ import annotations

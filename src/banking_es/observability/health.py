@@ -21,9 +21,8 @@ T = TypeVar("T")
 Status = Literal["ok", "degraded", "down"]
 Check = Callable[[], Awaitable[dict[str, Any]]]
 
-#: Each check's budget; they run concurrently, so the whole answer stays under a second. At 0.8 s
-#: a loaded machine (two test suites at once) once took 1.04 s to answer with a hung database:
-#: the event loop needs the rest of the second to notice the timeout and send the answer.
+#: Each check's budget; they run concurrently, and a loaded event loop needs the rest of the
+#: second to notice the timeout and answer, so the whole answer stays under a second.
 CHECK_TIMEOUT = 0.6
 
 

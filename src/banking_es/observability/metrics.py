@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from banking_es.eventstore.base import AppendRequest, RecordedEvent
 from banking_es.observability.cache_metrics import REDIS_LATENCY_BUCKETS, CacheMetrics
+from banking_es.observability.locks import LockMetrics
 from banking_es.observability.multiproc import ENV_DIR
 
 PREFIX = "banking_es"
@@ -273,6 +274,8 @@ class Metrics:
             "Workers running a single-leader role (projections, relay): 1 each, summed",
             ("role",),
         )
+        #: The lock manager's (locks/), in this registry.
+        self.locks = LockMetrics(r)
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._requests = RequestCounts()
 

@@ -7,8 +7,8 @@
     ...                                                   the next tables
     {"manifest": {"format_version": 1, "tables": {...}}, "sha256": "<hex of every line above>"}
 
-The manifest comes last because a stream knows its counts only at its end; a file without
-it is truncated. gzip's CRC and these SHA-256 sums both guard the content.
+The manifest comes last (a stream knows its counts only at its end): without it a file is
+truncated.
 """
 
 from __future__ import annotations

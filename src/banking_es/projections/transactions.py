@@ -55,8 +55,8 @@ _COLUMNS = (
 )
 _COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 #: The fewest rows written with `COPY` rather than an INSERT: the batches of a rebuild
-#: (`REBUILD_BATCH_SIZE`), not those of a live runner (hundreds of rows, written as one JSON
-#: document, which costs the client a third of what `COPY`'s binary encoding does).
+#: (`REBUILD_BATCH_SIZE`), not those of a live runner (hundreds of rows, cheaper for the
+#: client as one JSON document; docs/performance.md).
 COPY_MIN_ROWS = 2000
 #: Accounts whose last row `apply_rows` remembers between batches.
 MEMORY_SIZE = 100_000

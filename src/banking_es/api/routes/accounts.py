@@ -12,7 +12,7 @@ from msgspec import Meta, Struct
 from starlette.responses import Response
 
 from banking_es.api import render
-from banking_es.api.commands import guarded, run_command
+from banking_es.api.outcomes import guarded, run_command
 from banking_es.api.problems import ApiError
 from banking_es.api.ranges import VersionQuery
 from banking_es.api.routing import Call, operation
@@ -116,7 +116,8 @@ class AccountRoutes:
             self.idempotency,
             status=200,
             action=guarded(lambda: self.access.check_write(caller.identity, account_id), execute),
-            render=lambda account: render.account_json(account, warnings),
+            render=render.account_json,
+            warnings=warnings,
         )
 
     @operation(
@@ -148,9 +149,9 @@ class AccountRoutes:
             self.idempotency,
             status=201,
             action=lambda ctx: self.accounts.open_account(command, ctx),
-            render=lambda account: render.account_json(account, warnings),
+            render=render.account_json,
+            warnings=warnings,
             headers=lambda account: {"Location": f"/accounts/{account.id}"},
-            location_prefix="/accounts",
         )
 
     @operation(

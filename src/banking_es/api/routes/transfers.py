@@ -7,7 +7,7 @@ from uuid import UUID
 from starlette.responses import Response
 
 from banking_es.api import render
-from banking_es.api.commands import guarded, run_command
+from banking_es.api.outcomes import guarded, run_command
 from banking_es.api.routes.accounts import WRITE_PROBLEMS
 from banking_es.api.routing import Call, operation
 from banking_es.api.schemas import TransferOut, TransferRequest
@@ -62,9 +62,9 @@ class TransferRoutes:
                 lambda: self.access.check_write(caller.identity, source),
                 lambda ctx: self.accounts.transfer(command, ctx),
             ),
-            render=lambda transfer: render.transfer_json(transfer, warnings),
+            render=render.transfer_json,
+            warnings=warnings,
             headers=lambda t: {"Location": f"/transfers/{t.id}"},
-            location_prefix="/transfers",
         )
 
     @operation(

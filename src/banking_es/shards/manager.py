@@ -1,0 +1,205 @@
+"""One instance's part in the shard map: keep its leases, take its share, hand shards over.
+
+Every step (a third of the lease ttl) an instance says it is alive, renews its leases (a lease
+it cannot renew is gone: another instance claimed it), hands over the shards a move asks it to
+give up (its queue for the shard drained first, then released), and claims the shards the plan
+(`assignment.plan_moves`) gives it: those of dead owners, free ones, and those handed to it.
+Every instance computes the same plan from the same map, and the database decides any race,
+so no coordinator is needed for that. Moves between live instances (joins, load) are decided
+by one instance at a time, the holder of the `shard-rebalancer` lock, at most once per
+`SHARD_REBALANCE_INTERVAL`. Not wired into the server yet (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from banking_es.eventstore.base import Fence
+from banking_es.locks.base import LockError, LockManager
+from banking_es.shards.assignment import Limits, Move, plan_moves
+from banking_es.shards.keys import shard_of
+from banking_es.shards.leases import Lease, ShardLeases
+
+log = logging.getLogger(__name__)
+
+REBALANCER_LOCK = "shard-rebalancer"
+#: Rebalancing rounds a moved shard stays where it went (no back and forth during restarts).
+COOLDOWN_ROUNDS = 3
+
+
+async def _nothing_to_drain(shard: int) -> None:
+    return None
+
+
+class ShardManager:
+    """The leases this instance holds, and the loop that keeps them (module docstring)."""
+
+    def __init__(
+        self,
+        leases: ShardLeases,
+        locks: LockManager[Any],
+        *,
+        instance_id: str,
+        url: str,
+        shard_count: int,
+        limits: Limits,
+        rebalance_interval: float,
+        load: Callable[[int], float] = lambda shard: 0.0,
+        drain: Callable[[int], Awaitable[None]] = _nothing_to_drain,
+    ) -> None:
+        self.leases = leases
+        self.locks = locks
+        self.instance_id = instance_id
+        self.url = url
+        self.shard_count = shard_count
+        self.limits = limits
+        self.rebalance_interval = rebalance_interval
+        self._load = load
+        self._drain = drain
+        self._owned: dict[int, Lease] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._last_rebalance = float("-inf")
+        self._rounds = 0
+        self._moved_in: dict[int, int] = {}  # shard -> rebalancing round it was moved in
+        self._stepping = asyncio.Lock()  # one step at a time, also when called from outside
+
+    @property
+    def owned(self) -> dict[int, Lease]:
+        """The shards this instance holds now, and their leases."""
+        return dict(self._owned)
+
+    def fence_for(self, account_id: str) -> Fence | None:
+        """The fence of an append for `account_id`, or None when this instance does not own
+        the account's shard (the request belongs to the owner)."""
+        shard = shard_of(account_id, self.shard_count)
+        lease = self._owned.get(shard)
+        return Fence(shard, lease.epoch) if lease is not None else None
+
+    def fenced_out(self, shard: int, epoch: int) -> None:
+        """The store refused an append of this epoch: the shard has a newer owner."""
+        lease = self._owned.get(shard)
+        if lease is not None and lease.epoch == epoch:
+            del self._owned[shard]
+            log.warning("shard %d: fenced out at epoch %d, dropped", shard, epoch)
+
+    async def health(self) -> dict[str, Any]:
+        """The `shards` readiness component: `ok` while every shard has a live lease,
+        `degraded` while some have none (a failover or handover under way)."""
+        states = await self.leases.states()
+        unowned = [s.shard for s in states if s.status in ("available", "failed")]
+        return {
+            "status": "degraded" if unowned else "ok",
+            "instance": self.instance_id,
+            "owned": sorted(self._owned),
+            "unowned": unowned,
+        }
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register, give instances starting together one step to see each other, take this
+        instance's share, and keep stepping in the background."""
+        await self.leases.register(self.instance_id, self.url)
+        await asyncio.sleep(self.leases.ttl / 3)
+        await self.step()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.leases.ttl / 3)
+            try:
+                await self.step()
+            except Exception:  # the database is away: the leases lapse after their ttl
+                log.exception("shard step failed")
+
+    async def stop(self) -> None:
+        """Stop stepping and give every shard up at once (a graceful shutdown: the others
+        take them at their next step instead of after a lease ttl)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        async with self._stepping:
+            await self.leases.leave(self.instance_id)  # first: the plan gives it nothing more
+            for shard in sorted(self._owned):
+                await self._give_up(shard)
+
+    async def step(self) -> None:
+        """One round: heartbeat, renewals and handovers, then the claims the plan gives this
+        instance; a rebalancing round when due."""
+        async with self._stepping:
+            await self._step()
+
+    async def _step(self) -> None:
+        await self.leases.register(self.instance_id, self.url)
+        for shard in sorted(self._owned):
+            lease = self._owned[shard]
+            renewed = await self.leases.renew(lease, load=self._load(shard))
+            if renewed is None:
+                del self._owned[shard]
+                log.warning("shard %d: lease lost at epoch %d", shard, lease.epoch)
+            elif renewed.handover_to not in (None, self.instance_id):
+                await self._give_up(shard)
+            else:
+                self._owned[shard] = renewed
+        await self._claim_share()
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_rebalance >= self.rebalance_interval:
+            self._last_rebalance = loop.time()
+            await self.rebalance()
+
+    async def _give_up(self, shard: int) -> None:
+        lease = self._owned.pop(shard)
+        await self._drain(shard)
+        await self.leases.release(lease)
+
+    async def _claim_share(self) -> None:
+        states = await self.leases.states()
+        alive = [i.id for i in await self.leases.instances() if i.alive]
+        owners = {
+            s.shard: s.owner if s.status in ("assigned", "rebalancing") else None for s in states
+        }
+        mine = {s.shard for s in states if s.handover_to == self.instance_id and s.owner is None}
+        # Held in this instance's name by a process before this one (a restart with the same
+        # INSTANCE_ID): claimed again at once, in a new epoch, rather than after the ttl.
+        mine |= {s.shard for s in states if s.owner == self.instance_id and s.handover_to is None}
+        orphans = plan_moves(owners, alive, {}, replace(self.limits, max_moves=0))
+        mine |= {move.shard for move in orphans if move.target == self.instance_id}
+        for shard in sorted(mine - self._owned.keys()):
+            lease = await self.leases.claim(shard, self.instance_id)
+            if lease is not None:
+                self._owned[shard] = lease
+                log.info("shard %d: owned at epoch %d", shard, lease.epoch)
+
+    async def rebalance(self) -> list[Move]:
+        """Plan one round of moves between live instances and ask their owners to hand the
+        shards over; nothing when another instance holds the rebalancer lock."""
+        try:
+            held = await self.locks.acquire(REBALANCER_LOCK, ttl=self.leases.ttl, timeout=0)
+        except LockError:  # another instance rebalances, or the lock store is away
+            return []
+        try:
+            states = await self.leases.states()
+            alive = [i.id for i in await self.leases.instances() if i.alive]
+            owners = {s.shard: s.owner if s.status == "assigned" else None for s in states}
+            loads = {s.shard: s.load for s in states}
+            self._rounds += 1
+            frozen = {s for s, at in self._moved_in.items() if self._rounds - at < COOLDOWN_ROUNDS}
+            frozen |= {s.shard for s in states if s.status == "rebalancing"}
+            moves = [
+                move
+                for move in plan_moves(owners, alive, loads, self.limits, frozen)
+                if move.source is not None and move.source in alive
+            ]
+            for move in moves:
+                await self.leases.hand_over(move.shard, move.target)
+                self._moved_in[move.shard] = self._rounds
+                log.info("shard %d: moving from %s to %s", move.shard, move.source, move.target)
+            return moves
+        finally:
+            await held.release()
