@@ -24,6 +24,7 @@ from banking_es.application.ports import AggregateCache, Clock, EventPageCache, 
 from banking_es.application.queries import AccountQueries
 from banking_es.application.repository import AccountRepository
 from banking_es.application.retry import RetryPolicy
+from banking_es.application.statements import Period, Statement
 from banking_es.application.stream_queue import StreamQueue
 from banking_es.application.transfers import TransferResult, Transfers
 from banking_es.domain import commands as cmd
@@ -128,3 +129,6 @@ class AccountService:
 
     def get_transfer(self, transfer_id: str) -> Coroutine[Any, Any, TransferResult]:
         return self._queries.get_transfer(transfer_id)
+
+    def statement(self, account_id: str, period: Period) -> Coroutine[Any, Any, Statement]:
+        return self._queries.statement(account_id, period)
