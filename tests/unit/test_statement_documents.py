@@ -195,6 +195,7 @@ def test_a_long_statement_runs_over_pages_each_with_headings_and_its_number() ->
     everything = "\n".join(pages)
     for i in range(400):
         assert f"movement {i}" in everything.replace("\n", " ")
+    assert pages[0].count("Opening balance") == 2  # the summary and the table's first row
     assert "Total money in" in pages[-1]
     assert elapsed < 20  # a loose bound against a quadratic layout (docs/performance.md)
 

@@ -148,6 +148,11 @@ class _StatementPdf(FPDF):
             self.cell(0, 6, "No movements in this period.", new_y="NEXT")
             return
         self._headings()
+        baseline = self.get_y() + 3.9
+        self._text(*_COLUMNS[1], baseline, "Opening balance", right=False)
+        opening = _amount(self.statement.opening_balance, self.statement.currency)
+        self._text(*_COLUMNS[3], baseline, opening, right=True)
+        self.set_y(self.get_y() + _ROW)
         limit = self.h - _BOTTOM
         for index, line in enumerate(lines):
             if self.get_y() + _ROW > limit:
