@@ -17,6 +17,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
 COPY --from=build /opt/venv /opt/venv
+# DejaVu Sans: statements in PDF print owner names in Greek, Cyrillic, ... (statements/pdf.py).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 # A numeric user: Kubernetes' runAsNonRoot can only verify a numeric one (deploy/k8s).
 RUN groupadd --system --gid 10001 banking \
  && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/banking banking \

@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     shards_max_per_instance: int | None = Field(None, ge=1, le=4096)
 
     default_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    bank_name: str = Field("banking-es", min_length=1, max_length=100)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["console", "json"] | None = None
     otel_exporter_otlp_endpoint: str | None = None

@@ -25,6 +25,7 @@ from banking_es.application.queries import AccountQueries
 from banking_es.application.repository import AccountRepository
 from banking_es.application.results import TransferResult
 from banking_es.application.retry import RetryPolicy
+from banking_es.application.statements import Period, Statement
 from banking_es.application.stream_queue import StreamQueue
 from banking_es.application.transfers import Transfers
 from banking_es.domain import commands as cmd
@@ -129,3 +130,6 @@ class AccountService:
 
     def get_transfer(self, transfer_id: str) -> Coroutine[Any, Any, TransferResult]:
         return self._queries.get_transfer(transfer_id)
+
+    def statement(self, account_id: str, period: Period) -> Coroutine[Any, Any, Statement]:
+        return self._queries.statement(account_id, period)

@@ -8,6 +8,7 @@ from banking_es.application.errors import NotFound
 from banking_es.application.ports import EventPageCache
 from banking_es.application.repository import AccountRepository
 from banking_es.application.results import TransferResult
+from banking_es.application.statements import Period, Statement, read_statement
 from banking_es.domain.account import Account
 from banking_es.domain.events import TransferSent
 from banking_es.eventstore.base import RecordedEvent
@@ -72,6 +73,10 @@ class AccountQueries:
         if not events and not await self._store.read_stream(account_id, 0, limit=1):
             raise NotFound(f"account {account_id} not found")
         return events
+
+    async def statement(self, account_id: str, period: Period) -> Statement:
+        """The account's statement of `period`, from its events (application/statements.py)."""
+        return await read_statement(self._store, account_id, period)
 
     async def get_transfer(self, transfer_id: str) -> TransferResult:
         event = await self._store.get_event(transfer_id)

@@ -22,7 +22,7 @@ from banking_es.eventstore.base import EVENTS_TOPIC
 from banking_es.projections.account_summaries import Summary
 from banking_es.verify import postgres
 from banking_es.verify.events import EVENTS, T_ROW, EventChecks
-from banking_es.verify.report import CHECKS, KEPT, Problem, Report, differ, span
+from banking_es.verify.report import CHECKS, KEPT, Problem, Report, differ, outbox_row
 
 __all__ = ["CHECKS", "KEPT", "PAGE", "Problem", "Report", "verify"]
 
@@ -180,22 +180,6 @@ async def _check_outbox(conn: Connection, report: Report, page: int) -> None:
         report.compared["outbox"] += len(rows)
         for row in rows:
             row_id, topic, key, position, stream = row.values()
-            if position is None or topic != EVENTS_TOPIC:
-                report.add("outbox", f"outbox row {row_id}: topic {topic!r}, event {position}")
-                continue
-            if stream is None:
-                report.add("outbox", f"outbox row {row_id}: event position {position} has no event")
-            elif stream != key:
-                report.add("outbox", f"outbox row {row_id}: key {key} but its event is of {stream}")
-            if previous and position <= previous:
-                report.add(
-                    "outbox",
-                    f"outbox row {row_id}: event {position} again or out of order"
-                    f" (after {previous})",
-                )
-                continue
-            if previous and position > previous + 1:
-                missing = span(previous + 1, position - 1)
-                report.add("outbox", f"no outbox row for the event(s) at {missing}")
-            previous = position
+            if outbox_row(report, row_id, topic, key, position, stream, previous):
+                previous = position
         rows = await ahead

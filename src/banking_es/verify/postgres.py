@@ -34,7 +34,7 @@ from banking_es.verify.events import (
     row_differs,
     want_row,
 )
-from banking_es.verify.report import KEPT, Report, differ, span
+from banking_es.verify.report import KEPT, Report, differ, outbox_row, span
 
 #: Events of the irregular accounts ($3), with their snapshot and `transactions` row.
 _IRREGULAR = EVENTS["postgres"].replace(
@@ -303,18 +303,4 @@ def _outbox(report: Report, rows: list[Row]) -> None:
     """The outbox's event rows that SQL found wrong, worded as the rows are read."""
     for row in rows:
         row_id, topic, key, position, stream, previous = row.values()
-        if position is None or topic != EVENTS_TOPIC:
-            report.add("outbox", f"outbox row {row_id}: topic {topic!r}, event {position}")
-            continue
-        if stream is None:
-            report.add("outbox", f"outbox row {row_id}: event position {position} has no event")
-        elif stream != key:
-            report.add("outbox", f"outbox row {row_id}: key {key} but its event is of {stream}")
-        if previous and position <= previous:
-            report.add(
-                "outbox",
-                f"outbox row {row_id}: event {position} again or out of order (after {previous})",
-            )
-        elif previous and position > previous + 1:
-            missing = span(previous + 1, position - 1)
-            report.add("outbox", f"no outbox row for the event(s) at {missing}")
+        outbox_row(report, row_id, topic, key, position, stream, previous or 0)

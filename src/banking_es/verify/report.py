@@ -8,6 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from banking_es.eventstore.base import EVENTS_TOPIC
+
 #: The checks, in the order the report lists them.
 CHECKS = (
     "positions",
@@ -73,3 +75,33 @@ def show(value: Any) -> str:
 
 def span(first: int, last: int) -> str:
     return f"position {first}" if first == last else f"positions {first}-{last}"
+
+
+def outbox_row(
+    report: Report,
+    row_id: int,
+    topic: str,
+    key: str,
+    position: int | None,
+    stream: str | None,
+    previous: int,
+) -> bool:
+    """Word what is wrong with one outbox row, read after the row of event `previous` (0: none);
+    False when the row does not move the covered events on (the next is read after `previous`)."""
+    if position is None or topic != EVENTS_TOPIC:
+        report.add("outbox", f"outbox row {row_id}: topic {topic!r}, event {position}")
+        return False
+    if stream is None:
+        report.add("outbox", f"outbox row {row_id}: event position {position} has no event")
+    elif stream != key:
+        report.add("outbox", f"outbox row {row_id}: key {key} but its event is of {stream}")
+    if previous and position <= previous:
+        report.add(
+            "outbox",
+            f"outbox row {row_id}: event {position} again or out of order (after {previous})",
+        )
+        return False
+    if previous and position > previous + 1:
+        missing = span(previous + 1, position - 1)
+        report.add("outbox", f"no outbox row for the event(s) at {missing}")
+    return True
