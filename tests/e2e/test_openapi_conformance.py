@@ -14,6 +14,18 @@ from tests.api_support import running_services
 from tests.e2e.http_support import api_client, open_account, wait_for_projections
 
 
+def as_json_schema(schema: Any) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema: `nullable: true` also admits null."""
+    if isinstance(schema, list):
+        return [as_json_schema(value) for value in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: as_json_schema(value) for key, value in schema.items()}
+    if converted.pop("nullable", False):
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
 def check(document: dict[str, Any], template: str, response: httpx.Response) -> None:
     method = response.request.method.lower()
     where = f"{method.upper()} {template} -> {response.status_code}"
@@ -26,7 +38,8 @@ def check(document: dict[str, Any], template: str, response: httpx.Response) -> 
     assert media in described.get("content", {}), f"{where}: {media} not documented"
     schema = described["content"][media].get("schema")
     if schema:
-        jsonschema.Draft202012Validator({**schema, "components": document["components"]}).validate(
+        components = as_json_schema(document["components"])
+        jsonschema.Draft202012Validator({**schema, "components": components}).validate(
             response.json()
         )
 

@@ -29,16 +29,31 @@ ASSETS_DIR = swagger_ui_path
 
 
 def _tidy(schema: Any) -> Any:
-    """Money accepts a number or a string (`oneOf`): msgspec's own Decimal schema goes."""
-    if isinstance(schema, dict):
-        if "oneOf" in schema and schema.get("format") == "decimal":
-            schema.pop("type", None)
-            schema.pop("format", None)
-        for value in schema.values():
-            _tidy(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            _tidy(value)
+    """msgspec's JSON Schema (2020-12) as OpenAPI 3.0 schemas, which the pinned Swagger UI
+    (4.x) renders: `nullable` for an `anyOf` with null, `example` for `examples`; and money
+    accepts a number or a string (`oneOf`), so msgspec's own Decimal type and format go."""
+    if isinstance(schema, list):
+        return [_tidy(value) for value in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: _tidy(value) for key, value in schema.items()}
+    if "oneOf" in schema and schema.get("format") == "decimal":
+        schema.pop("type", None)
+        schema.pop("format", None)
+    options = schema.get("anyOf")
+    if options is not None and {"type": "null"} in options:
+        rest = [option for option in options if option != {"type": "null"}]
+        del schema["anyOf"]
+        if len(rest) > 1:
+            schema["anyOf"] = rest
+        elif "$ref" in rest[0]:
+            schema["allOf"] = rest  # a $ref takes no siblings in OpenAPI 3.0
+        else:
+            schema = {**rest[0], **schema}
+        schema["nullable"] = True
+    examples = schema.pop("examples", None)
+    if isinstance(examples, list) and examples and "example" not in schema:
+        schema["example"] = examples[0]
     return schema
 
 
@@ -113,7 +128,7 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
 
 
 def document(ops: list[Operation], title: str, version: str, description: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of `ops`."""
+    """The OpenAPI 3.0 document of `ops` (the version the pinned Swagger UI renders)."""
     models = _models(ops)
     refs, components = msgspec.json.schema_components(models, ref_template=_REF)
     by_model = dict(zip(models, refs, strict=True))
@@ -121,24 +136,24 @@ def document(ops: list[Operation], title: str, version: str, description: str) -
     for op in ops:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, by_model)
     result: dict[str, Any] = {
-        "openapi": "3.1.0",
+        "openapi": "3.0.3",
         "info": {"title": title, "version": version, "description": description},
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": {"HTTPBearer": _BEARER}},
     }
-    _tidy(result)
-    return result
+    tidy: dict[str, Any] = _tidy(result)
+    return tidy
 
 
+#: Swagger UI's own defaults do the rest (the `apis` preset, `BaseLayout`): the bundle alone
+#: serves them, without the standalone preset's script.
 _INIT = """
 const ui = SwaggerUIBundle({
     url: '/openapi.json',
     dom_id: '#swagger-ui',
-    layout: 'BaseLayout',
     deepLinking: true,
     showExtensions: true,
     showCommonExtensions: true,
-    presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
 })"""
 
 
