@@ -225,6 +225,9 @@ def test_cache_counts_reach_prometheus_once_each_at_export() -> None:
         ("dedup", "claimed"),
         ("cache_warmed", ""),
         ("cache_l2_dropped", ""),
+        ("cache_evictions", "l1"),
+        ("redis_errors", "get"),
+        ("redis_breaker_transitions", "open"),
     ]:
         counts.inc(name, label)
     counts.redis_latency.observe(0.002)
@@ -242,6 +245,9 @@ def test_cache_counts_reach_prometheus_once_each_at_export() -> None:
     assert sample(metrics, p + "dedup_total", outcome="claimed") == 1
     assert sample(metrics, p + "cache_warmed_total") == 1
     assert sample(metrics, p + "cache_l2_dropped_total") == 1
+    assert sample(metrics, p + "cache_evictions_total", level="l1") == 1
+    assert sample(metrics, p + "cache_errors_total", level="l2") == 1
+    assert sample(metrics, p + "redis_breaker_transitions_total", state="open") == 1
     assert sample(metrics, p + "redis_latency_seconds_count") == 2
     assert sample(metrics, p + "redis_latency_seconds_bucket", le="0.0025") == 1
     assert sample(metrics, p + "redis_latency_seconds_bucket", le="+Inf") == 2
