@@ -181,7 +181,20 @@ async def test_every_metric_named_in_deploy_and_docs_is_on_metrics(
         )
         # Kafka's invalidations emptied L1: read the account into it again.
         assert (await client.get(f"/accounts/{account}")).status_code == 200
-        text, scraped = await eventually_scraped(client, lambda s: True)
+
+        def projected(scraped: Any) -> bool:
+            head = value(scraped, "banking_es_eventstore_head_position")
+            return head >= 4 and all(
+                value(scraped, "banking_es_projection_position", projection=name) == head
+                for name in ("account_summaries", "transactions")
+            )
+
+        text, scraped = await eventually_scraped(client, projected)
+        # the projection gauges are the consumer group's, as /health/ready shows them
+        assert projected(scraped)
+        for name in ("account_summaries", "transactions"):
+            assert value(scraped, "banking_es_projection_lag_events", projection=name) == 0
+            assert value(scraped, "banking_es_projection_lag_seconds", projection=name) == 0
         # every documented consumer outcome happened and was counted as itself
         assert consumed(scraped, "ok") >= 4  # opened + 3 deposits
         assert consumed(scraped, "duplicate") >= 1
