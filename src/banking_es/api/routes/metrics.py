@@ -20,7 +20,9 @@ router = APIRouter(tags=["operations"])
     responses={200: {"content": {"text/plain": {}}, "description": "the metrics"}},
 )
 async def metrics(services: ServicesDep) -> Response:
-    await refresh_gauges(services.metrics, services.store, services.projections, services.clock)
+    # With Kafka the consumer group drives the projections (as in readiness), not the runner.
+    statuses = services.kafka or services.projections
+    await refresh_gauges(services.metrics, services.store, statuses, services.clock)
     services.export_metrics()
     # Merging the workers' files reads the disk: keep it off the event loop.
     body = await asyncio.to_thread(services.metrics.render)
