@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.clock_support import EPOCH, FakeClock
@@ -164,6 +167,24 @@ def test_dashboard_and_alerts_use_only_metrics_that_are_declared() -> None:
         assert f"alert: Banking{alert}" in alerts
 
 
+def test_each_dashboard_panel_names_its_alert_or_why_it_has_none() -> None:
+    rules = yaml.safe_load((ROOT / "deploy" / "alerts.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(panels) > 20
+    drawn: set[str] = set()
+    for panel in panels:
+        description = panel.get("description", "")
+        assert description.startswith(("Alert ", "Alerts ", "No alert")), panel["title"]
+        named_alerts = set(re.findall(r"\bBanking[A-Za-z0-9]+", description))
+        assert named_alerts <= alerts, (panel["title"], named_alerts - alerts)
+        if not description.startswith("No alert"):
+            assert named_alerts, panel["title"]
+            drawn |= named_alerts
+    assert drawn == alerts  # every rule has the panel that shows what it watches
+
+
 def test_serve_prepares_an_empty_metrics_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -204,6 +225,9 @@ def test_cache_counts_reach_prometheus_once_each_at_export() -> None:
         ("dedup", "claimed"),
         ("cache_warmed", ""),
         ("cache_l2_dropped", ""),
+        ("cache_evictions", "l1"),
+        ("redis_errors", "get"),
+        ("redis_breaker_transitions", "open"),
     ]:
         counts.inc(name, label)
     counts.redis_latency.observe(0.002)
@@ -221,6 +245,9 @@ def test_cache_counts_reach_prometheus_once_each_at_export() -> None:
     assert sample(metrics, p + "dedup_total", outcome="claimed") == 1
     assert sample(metrics, p + "cache_warmed_total") == 1
     assert sample(metrics, p + "cache_l2_dropped_total") == 1
+    assert sample(metrics, p + "cache_evictions_total", level="l1") == 1
+    assert sample(metrics, p + "cache_errors_total", level="l2") == 1
+    assert sample(metrics, p + "redis_breaker_transitions_total", state="open") == 1
     assert sample(metrics, p + "redis_latency_seconds_count") == 2
     assert sample(metrics, p + "redis_latency_seconds_bucket", le="0.0025") == 1
     assert sample(metrics, p + "redis_latency_seconds_bucket", le="+Inf") == 2

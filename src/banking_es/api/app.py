@@ -39,7 +39,7 @@ from banking_es.api.validation import RequestRules
 from banking_es.application.accounts import AccountService
 from banking_es.application.admin import AdminService
 from banking_es.application.idempotency import IdempotencyService
-from banking_es.application.ports import Clock
+from banking_es.application.ports import Clock, ProjectionStatus
 from banking_es.application.validation import RequestValidator
 from banking_es.config import Settings, load_settings
 from banking_es.eventstore.base import EventStore
@@ -83,6 +83,12 @@ ROUTES: tuple[tuple[type, str, dict[str, Any]], ...] = (
 DOCS_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
 
 
+class ProjectionStatuses(Protocol):
+    """Whatever drives the projections (the runner, or with Kafka the consumer group)."""
+
+    async def status(self) -> list[ProjectionStatus]: ...
+
+
 class ApiServices(Protocol):
     """What the composition root hands the API (bootstrap's `Services` is one); read-only,
     so a container may hold narrower types."""
@@ -99,6 +105,8 @@ class ApiServices(Protocol):
     def read_models(self) -> ReadModels: ...
     @property
     def projections(self) -> ProjectionRunner: ...
+    @property
+    def kafka(self) -> ProjectionStatuses | None: ...
     @property
     def clock(self) -> Clock: ...
     @property
@@ -142,7 +150,9 @@ def _route_objects(services: ApiServices) -> dict[type, object]:
 
     async def scrape() -> bytes:
         metrics = services.metrics
-        await refresh_gauges(metrics, services.store, services.projections, services.clock)
+        # With Kafka the consumer group drives the projections (as in readiness), not the runner.
+        statuses = services.kafka or services.projections
+        await refresh_gauges(metrics, services.store, statuses, services.clock)
         services.export_metrics()
         # Merging the workers' files reads the disk: keep it off the event loop.
         return await asyncio.to_thread(metrics.render)

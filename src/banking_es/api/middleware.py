@@ -165,8 +165,9 @@ def _route_template(scope: Scope) -> str:
 def _describe(
     span: Span, method: str, route: str, status: int, request_id: str, state: dict[str, Any]
 ) -> None:
-    span.update_name(f"{method} {route}")
-    span.set_attribute("http.route", route)
+    if route != UNMATCHED_ROUTE:  # no route (404, a refused rate limit): the method alone
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
     span.set_attribute("http.response.status_code", status)
     span.set_attribute("banking.request_id", request_id)
     if state.get("user_id"):

@@ -91,6 +91,9 @@ def build_kafka_runner(
     counters: dict[str, Any] = {}
     if metrics is not None:
         metrics.leader_role("projections")  # the consumer's assignment sets it
+        # At 0 from the start: `increase()` cannot see a series that is born at 1, so the
+        # first dead letter after a start would never fire BankingDeadLetters.
+        metrics.dead_letters.labels(config.topics.events)
         counters = {
             "on_outcome": lambda topic, outcome, n: metrics.kafka_consumed.labels(
                 topic, group, outcome

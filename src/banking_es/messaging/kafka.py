@@ -248,10 +248,11 @@ class KafkaPublisher:
 
     async def publish(self, entries: Sequence[OutboxEntry]) -> None:
         """Send every entry in order; return when the broker acknowledged all of them."""
-        producer = await self.start()
         spans: list[Span] = []
         traced = tracing_enabled()
         try:
+            # Inside: a broker that is away fails here on every attempt after the first.
+            producer = await self.start()
             futures = []
             topics: Counter[str] = Counter()
             for entry in entries:

@@ -40,7 +40,6 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 UNMATCHED_ROUTE = "<unmatched>"
 
 COMMAND_OUTCOMES = ("ok", "rejected", "conflict", "failed")
-CACHE_RESULTS = ("hit", "miss")
 LOGIN_OUTCOMES = ("success", "failure", "locked")
 
 
@@ -398,15 +397,6 @@ class Metrics:
     def observe_validation(self, rule: str, *, warning: bool = False) -> None:
         """A request refused by (or, with `warning`, accepted with a warning of) a rule."""
         self._child(self.validation_warnings if warning else self.validation_failures, rule).inc()
-
-    def observe_cache(self, level: str, result: str) -> None:
-        """`result` is hit, miss, eviction or error."""
-        if result in CACHE_RESULTS:
-            self._child(self.cache_requests, level, result).inc()
-        elif result == "eviction":
-            self._child(self.cache_evictions, level).inc()
-        else:
-            self._child(self.cache_errors, level).inc()
 
     # ---- exposition -----------------------------------------------------------------
 

@@ -227,9 +227,10 @@ class KafkaProjectionRunner:
     async def _check_log_reset(self, consumer: AIOKafkaConsumer) -> None:
         """Go back to the start of a partition whose log ends before our position.
 
-        Kafka answers such a fetch with OFFSET_OUT_OF_RANGE (and `auto_offset_reset` applies),
-        but a broker that lost its log (a wiped cluster; Tansu after a restart) may simply
-        wait until the new log grows past the old position, skipping what comes before.
+        Kafka answers such a fetch with OFFSET_OUT_OF_RANGE (`auto_offset_reset` applies), but
+        a broker that lost its log (a wiped cluster; Tansu after a restart) may wait until the
+        new log passes the old position. The end is the larger of the listed one and the last
+        fetch's high watermark: Tansu lists a log whose last batch has n messages n - 1 short.
         """
         assigned = list(consumer.assignment())
         if not assigned:
@@ -238,7 +239,7 @@ class KafkaProjectionRunner:
             async with asyncio.timeout(2.0):
                 ends = await consumer.end_offsets(assigned)
             for tp in assigned:
-                if await consumer.position(tp) > ends[tp]:
+                if await consumer.position(tp) > max(ends[tp], consumer.highwater(tp) or 0):
                     log.warning("kafka projections: the log of %s was reset; from start", tp)
                     await consumer.seek_to_beginning(tp)
         except (TimeoutError, KafkaError) as exc:

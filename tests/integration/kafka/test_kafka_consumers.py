@@ -3,6 +3,7 @@ consumer group, send poison messages to the DLQ and fill gaps from the event sto
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ from banking_es.messaging.replay import replay_events
 from banking_es.projections import AccountSummariesProjection, TransactionsProjection
 from banking_es.projections.base import Projection
 from banking_es.projections.kafka_applier import KafkaProjectionApplier
-from banking_es.projections.kafka_runner import KafkaProjectionRunner
+from banking_es.projections.kafka_runner import LOG_RESET_CHECK, KafkaProjectionRunner
 
 pytestmark = pytest.mark.kafka
 
@@ -54,6 +55,20 @@ async def test_projections_from_kafka_match_a_replay_and_ignore_duplicates(env: 
 
 async def _handled_at_least(runner: KafkaProjectionRunner, count: int) -> bool:
     return runner.handled >= count
+
+
+async def test_a_caught_up_consumer_reads_each_message_once_while_idle(env: Env) -> None:
+    """Batches of several messages (Tansu lists their logs' ends too early) are not taken for
+    a lost log: the idle consumer does not read its partitions again from the start."""
+    await populate(env.store, ops=40)
+    await drain_outbox(env.relay(), env.store)
+    events = await all_events(env.store)
+    runner = env.runner()
+    runner.start()
+    await assert_matches_replay(env)
+    await eventually(lambda: _handled_at_least(runner, len(events)), 20, "every event")
+    await asyncio.sleep(3 * LOG_RESET_CHECK)  # idle: the log-reset check runs
+    assert runner.handled == len(events)
 
 
 async def test_a_relay_killed_between_publish_and_mark_causes_no_double_effect(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaError
 from tests.integration.kafka.kafka_support import Env, drain_outbox, read_topic
 from tests.integration.projection_support import Bank, all_events, populate
+from tests.server import free_port
 
-from banking_es.messaging.kafka import KafkaPublisher
+from banking_es.eventstore.base import OutboxEntry
+from banking_es.messaging.kafka import KafkaConfig, KafkaPublisher, Topics
 
 pytestmark = pytest.mark.kafka
 
@@ -72,3 +76,19 @@ async def test_one_relay_leads_and_a_standby_takes_over_when_it_dies(env: Env) -
 
 async def populate_more(bank: Bank, ops: int) -> None:
     await bank.random_ops(ops)
+
+
+async def test_each_failed_publish_attempt_is_counted_also_when_the_broker_is_away() -> None:
+    """A broker that does not answer fails the producer's start: every attempt counts."""
+    failed: list[str] = []
+    topics = Topics("away")
+    config = KafkaConfig(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", topics=topics, request_timeout_ms=1000
+    )
+    publisher = KafkaPublisher(config, on_error=failed.append)
+    entry = OutboxEntry(1, "notifications", "k", {"n": 1}, None, datetime.now(UTC))
+    for _ in range(2):
+        with pytest.raises(KafkaError):
+            await publisher.publish([entry])
+    await publisher.close()
+    assert failed == [topics.for_outbox("notifications")] * 2
