@@ -26,6 +26,7 @@ def test_money_request_accepts_exact_amounts(amount: object, expected: str) -> N
     [
         *("0", "-1", "0.00001", "1e3", "1000000000000000", True, None, "", "NaN"),
         *("\u0665", "1\u0660", "\uff15", "5\n", " 5", "5 "),  # other scripts' digits, blanks
+        "1." + "0" * 29 + "1",  # beyond 28 digits: must not be rounded to 1
     ],
 )
 def test_money_request_rejects_invalid_amounts_as_validation_errors(amount: object) -> None:

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from banking_es.domain.currencies import MINOR_UNITS
 from banking_es.domain.errors import InvalidAmount
-from banking_es.domain.money import format_in, format_money, is_currency, minor_units, to_money
+from banking_es.domain.money import (
+    decimal_places,
+    format_in,
+    format_money,
+    is_currency,
+    minor_units,
+    to_money,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,6 +90,17 @@ def test_more_decimals_than_the_currency_has_are_refused(currency: str, value: s
         to_money(value, minor_units(currency), "initial_balance")
     assert refused.value.field == "initial_balance"
     assert str(refused.value).startswith("initial_balance ")
+
+
+@pytest.mark.parametrize(
+    ("value", "places"),
+    [
+        *[("1.500", 1), ("150", 0), ("1E+3", 0), ("0.00", 0), ("-0.125", 3)],
+        ("1." + "0" * 29 + "1", 30),
+    ],
+)
+def test_decimal_places_counts_significant_decimals_exactly(value: str, places: int) -> None:
+    assert decimal_places(Decimal(value)) == places
 
 
 def test_an_amount_stored_with_more_digits_than_its_currency_is_shown_unrounded() -> None:

@@ -37,9 +37,15 @@ def minor_units(currency: str) -> int:
 
 def decimal_places(amount: Decimal) -> int:
     """The significant decimals of a finite amount: 1.500 has 1, 150 has 0."""
-    exponent = amount.normalize().as_tuple().exponent
+    # Exactly, from the digits: `normalize()` would round past 28 digits (1.000...0001 -> 1).
+    _, digits, exponent = amount.as_tuple()
     assert isinstance(exponent, int)
-    return max(0, -exponent)
+    if not amount:
+        return 0
+    places, end = -exponent, len(digits)
+    while places > 0 and end > 0 and digits[end - 1] == 0:
+        places, end = places - 1, end - 1
+    return max(0, places)
 
 
 def to_money(value: Decimal | int | str, places: int = 2, field: str = "amount") -> Decimal:
