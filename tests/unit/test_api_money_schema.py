@@ -12,7 +12,10 @@ from banking_es.api.schemas import MoneyRequest
 
 @pytest.mark.parametrize(
     ("amount", "expected"),
-    [("500", "500.00"), ("500.5", "500.50"), (Decimal("0.1"), "0.10"), (7, "7.00")],
+    [
+        *[("500", "500.00"), ("500.5", "500.50"), (Decimal("0.1"), "0.10"), (7, "7.00")],
+        *[("0.001", "0.001"), ("1.2345", "1.2345")],  # BHD, UYW: the account decides
+    ],
 )
 def test_money_request_accepts_exact_amounts(amount: object, expected: str) -> None:
     assert str(MoneyRequest.model_validate({"amount": amount}).amount) == expected
@@ -21,8 +24,9 @@ def test_money_request_accepts_exact_amounts(amount: object, expected: str) -> N
 @pytest.mark.parametrize(
     "amount",
     [
-        *("0", "-1", "0.001", "1e3", "1000000000000000", True, None, "", "NaN"),
+        *("0", "-1", "0.00001", "1e3", "1000000000000000", True, None, "", "NaN"),
         *("\u0665", "1\u0660", "\uff15", "5\n", " 5", "5 "),  # other scripts' digits, blanks
+        "1." + "0" * 29 + "1",  # beyond 28 digits: must not be rounded to 1
     ],
 )
 def test_money_request_rejects_invalid_amounts_as_validation_errors(amount: object) -> None:

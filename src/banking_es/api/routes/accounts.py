@@ -33,7 +33,7 @@ from banking_es.application.accounts import CommandContext, Replayed
 from banking_es.application.validation import ACCOUNT_CREATION, TRANSACTION
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
-from banking_es.domain.money import format_money
+from banking_es.domain.money import format_in
 
 if TYPE_CHECKING:
     from banking_es.bootstrap import Services
@@ -142,7 +142,7 @@ async def list_accounts(
         {
             "id": r.account_id,
             "owner_name": r.owner_name,
-            "balance": format_money(r.balance),
+            "balance": format_in(r.balance, r.currency),
             "currency": r.currency,
             "status": r.status,
             "version": r.version,
@@ -337,14 +337,14 @@ async def account_transactions(
 ) -> Response:
     before = render.decode_cursor("t", cursor)
     await services.access.check_read(caller.identity, str(account_id))
-    await services.accounts.get_account(str(account_id))  # 404 for unknown accounts
+    account = await services.accounts.get_account(str(account_id))  # 404 for unknown ones
     rows, has_more = await services.read_models.list_transactions(str(account_id), before, limit)
     data = [
         {
             "id": r.id,
             "type": r.type,
-            "amount": format_money(r.amount),
-            "balance_after": format_money(r.balance_after),
+            "amount": format_in(r.amount, account.currency),
+            "balance_after": format_in(r.balance_after, account.currency),
             "description": r.description,
             "version": r.version,
             "transfer_id": r.transfer_id,
