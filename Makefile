@@ -9,9 +9,9 @@ UV     := $(BIN)/uv
 # too (the next `make test` re-installs them); the dev install stamps both.
 STAMP     := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-runtime
-LINT   := src tests $(wildcard bench)
+LINT   := src tests scripts $(wildcard bench)
 
-.PHONY: install install-runtime run test test-fast lint fmt typecheck bench lock clean
+.PHONY: install install-runtime run test test-fast lint fmt typecheck currencies bench lock clean
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE=1 (set on our machines and in the image)
 # Python would compile every module at every start: `banking-es --help` took 2.0 s instead
@@ -64,6 +64,10 @@ fmt: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
+
+## make currencies: regenerate src/banking_es/domain/currencies.py from the pinned iso4217
+currencies: $(STAMP)
+	$(BIN)/python scripts/currencies.py
 
 ## make bench: the performance table (PostgreSQL on loopback; installs wrk and the bench extra)
 bench: $(STAMP)

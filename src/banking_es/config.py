@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from banking_es.domain.money import is_currency
+
 DEFAULT_SQLITE_URL = "sqlite:///./data/banking.db"
 
 
@@ -109,6 +111,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["console", "json"] | None = None
     otel_exporter_otlp_endpoint: str | None = None
+
+    @field_validator("default_currency")
+    @classmethod
+    def _active_currency(cls, value: str) -> str:
+        # The same check as opening an account: a default no account could use is an error.
+        if not is_currency(value):
+            raise ValueError("not an active ISO 4217 currency code (such as USD, EUR, JPY)")
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -24,7 +24,10 @@ def validate(data: dict[str, object]) -> MoneyRequest:
 
 @pytest.mark.parametrize(
     ("amount", "expected"),
-    [("500", "500.00"), ("500.5", "500.50"), (Decimal("0.1"), "0.10"), (7, "7.00")],
+    [
+        *[("500", "500.00"), ("500.5", "500.50"), (Decimal("0.1"), "0.10"), (7, "7.00")],
+        *[("0.001", "0.001"), ("1.2345", "1.2345")],  # BHD, UYW: the account decides
+    ],
 )
 def test_money_request_accepts_exact_amounts(amount: object, expected: str) -> None:
     assert str(validate({"amount": amount}).amount) == expected
@@ -33,8 +36,9 @@ def test_money_request_accepts_exact_amounts(amount: object, expected: str) -> N
 @pytest.mark.parametrize(
     "amount",
     [
-        *("0", "-1", "0.001", "1e3", "1000000000000000", True, None, "", "NaN"),
+        *("0", "-1", "0.00001", "1e3", "1000000000000000", True, None, "", "NaN"),
         *("\u0665", "1\u0660", "\uff15", "5\n", " 5", "5 "),  # other scripts' digits, blanks
+        "1." + "0" * 29 + "1",  # beyond 28 digits: must not be rounded to 1
     ],
 )
 def test_money_request_rejects_invalid_amounts_as_validation_errors(amount: object) -> None:

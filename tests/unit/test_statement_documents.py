@@ -236,3 +236,35 @@ def test_a_description_too_long_for_its_column_is_cut_with_an_ellipsis() -> None
     assert "Deposit: word word" in text
     assert "…" in text
     assert text.count("word") < 30
+
+
+@pytest.mark.parametrize(
+    ("currency", "opening", "amount", "shown"),
+    [
+        ("JPY", "1000", "150", ("1000", "150", "1150")),
+        ("BHD", "1", "0.125", ("1.000", "0.125", "1.125")),
+    ],
+)
+def test_amounts_are_written_in_their_currencys_decimals(
+    currency: str, opening: str, amount: str, shown: tuple[str, str, str]
+) -> None:
+    at = datetime(2030, 1, 2, tzinfo=UTC)
+    start, moved = Decimal(opening), Decimal(amount)
+    line = StatementLine(at, "deposit", None, moved, start + moved, None, 2)
+    statement = Statement(
+        "3f1c6a4e-0000-4000-8000-000000000002",
+        "Ada",
+        currency,
+        JANUARY,
+        start,
+        start + moved,
+        moved,
+        Decimal("0"),
+        (line,),
+    )
+    body = statement_dict(statement)
+    assert (body["opening_balance"], body["lines"][0]["amount"], body["closing_balance"]) == shown
+    rows = list(csv.DictReader(io.StringIO(statement_csv(statement).decode())))
+    assert (rows[0]["amount"], rows[0]["balance_after"]) == shown[1:]
+    text = "\n".join(pdf_pages(statement_pdf(statement, bank_name="Bank", generated_at=at)))
+    assert f"+{shown[1]} {currency}" in text

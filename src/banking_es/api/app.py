@@ -59,8 +59,9 @@ DESCRIPTION = """
 An event-sourced banking service. Every change to an account is an immutable event;
 balances and histories are derived from them.
 
-Amounts are sent as JSON numbers or strings with at most 2 decimals and returned as
-strings with exactly 2 decimals. Errors are `application/problem+json` with a stable
+Amounts are sent as JSON numbers or strings with at most as many decimals as the
+account's ISO 4217 currency has (USD 2, JPY 0, BHD 3) and returned as strings with
+exactly that many. Errors are `application/problem+json` with a stable
 `code`. Write endpoints accept an `Idempotency-Key` header.
 """
 

@@ -68,7 +68,12 @@ def render_known_error(exc: Exception) -> tuple[int, bytes, dict[str, str]]:
             extra["current_version"] = exc.current_version
         if isinstance(exc, app_errors.ServiceUnavailable):
             headers["Retry-After"] = str(exc.retry_after)
-        return status, problem_body(status, exc.code, str(exc), extra=extra), headers
+        errors = None
+        if isinstance(exc, domain_errors.InvalidAmount):  # as if the schema had refused it
+            message = str(exc).removeprefix(f"{exc.field} ")
+            errors = [{"field": exc.field, "message": message}]
+        body = problem_body(status, exc.code, str(exc), errors=errors, extra=extra)
+        return status, body, headers
     raise TypeError(f"not a known error: {exc!r}")
 
 

@@ -27,9 +27,12 @@ class FieldError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """`Annotated[T, Check(fn)]`: `fn(value)` returns the field's value or raises FieldError."""
+    """`Annotated[T, Check(fn)]`: `fn(value)` returns the field's value or raises FieldError;
+    with `with_fields`, `fn(value, before)` also gets the fields declared before it that are
+    valid (absent ones at their defaults)."""
 
-    fn: Callable[[Any], Any]
+    fn: Callable[..., Any]
+    with_fields: bool = False
 
 
 Problems = list[dict[str, str]]
@@ -91,6 +94,12 @@ def _base(kind: Any) -> Any:
     return get_args(kind)[0] if get_origin(kind) is Annotated else kind
 
 
+def _checked_with_fields(kind: Any) -> Callable[..., Any] | None:
+    """The check of a field that needs the fields before it (`Check(..., with_fields=True)`)."""
+    check = _checked(_parts(kind)[0])
+    return check.fn if check is not None and check.with_fields else None
+
+
 def converter(kind: Any, *, text: bool = False) -> Callable[[Any], Any]:
     """A function that checks and converts one value of type `kind` (FieldError if refused).
 
@@ -130,7 +139,9 @@ def converter(kind: Any, *, text: bool = False) -> Callable[[Any], Any]:
 class _Field:
     name: str
     required: bool
-    convert: Callable[[Any], Any]
+    default: Any
+    convert: Callable[..., Any]
+    with_fields: bool
 
 
 _PLANS: dict[type, tuple[tuple[_Field, ...], frozenset[str]]] = {}
@@ -140,7 +151,13 @@ def _plan(model: type[msgspec.Struct], text: bool) -> tuple[tuple[_Field, ...], 
     plan = _PLANS.get(model)
     if plan is None:
         fields = tuple(
-            _Field(f.name, f.required, converter(f.type, text=text))
+            _Field(
+                f.name,
+                f.required,
+                f.default,
+                _checked_with_fields(f.type) or converter(f.type, text=text),
+                _checked_with_fields(f.type) is not None,
+            )
             for f in msgspec.structs.fields(model)
         )
         plan = _PLANS[model] = fields, frozenset(f.name for f in fields)
@@ -159,7 +176,12 @@ def build(
     for field in plan:
         if field.name in data:
             try:
-                values[field.name] = field.convert(data[field.name])
+                value = data[field.name]
+                if field.with_fields:
+                    before = {f.name: f.default for f in plan if f.name not in data}
+                    values[field.name] = field.convert(value, {**before, **values})
+                else:
+                    values[field.name] = field.convert(value)
             except FieldError as exc:
                 problems.append({"field": field.name, "message": str(exc)})
                 failed = True

@@ -1,4 +1,4 @@
-"""Domain and read-model objects to response JSON bytes (amounts as 2-decimal strings)."""
+"""Domain and read-model objects to response JSON bytes (amounts with their currency's digits)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from banking_es.api.problems import ApiError
 from banking_es.api.ranges import INT4_MAX, INT8_MAX
 from banking_es.application.accounts import TransferResult
 from banking_es.domain.account import Account
-from banking_es.domain.money import format_money
+from banking_es.domain.money import format_in
 from banking_es.eventstore.base import RecordedEvent
 
 
@@ -32,7 +32,7 @@ def account_json(account: Account, warnings: Sequence[str] = ()) -> bytes:
     body: dict[str, Any] = {
         "id": account.id,
         "owner_name": account.owner_name,
-        "balance": format_money(account.balance),
+        "balance": format_in(account.balance, account.currency),
         "currency": account.currency,
         "status": account.status,
         "version": account.version,
@@ -49,7 +49,7 @@ def transfer_dict(transfer: TransferResult, warnings: Sequence[str] = ()) -> dic
         "id": transfer.id,
         "from_account_id": transfer.from_account_id,
         "to_account_id": transfer.to_account_id,
-        "amount": format_money(transfer.amount),
+        "amount": format_in(transfer.amount, transfer.currency),
         "currency": transfer.currency,
         "status": transfer.status,
         "created_at": rfc3339(transfer.created_at),

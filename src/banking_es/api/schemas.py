@@ -6,6 +6,7 @@ msgspec models: `api/fields.py` checks requests against them, `api/openapi.py` d
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -16,21 +17,28 @@ from msgspec import Meta, Struct
 from banking_es.api.fields import Check, FieldError
 from banking_es.api.jsonbody import BadNumber
 from banking_es.api.ranges import INT4_MAX
-from banking_es.domain.money import CENT, MAX_INTEGER_DIGITS
+from banking_es.domain.money import (
+    MAX_INTEGER_DIGITS,
+    MAX_MINOR_UNITS,
+    decimal_places,
+    minor_units,
+    to_money,
+)
 
 #: ASCII digits only (`\d` would take any script's, e.g. "٥" for 5), the whole string.
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _TOO_LARGE = Decimal(10) ** MAX_INTEGER_DIGITS
 _MONEY_SCHEMA = {
     "oneOf": [
-        {"type": "string", "pattern": r"^-?[0-9]{1,15}(\.[0-9]{1,2})?$", "example": "500.50"},
+        {"type": "string", "pattern": r"^-?[0-9]{1,15}(\.[0-9]+)?$", "example": "500.50"},
         {"type": "number", "example": 500.5},
     ],
-    "description": "At most 15 integer digits and 2 decimals; no exponents, NaN or Infinity.",
+    "description": "At most 15 integer digits and as many decimals as the account's currency"
+    " has (USD 2, JPY 0, BHD 3); no exponents, NaN or Infinity.",
 }
 
 
-def _money(value: Any) -> Decimal:
+def _money(value: Any, places: int = MAX_MINOR_UNITS) -> Decimal:
     if isinstance(value, BadNumber):
         raise FieldError(value.reason)
     if isinstance(value, bool) or value is None:
@@ -50,11 +58,12 @@ def _money(value: Any) -> Decimal:
     # The magnitude first: quantizing a 30-digit number would overflow the context.
     if abs(amount) >= _TOO_LARGE:
         raise FieldError(f"must have at most {MAX_INTEGER_DIGITS} integer digits")
-    exponent = amount.as_tuple().exponent
-    assert isinstance(exponent, int)
-    if exponent < -2 and amount != amount.quantize(CENT):
-        raise FieldError("must have at most 2 decimal places")
-    return amount.quantize(CENT) + 0  # no negative zero
+    # The account's currency decides its decimals (the domain checks them); beyond any
+    # currency's is wrong for every account.
+    given = decimal_places(amount)
+    if given > places:
+        raise FieldError(f"must have at most {places} decimal places")
+    return to_money(amount, max(given, 2))
 
 
 def _positive(value: Any) -> Decimal:
@@ -64,15 +73,24 @@ def _positive(value: Any) -> Decimal:
     return amount
 
 
-def _non_negative(value: Any) -> Decimal:
-    amount = _money(value)
+def _non_negative(value: Any, before: Mapping[str, Any]) -> Decimal:
+    # An opening balance has its currency beside it (declared before it): an unusable code
+    # is checked as the 2 decimals of old, an absent one (DEFAULT_CURRENCY) by the domain.
+    if "currency" not in before:
+        places = 2
+    else:
+        currency = before["currency"]
+        places = MAX_MINOR_UNITS if currency is None else minor_units(currency)
+    amount = _money(value, places)
     if amount < 0:
         raise FieldError("must be non-negative")
     return amount
 
 
 PositiveAmount = Annotated[Decimal, Check(_positive), Meta(extra_json_schema=_MONEY_SCHEMA)]
-NonNegativeAmount = Annotated[Decimal, Check(_non_negative), Meta(extra_json_schema=_MONEY_SCHEMA)]
+NonNegativeAmount = Annotated[
+    Decimal, Check(_non_negative, with_fields=True), Meta(extra_json_schema=_MONEY_SCHEMA)
+]
 
 
 def storable_text(value: str) -> str:
@@ -143,10 +161,10 @@ class _Body(Struct, forbid_unknown_fields=True):
     """A request body (checked by `api/fields.py`, which refuses unknown fields)."""
 
 
-class CreateAccountRequest(_Body):
+class CreateAccountRequest(_Body, kw_only=True):
     owner_name: OwnerName
+    currency: Currency | None = None  # before initial_balance, whose decimals it decides
     initial_balance: NonNegativeAmount
-    currency: Currency | None = None
 
 
 class MoneyRequest(_Body):

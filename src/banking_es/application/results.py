@@ -19,7 +19,7 @@ import orjson
 from banking_es.application.errors import NotFound, VersionConflict
 from banking_es.domain import errors as domain_errors
 from banking_es.domain.account import Account
-from banking_es.domain.money import format_money
+from banking_es.domain.money import format_in
 
 #: The `status` of a record whose body is a stored answer (one of an earlier release holds
 #: the HTTP status of the response it stored, and that response as its body).
@@ -76,7 +76,7 @@ def store_result(
                 "id": result.id,
                 "from_account_id": result.from_account_id,
                 "to_account_id": result.to_account_id,
-                "amount": format_money(result.amount),
+                "amount": format_in(result.amount, result.currency),
                 "currency": result.currency,
                 "description": result.description,
                 "created_at": result.created_at.isoformat() if result.created_at else None,

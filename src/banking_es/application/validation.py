@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from banking_es.domain.account import Account
-from banking_es.domain.money import format_money
+from banking_es.domain.money import format_money, minor_units
 
 log = logging.getLogger("banking_es.validation")
 
@@ -139,12 +139,13 @@ class LowRemainingBalanceRule:
         if account is None or account.balance <= 0 or amount > account.balance:
             return ValidationResult()  # unknown account or not enough money: the command says
         left = account.balance - amount
+        places = minor_units(account.currency)
         if left >= account.balance * self.share:
             return ValidationResult()
         return ValidationResult.warning(
-            f"this leaves {format_money(left)} {account.currency} on account {account.id}, "
+            f"this leaves {format_money(left, places)} {account.currency} on account {account.id}, "
             f"less than {self.share * 100:.0f}% of its balance of "
-            f"{format_money(account.balance)}"
+            f"{format_money(account.balance, places)}"
         )
 
 

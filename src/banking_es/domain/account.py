@@ -6,7 +6,6 @@ Command methods check the rules and return the new events without changing state
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,9 +22,16 @@ from banking_es.domain.events import (
     TransferReceived,
     TransferSent,
 )
-from banking_es.domain.money import MAX_AMOUNT, ZERO, format_money, positive_money, to_money
+from banking_es.domain.money import (
+    LIMIT,
+    ZERO,
+    format_money,
+    is_currency,
+    minor_units,
+    positive_money,
+    to_money,
+)
 
-_CURRENCY = re.compile(r"[A-Z]{3}")
 OPEN = "open"
 CLOSED = "closed"
 MAX_OWNER_NAME = 200
@@ -62,26 +68,30 @@ class Account:
             raise errors.InvalidAccountData("owner_name is required")
         if len(name) > MAX_OWNER_NAME:
             raise errors.InvalidAccountData(f"owner_name must be at most {MAX_OWNER_NAME} chars")
-        if not _CURRENCY.fullmatch(currency):
-            raise errors.InvalidAccountData("currency must be an ISO 4217 code such as USD")
-        balance = to_money(initial_balance)
+        if not is_currency(currency):
+            raise errors.InvalidAccountData(
+                "currency must be an active ISO 4217 currency code such as USD"
+            )
+        balance = to_money(initial_balance, minor_units(currency), "initial_balance")
         if balance < ZERO:
-            raise errors.InvalidAmount("initial_balance must be non-negative")
+            raise errors.InvalidAmount("initial_balance must be non-negative", "initial_balance")
         return AccountCreated(account_id, name, balance, currency, owner_id)
 
     def deposit(self, amount: Decimal, description: str | None = None) -> MoneyDeposited:
-        amount = positive_money(amount)
+        places = minor_units(self.currency)
+        amount = positive_money(amount, places)
         _check_text("description", description)
         self._require_open()
         self._require_within_limit(amount)
-        return MoneyDeposited(amount, description)
+        return MoneyDeposited(amount, description, places)
 
     def withdraw(self, amount: Decimal, description: str | None = None) -> MoneyWithdrawn:
-        amount = positive_money(amount)
+        places = minor_units(self.currency)
+        amount = positive_money(amount, places)
         _check_text("description", description)
         self._require_open()
         self._require_funds(amount)
-        return MoneyWithdrawn(amount, description)
+        return MoneyWithdrawn(amount, description, places)
 
     def close(self, reason: str) -> AccountClosed:
         _check_text("reason", reason)
@@ -94,7 +104,8 @@ class Account:
         self, transfer_id: str, target: Account, amount: Decimal, description: str | None = None
     ) -> tuple[TransferSent, TransferReceived]:
         """Check both sides of a transfer and return the pair of events."""
-        amount = positive_money(amount)
+        places = minor_units(self.currency)
+        amount = positive_money(amount, places)
         _check_text("description", description)
         if target.id == self.id:
             raise errors.SameAccount("cannot transfer to the same account")
@@ -107,8 +118,8 @@ class Account:
         self._require_funds(amount)
         target._require_within_limit(amount)
         return (
-            TransferSent(transfer_id, target.id, amount, description),
-            TransferReceived(transfer_id, self.id, amount, description),
+            TransferSent(transfer_id, target.id, amount, description, places),
+            TransferReceived(transfer_id, self.id, amount, description, places),
         )
 
     # ---- apply: the only mutation --------------------------------------------------
@@ -180,7 +191,7 @@ class Account:
             "id": self.id,
             "owner_name": self.owner_name,
             "owner_id": self.owner_id,
-            "balance": format_money(self.balance),
+            "balance": format_money(self.balance, minor_units(self.currency)),
             "currency": self.currency,
             "status": self.status,
             "version": self.version,
@@ -215,10 +226,11 @@ class Account:
             raise errors.InsufficientFunds(self.id, self.balance, amount)
 
     def _require_within_limit(self, amount: Decimal) -> None:
-        if self.balance + amount > MAX_AMOUNT:
+        if self.balance + amount >= LIMIT:
+            places = minor_units(self.currency)
             raise errors.BalanceLimitExceeded(
                 "the balance would exceed 15 integer digits "
-                f"({format_money(self.balance)} + {format_money(amount)})"
+                f"({format_money(self.balance, places)} + {format_money(amount, places)})"
             )
 
 

@@ -1,7 +1,7 @@
 """Domain errors: a rule of the bank said no.
 
 DomainError
-├── InvalidAmount           amount not > 0, more than 2 decimals, or too many digits
+├── InvalidAmount           amount not > 0, more decimals than its currency, or too many digits
 ├── InvalidAccountData      owner name or currency unusable
 ├── InsufficientFunds       withdrawal or transfer beyond the balance
 ├── BalanceLimitExceeded    a balance would exceed 15 integer digits
@@ -23,9 +23,14 @@ class DomainError(Exception):
 
 
 class InvalidAmount(DomainError):
-    """An amount that money cannot be: not positive, 3+ decimals, or 16+ integer digits."""
+    """An amount that money cannot be: not positive, more decimals than its currency has, or
+    16+ integer digits. `field` names the request field it came from."""
 
     code = "validation_error"
+
+    def __init__(self, message: str, field: str = "amount") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidAccountData(DomainError):
@@ -41,7 +46,7 @@ class InsufficientFunds(DomainError):
 
     def __init__(self, account_id: str, balance: Decimal, amount: Decimal) -> None:
         super().__init__(
-            f"insufficient funds: balance {balance:.2f} is less than the amount {amount:.2f}"
+            f"insufficient funds: balance {balance:f} is less than the amount {amount:f}"
         )
         self.account_id = account_id
         self.balance = balance
@@ -70,7 +75,7 @@ class BalanceNotZero(DomainError):
     code = "balance_not_zero"
 
     def __init__(self, account_id: str, balance: Decimal) -> None:
-        super().__init__(f"account {account_id} still holds {balance:.2f}; withdraw it first")
+        super().__init__(f"account {account_id} still holds {balance:f}; withdraw it first")
         self.account_id = account_id
         self.balance = balance
 

@@ -1,16 +1,17 @@
 """Domain events: small frozen dataclasses in the past tense.
 
-Each event knows its wire `data` (API.md, "Events"): amounts are 2-decimal strings.
+Each event knows its wire `data` (API.md, "Events"): amounts are decimal strings with the
+account currency's minor digits, which an amount event carries as `minor_units` (not in `data`).
 Types may be added, never renamed; `EVENT_TYPES` maps the stored type name to its class.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from banking_es.domain.money import format_money
+from banking_es.domain.money import MAX_MINOR_UNITS, format_in, format_money
 
 #: The current schema version of every event's `data`; older shapes are upcast on read.
 SCHEMA_VERSION = 1
@@ -43,7 +44,7 @@ class AccountCreated(DomainEvent):
         return {
             "account_id": self.account_id,
             "owner_name": self.owner_name,
-            "initial_balance": format_money(self.initial_balance),
+            "initial_balance": format_in(self.initial_balance, self.currency),
             "currency": self.currency,
             "owner_id": self.owner_id,
         }
@@ -64,13 +65,18 @@ class MoneyDeposited(DomainEvent):
     type: ClassVar[str] = "MoneyDeposited"
     amount: Decimal
     description: str | None = None
+    minor_units: int = field(default=2, compare=False, repr=False)
 
     def to_data(self) -> dict[str, Any]:
-        return {"amount": format_money(self.amount), "description": self.description}
+        return {
+            "amount": format_money(self.amount, self.minor_units),
+            "description": self.description,
+        }
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> MoneyDeposited:
-        return cls(amount=Decimal(data["amount"]), description=data.get("description"))
+        amount = Decimal(data["amount"])
+        return cls(amount, data.get("description"), _stored_places(amount))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +84,18 @@ class MoneyWithdrawn(DomainEvent):
     type: ClassVar[str] = "MoneyWithdrawn"
     amount: Decimal
     description: str | None = None
+    minor_units: int = field(default=2, compare=False, repr=False)
 
     def to_data(self) -> dict[str, Any]:
-        return {"amount": format_money(self.amount), "description": self.description}
+        return {
+            "amount": format_money(self.amount, self.minor_units),
+            "description": self.description,
+        }
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> MoneyWithdrawn:
-        return cls(amount=Decimal(data["amount"]), description=data.get("description"))
+        amount = Decimal(data["amount"])
+        return cls(amount, data.get("description"), _stored_places(amount))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +118,13 @@ class TransferSent(DomainEvent):
     to_account_id: str
     amount: Decimal
     description: str | None = None
+    minor_units: int = field(default=2, compare=False, repr=False)
 
     def to_data(self) -> dict[str, Any]:
         return {
             "transfer_id": self.transfer_id,
             "to_account_id": self.to_account_id,
-            "amount": format_money(self.amount),
+            "amount": format_money(self.amount, self.minor_units),
             "description": self.description,
         }
 
@@ -121,8 +133,9 @@ class TransferSent(DomainEvent):
         return cls(
             transfer_id=data["transfer_id"],
             to_account_id=data["to_account_id"],
-            amount=Decimal(data["amount"]),
+            amount=(amount := Decimal(data["amount"])),
             description=data.get("description"),
+            minor_units=_stored_places(amount),
         )
 
 
@@ -133,12 +146,13 @@ class TransferReceived(DomainEvent):
     from_account_id: str
     amount: Decimal
     description: str | None = None
+    minor_units: int = field(default=2, compare=False, repr=False)
 
     def to_data(self) -> dict[str, Any]:
         return {
             "transfer_id": self.transfer_id,
             "from_account_id": self.from_account_id,
-            "amount": format_money(self.amount),
+            "amount": format_money(self.amount, self.minor_units),
             "description": self.description,
         }
 
@@ -147,8 +161,9 @@ class TransferReceived(DomainEvent):
         return cls(
             transfer_id=data["transfer_id"],
             from_account_id=data["from_account_id"],
-            amount=Decimal(data["amount"]),
+            amount=(amount := Decimal(data["amount"])),
             description=data.get("description"),
+            minor_units=_stored_places(amount),
         )
 
 
@@ -163,6 +178,13 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         TransferReceived,
     )
 }
+
+
+def _stored_places(amount: Decimal) -> int:
+    """The digits an amount was recorded with ("150" has 0, "1.500" has 3): re-encoding an
+    event gives back the same text."""
+    exponent = amount.as_tuple().exponent
+    return min(-exponent, MAX_MINOR_UNITS) if isinstance(exponent, int) and exponent < 0 else 0
 
 
 def event_from_stored(type_name: str, data: dict[str, Any]) -> DomainEvent:

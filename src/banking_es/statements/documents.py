@@ -15,7 +15,7 @@ from typing import Any, Literal
 import mimeparse
 
 from banking_es.application.statements import Statement, StatementLine
-from banking_es.domain.money import format_money
+from banking_es.domain.money import format_in
 
 Format = Literal["json", "csv", "pdf"]
 #: Media type -> format; JSON last, so it wins ties (e.g. `*/*`): mimeparse prefers the later.
@@ -50,18 +50,19 @@ def rfc3339(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def money(amount: Decimal) -> str:
-    """An amount as the API writes it (the one place a statement formats money)."""
-    return format_money(amount)
+def money(amount: Decimal, currency: str) -> str:
+    """An amount as the API writes it, in its currency's decimals (the one place a statement
+    formats money)."""
+    return format_in(amount, currency)
 
 
-def line_dict(line: StatementLine) -> dict[str, Any]:
+def line_dict(line: StatementLine, currency: str) -> dict[str, Any]:
     return {
         "occurred_at": rfc3339(line.occurred_at),
         "type": line.type,
         "description": line.description,
-        "amount": money(line.amount),
-        "balance_after": money(line.balance_after),
+        "amount": money(line.amount, currency),
+        "balance_after": money(line.balance_after, currency),
         "reference": line.reference,
     }
 
@@ -73,11 +74,11 @@ def statement_dict(statement: Statement) -> dict[str, Any]:
         "currency": statement.currency,
         "from": statement.period.first.isoformat(),
         "to": statement.period.last.isoformat(),
-        "opening_balance": money(statement.opening_balance),
-        "closing_balance": money(statement.closing_balance),
-        "total_in": money(statement.total_in),
-        "total_out": money(statement.total_out),
-        "lines": [line_dict(line) for line in statement.lines],
+        "opening_balance": money(statement.opening_balance, statement.currency),
+        "closing_balance": money(statement.closing_balance, statement.currency),
+        "total_in": money(statement.total_in, statement.currency),
+        "total_out": money(statement.total_out, statement.currency),
+        "lines": [line_dict(line, statement.currency) for line in statement.lines],
     }
 
 
@@ -87,7 +88,7 @@ def statement_csv(statement: Statement) -> bytes:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(LINE_FIELDS)
     for line in statement.lines:
-        row = line_dict(line)
+        row = line_dict(line, statement.currency)
         row["description"] = _defused(row["description"])
         writer.writerow(["" if row[name] is None else row[name] for name in LINE_FIELDS])
     return out.getvalue().encode()

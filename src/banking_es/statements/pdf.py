@@ -239,8 +239,9 @@ def _description(line: StatementLine) -> str:
 def _amount(amount: Decimal, currency: str, signed: bool = False) -> str:
     """`1,234.50 USD` (digits as the API writes them, grouped); with `signed`, credits carry
     a "+" (debits always carry "-")."""
-    sign, digits = ("-", money(-amount)) if amount < 0 else ("+" if signed else "", money(amount))
-    whole, dot, fraction = digits.partition(".")
+    magnitude = money(abs(amount), currency)
+    sign = "-" if amount < 0 else "+" if signed else ""
+    whole, dot, fraction = magnitude.partition(".")
     return f"{sign}{int(whole):,}{dot}{fraction} {currency}"
 
 

@@ -31,7 +31,7 @@ from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.validation import ACCOUNT_CREATION, TRANSACTION
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
-from banking_es.domain.money import format_money
+from banking_es.domain.money import format_in
 from banking_es.identity.access import AccountAccess
 from banking_es.projections.queries import ReadModels
 
@@ -171,7 +171,7 @@ class AccountRoutes:
             {
                 "id": r.account_id,
                 "owner_name": r.owner_name,
-                "balance": format_money(r.balance),
+                "balance": format_in(r.balance, r.currency),
                 "currency": r.currency,
                 "status": r.status,
                 "version": r.version,
@@ -307,14 +307,14 @@ class AccountRoutes:
         account_id = str(call.params["account_id"])
         before = render.decode_cursor("t", query.cursor)
         await self.access.check_read(call.caller.identity, account_id)
-        await self.accounts.get_account(account_id)  # 404 for unknown accounts
+        account = await self.accounts.get_account(account_id)  # 404 for unknown ones
         rows, has_more = await self.read_models.list_transactions(account_id, before, query.limit)
         data = [
             {
                 "id": r.id,
                 "type": r.type,
-                "amount": format_money(r.amount),
-                "balance_after": format_money(r.balance_after),
+                "amount": format_in(r.amount, account.currency),
+                "balance_after": format_in(r.balance_after, account.currency),
                 "description": r.description,
                 "version": r.version,
                 "transfer_id": r.transfer_id,
