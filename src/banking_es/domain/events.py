@@ -7,6 +7,7 @@ Types may be added, never renamed; `EVENT_TYPES` maps the stored type name to it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -152,6 +153,140 @@ class TransferReceived(DomainEvent):
         )
 
 
+def _time(value: datetime) -> str:
+    return value.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPlaced(DomainEvent):
+    """Money reserved on the source account (the stream it is in); `hold_id` is this event's
+    id, as a transfer's id is its `TransferSent`'s."""
+
+    type: ClassVar[str] = "HoldPlaced"
+    hold_id: str
+    amount: Decimal
+    to_account_id: str | None
+    expires_at: datetime
+    description: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "hold_id": self.hold_id,
+            "amount": format_money(self.amount),
+            "to_account_id": self.to_account_id,
+            "expires_at": _time(self.expires_at),
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> HoldPlaced:
+        return cls(
+            hold_id=data["hold_id"],
+            amount=Decimal(data["amount"]),
+            to_account_id=data.get("to_account_id"),
+            expires_at=datetime.fromisoformat(data["expires_at"]),
+            description=data.get("description"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldCaptured(DomainEvent):
+    """`amount` of the hold leaves the account (to its destination, if it has one, whose
+    stream gets a `TransferReceived` with the hold id in the same append); `released` is
+    the rest of the hold, given back."""
+
+    type: ClassVar[str] = "HoldCaptured"
+    hold_id: str
+    amount: Decimal
+    released: Decimal
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "hold_id": self.hold_id,
+            "amount": format_money(self.amount),
+            "released": format_money(self.released),
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> HoldCaptured:
+        return cls(
+            hold_id=data["hold_id"],
+            amount=Decimal(data["amount"]),
+            released=Decimal(data["released"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldVoided(DomainEvent):
+    type: ClassVar[str] = "HoldVoided"
+    hold_id: str
+    amount: Decimal
+
+    def to_data(self) -> dict[str, Any]:
+        return {"hold_id": self.hold_id, "amount": format_money(self.amount)}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> HoldVoided:
+        return cls(hold_id=data["hold_id"], amount=Decimal(data["amount"]))
+
+
+@dataclass(frozen=True, slots=True)
+class HoldExpired(DomainEvent):
+    type: ClassVar[str] = "HoldExpired"
+    hold_id: str
+    amount: Decimal
+
+    def to_data(self) -> dict[str, Any]:
+        return {"hold_id": self.hold_id, "amount": format_money(self.amount)}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> HoldExpired:
+        return cls(hold_id=data["hold_id"], amount=Decimal(data["amount"]))
+
+
+@dataclass(frozen=True, slots=True)
+class OverdraftLimitSet(DomainEvent):
+    type: ClassVar[str] = "OverdraftLimitSet"
+    limit: Decimal
+    set_by: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {"limit": format_money(self.limit), "set_by": self.set_by}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> OverdraftLimitSet:
+        return cls(limit=Decimal(data["limit"]), set_by=data.get("set_by"))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFrozen(DomainEvent):
+    """`reason` and `by` are for auditors and admins; a customer's `/events` omits them."""
+
+    type: ClassVar[str] = "AccountFrozen"
+    reason: str
+    by: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {"reason": self.reason, "by": self.by}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> AccountFrozen:
+        return cls(reason=data.get("reason") or "", by=data.get("by"))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUnfrozen(DomainEvent):
+    type: ClassVar[str] = "AccountUnfrozen"
+    by: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {"by": self.by}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> AccountUnfrozen:
+        return cls(by=data.get("by"))
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.type: cls
     for cls in (
@@ -161,6 +296,13 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         AccountClosed,
         TransferSent,
         TransferReceived,
+        HoldPlaced,
+        HoldCaptured,
+        HoldVoided,
+        HoldExpired,
+        OverdraftLimitSet,
+        AccountFrozen,
+        AccountUnfrozen,
     )
 }
 
