@@ -168,6 +168,8 @@ class Account:
 
     def available(self, now: datetime | None) -> Decimal:
         """What a debit may take at `now`: balance - live pending holds + overdraft limit."""
+        if not self.holds:  # the usual case, on every debit: no generator to run
+            return self.balance + self.overdraft_limit
         held = sum((hold.amount for hold in self.holds.values() if hold.live(now)), ZERO)
         return self.balance - held + self.overdraft_limit
 
@@ -330,8 +332,9 @@ class Account:
             )
 
     def require_funds(self, amount: Decimal, now: datetime | None) -> None:
-        if amount > self.available(now):
-            raise errors.InsufficientFunds(self.id, self.available(now), amount)
+        available = self.available(now)
+        if amount > available:
+            raise errors.InsufficientFunds(self.id, available, amount)
 
     def require_within_limit(self, amount: Decimal) -> None:
         if self.balance + amount > MAX_AMOUNT:
