@@ -170,3 +170,23 @@ def test_the_expiry_job_in_two_instances_and_after_a_restart_expires_each_hold_o
     counts, expired, due = run_sync(scenario())
     assert sum(counts) == 6
     assert sorted(expired) == sorted(due)
+
+
+def test_a_started_service_expires_due_holds_by_itself(pg_url: str, tmp_path: Path) -> None:
+    async def scenario() -> list[str]:
+        async with instances(pg_url, tmp_path) as both:
+            for services in both:
+                await services.start()
+            service = both[0].accounts
+            account = await _open(service, "10")
+            hold = await _hold(service, account, "4", expires_in=1)
+            for _ in range(100):  # the job runs every second, under its lease
+                events = await both[1].store.read_stream(account)
+                if any(e.type == "HoldExpired" for e in events):
+                    break
+                await asyncio.sleep(0.1)
+            assert (await both[1].accounts.get_hold(hold.id)).status == "expired"
+            return [e.type for e in events]
+
+    types = run_sync(scenario())
+    assert types.count("HoldExpired") == 1, types

@@ -21,6 +21,7 @@ from banking_es.domain.events import (
     HoldVoided,
     OverdraftLimitSet,
     TransferReceived,
+    customer_data,
     event_from_stored,
 )
 from banking_es.domain.holds import DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN, MAX_PENDING_HOLDS
@@ -375,3 +376,11 @@ def test_available_never_goes_below_zero_by_any_sequence_of_debits(
 def test_no_money_is_created_or_lost(ops: list[tuple[str, Decimal, int]], limit: Decimal) -> None:
     a, b, outside = _run(ops, limit)
     assert a.balance + b.balance == outside
+
+
+def test_a_customer_sees_that_the_account_was_frozen_not_why_nor_by_whom() -> None:
+    frozen = AccountFrozen("sanctions list", "admin-1").to_data()
+    assert customer_data("AccountFrozen", frozen) == {}
+    assert customer_data("AccountUnfrozen", {"by": "admin-1"}) == {}
+    held_data = HoldVoided("h", D("1.00")).to_data()
+    assert customer_data("HoldVoided", held_data) == held_data

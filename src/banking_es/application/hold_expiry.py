@@ -24,6 +24,12 @@ from banking_es.eventstore.codec import to_domain
 
 log = logging.getLogger(__name__)
 
+#: Seconds between rounds: a hold is recorded expired at most about this long after its
+#: expiry (it stops counting at once whatever the job does).
+INTERVAL = 1.0
+#: The lease that lets one process of many run the job.
+HOLD_EXPIRY_LEASE = "hold-expiry"
+
 _TYPES = [HoldPlaced.type, HoldCaptured.type, HoldVoided.type, HoldExpired.type]
 
 
@@ -76,17 +82,14 @@ class HoldExpiry:
             self._pending.pop(hold_id, None)
         return expired
 
-    async def run(self, interval: float, stop: asyncio.Event) -> None:
-        """`run_once` every `interval` seconds until `stop` is set; failures are logged."""
-        while not stop.is_set():
+    async def run(self, interval: float = INTERVAL) -> None:
+        """`run_once` every `interval` seconds until cancelled; failures are logged."""
+        while True:
             try:
                 await self.run_once()
             except Exception:
                 log.exception("hold expiry round failed; trying again")
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                pass
+            await asyncio.sleep(interval)
 
     async def _follow(self) -> None:
         while True:

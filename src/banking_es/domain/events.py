@@ -307,6 +307,22 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
 }
 
 
+#: Fields of an event's `data` a customer's `/events` leaves out: who froze the account and
+#: why are for auditors and admins (compliance forbids tipping off the holder).
+HIDDEN_FROM_CUSTOMERS: dict[str, frozenset[str]] = {
+    AccountFrozen.type: frozenset({"reason", "by"}),
+    AccountUnfrozen.type: frozenset({"by"}),
+}
+
+
+def customer_data(type_name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` of an event as a customer may read it (`HIDDEN_FROM_CUSTOMERS`)."""
+    hidden = HIDDEN_FROM_CUSTOMERS.get(type_name)
+    if hidden is None:
+        return data
+    return {key: value for key, value in data.items() if key not in hidden}
+
+
 def event_from_stored(type_name: str, data: dict[str, Any]) -> DomainEvent:
     """Rebuild a domain event from its stored type and (already upcast) data."""
     try:
