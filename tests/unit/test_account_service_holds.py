@@ -218,3 +218,14 @@ async def test_the_expiry_job_expires_each_due_hold_once_across_processes_and_re
     expired = [e for e in await store.read_stream(account.id) if e.type == "HoldExpired"]
     assert sorted(e.data["hold_id"] for e in expired) == sorted(h.id for h in holds[1:])
     assert (await first.get_hold(kept.id)).status == "pending"
+
+
+async def test_a_hold_settled_pages_after_its_placement_reads_as_settled(
+    service: AccountService,
+) -> None:
+    account = await open_account(service, "100")
+    hold = await place(service, account.id, "10")
+    for _ in range(450):  # more than two pages of other events in between
+        await deposit(service, account.id, "0.01")
+    await service.void_hold(cmd.VoidHold(hold.id), CTX)
+    assert (await service.get_hold(hold.id)).status == "voided"

@@ -135,17 +135,20 @@ class Holds:
             if not account.holds[placed.hold_id].live(self._clock.now()):
                 result.status = "expired"
             return result
-        later = await self._store.read_stream(placed_at.stream_id, placed_at.version)
-        for recorded in later:
-            event = to_domain(recorded)
-            if isinstance(event, HoldCaptured | HoldVoided | HoldExpired) and (
-                event.hold_id == placed.hold_id
-            ):
-                result.status = _STATUS[type(event)]
+        after = placed_at.version
+        while True:  # a page at a time: the settlement is usually soon after the placement
+            page = await self._store.read_stream(placed_at.stream_id, after, limit=_PAGE)
+            for recorded in page:
+                if recorded.type not in _STATUS or recorded.data.get("hold_id") != hold_id:
+                    continue
+                event = to_domain(recorded)
+                result.status = _STATUS[recorded.type]
                 if isinstance(event, HoldCaptured):
                     result.captured_amount = event.amount
-                break
-        return result
+                return result
+            if len(page) < _PAGE:
+                return result  # not reached: the state said it was settled
+            after = page[-1].version
 
     # ---- the write ---------------------------------------------------------------------
 
@@ -267,11 +270,13 @@ class Holds:
                 return result
 
 
-_STATUS: dict[type[DomainEvent], str] = {
-    HoldCaptured: "captured",
-    HoldVoided: "voided",
-    HoldExpired: "expired",
+#: The status a hold's settling event gives it, by event type.
+_STATUS: dict[str, str] = {
+    HoldCaptured.type: "captured",
+    HoldVoided.type: "voided",
+    HoldExpired.type: "expired",
 }
+_PAGE = 200
 
 
 def _result(source: Account, placed: HoldPlaced, created_at: datetime | None) -> HoldResult:
