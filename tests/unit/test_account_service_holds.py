@@ -229,3 +229,27 @@ async def test_a_hold_settled_pages_after_its_placement_reads_as_settled(
         await deposit(service, account.id, "0.01")
     await service.void_hold(cmd.VoidHold(hold.id), CTX)
     assert (await service.get_hold(hold.id)).status == "voided"
+
+
+async def test_an_accounts_holds_newest_first_with_their_status(
+    service: AccountService, clock: FakeClock
+) -> None:
+    account = await open_account(service, "100")
+    short = await place(service, account.id, "1", expires_in=10)
+    captured = await place(service, account.id, "2")
+    voided = await place(service, account.id, "3")
+    pending = await place(service, account.id, "4")
+    await capture(service, captured.id, "1.5")
+    await service.void_hold(cmd.VoidHold(voided.id), CTX)
+    clock.advance(10)
+    every = await service.account_holds(account.id)
+    assert [(h.id, h.status) for h in every] == [
+        (pending.id, "pending"),
+        (voided.id, "voided"),
+        (captured.id, "captured"),
+        (short.id, "expired"),
+    ]
+    assert every[2].captured_amount == D("1.50")
+    assert [h.id for h in await service.account_holds(account.id, "pending")] == [pending.id]
+    with pytest.raises(NotFound):
+        await service.account_holds("nobody")

@@ -135,6 +135,12 @@ class AccountService:
     def get_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult]:
         return self._holds.get_hold(hold_id)
 
+    def account_holds(
+        self, account_id: str, status: str | None = None
+    ) -> Coroutine[Any, Any, list[HoldResult]]:
+        """The account's holds, newest first (`GET /accounts/{id}/holds`; the route pages)."""
+        return self._holds.account_holds(account_id, status)
+
     def note_appended_elsewhere(self, appended: Sequence[AppendedElsewhere]) -> None:
         """Other processes appended to these streams (their notices): see
         `AccountRepository.note_appended_elsewhere`; chunks waiting for these versions go on."""

@@ -150,6 +150,37 @@ class Holds:
                 return result  # not reached: the state said it was settled
             after = page[-1].version
 
+    async def account_holds(self, account_id: str, status: str | None = None) -> list[HoldResult]:
+        """The holds placed on `account_id`, newest first (only those of `status`, if given),
+        folded from its stream: no read model keeps holds yet, so this reads every event."""
+        account, _ = await self._repository.load(account_id, fresh=True)
+        if not account.exists:
+            raise NotFound(f"account {account_id} not found")
+        found: dict[str, HoldResult] = {}
+        after = 0
+        while True:
+            page = await self._store.read_stream(account_id, after, limit=_PAGE * 5)
+            for recorded in page:
+                if recorded.type == HoldPlaced.type:
+                    placed = to_domain(recorded)
+                    assert isinstance(placed, HoldPlaced)
+                    found[placed.hold_id] = _result(account, placed, recorded.recorded_at)
+                elif recorded.type in _STATUS:
+                    hold = found.get(recorded.data.get("hold_id", ""))
+                    if hold is not None:
+                        event = to_domain(recorded)
+                        hold.status = _STATUS[recorded.type]
+                        if isinstance(event, HoldCaptured):
+                            hold.captured_amount = event.amount
+            if len(page) < _PAGE * 5:
+                break
+            after = page[-1].version
+        now = self._clock.now()
+        for hold in found.values():
+            if hold.status == "pending" and hold.expires_at <= now:
+                hold.status = "expired"
+        return [h for h in reversed(found.values()) if status is None or h.status == status]
+
     # ---- the write ---------------------------------------------------------------------
 
     async def _release(
