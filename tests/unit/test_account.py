@@ -22,7 +22,7 @@ from banking_es.domain.events import (
     TransferSent,
     event_from_stored,
 )
-from banking_es.domain.holds import Hold
+from banking_es.domain.hold import Hold
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 MAX = Decimal("999999999999999.99")

@@ -31,7 +31,7 @@ from banking_es.domain.events import (
     TransferReceived,
     TransferSent,
 )
-from banking_es.domain.holds import Hold
+from banking_es.domain.hold import Hold
 from banking_es.domain.money import (
     LIMIT,
     ZERO,

@@ -9,10 +9,9 @@ it no longer counts, whether or not its `HoldExpired` has been recorded yet. The
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from banking_es.domain import errors
 from banking_es.domain.events import (
@@ -33,40 +32,6 @@ DEFAULT_EXPIRES_IN = 7 * 24 * 3600
 MAX_EXPIRES_IN = 30 * 24 * 3600
 #: Pending holds an account may have at once.
 MAX_PENDING_HOLDS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """A pending hold as its account's state keeps it."""
-
-    hold_id: str
-    amount: Decimal
-    to_account_id: str | None
-    expires_at: datetime
-    description: str | None = None
-
-    def live(self, now: datetime | None) -> bool:
-        """Still counted against the account at `now` (None: whatever the time, which is
-        what replaying events does: only the events decide what they fold)."""
-        return now is None or now < self.expires_at
-
-    def to_snapshot(self) -> dict[str, Any]:
-        return {
-            "amount": str(self.amount),  # as recorded, with its currency's digits
-            "to_account_id": self.to_account_id,
-            "expires_at": self.expires_at.isoformat(),
-            "description": self.description,
-        }
-
-    @classmethod
-    def from_snapshot(cls, hold_id: str, state: dict[str, Any]) -> Hold:
-        return cls(
-            hold_id,
-            Decimal(state["amount"]),
-            state.get("to_account_id"),
-            datetime.fromisoformat(state["expires_at"]),
-            state.get("description"),
-        )
 
 
 def expiry(now: datetime, expires_in: int | None) -> datetime:
