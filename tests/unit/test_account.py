@@ -22,6 +22,7 @@ from banking_es.domain.events import (
     TransferSent,
     event_from_stored,
 )
+from banking_es.domain.hold import Hold
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 MAX = Decimal("999999999999999.99")
@@ -461,6 +462,13 @@ def test_event_types_are_the_documented_names() -> None:
         "AccountClosed",
         "TransferSent",
         "TransferReceived",
+        "HoldPlaced",
+        "HoldCaptured",
+        "HoldVoided",
+        "HoldExpired",
+        "OverdraftLimitSet",
+        "AccountFrozen",
+        "AccountUnfrozen",
     }
     assert all(cls.type == name for name, cls in EVENT_TYPES.items())
 
@@ -493,12 +501,17 @@ def test_copy_carries_every_field_and_shares_no_state() -> None:
         "created_at": datetime(2026, 1, 2, tzinfo=UTC),
         "updated_at": datetime(2026, 1, 3, tzinfo=UTC),
         "closed_reason": "moved",
+        "overdraft_limit": Decimal("50.00"),
+        "holds": {"h-1": Hold("h-1", Decimal("1.00"), None, T0, "card")},
+        "carried_debt": Decimal("-3.00"),
     }
     # A new field must be added here (and to `Account.copy`, which lists every field).
     assert [f.name for f in dataclasses.fields(Account)] == list(values)
     original = Account(**values)
     copied = original.copy()
     assert copied is not original
-    assert dataclasses.asdict(copied) == values
+    assert {f.name: getattr(copied, f.name) for f in dataclasses.fields(Account)} == values
     copied.version += 1
     assert original.version == 7
+    copied.holds.clear()
+    assert original.holds == values["holds"]

@@ -1,7 +1,7 @@
 """`AccountService`: the accounts use cases behind one facade.
 
 Each job lives in its own module: `handlers` (open; deposit, withdraw, close in chunks),
-`transfers`, `stream_queue` (the per-stream queue), `repository` (loading, folding,
+`transfers`, `holds`, `stream_queue` (the per-stream queue), `repository` (loading, folding,
 snapshots), `retry` (conflicts) and `queries`. The facade builds them and hands each call
 to its part: a method returns the part's coroutine, adding no frame per command.
 """
@@ -19,11 +19,12 @@ from banking_es.application.context import (
     Replayed,
 )
 from banking_es.application.handlers import AccountHandlers
+from banking_es.application.holds import Holds
 from banking_es.application.locks import StreamLocks
 from banking_es.application.ports import AggregateCache, Clock, EventPageCache, IdGenerator
 from banking_es.application.queries import AccountQueries
 from banking_es.application.repository import AccountRepository
-from banking_es.application.results import TransferResult
+from banking_es.application.results import HoldResult, TransferResult
 from banking_es.application.retry import RetryPolicy
 from banking_es.application.statements import Period, Statement
 from banking_es.application.stream_queue import StreamQueue
@@ -35,6 +36,7 @@ from banking_es.eventstore.base import AppendedElsewhere, EventStore, RecordedEv
 __all__ = [
     "AccountService",
     "CommandContext",
+    "HoldResult",
     "IdempotencyIntent",
     "Replayed",
     "TransferResult",
@@ -64,6 +66,7 @@ class AccountService:
         repository, retry, outcomes = self._repository, self._retry, self._outcomes
         self._handlers = AccountHandlers(repository, retry, outcomes, clock=clock, ids=ids)
         self._transfers = Transfers(repository, self._locks, retry, outcomes, clock=clock, ids=ids)
+        self._holds = Holds(repository, self._locks, retry, outcomes, clock=clock, ids=ids)
         self._queue = StreamQueue(self._locks, self._handlers.execute, self._outcomes)
         self._queries = AccountQueries(self._repository, pages)
 
@@ -93,6 +96,50 @@ class AccountService:
         self, command: cmd.Transfer, context: CommandContext
     ) -> Coroutine[Any, Any, TransferResult | Replayed]:
         return self._transfers.transfer(command, context)
+
+    def set_overdraft_limit(
+        self, command: cmd.SetOverdraftLimit, context: CommandContext
+    ) -> Coroutine[Any, Any, Account | Replayed]:
+        return self._queue.submit(command.account_id, command, context)
+
+    def freeze_account(
+        self, command: cmd.FreezeAccount, context: CommandContext
+    ) -> Coroutine[Any, Any, Account | Replayed]:
+        """The account frozen (as it was, with no event, if it was frozen already)."""
+        return self._queue.submit(command.account_id, command, context)
+
+    def unfreeze_account(
+        self, command: cmd.UnfreezeAccount, context: CommandContext
+    ) -> Coroutine[Any, Any, Account | Replayed]:
+        return self._queue.submit(command.account_id, command, context)
+
+    def place_hold(
+        self, command: cmd.PlaceHold, context: CommandContext
+    ) -> Coroutine[Any, Any, HoldResult | Replayed]:
+        return self._holds.place(command, context)
+
+    def capture_hold(
+        self, command: cmd.CaptureHold, context: CommandContext
+    ) -> Coroutine[Any, Any, HoldResult | Replayed]:
+        return self._holds.capture(command, context)
+
+    def void_hold(
+        self, command: cmd.VoidHold, context: CommandContext
+    ) -> Coroutine[Any, Any, HoldResult | Replayed]:
+        return self._holds.void(command, context)
+
+    def expire_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult | Replayed]:
+        """For the expiry job (`hold_expiry.HoldExpiry`), not a route."""
+        return self._holds.expire(hold_id)
+
+    def get_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult]:
+        return self._holds.get_hold(hold_id)
+
+    def account_holds(
+        self, account_id: str, status: str | None = None
+    ) -> Coroutine[Any, Any, list[HoldResult]]:
+        """The account's holds, newest first (`GET /accounts/{id}/holds`; the route pages)."""
+        return self._holds.account_holds(account_id, status)
 
     def note_appended_elsewhere(self, appended: Sequence[AppendedElsewhere]) -> None:
         """Other processes appended to these streams (their notices): see

@@ -14,8 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from banking_es.application.ports import Clock
-from banking_es.application.results import STORED_ANSWER, TransferResult, store_result
-from banking_es.domain.account import Account
+from banking_es.application.results import STORED_ANSWER, Result, store_result
 from banking_es.eventstore.base import IdempotencyRecord
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ def event_metadata(
 
 
 def idempotency_records(
-    context: CommandContext, result: Account | TransferResult, clock: Clock
+    context: CommandContext, result: Result, clock: Clock
 ) -> list[IdempotencyRecord]:
     """The record that remembers the command's `result`, stored with its events."""
     intent = context.idempotency

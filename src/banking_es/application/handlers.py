@@ -8,6 +8,7 @@ state known to be current; a conflict is retried as `retry.RetryPolicy` says.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from banking_es.application.context import (
     CommandContext,
@@ -117,6 +118,7 @@ class AccountHandlers:
                     fail(pending, NotFound(f"account {stream_id} not found"))
                 return ()
             state = account.copy()
+            now = self._clock.now()
             accepted: list[tuple[Pending, Account]] = []
             new_events: list[NewEvent] = []
             keys: set[tuple[str, str]] = set()
@@ -136,9 +138,12 @@ class AccountHandlers:
                     pending.outcome = VersionConflict(stream_id, expected, state.version)
                     continue
                 try:
-                    event = decide(state, pending.command)
+                    event = decide(state, pending.command, now)
                 except DomainError as exc:
                     pending.outcome = detached(exc)  # the caller raises it anew
+                    continue
+                if event is None:  # nothing changes (freezing a frozen account)
+                    pending.outcome = state.copy()
                     continue
                 state.apply(event)
                 new_events.append(
@@ -222,14 +227,21 @@ class AccountHandlers:
         return await self._store.append(request)
 
 
-def decide(state: Account, command: cmd.StreamCommand) -> DomainEvent:
+def decide(state: Account, command: cmd.StreamCommand, now: datetime) -> DomainEvent | None:
+    """The event of `command` on `state` at `now` (None: it changes nothing)."""
     match command:
         case cmd.Deposit():
             return state.deposit(command.amount, command.description)
         case cmd.Withdraw():
-            return state.withdraw(command.amount, command.description)
+            return state.withdraw(command.amount, command.description, now)
         case cmd.CloseAccount():
-            return state.close(command.reason)
+            return state.close(command.reason, now)
+        case cmd.SetOverdraftLimit():
+            return state.set_overdraft_limit(command.limit, command.set_by)
+        case cmd.FreezeAccount():
+            return state.freeze(command.reason, command.by)
+        case cmd.UnfreezeAccount():
+            return state.unfreeze(command.by)
     raise TypeError(f"unknown command {command!r}")
 
 

@@ -27,6 +27,8 @@ from banking_es.application.errors import (
 from banking_es.application.ports import Clock, CommandDedup
 from banking_es.application.results import (
     STORED_ANSWER,
+    HoldResult,
+    Result,
     TransferResult,
     is_remembered,
     load_answer,
@@ -125,9 +127,14 @@ class IdempotencyService:
         await self._add_recorded_time(answer)
         return Outcome(cast("T", answer), replayed=True, warnings=warnings)
 
-    async def _add_recorded_time(self, result: Account | TransferResult) -> None:
+    async def _add_recorded_time(self, result: Result) -> None:
         """The times an answer stored before its append leaves out, from its event."""
-        if isinstance(result, TransferResult):
+        if isinstance(result, HoldResult):
+            if result.created_at is None:
+                placed = await self._store.get_event(result.id)
+                assert placed is not None, result.id  # recorded before or with the answer
+                result.created_at = placed.recorded_at
+        elif isinstance(result, TransferResult):
             if result.created_at is None:
                 sent = await self._store.get_event(result.id)
                 assert sent is not None, result.id  # stored with the answer
@@ -213,6 +220,6 @@ def _check_same_request(record: IdempotencyRecord, key: IdempotencyKey) -> None:
         raise IdempotencyKeyReused("this Idempotency-Key was already used for a different request")
 
 
-def _stored(result: object) -> Account | TransferResult:
-    assert isinstance(result, Account | TransferResult), result
+def _stored(result: object) -> Result:
+    assert isinstance(result, Account | TransferResult | HoldResult), result
     return result

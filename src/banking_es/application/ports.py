@@ -25,6 +25,14 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+class Leadership(Protocol):
+    """One process among many does a job (`db.lease.LeaseElection` fulfils it)."""
+
+    async def ensure(self) -> bool:
+        """Take or renew the lead; whether this process leads now."""
+        ...
+
+
 class IdGenerator(Protocol):
     def new_id(self) -> str:
         """An id for something clients name (an account): unguessable, reveals nothing."""

@@ -37,6 +37,11 @@ REMEMBERED_REFUSALS: dict[str, type[Exception]] = {
         domain_errors.BalanceNotZero,
         domain_errors.BalanceLimitExceeded,
         domain_errors.CurrencyMismatch,
+        domain_errors.AccountFrozen,
+        domain_errors.HoldNotPending,
+        domain_errors.AmountExceedsHold,
+        domain_errors.HoldsPending,
+        domain_errors.TooManyHolds,
     )
 }
 
@@ -55,13 +60,61 @@ class TransferResult:
     status: str = "completed"
 
 
+@dataclass(slots=True)
+class HoldResult:
+    """A hold as its callers see it (its id is its `HoldPlaced` event's). `status`:
+    pending, captured, voided or expired (also once past `expires_at`, event or not)."""
+
+    id: str
+    account_id: str
+    to_account_id: str | None
+    amount: Decimal
+    captured_amount: Decimal
+    currency: str
+    status: str
+    expires_at: datetime
+    description: str | None
+    created_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "account_id": self.account_id,
+            "to_account_id": self.to_account_id,
+            "amount": format_in(self.amount, self.currency),
+            "captured_amount": format_in(self.captured_amount, self.currency),
+            "currency": self.currency,
+            "status": self.status,
+            "expires_at": self.expires_at.isoformat(),
+            "description": self.description,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
+    @classmethod
+    def from_json(cls, h: dict[str, Any]) -> HoldResult:
+        created = h["created_at"]
+        return cls(
+            h["id"],
+            h["account_id"],
+            h["to_account_id"],
+            Decimal(h["amount"]),
+            Decimal(h["captured_amount"]),
+            h["currency"],
+            h["status"],
+            datetime.fromisoformat(h["expires_at"]),
+            h["description"],
+            datetime.fromisoformat(created) if created else None,
+        )
+
+
+Result = Account | TransferResult | HoldResult
+
+
 def is_remembered(refusal: Exception) -> bool:
     return REMEMBERED_REFUSALS.get(type(refusal).__name__) is type(refusal)
 
 
-def store_result(
-    result: Account | TransferResult, warnings: Sequence[str], *, before_append: bool = False
-) -> bytes:
+def store_result(result: Result, warnings: Sequence[str], *, before_append: bool = False) -> bytes:
     """The stored answer of a result and its warnings; `before_append` leaves out the times
     the append sets (the result's `updated_at` is still the state's before it)."""
     if isinstance(result, Account):
@@ -69,6 +122,8 @@ def store_result(
         if before_append:
             state["updated_at"] = None
         return orjson.dumps({"account": state, "warnings": warnings})
+    if isinstance(result, HoldResult):
+        return orjson.dumps({"hold": result.to_json(), "warnings": warnings})
     return orjson.dumps(
         {
             "warnings": warnings,
@@ -98,13 +153,15 @@ def store_refusal(refusal: Exception) -> bytes:
     )
 
 
-def load_answer(body: bytes) -> tuple[Account | TransferResult | Exception, tuple[str, ...]]:
+def load_answer(body: bytes) -> tuple[Result | Exception, tuple[str, ...]]:
     """The result or refusal of a stored answer, and its warnings. The times left out of
     an answer stored before its append are None."""
     answer: dict[str, Any] = orjson.loads(body)
     warnings = tuple(answer.get("warnings", ()))
     if "account" in answer:
         return Account.from_snapshot(answer["account"]), warnings
+    if "hold" in answer:
+        return HoldResult.from_json(answer["hold"]), warnings
     if "transfer" in answer:
         t = answer["transfer"]
         created = t["created_at"]

@@ -22,6 +22,7 @@ from banking_es.domain.account import Account
 from banking_es.domain.events import (
     AccountCreated,
     DomainEvent,
+    HoldCaptured,
     MoneyDeposited,
     MoneyWithdrawn,
     TransferReceived,
@@ -45,6 +46,7 @@ LINE_TYPES: dict[type[DomainEvent], str] = {
     MoneyWithdrawn: "withdrawal",
     TransferSent: "transfer_out",
     TransferReceived: "transfer_in",
+    HoldCaptured: "hold_capture",
 }
 
 

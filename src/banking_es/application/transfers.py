@@ -96,7 +96,7 @@ class Transfers:
                         )
                         raise NotFound(f"account {missing} not found")
                     sent, received = source.send_transfer(
-                        transfer_id, target, command.amount, command.description
+                        transfer_id, target, command.amount, command.description, self._clock.now()
                     )
                 except (DomainError, NotFound):
                     if not known_current:

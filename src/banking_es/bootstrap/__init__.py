@@ -14,6 +14,7 @@ from email.message import EmailMessage
 
 from banking_es.application.accounts import AccountService
 from banking_es.application.admin import AdminService
+from banking_es.application.hold_expiry import HOLD_EXPIRY_LEASE, HoldExpiry
 from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock, IdGenerator, SystemClock, UuidGenerator
 from banking_es.application.validation import RequestValidator, default_validator
@@ -116,6 +117,9 @@ class Services:
     #: Sends the mail queue (None when mail is off); apart from the relay, so a failing
     #: mail server never holds up event publishing.
     mail: MailSender | None = None
+    #: Records each due hold expired (one process at a time, under its lease).
+    hold_expiry: HoldExpiry | None = None
+    _expiring: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         await self.identity.revocations.start()
@@ -133,6 +137,8 @@ class Services:
         if self.mail is not None:
             self.mail.start()
         self._maintenance = asyncio.create_task(self._purge_expired_keys(), name="maintenance")
+        if self.hold_expiry is not None:
+            self._expiring = asyncio.create_task(self.hold_expiry.run(), name="hold-expiry")
         self._exporting = asyncio.create_task(self._export_metrics_every(), name="metrics-export")
 
     def dead_letters(self) -> DeadLetters:
@@ -163,7 +169,7 @@ class Services:
             await asyncio.sleep(every)
 
     async def close(self) -> None:
-        for task in (self._maintenance, self._warming, self._exporting):
+        for task in (self._maintenance, self._warming, self._exporting, self._expiring):
             await cancel(task)
         await self.admin.jobs.stop()  # each records itself failed: the server stopped
         await self.accounts.drain()
@@ -346,6 +352,12 @@ async def build_services(
             kafka=kafka,
             stream_notices=_stream_notices(store, db, accounts),
             mail=mail,
+            hold_expiry=HoldExpiry(
+                store,
+                accounts.expire_hold,
+                clock,
+                leader=LeaseElection(db, HOLD_EXPIRY_LEASE, clock),
+            ),
         )
     except BaseException:
         await db.close()

@@ -8,7 +8,13 @@ DomainError
 ├── AccountClosed           any write to a closed account
 ├── BalanceNotZero          closing an account that still holds money
 ├── CurrencyMismatch        transfer between accounts of different currencies
-└── SameAccount             transfer from an account to itself
+├── SameAccount             transfer from an account to itself
+├── AccountFrozen           a debit (or closing) while the account is frozen
+├── HoldNotPending          the hold was captured, voided or expired (or is past its expiry)
+├── HoldNotDue              expiring a hold before its expiry (the expiry job only)
+├── AmountExceedsHold       capturing more than the hold reserved
+├── HoldsPending            closing an account that still has pending holds
+└── TooManyHolds            a hold beyond the pending holds an account may have
 """
 
 from __future__ import annotations
@@ -90,3 +96,51 @@ class SameAccount(DomainError):
     """A transfer whose source and target are the same account."""
 
     code = "same_account"
+
+
+class AccountFrozen(DomainError):
+    """The account is frozen: it refuses debits until unfrozen, and still receives credits."""
+
+    code = "account_frozen"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account {account_id} is frozen")
+        self.account_id = account_id
+
+
+class HoldNotPending(DomainError):
+    """The hold is no longer pending: captured, voided, expired, or past its `expires_at`."""
+
+    code = "hold_not_pending"
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"hold {hold_id} is not pending")
+        self.hold_id = hold_id
+
+
+class HoldNotDue(DomainError):
+    """A pending hold whose expiry has not come yet cannot be expired."""
+
+    code = "hold_not_due"
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"hold {hold_id} has not reached its expiry")
+        self.hold_id = hold_id
+
+
+class AmountExceedsHold(DomainError):
+    """A capture larger than the amount the hold reserved."""
+
+    code = "amount_exceeds_hold"
+
+
+class HoldsPending(DomainError):
+    """An account with pending holds cannot be closed: capture or void them first."""
+
+    code = "holds_pending"
+
+
+class TooManyHolds(DomainError):
+    """The account already has as many pending holds as it may."""
+
+    code = "too_many_holds"

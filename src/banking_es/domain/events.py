@@ -8,6 +8,7 @@ Types may be added, never renamed; `EVENT_TYPES` maps the stored type name to it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -167,6 +168,150 @@ class TransferReceived(DomainEvent):
         )
 
 
+def _time(value: datetime) -> str:
+    return value.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPlaced(DomainEvent):
+    """Money reserved on the source account (the stream it is in); `hold_id` is this event's
+    id, as a transfer's id is its `TransferSent`'s."""
+
+    type: ClassVar[str] = "HoldPlaced"
+    hold_id: str
+    amount: Decimal
+    to_account_id: str | None
+    expires_at: datetime
+    description: str | None = None
+    minor_units: int = field(default=2, compare=False, repr=False)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "hold_id": self.hold_id,
+            "amount": format_money(self.amount, self.minor_units),
+            "to_account_id": self.to_account_id,
+            "expires_at": _time(self.expires_at),
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> HoldPlaced:
+        return cls(
+            hold_id=data["hold_id"],
+            amount=(amount := Decimal(data["amount"])),
+            to_account_id=data.get("to_account_id"),
+            expires_at=datetime.fromisoformat(data["expires_at"]),
+            description=data.get("description"),
+            minor_units=_stored_places(amount),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldCaptured(DomainEvent):
+    """`amount` of the hold leaves the account (to its destination, if it has one, whose
+    stream gets a `TransferReceived` with the hold id in the same append); `released` is
+    the rest of the hold, given back."""
+
+    type: ClassVar[str] = "HoldCaptured"
+    hold_id: str
+    amount: Decimal
+    released: Decimal
+    minor_units: int = field(default=2, compare=False, repr=False)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "hold_id": self.hold_id,
+            "amount": format_money(self.amount, self.minor_units),
+            "released": format_money(self.released, self.minor_units),
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> HoldCaptured:
+        return cls(
+            hold_id=data["hold_id"],
+            amount=(amount := Decimal(data["amount"])),
+            released=Decimal(data["released"]),
+            minor_units=_stored_places(amount),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldVoided(DomainEvent):
+    type: ClassVar[str] = "HoldVoided"
+    hold_id: str
+    amount: Decimal
+    minor_units: int = field(default=2, compare=False, repr=False)
+
+    def to_data(self) -> dict[str, Any]:
+        return {"hold_id": self.hold_id, "amount": format_money(self.amount, self.minor_units)}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> HoldVoided:
+        amount = Decimal(data["amount"])
+        return cls(data["hold_id"], amount, _stored_places(amount))
+
+
+@dataclass(frozen=True, slots=True)
+class HoldExpired(DomainEvent):
+    type: ClassVar[str] = "HoldExpired"
+    hold_id: str
+    amount: Decimal
+    minor_units: int = field(default=2, compare=False, repr=False)
+
+    def to_data(self) -> dict[str, Any]:
+        return {"hold_id": self.hold_id, "amount": format_money(self.amount, self.minor_units)}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> HoldExpired:
+        amount = Decimal(data["amount"])
+        return cls(data["hold_id"], amount, _stored_places(amount))
+
+
+@dataclass(frozen=True, slots=True)
+class OverdraftLimitSet(DomainEvent):
+    type: ClassVar[str] = "OverdraftLimitSet"
+    limit: Decimal
+    set_by: str | None = None
+    minor_units: int = field(default=2, compare=False, repr=False)
+
+    def to_data(self) -> dict[str, Any]:
+        return {"limit": format_money(self.limit, self.minor_units), "set_by": self.set_by}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> OverdraftLimitSet:
+        limit = Decimal(data["limit"])
+        return cls(limit, data.get("set_by"), _stored_places(limit))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFrozen(DomainEvent):
+    """`reason` and `by` are for auditors and admins; a customer's `/events` omits them."""
+
+    type: ClassVar[str] = "AccountFrozen"
+    reason: str
+    by: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {"reason": self.reason, "by": self.by}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> AccountFrozen:
+        return cls(reason=data.get("reason") or "", by=data.get("by"))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUnfrozen(DomainEvent):
+    type: ClassVar[str] = "AccountUnfrozen"
+    by: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {"by": self.by}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> AccountUnfrozen:
+        return cls(by=data.get("by"))
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.type: cls
     for cls in (
@@ -176,6 +321,13 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         AccountClosed,
         TransferSent,
         TransferReceived,
+        HoldPlaced,
+        HoldCaptured,
+        HoldVoided,
+        HoldExpired,
+        OverdraftLimitSet,
+        AccountFrozen,
+        AccountUnfrozen,
     )
 }
 
@@ -185,6 +337,22 @@ def _stored_places(amount: Decimal) -> int:
     event gives back the same text."""
     exponent = amount.as_tuple().exponent
     return min(-exponent, MAX_MINOR_UNITS) if isinstance(exponent, int) and exponent < 0 else 0
+
+
+#: Fields of an event's `data` a customer's `/events` leaves out: who froze the account and
+#: why are for auditors and admins (compliance forbids tipping off the holder).
+HIDDEN_FROM_CUSTOMERS: dict[str, frozenset[str]] = {
+    AccountFrozen.type: frozenset({"reason", "by"}),
+    AccountUnfrozen.type: frozenset({"by"}),
+}
+
+
+def customer_data(type_name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` of an event as a customer may read it (`HIDDEN_FROM_CUSTOMERS`)."""
+    hidden = HIDDEN_FROM_CUSTOMERS.get(type_name)
+    if hidden is None:
+        return data
+    return {key: value for key, value in data.items() if key not in hidden}
 
 
 def event_from_stored(type_name: str, data: dict[str, Any]) -> DomainEvent:

@@ -21,9 +21,13 @@ from cachetools import LRUCache
 
 from banking_es.db.base import Connection, Dialect, Row
 from banking_es.domain.events import (
+    EVENT_TYPES,
     AccountClosed,
     AccountCreated,
+    AccountFrozen,
+    AccountUnfrozen,
     DomainEvent,
+    HoldCaptured,
     MoneyDeposited,
     MoneyWithdrawn,
     TransferReceived,
@@ -43,18 +47,11 @@ log = logging.getLogger(__name__)
 
 OPEN = "open"
 CLOSED = "closed"
+FROZEN = "frozen"
 
-#: The event types this projection folds; any other type is ignored.
-HANDLED_TYPES = frozenset(
-    {
-        AccountCreated.type,
-        MoneyDeposited.type,
-        MoneyWithdrawn.type,
-        AccountClosed.type,
-        TransferSent.type,
-        TransferReceived.type,
-    }
-)
+#: The event types this projection folds: every account event, since each moves the
+#: row's `version` (holds and limits change no column of it besides).
+HANDLED_TYPES = frozenset(EVENT_TYPES)
 
 _COLUMNS = (
     "account_id, owner_name, owner_id, balance, currency, status, version,"
@@ -175,10 +172,14 @@ def fold_summaries(
             continue
         if isinstance(event, MoneyDeposited | TransferReceived):
             state.balance += event.amount
-        elif isinstance(event, MoneyWithdrawn | TransferSent):
+        elif isinstance(event, MoneyWithdrawn | TransferSent | HoldCaptured):
             state.balance -= event.amount
         elif isinstance(event, AccountClosed):
             state.status = CLOSED
+        elif isinstance(event, AccountFrozen):
+            state.status = FROZEN
+        elif isinstance(event, AccountUnfrozen):
+            state.status = OPEN
         state.version = recorded.version
         state.updated_at = recorded.recorded_at
         changed.add(account_id)

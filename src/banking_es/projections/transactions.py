@@ -1,9 +1,10 @@
 """`transactions`: one row per money movement, with the balance right after it.
 
 `AccountCreated` makes an `opening` row, `MoneyDeposited` a `deposit`, `MoneyWithdrawn` a
-`withdrawal`, `TransferSent` a `transfer_out` and `TransferReceived` a `transfer_in`;
-`AccountClosed` makes none. `balance_after` continues from the projection's own rows and is
-carried through a batch in memory; rows are de-duplicated by (account_id, version), so
+`withdrawal`, `TransferSent` a `transfer_out`, `TransferReceived` a `transfer_in` and
+`HoldCaptured` a `hold_capture` (the hold id as `transfer_id`); the other events none.
+`balance_after` continues from the projection's own rows and is carried through a batch
+in memory; rows are de-duplicated by (account_id, version), so
 re-applying an event has no effect. How batches are read and written (COPY in rebuilds, the
 remembered last rows): docs/architecture.md ("Read models").
 """
@@ -21,6 +22,7 @@ from banking_es.db.base import BulkCopy, Connection, Dialect
 from banking_es.domain.events import (
     AccountCreated,
     DomainEvent,
+    HoldCaptured,
     MoneyDeposited,
     MoneyWithdrawn,
     TransferReceived,
@@ -47,6 +49,7 @@ ROW_TYPES: dict[str, str] = {
     MoneyWithdrawn.type: "withdrawal",
     TransferSent.type: "transfer_out",
     TransferReceived.type: "transfer_in",
+    HoldCaptured.type: "hold_capture",
 }
 
 _COLUMNS = (
@@ -261,6 +264,9 @@ def transaction_rows(
             elif isinstance(event, TransferSent):
                 amount, description = event.amount, event.description
                 transfer_id = event.transfer_id
+                balance = previous - amount
+            elif isinstance(event, HoldCaptured):
+                amount, transfer_id = event.amount, event.hold_id
                 balance = previous - amount
             else:  # pragma: no cover - ROW_TYPES and the branches above agree
                 raise TypeError(f"unexpected event {type(event).__name__}")

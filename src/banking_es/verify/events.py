@@ -18,6 +18,7 @@ from banking_es.domain.events import (
     SCHEMA_VERSION,
     AccountCreated,
     DomainEvent,
+    HoldCaptured,
     TransferReceived,
     TransferSent,
     event_from_stored,
@@ -144,6 +145,9 @@ class EventChecks:
                     "events",
                     f"{_where(stream, version, position)}: {type_} (only AccountCreated opens)",
                 )
+            # A capture for another account is a transfer's out leg (its `TransferReceived`
+            # carries the hold id); where the money goes is in the hold, gone after apply.
+            hold = account.holds.get(event.hold_id) if type(event) is HoldCaptured else None
             account.apply(event, at)
             if account.balance < lowest_allowed_balance(account):
                 report.add(
@@ -159,6 +163,12 @@ class EventChecks:
                     Leg(
                         True, stream, event.to_account_id, event.amount, account.currency, position
                     ),
+                )
+            elif hold is not None and hold.to_account_id is not None:
+                assert isinstance(event, HoldCaptured)
+                self._leg(
+                    event.hold_id,
+                    Leg(True, stream, hold.to_account_id, event.amount, account.currency, position),
                 )
             elif type(event) is TransferReceived:
                 self._leg(
@@ -314,6 +324,8 @@ def want_row(
     if type(event) is AccountCreated:
         amount = balance = event.initial_balance
         description = transfer_id = None
+    elif type(event) is HoldCaptured:
+        amount, description, transfer_id = event.amount, None, event.hold_id
     else:
         amount, description = event.amount, event.description  # type: ignore[attr-defined]
         transfer_id = getattr(event, "transfer_id", None)

@@ -47,7 +47,9 @@ _ISO = (
 )
 
 #: The rule of funds over the fold's columns: `lowest_allowed_balance` in SQL, which
-#: tests/integration/test_verify_sql.py checks against the Python function.
+#: tests/integration/test_verify_sql.py checks against the Python function. SQL folds only
+#: accounts of the six types above, which never have an overdraft limit (any other type
+#: makes an account `irregular`, folded by the domain's code), so the rule is zero here.
 LOWEST_ALLOWED = "0.00"
 
 #: The `transactions` row type of an event (`ROW_TYPES`), NULL when it makes no row.

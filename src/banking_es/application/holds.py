@@ -1,0 +1,325 @@
+"""Holds: place, capture, void and expire, each decided under the locks of its streams.
+
+A hold's events live in its source account's stream; its id is its `HoldPlaced` event's
+id, so the store finds its account (`EventStore.get_event`). A hold for another account
+locks both streams (sorted, as transfers do) and its capture appends `HoldCaptured` and
+the destination's `TransferReceived` in one append. The locks are the per-stream queue's,
+so hold commands and a stream's queued commands never interleave in this process; the
+store's expected versions decide races between processes (one settlement wins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from banking_es.application.context import (
+    CommandContext,
+    CommandOutcomes,
+    Replayed,
+    event_metadata,
+    idempotency_records,
+)
+from banking_es.application.errors import NotFound, ServiceUnavailable, as_unavailable
+from banking_es.application.locks import StreamLocks
+from banking_es.application.ports import Clock, IdGenerator
+from banking_es.application.repository import AccountRepository
+from banking_es.application.results import HoldResult
+from banking_es.application.retry import RetryPolicy, log_conflict
+from banking_es.domain import commands as cmd
+from banking_es.domain import holds
+from banking_es.domain.account import Account
+from banking_es.domain.errors import DomainError, SameAccount
+from banking_es.domain.events import (
+    DomainEvent,
+    HoldCaptured,
+    HoldExpired,
+    HoldPlaced,
+    HoldVoided,
+)
+from banking_es.eventstore.base import (
+    AppendRequest,
+    ConcurrencyError,
+    IdempotencyKeyExists,
+    RecordedEvent,
+    StoreUnavailable,
+    StreamAppend,
+)
+from banking_es.eventstore.codec import to_domain, to_new_event
+from banking_es.observability.tracing import span, trace_carrier
+
+#: Decides on the loaded states (source first) at `now`: each state's event (None: none)
+#: and the result to answer with.
+Decision = tuple[list[DomainEvent | None], HoldResult]
+Decide = Callable[[list[Account], datetime], Decision]
+
+
+class Holds:
+    """The hold command handler, and the hold query."""
+
+    def __init__(
+        self,
+        repository: AccountRepository,
+        locks: StreamLocks,
+        retry: RetryPolicy,
+        outcomes: CommandOutcomes,
+        *,
+        clock: Clock,
+        ids: IdGenerator,
+    ) -> None:
+        self._repository = repository
+        self._store = repository.store
+        self._cache = repository.cache
+        self._locks = locks
+        self._retry = retry
+        self._outcomes = outcomes
+        self._clock = clock
+        self._ids = ids
+
+    async def place(self, command: cmd.PlaceHold, context: CommandContext) -> HoldResult | Replayed:
+        if command.to_account_id == command.account_id:
+            raise SameAccount("a hold cannot be for its own account")
+        hold_id = self._ids.new_event_id()
+
+        def decide(states: list[Account], now: datetime) -> Decision:
+            source = states[0]
+            target = states[1] if len(states) > 1 else None
+            placed = holds.place(
+                source,
+                hold_id,
+                command.amount,
+                now,
+                target=target,
+                expires_in=command.expires_in,
+                description=command.description,
+            )
+            return [placed], _result(source, placed, None)
+
+        ids = [command.account_id]
+        if command.to_account_id is not None:
+            ids.append(command.to_account_id)
+        return await self._write("PlaceHold", ids, decide, context, first_event_id=hold_id)
+
+    async def capture(
+        self, command: cmd.CaptureHold, context: CommandContext
+    ) -> HoldResult | Replayed:
+        placed_at, placed = await self._placed(command.hold_id)
+
+        def decide(states: list[Account], now: datetime) -> Decision:
+            source = states[0]
+            target = states[1] if len(states) > 1 else None
+            captured, received = holds.capture(source, placed.hold_id, now, command.amount, target)
+            result = _result(source, placed, placed_at.recorded_at)
+            result.status, result.captured_amount = "captured", captured.amount
+            return [captured, received] if target is not None else [captured], result
+
+        ids = [placed_at.stream_id]
+        if placed.to_account_id is not None:
+            ids.append(placed.to_account_id)
+        return await self._write("CaptureHold", ids, decide, context)
+
+    async def void(self, command: cmd.VoidHold, context: CommandContext) -> HoldResult | Replayed:
+        return await self._release("VoidHold", command.hold_id, context, holds.void, "voided")
+
+    async def expire(self, hold_id: str) -> HoldResult | Replayed:
+        """Expire a hold past its expiry (the expiry job): `HoldNotPending` if it was
+        settled already (by this job elsewhere, or a capture or void), `HoldNotDue` early."""
+        return await self._release("ExpireHold", hold_id, CommandContext(), holds.expire, "expired")
+
+    async def get_hold(self, hold_id: str) -> HoldResult:
+        """The hold as it is now (its status read from its account's stream)."""
+        placed_at, placed = await self._placed(hold_id)
+        account, _ = await self._repository.load(placed_at.stream_id, fresh=True)
+        result = _result(account, placed, placed_at.recorded_at)
+        if placed.hold_id in account.holds:
+            if not account.holds[placed.hold_id].live(self._clock.now()):
+                result.status = "expired"
+            return result
+        after = placed_at.version
+        while True:  # a page at a time: the settlement is usually soon after the placement
+            page = await self._store.read_stream(placed_at.stream_id, after, limit=_PAGE)
+            for recorded in page:
+                if recorded.type not in _STATUS or recorded.data.get("hold_id") != hold_id:
+                    continue
+                event = to_domain(recorded)
+                result.status = _STATUS[recorded.type]
+                if isinstance(event, HoldCaptured):
+                    result.captured_amount = event.amount
+                return result
+            if len(page) < _PAGE:
+                return result  # not reached: the state said it was settled
+            after = page[-1].version
+
+    async def account_holds(self, account_id: str, status: str | None = None) -> list[HoldResult]:
+        """The holds placed on `account_id`, newest first (only those of `status`, if given),
+        folded from its stream: no read model keeps holds yet, so this reads every event."""
+        account, _ = await self._repository.load(account_id, fresh=True)
+        if not account.exists:
+            raise NotFound(f"account {account_id} not found")
+        found: dict[str, HoldResult] = {}
+        after = 0
+        while True:
+            page = await self._store.read_stream(account_id, after, limit=_PAGE * 5)
+            for recorded in page:
+                if recorded.type == HoldPlaced.type:
+                    placed = to_domain(recorded)
+                    assert isinstance(placed, HoldPlaced)
+                    found[placed.hold_id] = _result(account, placed, recorded.recorded_at)
+                elif recorded.type in _STATUS:
+                    hold = found.get(recorded.data.get("hold_id", ""))
+                    if hold is not None:
+                        event = to_domain(recorded)
+                        hold.status = _STATUS[recorded.type]
+                        if isinstance(event, HoldCaptured):
+                            hold.captured_amount = event.amount
+            if len(page) < _PAGE * 5:
+                break
+            after = page[-1].version
+        now = self._clock.now()
+        for hold in found.values():
+            if hold.status == "pending" and hold.expires_at <= now:
+                hold.status = "expired"
+        return [h for h in reversed(found.values()) if status is None or h.status == status]
+
+    # ---- the write ---------------------------------------------------------------------
+
+    async def _release(
+        self,
+        name: str,
+        hold_id: str,
+        context: CommandContext,
+        release: Callable[[Account, str, datetime], DomainEvent],
+        status: str,
+    ) -> HoldResult | Replayed:
+        placed_at, placed = await self._placed(hold_id)
+
+        def decide(states: list[Account], now: datetime) -> Decision:
+            event = release(states[0], hold_id, now)
+            result = _result(states[0], placed, placed_at.recorded_at)
+            result.status = status
+            return [event], result
+
+        return await self._write(name, [placed_at.stream_id], decide, context)
+
+    async def _placed(self, hold_id: str) -> tuple[RecordedEvent, HoldPlaced]:
+        recorded = await self._store.get_event(hold_id)
+        if recorded is None or recorded.type != HoldPlaced.type:
+            raise NotFound(f"hold {hold_id} not found")
+        placed = to_domain(recorded)
+        assert isinstance(placed, HoldPlaced)
+        return recorded, placed
+
+    async def _write(
+        self,
+        name: str,
+        stream_ids: Sequence[str],
+        decide: Decide,
+        context: CommandContext,
+        first_event_id: str | None = None,
+    ) -> HoldResult | Replayed:
+        with span(f"command {name}", {"account.id": stream_ids[0]}):
+            try:
+                return await self._locked_write(name, stream_ids, decide, context, first_event_id)
+            except StoreUnavailable as exc:
+                self._outcomes.failed(name, stream_ids[0], exc)
+                raise as_unavailable(exc) from exc
+            except ServiceUnavailable as exc:
+                self._outcomes.failed(name, stream_ids[0], exc)
+                raise
+
+    async def _locked_write(
+        self,
+        name: str,
+        stream_ids: Sequence[str],
+        decide: Decide,
+        context: CommandContext,
+        first_event_id: str | None,
+    ) -> HoldResult | Replayed:
+        async with self._locks.hold(*stream_ids):
+            deadline = self._retry.deadline()
+            fresh = False
+            attempt = 0
+            while True:
+                states: list[Account] = []
+                known_current = True
+                for stream_id in stream_ids:
+                    state, is_fresh = await self._repository.load(stream_id, fresh)
+                    states.append(state)
+                    known_current = known_current and is_fresh
+                try:
+                    missing = [s.id for s in states if not s.exists]
+                    if missing:
+                        raise NotFound(f"account {missing[0]} not found")
+                    events, result = decide(states, self._clock.now())
+                except (DomainError, NotFound):
+                    if not known_current:
+                        fresh = True  # decided on a cached state: check against the store
+                        continue
+                    self._outcomes.on_command(name, "rejected")
+                    raise
+                metadata = event_metadata(context, name, trace_carrier())
+                appends: list[StreamAppend] = []
+                after: list[Account] = []
+                for state, event in zip(states, events, strict=False):
+                    if event is None:
+                        continue
+                    new_state = state.copy()
+                    new_state.apply(event)
+                    after.append(new_state)
+                    event_id = first_event_id if not appends and first_event_id else None
+                    appends.append(
+                        StreamAppend(
+                            state.id,
+                            state.version,
+                            [to_new_event(event, event_id or self._ids.new_event_id(), metadata)],
+                            self._repository.snapshot(state, new_state.version),
+                        )
+                    )
+                request = AppendRequest(
+                    appends, idempotency=idempotency_records(context, result, self._clock)
+                )
+                try:
+                    recorded = await self._store.append(request)
+                except IdempotencyKeyExists as exc:
+                    return Replayed(exc.existing)
+                except ConcurrencyError as exc:
+                    self._outcomes.on_command(name, "conflict")
+                    log_conflict(name, stream_ids[0], attempt + 1, exc)
+                    for stream_id in stream_ids:
+                        self._cache.invalidate(stream_id)
+                    attempt += 1
+                    await self._retry.backoff(deadline, attempt)
+                    fresh = True
+                    continue
+                at = recorded[0].recorded_at
+                for new_state in after:
+                    new_state.updated_at = at
+                    self._cache.put(new_state)
+                if result.created_at is None:
+                    result.created_at = at
+                self._outcomes.on_command(name, "ok")
+                return result
+
+
+#: The status a hold's settling event gives it, by event type.
+_STATUS: dict[str, str] = {
+    HoldCaptured.type: "captured",
+    HoldVoided.type: "voided",
+    HoldExpired.type: "expired",
+}
+_PAGE = 200
+
+
+def _result(source: Account, placed: HoldPlaced, created_at: datetime | None) -> HoldResult:
+    return HoldResult(
+        placed.hold_id,
+        source.id,
+        placed.to_account_id,
+        placed.amount,
+        captured_amount=placed.amount - placed.amount,
+        currency=source.currency,
+        status="pending",
+        expires_at=placed.expires_at,
+        description=placed.description,
+        created_at=created_at,
+    )
