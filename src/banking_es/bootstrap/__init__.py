@@ -27,6 +27,7 @@ from banking_es.bootstrap.adapters import (
 from banking_es.bootstrap.admin import build_admin
 from banking_es.bootstrap.identity import build_identity
 from banking_es.bootstrap.kafka import KafkaMessaging, build_kafka
+from banking_es.bootstrap.shards import Sharding, build_sharding
 from banking_es.cache.health import cache_checks
 from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.pages import EventPageCache
@@ -115,6 +116,8 @@ class Services:
     #: Sends the mail queue (None when mail is off); apart from the relay, so a failing
     #: mail server never holds up event publishing.
     mail: MailSender | None = None
+    #: Set when INSTANCE_URL is (several instances): this instance's shards and locks.
+    sharding: Sharding | None = None
 
     async def start(self) -> None:
         await self.identity.revocations.start()
@@ -133,12 +136,19 @@ class Services:
             self.mail.start()
         self._maintenance = asyncio.create_task(self._purge_expired_keys(), name="maintenance")
         self._exporting = asyncio.create_task(self._export_metrics_every(), name="metrics-export")
+        if self.sharding is not None:  # last: it serves once it holds its share
+            await self.sharding.manager.start()
+        self.export_metrics()
 
     def export_metrics(self) -> None:
-        """Hand this process's cache counts and L1 size to Prometheus (see `export_cache`)."""
+        """Hand this process's cache counts, L1 size and shards owned to Prometheus."""
         self.metrics.export_cache(
             self.cache_metrics, len(self.cache), self.cache.approximate_bytes()
         )
+        owned = self.settings.shard_count
+        if self.sharding is not None:
+            owned = len(self.sharding.manager.owned)
+        self.metrics.shards_owned.set(owned)
 
     async def _export_metrics_every(self) -> None:
         # Every worker, not only the scraped one, must bring its counts to the shared files.
@@ -157,6 +167,9 @@ class Services:
             await asyncio.sleep(every)
 
     async def close(self) -> None:
+        if self.sharding is not None:  # first: the others take its shards at once
+            await self.sharding.manager.stop()
+            await self.sharding.close()
         for task in (self._maintenance, self._warming, self._exporting):
             await cancel(task)
         await self.admin.jobs.stop()  # each records itself failed: the server stopped
@@ -227,6 +240,9 @@ async def build_services(
         )
         redis = build_redis(settings, cache_metrics)
         account_cache = TwoLevelAccountCache(cache, redis, ttl=settings.cache_ttl)
+        sharding = build_sharding(settings, db, redis.client if redis else None, metrics)
+        if sharding is not None:  # the shard rows, and the count checked (serve did it too)
+            await sharding.manager.leases.ensure_shard_count(settings.shard_count)
         accounts = AccountService(
             store,
             account_cache,
@@ -299,6 +315,9 @@ async def build_services(
         )
         if kafka is not None:
             health.add("kafka", kafka.health, critical=False)
+        if sharding is not None:
+            health.add("shards", sharding.manager.health, critical=False)
+            health.add("locks", sharding.locks_health, critical=False)
         for name, check in cache_checks(account_cache, warmer, redis).items():
             health.add(name, check, critical=False)
         return Services(
@@ -340,6 +359,7 @@ async def build_services(
             kafka=kafka,
             stream_notices=_stream_notices(store, db, accounts),
             mail=mail,
+            sharding=sharding,
         )
     except BaseException:
         await db.close()
