@@ -252,6 +252,7 @@ async def build_services(
             retry_budget=settings.command_retry_budget_s,
             pages=EventPageCache(redis, ttl=settings.cache_ttl, metrics=cache_metrics),
             on_command=given.on_command or metrics.observe_command,
+            fences=sharding.manager if sharding is not None else None,
         )
         # With Kafka a consumer group drives the projections and the relay publishes there;
         # without it one process at a time (the leases) follows the store and logs the outbox.
