@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from banking_es import __version__
 from banking_es.api import errors, identity_errors, openapi
+from banking_es.api.forwarding import ForwardingMiddleware
 from banking_es.api.hotpath import HotPathMiddleware
 from banking_es.api.middleware import RequestContextMiddleware
 from banking_es.api.ratelimit import RateLimitMiddleware
@@ -121,6 +122,7 @@ def create_app(
         app.add_middleware(HotPathMiddleware, fastapi=app)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(ForwardingMiddleware)  # before the limits: the owner applies them
     app.add_middleware(
         RequestContextMiddleware, docs_path=app.docs_url, docs_policy=openapi.docs_policy(app)
     )

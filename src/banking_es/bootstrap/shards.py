@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from banking_es.config import Settings, SettingsError
 from banking_es.db.base import Database
 from banking_es.locks import lock_manager
@@ -42,6 +44,10 @@ class Sharding:
 
     manager: ShardManager
     locks: LockManager[Any]
+    #: Signs and checks the hop header of forwarded requests.
+    secret: str
+    #: Forwards commands to other instances, its connections kept alive between requests.
+    http: httpx.AsyncClient
 
     async def locks_health(self) -> dict[str, Any]:
         """The `locks` readiness component: a probe lock taken and given back."""
@@ -53,6 +59,7 @@ class Sharding:
         return {"status": "ok"}
 
     async def close(self) -> None:
+        await self.http.aclose()
         await self.locks.close()
 
 
@@ -76,4 +83,9 @@ def build_sharding(
         ),
         rebalance_interval=settings.shard_rebalance_interval,
     )
-    return Sharding(manager, locks)
+    # Longer than a command may take on the owner (its retry budget), so it answers first.
+    timeout = settings.command_retry_budget_s + 10
+    http = httpx.AsyncClient(
+        timeout=timeout, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    )
+    return Sharding(manager, locks, settings.cluster_secret or "", http)
