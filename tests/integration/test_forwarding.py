@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.api_support import make_settings
-from tests.auth import sign_up
+from tests.auth import admin_headers, sign_up
 
 from banking_es.api.app import create_app
 from banking_es.bootstrap import Services, build_services
@@ -164,3 +164,22 @@ async def test_a_forged_or_misrouted_hop_is_refused(pair: Pair) -> None:
     assert (good.status_code, good.headers["x-served-by"]) == (200, "a")
     read = await http_a.get(f"/accounts/{on_b}", headers=headers)
     assert read.json()["balance"] == "100.00"
+
+
+async def test_admin_shards_shows_the_map_and_a_rebalance_runs_on_request(pair: Pair) -> None:
+    a, _, http_a, _ = pair
+    customer = await sign_up(http_a)
+    assert (await http_a.get("/admin/shards", headers=customer)).status_code == 403
+    auditor = await admin_headers(http_a, a, ("auditor",))
+    report = (await http_a.get("/admin/shards", headers=auditor)).json()
+    assert report["shard_count"] == 4
+    owners = {s["shard"]: s["owner"] for s in report["shards"] if s["status"] == "assigned"}
+    assert sorted(owners) == [0, 1, 2, 3]
+    assert {i["id"]: sorted(i["shards"]) for i in report["instances"]} == {
+        name: sorted(s for s, o in owners.items() if o == name) for name in ("a", "b")
+    }
+    assert (await http_a.post("/admin/shards/rebalance", headers=auditor)).status_code == 403
+    admin = await admin_headers(http_a, a)
+    rebalanced = await http_a.post("/admin/shards/rebalance", headers=admin)
+    assert rebalanced.status_code == 202
+    assert rebalanced.json() == {"moves": []}  # two shards each: nothing to move

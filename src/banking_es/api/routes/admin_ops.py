@@ -1,4 +1,4 @@
-"""/admin/projections, /admin/jobs, /admin/cache, /admin/outbox (API.md, "Operations").
+"""/admin/projections, /admin/jobs, /admin/cache, /admin/outbox, /admin/shards (API.md).
 
 Thin: parse, check the role, call `AdminService` (application/admin.py), render. Auditors
 and admins read; only admins start a rebuild. 401 without a token, 403 for customers.
@@ -28,6 +28,7 @@ from banking_es.application.admin import AdminService, RebuildRunning, UnknownPr
 from banking_es.application.jobs import JobNotFound
 from banking_es.application.ports import Job
 from banking_es.identity.service import require_admin, require_reader
+from banking_es.shards.report import shard_report, single_instance_report
 
 router = APIRouter(prefix="/admin", tags=["admin"], route_class=JSONRoute)
 
@@ -146,3 +147,35 @@ async def cache_stats(admin: AdminDep) -> Response:
 )
 async def outbox_status(admin: AdminDep) -> Response:
     return _json(await admin.outbox())
+
+
+@router.get(
+    "/shards",
+    summary="Every shard's status, owner, epoch and load, and the instances (admin, auditor)",
+    responses=_problems(401, 403),
+    dependencies=READ,
+)
+async def shards_status(services: ServicesDep) -> Response:
+    if services.sharding is None:
+        settings = services.settings
+        report = single_instance_report(
+            settings.effective_instance_id,
+            settings.effective_instance_url,
+            settings.shard_count,
+            services.clock.now(),
+        )
+        return _json(report)
+    return _json(await shard_report(services.sharding.manager.leases))
+
+
+@router.post(
+    "/shards/rebalance",
+    summary="Run a rebalancing round now (admin); moves start as handovers",
+    status_code=202,
+    responses=_problems(401, 403),
+    dependencies=WRITE,
+)
+async def shards_rebalance(services: ServicesDep) -> Response:
+    moves = [] if services.sharding is None else await services.sharding.manager.rebalance()
+    body = [{"shard": m.shard, "from": m.source, "to": m.target} for m in moves]
+    return _json({"moves": body}, status=202)
