@@ -138,13 +138,16 @@ class Services:
         self._exporting = asyncio.create_task(self._export_metrics_every(), name="metrics-export")
         if self.sharding is not None:  # last: it serves once it holds its share
             await self.sharding.manager.start()
-        self.export_metrics()
+        self._export_shards_owned()
 
     def export_metrics(self) -> None:
         """Hand this process's cache counts, L1 size and shards owned to Prometheus."""
         self.metrics.export_cache(
             self.cache_metrics, len(self.cache), self.cache.approximate_bytes()
         )
+        self._export_shards_owned()
+
+    def _export_shards_owned(self) -> None:
         owned = self.settings.shard_count
         if self.sharding is not None:
             owned = len(self.sharding.manager.owned)
