@@ -3,7 +3,9 @@ with clients sending deposits, withdrawals and transfers to random instances: ev
 one owner, every command is executed by its shard's owner (`x-served-by`), balances are
 conserved and each account's versions are contiguous. Then one instance is killed (-9) under
 load: its shards are owned again within SHARD_LEASE_TTL + 5 s and no acknowledged write is lost
-or doubled (every command retried with its Idempotency-Key until it has a final answer)."""
+or doubled (every command retried with its Idempotency-Key until it has a final answer). A
+fourth instance joining gets its share within the bounds; a graceful stop hands its shards
+over before its leases could lapse."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -30,21 +33,31 @@ COUNT = 16
 INITIAL = Decimal("1000.00")
 
 
+def _instance(
+    tmp_path: Path, pg_url: str, prefix: str, index: int, ttl: float = TTL
+) -> ServerProcess:
+    workdir = tmp_path / f"i{index}"
+    workdir.mkdir()
+    server = ServerProcess(
+        pg_url, workers=1, workdir=workdir, INSTANCE_ID=f"i{index}",
+        CLUSTER_SECRET="c" * 32, JWT_SECRET="j" * 32, REFRESH_TOKEN_SECRET="r" * 32,
+        SHARD_LEASE_TTL=str(ttl), SHARD_REBALANCE_INTERVAL="1", SHARD_COUNT=str(COUNT),
+        SHARDS_MAX_PER_INSTANCE="6", REDIS_URL=SHARED_REDIS_URL, REDIS_KEY_PREFIX=prefix,
+    )  # fmt: skip
+    server.extra_env["INSTANCE_URL"] = server.url
+    return server
+
+
 @pytest.fixture
-def cluster(tmp_path: Path, pg_url: str) -> Iterator[list[ServerProcess]]:
-    prefix = unique_prefix()
-    servers = []
-    for index in range(3):
-        workdir = tmp_path / f"i{index}"
-        workdir.mkdir()
-        server = ServerProcess(
-            pg_url, workers=1, workdir=workdir, INSTANCE_ID=f"i{index}",
-            CLUSTER_SECRET="c" * 32, JWT_SECRET="j" * 32, REFRESH_TOKEN_SECRET="r" * 32,
-            SHARD_LEASE_TTL=str(TTL), SHARD_REBALANCE_INTERVAL="1", SHARD_COUNT=str(COUNT),
-            REDIS_URL=SHARED_REDIS_URL, REDIS_KEY_PREFIX=prefix,
-        )  # fmt: skip
-        server.extra_env["INSTANCE_URL"] = server.url
-        servers.append(server)
+def prefix() -> Iterator[str]:
+    value = unique_prefix()
+    yield value
+    delete_prefix(SHARED_REDIS_URL, value)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str, prefix: str) -> Iterator[list[ServerProcess]]:
+    servers = [_instance(tmp_path, pg_url, prefix, index) for index in range(3)]
     try:
         with ThreadPoolExecutor(3) as pool:  # a cold start, all at once
             list(pool.map(lambda s: s.start(timeout=60), servers))
@@ -52,7 +65,6 @@ def cluster(tmp_path: Path, pg_url: str) -> Iterator[list[ServerProcess]]:
     finally:
         for server in servers:
             server.stop()
-        delete_prefix(SHARED_REDIS_URL, prefix)
 
 
 async def _owners(http: httpx.AsyncClient, servers: list[ServerProcess]) -> dict[int, str]:
@@ -224,3 +236,50 @@ async def test_a_killed_instances_shards_are_owned_again_and_no_write_is_lost(
         final = await _owners(http, cluster[:2])
         assert all(final[shard] in ("i0", "i1") for shard in lost)
         await clients.check(urls[0])
+
+
+async def test_a_joining_instance_gets_its_share_within_bounds(
+    tmp_path: Path, pg_url: str, prefix: str, cluster: list[ServerProcess]
+) -> None:
+    async with httpx.AsyncClient() as http:
+        await _settled(http, cluster)
+        joining = _instance(tmp_path, pg_url, prefix, 3)
+        cluster.append(joining)  # stopped with the others
+        joining.start(timeout=60)
+        started = time.monotonic()
+        owners = await _settled(http, cluster)
+        took = time.monotonic() - started
+        counts = Counter(owners.values())
+        # The fair share is 4 (give or take the 20% threshold), at most SHARDS_MAX (6).
+        assert all(3 <= count <= 5 for count in counts.values()), counts
+        assert counts["i3"] >= 3
+        # Two moves per round, one round a second, plus the handovers' steps and the settling.
+        assert took < 20, took
+        clients = await _open(http, joining.url, 4)
+        await clients.run([server.url for server in cluster], 20)
+        for answer in clients.answers:
+            if answer.status_code in (200, 201):
+                assert answer.headers["x-served-by"] == owners[int(answer.headers["x-shard"])]
+        await clients.check(cluster[0].url)
+
+
+async def test_a_graceful_stop_hands_its_shards_over_before_its_leases_lapse(
+    tmp_path: Path, pg_url: str, prefix: str
+) -> None:
+    ttl = 9.0  # steps every 3 s: a lapse would take at least 6 s after the stop
+    servers = [_instance(tmp_path, pg_url, prefix, index, ttl=ttl) for index in range(2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.start(timeout=60), servers))
+        async with httpx.AsyncClient() as http:
+            owners = await _settled(http, servers)
+            leaving = [shard for shard, owner in owners.items() if owner == "i1"]
+            assert leaving
+            servers[1].stop()  # SIGTERM: releases its leases on the way out
+            stopped = time.monotonic()
+            while len(await _owners(http, servers[:1])) < COUNT:
+                assert time.monotonic() - stopped < ttl * 2 / 3, "waited for the lapse"
+                await asyncio.sleep(0.2)
+    finally:
+        for server in servers:
+            server.stop()
