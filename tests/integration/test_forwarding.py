@@ -2,12 +2,13 @@
 a command for an account whose shard the other instance owns runs there and its answer comes
 back unchanged, with `x-shard` and `x-served-by`; a transfer runs on its source's owner; a
 forged hop header is 401; a forwarded request that reaches a non-owner is 503, never
-forwarded again."""
+forwarded again; the owner rate-limits it under the client's address."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,15 @@ def _client(services: Services) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
-@pytest.fixture
-async def pair(tmp_path: Path, pg_url: str) -> AsyncIterator[Pair]:
+@asynccontextmanager
+async def _pair(tmp_path: Path, pg_url: str, **b_options: Any) -> AsyncIterator[Pair]:
+    """Instances "a" and "b" (`b_options`: settings of "b" alone), started together."""
     built = []
-    for name, port in (("a", 3911), ("b", 3912)):
+    for name, port, options in (("a", 3911, {}), ("b", 3912, b_options)):
         settings = make_settings(
             tmp_path / name, pg_url, instance_id=name, instance_url=f"http://127.0.0.1:{port}",
             cluster_secret=SECRET, shard_lease_ttl=1.0, shard_count=4, jwt_secret="j" * 32,
-            refresh_token_secret="r" * 32,
+            refresh_token_secret="r" * 32, **options,
         )  # fmt: skip
         built.append(await build_services(settings))
     a, b = built
@@ -57,11 +59,19 @@ async def pair(tmp_path: Path, pg_url: str) -> AsyncIterator[Pair]:
         services.sharding.http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=("10.0.0.1", 1))
         )
-    yield a, b, http_a, http_b
-    for client in (http_a, http_b):
-        await client.aclose()
-    for services in (a, b):
-        await services.close()
+    try:
+        yield a, b, http_a, http_b
+    finally:
+        for client in (http_a, http_b):
+            await client.aclose()
+        for services in (a, b):
+            await services.close()
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, pg_url: str) -> AsyncIterator[Pair]:
+    async with _pair(tmp_path, pg_url) as running:
+        yield running
 
 
 async def _account_on(
@@ -183,3 +193,26 @@ async def test_admin_shards_shows_the_map_and_a_rebalance_runs_on_request(pair: 
     rebalanced = await http_a.post("/admin/shards/rebalance", headers=admin)
     assert rebalanced.status_code == 202
     assert rebalanced.json() == {"moves": []}  # two shards each: nothing to move
+
+
+async def test_the_owner_limits_a_forwarded_command_under_the_clients_address(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # Only "b" limits (3 a minute per address); "a" forwards without charging anything.
+    async with _pair(tmp_path, pg_url, rate_limit_enabled=True, rate_limit_per_ip_per_minute=3) as (
+        a,
+        _,
+        http_a,
+        http_b,
+    ):
+        headers = await sign_up(http_a)
+        on_b = await _account_on(http_a, headers, a, "b")
+        path = f"/accounts/{on_b}/deposit"
+        answers = [await http_a.post(path, json={"amount": "1.00"}, headers=headers)]
+        answers.append(await http_b.post(path, json={"amount": "1.00"}, headers=headers))
+        answers.append(await http_a.post(path, json={"amount": "1.00"}, headers=headers))
+        assert [r.status_code for r in answers] == [200, 200, 200]
+        # The fourth from the client's address (10.0.0.9) at "b": the forwarded ones counted
+        # under it, not under the forwarding instance's (10.0.0.1).
+        limited = await http_a.post(path, json={"amount": "1.00"}, headers=headers)
+        assert limited.status_code == 429, limited.text
