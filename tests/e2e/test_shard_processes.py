@@ -5,12 +5,15 @@ conserved and each account's versions are contiguous. Then one instance is kille
 load: its shards are owned again within SHARD_LEASE_TTL + 5 s and no acknowledged write is lost
 or doubled (every command retried with its Idempotency-Key until it has a final answer). A
 fourth instance joining gets its share within the bounds; a graceful stop hands its shards
-over before its leases could lapse."""
+over before its leases could lapse; an owner SIGSTOPped past its lease, woken with a command
+in hand, has its append refused by the store (or forwards it), never written in its old term."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -127,8 +130,11 @@ class Clients:
             assert time.monotonic() < deadline, f"no final answer for {path}"
             await asyncio.sleep(0.2)
 
-    async def run(self, urls: list[str], count: int) -> None:
-        for _ in range(count):
+    async def run(self, urls: list[str], count: int, until: asyncio.Event | None = None) -> None:
+        """`count` commands, then more until `until` is set (when given)."""
+        done = 0
+        while done < count or (until is not None and not until.is_set()):
+            done += 1
             account, other = random.sample(self.accounts, 2)
             amount = Decimal(random.randint(1, 20))
             kind = random.choice(("deposit", "withdraw", "transfer"))
@@ -217,8 +223,10 @@ async def test_a_killed_instances_shards_are_owned_again_and_no_write_is_lost(
         lost = sorted(shard for shard, owner in owners.items() if owner == "i2")
         assert lost
 
+        recovered = asyncio.Event()
+
         async def kill_soon() -> float:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
             victim.kill()  # SIGKILL: no handover, its leases lapse
             killed = time.monotonic()
             urls.remove(victim.url)
@@ -226,11 +234,13 @@ async def test_a_killed_instances_shards_are_owned_again_and_no_write_is_lost(
             while True:
                 now_owned = await _owners(http, survivors)
                 if len(now_owned) == COUNT:
+                    recovered.set()  # the clients stop after their current command
                     return time.monotonic() - killed
                 assert time.monotonic() - killed < TTL + 5, f"still unowned: {now_owned}"
                 await asyncio.sleep(0.2)
 
-        took, *_ = await asyncio.gather(kill_soon(), *(clients.run(urls, 60) for _ in range(4)))
+        load = (clients.run(urls, 20, recovered) for _ in range(4))
+        took, *_ = await asyncio.gather(kill_soon(), *load)
         assert took <= TTL + 5
         assert clients.retries > 0  # the kill was felt: commands were retried
         final = await _owners(http, cluster[:2])
@@ -280,6 +290,59 @@ async def test_a_graceful_stop_hands_its_shards_over_before_its_leases_lapse(
             while len(await _owners(http, servers[:1])) < COUNT:
                 assert time.monotonic() - stopped < ttl * 2 / 3, "waited for the lapse"
                 await asyncio.sleep(0.2)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def test_a_paused_owner_woken_after_its_lease_writes_nothing_in_its_old_term(
+    tmp_path: Path, pg_url: str, prefix: str
+) -> None:
+    servers = [_instance(tmp_path, pg_url, prefix, index) for index in range(2)]
+    paused = servers[1]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.start(timeout=60), servers))
+        async with httpx.AsyncClient() as http:
+            await _settled(http, servers)
+            alive = [servers[0].url]
+            clients = await _open(http, alive[0], 10)
+            served = {}
+            for account in clients.accounts:  # which of them "i1" owns
+                answer = await clients.command(
+                    alive, f"/accounts/{account}/deposit", {"amount": "1"}
+                )
+                served[account] = answer.headers["x-served-by"]
+                clients.expected[account] += 1
+            account = next(a for a, by in served.items() if by == "i1")
+            path = f"/accounts/{account}/deposit"
+            assert paused.process is not None
+            os.killpg(paused.process.pid, signal.SIGSTOP)
+            try:
+                # Sent to the paused owner: it waits in the socket's backlog.
+                late = asyncio.create_task(
+                    http.post(paused.url + path, json={"amount": "7"}, headers=clients.headers,
+                              timeout=60)
+                )  # fmt: skip
+                stopped = time.monotonic()
+                while len(await _owners(http, servers[:1])) < COUNT:
+                    assert time.monotonic() - stopped < TTL + 5
+                    await asyncio.sleep(0.2)
+                taken = await clients.command(alive, path, {"amount": "5"})
+                assert (taken.status_code, taken.headers["x-served-by"]) == (200, "i0")
+                clients.expected[account] += 5
+            finally:
+                os.killpg(paused.process.pid, signal.SIGCONT)
+            answer = await late
+            # Woken, it either tried its old term's append and the store refused it (503), or
+            # saw first that its lease was gone and forwarded the command to the new owner.
+            if answer.status_code == 200:
+                assert answer.headers["x-served-by"] == "i0"
+                clients.expected[account] += 7
+            else:  # refused by the store: the instance says so, and dropped the shard
+                assert answer.status_code == 503, answer.text
+                assert "reason=FencedOut" in paused.log()
+            await clients.check(alive[0])
     finally:
         for server in servers:
             server.stop()
