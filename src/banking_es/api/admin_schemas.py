@@ -1,5 +1,5 @@
 """Bodies of the operations routes (/admin/projections, /admin/jobs, /admin/cache,
-/admin/outbox, /admin/dead-letters), for validation and the OpenAPI document."""
+/admin/outbox, /admin/dead-letters, /admin/shards), for validation and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -100,3 +100,29 @@ class LetterPage(Struct):
     data: list[dict[str, Any]]
     has_more: bool
     next_cursor: str | None
+
+
+class ShardOut(Struct):
+    shard: int
+    status: Literal["available", "assigned", "rebalancing", "failed"]
+    owner: str | None
+    epoch: Annotated[int, Meta(description="Grows with every new owner; appends carry it")]
+    load: float
+
+
+class InstanceOut(Struct):
+    id: str
+    url: str
+    shards: list[int]
+    last_seen: datetime | None
+    status: Literal["alive", "gone"]
+
+
+class ShardsOut(Struct):
+    shard_count: int
+    shards: list[ShardOut]
+    instances: list[InstanceOut]
+
+
+class RebalanceStarted(Struct):
+    moves: list[dict[str, Any]]

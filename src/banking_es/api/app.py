@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from banking_es import __version__
 from banking_es.api import errors, openapi
+from banking_es.api.forwarding import ForwardingMiddleware
 from banking_es.api.middleware import RequestContextMiddleware
 from banking_es.api.ratelimit import RateLimitMiddleware
 from banking_es.api.routes.accounts import AccountRoutes
@@ -30,6 +31,7 @@ from banking_es.api.routes.admin import AdminRoutes
 from banking_es.api.routes.admin_dead_letters import DeadLetterRoutes
 from banking_es.api.routes.admin_mail import MailRoutes
 from banking_es.api.routes.admin_ops import AdminOpsRoutes
+from banking_es.api.routes.admin_shards import ShardRoutes
 from banking_es.api.routes.auth import AuthRoutes
 from banking_es.api.routes.health import HealthRoutes
 from banking_es.api.routes.metrics import MetricsRoutes
@@ -79,6 +81,7 @@ ROUTES: tuple[tuple[type, str, dict[str, Any]], ...] = (
     (DeadLetterRoutes, "admin", {"role": require_admin}),
     (MailRoutes, "admin", {"role": require_admin}),
     (AdminOpsRoutes, "admin", {"role": require_admin}),
+    (ShardRoutes, "admin", {"role": require_admin}),
 )
 #: Swagger UI's files that /docs loads (nothing else of the package is served).
 DOCS_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
@@ -129,6 +132,8 @@ class ApiServices(Protocol):
 
     def export_metrics(self) -> None: ...
     def dead_letters(self) -> DeadLetters: ...
+    async def shard_report(self) -> dict[str, Any]: ...
+    async def rebalance_shards(self) -> list[dict[str, Any]]: ...
     async def start(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -179,6 +184,7 @@ def _route_objects(services: ApiServices) -> dict[type, object]:
             services.mail.queue if services.mail is not None else None, services.clock
         ),
         AdminOpsRoutes: AdminOpsRoutes(services.admin),
+        ShardRoutes: ShardRoutes(services.shard_report, services.rebalance_shards),
     }
 
 
@@ -284,6 +290,7 @@ def create_app(
     )
     if settings.rate_limit_enabled:  # inside the request context: its 429s are logged
         banking.add_middleware(RateLimitMiddleware, limiter=banking.current_limiter)
+    banking.add_middleware(ForwardingMiddleware)  # before the limits: the owner applies them
     banking.add_middleware(
         RequestContextMiddleware,
         metrics=banking.current_metrics,

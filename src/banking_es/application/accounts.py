@@ -21,7 +21,13 @@ from banking_es.application.context import (
 from banking_es.application.handlers import AccountHandlers
 from banking_es.application.holds import Holds
 from banking_es.application.locks import StreamLocks
-from banking_es.application.ports import AggregateCache, Clock, EventPageCache, IdGenerator
+from banking_es.application.ports import (
+    AggregateCache,
+    Clock,
+    EventPageCache,
+    IdGenerator,
+    ShardFences,
+)
 from banking_es.application.queries import AccountQueries
 from banking_es.application.repository import AccountRepository
 from banking_es.application.results import HoldResult, TransferResult
@@ -58,11 +64,14 @@ class AccountService:
         retry_budget: float = 5.0,
         pages: EventPageCache | None = None,
         on_command: Callable[[str, str], None] | None = None,
+        fences: ShardFences | None = None,
     ) -> None:
         self._outcomes = CommandOutcomes(on_command)
         self._locks = StreamLocks()
         self._retry = RetryPolicy(retry_budget)
-        self._repository = AccountRepository(store, cache, snapshot_threshold=snapshot_threshold)
+        self._repository = AccountRepository(
+            store, cache, snapshot_threshold=snapshot_threshold, fences=fences
+        )
         repository, retry, outcomes = self._repository, self._retry, self._outcomes
         self._handlers = AccountHandlers(repository, retry, outcomes, clock=clock, ids=ids)
         self._transfers = Transfers(repository, self._locks, retry, outcomes, clock=clock, ids=ids)

@@ -53,7 +53,6 @@ class AccountHandlers:
         ids: IdGenerator,
     ) -> None:
         self._repository = repository
-        self._store = repository.store
         self._cache = repository.cache
         self._retry = retry
         self._outcomes = outcomes
@@ -91,7 +90,7 @@ class AccountHandlers:
             idempotency=idempotency_records(context, state, self._clock),
         )
         try:
-            recorded = await self._store.append(request)
+            recorded = await self._repository.append(request)
         except IdempotencyKeyExists as exc:
             return Replayed(exc.existing)
         result = state
@@ -224,7 +223,7 @@ class AccountHandlers:
             [StreamAppend(base.id, base.version, new_events, snapshot)],
             idempotency=records,
         )
-        return await self._store.append(request)
+        return await self._repository.append(request)
 
 
 def decide(state: Account, command: cmd.StreamCommand, now: datetime) -> DomainEvent | None:

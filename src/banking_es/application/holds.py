@@ -279,7 +279,7 @@ class Holds:
                     appends, idempotency=idempotency_records(context, result, self._clock)
                 )
                 try:
-                    recorded = await self._store.append(request)
+                    recorded = await self._repository.append(request)
                 except IdempotencyKeyExists as exc:
                     return Replayed(exc.existing)
                 except ConcurrencyError as exc:

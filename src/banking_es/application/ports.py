@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from banking_es.domain.account import Account
-from banking_es.eventstore.base import IdempotencyRecord, RecordedEvent
+from banking_es.eventstore.base import Fence, IdempotencyRecord, RecordedEvent
 
 
 class Clock(Protocol):
@@ -172,4 +172,16 @@ class JobStore(Protocol):
 
     async def fail_stale(self, beat_before: datetime, now: datetime, reason: str) -> int:
         """Mark `failed` every running job whose heartbeat is older than `beat_before`."""
+        ...
+
+
+class ShardFences(Protocol):
+    """This instance's shard leases (shards/, when several instances share the database)."""
+
+    def fence_for(self, account_id: str) -> Fence | None:
+        """The fence an append to `account_id` carries; None: its shard is not ours."""
+        ...
+
+    def fenced_out(self, shard: int, epoch: int) -> None:
+        """The store refused an append of this epoch: the shard has a newer owner."""
         ...

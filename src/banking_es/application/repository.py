@@ -10,9 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from banking_es.application.ports import AggregateCache
+from banking_es.application.errors import ServiceUnavailable
+from banking_es.application.ports import AggregateCache, ShardFences
 from banking_es.domain.account import Account
-from banking_es.eventstore.base import AppendedElsewhere, EventStore, Snapshot
+from banking_es.eventstore.base import (
+    AppendedElsewhere,
+    AppendRequest,
+    EventStore,
+    FencedOut,
+    RecordedEvent,
+    Snapshot,
+)
 from banking_es.eventstore.codec import history
 
 #: Streams remembered as appended by other processes (see `note_appended_elsewhere`).
@@ -20,13 +28,20 @@ MAX_BEHIND = 100_000
 
 
 class AccountRepository:
-    """Loads accounts (cache first, then snapshot and events) and decides their snapshots."""
+    """Loads accounts (cache first, then snapshot and events), decides their snapshots, and
+    appends: every command's events go through `append` (the one write path)."""
 
     def __init__(
-        self, store: EventStore, cache: AggregateCache, *, snapshot_threshold: int
+        self,
+        store: EventStore,
+        cache: AggregateCache,
+        *,
+        snapshot_threshold: int,
+        fences: ShardFences | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
+        self._fences = fences
         self._snapshot_threshold = snapshot_threshold
         #: Versions other processes reached (stream notices): a cached copy below is behind.
         self._behind: dict[str, int] = {}
@@ -53,6 +68,25 @@ class AccountRepository:
         if cached.exists:
             self.cache.put(cached)
         return cached, True
+
+    async def append(self, request: AppendRequest) -> list[RecordedEvent]:
+        """Append `request`; with shards, fenced by the lease of its first stream's shard
+        (a transfer's source), so the store refuses it once another instance took the shard."""
+        fences = self._fences
+        if fences is None:
+            return await self.store.append(request)
+        first = request.streams[0]
+        fence = fences.fence_for(first.stream_id)
+        if fence is None and first.expected_version > 0:
+            # Another instance's shard (it moved since the request was routed): no write here.
+            raise ServiceUnavailable("this account's shard moved to another instance; retry")
+        try:
+            return await self.store.append(
+                AppendRequest(request.streams, request.idempotency, request.messages, fence)
+            )
+        except FencedOut as exc:
+            fences.fenced_out(exc.shard, exc.epoch)
+            raise
 
     async def at_version(self, account_id: str, version: int) -> Account:
         """The state up to `version` (fewer events if the stream is shorter)."""

@@ -47,7 +47,6 @@ class Transfers:
         ids: IdGenerator,
     ) -> None:
         self._repository = repository
-        self._store = repository.store
         self._cache = repository.cache
         self._locks = locks
         self._retry = retry
@@ -136,7 +135,7 @@ class Transfers:
                     idempotency=idempotency_records(context, result, self._clock),
                 )
                 try:
-                    recorded = await self._store.append(request)
+                    recorded = await self._repository.append(request)
                 except IdempotencyKeyExists as exc:
                     return Replayed(exc.existing)
                 except ConcurrencyError as exc:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import Any
 
 from banking_es.application.accounts import AccountService
 from banking_es.application.admin import AdminService
@@ -28,6 +29,7 @@ from banking_es.bootstrap.adapters import (
 from banking_es.bootstrap.admin import build_admin
 from banking_es.bootstrap.identity import build_identity
 from banking_es.bootstrap.kafka import KafkaMessaging, build_applier, build_kafka
+from banking_es.bootstrap.shards import Sharding, build_sharding
 from banking_es.cache.health import cache_checks
 from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.pages import EventPageCache
@@ -53,6 +55,7 @@ from banking_es.observability.metrics import Metrics
 from banking_es.projections.queries import ReadModels
 from banking_es.projections.runner import PROJECTIONS_LEASE, ProjectionRunner
 from banking_es.ratelimit.limiter import RateLimiter
+from banking_es.shards.report import shard_report, single_instance_report
 from banking_es.tasks import cancel
 
 log = logging.getLogger(__name__)
@@ -120,6 +123,8 @@ class Services:
     #: Records each due hold expired (one process at a time, under its lease).
     hold_expiry: HoldExpiry | None = None
     _expiring: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: Set when INSTANCE_URL is (several instances): this instance's shards and locks.
+    sharding: Sharding | None = None
 
     async def start(self) -> None:
         await self.identity.revocations.start()
@@ -140,17 +145,45 @@ class Services:
         if self.hold_expiry is not None:
             self._expiring = asyncio.create_task(self.hold_expiry.run(), name="hold-expiry")
         self._exporting = asyncio.create_task(self._export_metrics_every(), name="metrics-export")
+        if self.sharding is not None:  # last: it serves once it holds its share
+            await self.sharding.manager.start()
+        self._export_shards_owned()
+
+    async def shard_report(self) -> dict[str, Any]:
+        """`GET /admin/shards`: the shard map, or with one instance every shard its own."""
+        if self.sharding is None:
+            settings = self.settings
+            return single_instance_report(
+                settings.effective_instance_id,
+                settings.effective_instance_url,
+                settings.shard_count,
+                self.clock.now(),
+            )
+        return await shard_report(self.sharding.manager.leases)
+
+    async def rebalance_shards(self) -> list[dict[str, Any]]:
+        """A rebalancing round now (`POST /admin/shards/rebalance`): the moves it started."""
+        moves = [] if self.sharding is None else await self.sharding.manager.rebalance()
+        return [{"shard": m.shard, "from": m.source, "to": m.target} for m in moves]
 
     def dead_letters(self) -> DeadLetters:
         """The Kafka consumers' dead letters (the admin routes list, retry and discard them)."""
         return build_applier(self.settings, self.db, self.store).dead_letters()
 
     def export_metrics(self) -> None:
-        """Hand this process's request and cache counts and L1 size to Prometheus."""
+        """Hand this process's request and cache counts, L1 size and shards owned to
+        Prometheus."""
         self.metrics.export_requests()
         self.metrics.export_cache(
             self.cache_metrics, len(self.cache), self.cache.approximate_bytes()
         )
+        self._export_shards_owned()
+
+    def _export_shards_owned(self) -> None:
+        owned = self.settings.shard_count
+        if self.sharding is not None:
+            owned = len(self.sharding.manager.owned)
+        self.metrics.shards_owned.set(owned)
 
     async def _export_metrics_every(self) -> None:
         # Every worker, not only the scraped one, must bring its counts to the shared files.
@@ -169,6 +202,9 @@ class Services:
             await asyncio.sleep(every)
 
     async def close(self) -> None:
+        if self.sharding is not None:  # first: the others take its shards at once
+            await self.sharding.manager.stop()
+            await self.sharding.close()
         for task in (self._maintenance, self._warming, self._exporting, self._expiring):
             await cancel(task)
         await self.admin.jobs.stop()  # each records itself failed: the server stopped
@@ -239,6 +275,9 @@ async def build_services(
         )
         redis = build_redis(settings, cache_metrics)
         account_cache = TwoLevelAccountCache(cache, redis, ttl=settings.cache_ttl)
+        sharding = build_sharding(settings, db, redis.client if redis else None, metrics)
+        if sharding is not None:  # the shard rows, and the count checked (serve did it too)
+            await sharding.manager.leases.ensure_shard_count(settings.shard_count)
         accounts = AccountService(
             store,
             account_cache,
@@ -248,6 +287,7 @@ async def build_services(
             retry_budget=settings.command_retry_budget_s,
             pages=EventPageCache(redis, ttl=settings.cache_ttl, metrics=cache_metrics),
             on_command=given.on_command or metrics.observe_command,
+            fences=sharding.manager if sharding is not None else None,
         )
         # With Kafka a consumer group drives the projections and the relay publishes there;
         # without it one process at a time (the leases) follows the store and logs the outbox.
@@ -311,6 +351,9 @@ async def build_services(
         )
         if kafka is not None:
             health.add("kafka", kafka.health, critical=False)
+        if sharding is not None:
+            health.add("shards", sharding.manager.health, critical=False)
+            health.add("locks", sharding.locks_health, critical=False)
         for name, check in cache_checks(account_cache, warmer, redis).items():
             health.add(name, check, critical=False)
         return Services(
@@ -358,6 +401,7 @@ async def build_services(
                 clock,
                 leader=LeaseElection(db, HOLD_EXPIRY_LEASE, clock),
             ),
+            sharding=sharding,
         )
     except BaseException:
         await db.close()

@@ -39,7 +39,20 @@ def serve(
     settings = read_settings(host=host, port=port, workers=workers)
     ensure_secrets(settings)  # before the fork: every worker reads the same secrets
     check_mail_or_exit(settings)
+    _check_sharding(settings)
     run_server(settings, no_migrate=no_migrate)
+
+
+def _check_sharding(settings: Settings) -> None:
+    """Exit 2 with one line when INSTANCE_URL comes with settings instances cannot share."""
+    from banking_es.bootstrap.shards import sharding_on
+    from banking_es.config import SettingsError
+
+    try:
+        sharding_on(settings)
+    except SettingsError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def migrate_command(

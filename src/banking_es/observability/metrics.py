@@ -267,6 +267,10 @@ class Metrics:
             ("topic", "group", "partition"),
             "livemostrecent",
         )
+        # -- shards: one instance (sharding off) owns all, whatever its worker count -----
+        self.shards_owned = gauge(
+            "shards_owned", "Shards this instance owns (sum over instances)", mode="livemax"
+        )
         # -- leases -------------------------------------------------------------------
         self.leader = gauge(
             "leader",

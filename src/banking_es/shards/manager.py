@@ -7,7 +7,7 @@ give up (its queue for the shard drained first, then released), and claims the s
 Every instance computes the same plan from the same map, and the database decides any race,
 so no coordinator is needed for that. Moves between live instances (joins, load) are decided
 by one instance at a time, the holder of the `shard-rebalancer` lock, at most once per
-`SHARD_REBALANCE_INTERVAL`. Not wired into the server yet (docs/architecture.md).
+`SHARD_REBALANCE_INTERVAL`. Each step also keeps the map it read (`route`), for forwarding.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class ShardManager:
         self._rounds = 0
         self._moved_in: dict[int, int] = {}  # shard -> rebalancing round it was moved in
         self._stepping = asyncio.Lock()  # one step at a time, also when called from outside
+        #: shard -> the URL of its live owner, as of the last step (forwarding reads it).
+        self._routes: dict[int, str] = {}
 
     @property
     def owned(self) -> dict[int, Lease]:
@@ -79,6 +81,16 @@ class ShardManager:
         shard = shard_of(account_id, self.shard_count)
         lease = self._owned.get(shard)
         return Fence(shard, lease.epoch) if lease is not None else None
+
+    def shard_of(self, account_id: str) -> int:
+        return shard_of(account_id, self.shard_count)
+
+    def route(self, shard: int) -> str | None:
+        """Where a command for `shard` runs: None here (this instance owns it), else the
+        URL of its owner as of the last step; "" when it has no live owner (a failover)."""
+        if shard in self._owned:
+            return None
+        return self._routes.get(shard, "")
 
     def fenced_out(self, shard: int, epoch: int) -> None:
         """The store refused an append of this epoch: the shard has a newer owner."""
@@ -160,10 +172,13 @@ class ShardManager:
 
     async def _claim_share(self) -> None:
         states = await self.leases.states()
-        alive = [i.id for i in await self.leases.instances() if i.alive]
+        instances = await self.leases.instances()
+        alive = [i.id for i in instances if i.alive]
         owners = {
             s.shard: s.owner if s.status in ("assigned", "rebalancing") else None for s in states
         }
+        urls = {i.id: i.url for i in instances if i.alive}
+        self._routes = {shard: urls[owner] for shard, owner in owners.items() if owner in urls}
         mine = {s.shard for s in states if s.handover_to == self.instance_id and s.owner is None}
         # Held in this instance's name by a process before this one (a restart with the same
         # INSTANCE_ID): claimed again at once, in a new epoch, rather than after the ttl.

@@ -13,6 +13,25 @@ def _when(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
+def single_instance_report(
+    instance_id: str, url: str, shard_count: int, now: datetime
+) -> dict[str, Any]:
+    """The same shape for one instance without sharding (no INSTANCE_URL): it owns every
+    shard, and no lease is kept (epoch 0)."""
+    shards = list(range(shard_count))
+    return {
+        "shard_count": shard_count,
+        "shards": [
+            {"shard": s, "status": "assigned", "owner": instance_id, "epoch": 0, "load": 0.0}
+            for s in shards
+        ],
+        "instances": [
+            {"id": instance_id, "url": url, "shards": shards, "last_seen": _when(now),
+             "status": "alive"}
+        ],
+    }  # fmt: skip
+
+
 async def shard_report(leases: ShardLeases) -> dict[str, Any]:
     """The shard map as JSON-ready data. An instance's `shards` are those it holds now
     (assigned, or being handed over); a lapsed lease is `failed` and counts for nobody."""

@@ -1,4 +1,4 @@
-"""/admin/projections, /admin/jobs, /admin/cache, /admin/outbox (API.md, "Operations").
+"""/admin/projections, /admin/jobs, /admin/cache, /admin/outbox (API.md).
 
 Thin: parse, check the role, call `AdminService` (application/admin.py), render. Auditors
 and admins read; only admins start a rebuild. 401 without a token, 403 for customers.

@@ -1,0 +1,182 @@
+"""Commands run on their account shard's owner (a plain ASGI middleware, on when the services
+have `sharding`). Deposits, withdrawals, closes and transfers (by their source account) for a
+shard another instance owns are forwarded once, over a kept-alive client, to the owner's
+`INSTANCE_URL` with a signed hop header (identity/hops.py) naming the client's address and
+caller; the owner's answer goes back unchanged. A forwarded request is trusted only with a
+valid hop (else 401), is never forwarded again (a non-owner answers 503), and is limited under
+the original client's address, once. Responses of commands carry `x-shard` and `x-served-by`.
+Reads and account openings run where they arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from banking_es.api.problems import PROBLEM_TYPE, problem_body
+from banking_es.identity.errors import IdentityError, Unauthenticated
+from banking_es.identity.hops import HOP_HEADER, Hop, sign_hop, verify_hop
+
+log = logging.getLogger(__name__)
+
+_COMMAND = re.compile(r"^/accounts/([^/]+)/(?:deposit|withdraw|close)$")
+_TRANSFERS = "/transfers"
+#: Not passed on: hop-by-hop, set again by the next server, or added by our own middleware.
+_REQUEST_DROPPED = {"host", "content-length", "connection", "keep-alive", "transfer-encoding",
+                    "x-forwarded-for", "accept-encoding", HOP_HEADER}  # fmt: skip
+_RESPONSE_DROPPED = {"content-length", "connection", "keep-alive", "transfer-encoding", "date",
+                     "server", "x-request-id", "x-content-type-options",
+                     "content-security-policy"}  # fmt: skip
+
+
+def _services(scope: Scope) -> Any:
+    return getattr(getattr(scope.get("app"), "state", None), "services", None)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _source_of(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    source = data.get("from_account_id") if isinstance(data, dict) else None
+    return source if isinstance(source, str) else None
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = problem_body(status, code, message)
+    headers = [(b"content-type", PROBLEM_TYPE.encode()), (b"content-length", b"%d" % len(body))]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ForwardingMiddleware:
+    """Routes each command to its shard's owner (module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = _services(scope) if scope["type"] == "http" else None
+        sharding = getattr(services, "sharding", None)
+        path = scope.get("path", "")
+        command = _COMMAND.match(path) if sharding is not None else None
+        if sharding is None or scope["method"] != "POST" or (not command and path != _TRANSFERS):
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        account = command[1] if command else _source_of(body)
+        if account is None:  # not a transfer the API can read: its answer is the 400
+            await self.app(scope, replay, send)
+            return
+        manager = sharding.manager
+        shard = manager.shard_of(account)
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = f"{path}?{query}" if query else path
+        hop_value = _header(scope, HOP_HEADER.encode())
+        route = manager.route(shard)
+        if hop_value is not None:
+            try:
+                hop = verify_hop(
+                    sharding.secret, hop_value, method="POST", target=target, body=body,
+                    now=datetime.now(UTC),
+                )  # fmt: skip
+            except Unauthenticated as exc:
+                await _refuse(send, 401, "unauthenticated", str(exc))
+                return
+            if route is not None:  # one hop only: the map moved while the request travelled
+                await _refuse(send, 503, "service_unavailable", "the shard moved; retry")
+                return
+            # Limits and logs see the client's address, not the forwarding instance's.
+            scope = {**scope, "client": (hop.client, 0)}
+        elif route == "":
+            await _refuse(send, 503, "service_unavailable", "the shard has no owner; retry")
+            return
+        elif route is not None:
+            await self._forward(scope, send, services, route, target, body)
+            return
+        marks = [(b"x-shard", str(shard).encode()), (b"x-served-by", manager.instance_id.encode())]
+
+        async def send_marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *marks]}
+            await send(message)
+
+        await self.app(scope, replay, send_marked)
+
+    async def _forward(
+        self, scope: Scope, send: Send, services: Any, url: str, target: str, body: bytes
+    ) -> None:
+        sharding = services.sharding
+        client = scope.get("client")
+        address = str(client[0]) if client else "unknown"
+        if services.rate_limiter is not None:  # behind a trusted proxy: the address it names
+            address = services.rate_limiter.client_ip(scope)
+        hop = Hop(sharding.manager.instance_id, address, _caller(scope, services.identity))
+        value = sign_hop(
+            sharding.secret, hop, method="POST", target=target, body=body, now=datetime.now(UTC)
+        )
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope.get("headers", ())
+            if k.decode("latin-1") not in _REQUEST_DROPPED
+        ]
+        request_id = scope.get("state", {}).get("request_id")
+        if request_id and _header(scope, b"x-request-id") is None:
+            headers.append(("x-request-id", request_id))
+        headers.append((HOP_HEADER, value))
+        try:
+            answer = await sharding.http.post(url + target, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("forwarding to %s failed: %s", url, exc)
+            await _refuse(send, 503, "service_unavailable", "the shard's owner did not answer")
+            return
+        kept = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in answer.headers.multi_items()
+            if k.lower() not in _RESPONSE_DROPPED
+        ]
+        kept.append((b"content-length", b"%d" % len(answer.content)))
+        await send({"type": "http.response.start", "status": answer.status_code, "headers": kept})
+        await send({"type": "http.response.body", "body": answer.content})
+
+
+def _caller(scope: Scope, identity: Any) -> str | None:
+    """The caller the bearer token names (the owner authenticates it again)."""
+    authorization = _header(scope, b"authorization") or ""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        return str(identity.authenticate(token).user_id)
+    except IdentityError:
+        return None
