@@ -1,9 +1,8 @@
 """The checks made on each event, in position order: one fold per account with the domain's
 `Account.apply`, the transfers' two sides, and the snapshot and `transactions` row joined to
 the event (a `hold` row's status when its hold is settled, or at the end). The expected
-read-model rows are read off that fold (not made by the projections'
-own code, which would repeat a projection's mistake), with no per-event objects beyond the
-domain event."""
+read-model rows are read off that fold (not made by the projections' own code, which would
+repeat a projection's mistake), with no per-event objects beyond the domain event."""
 
 from __future__ import annotations
 
@@ -20,7 +19,9 @@ from banking_es.domain.events import (
     AccountCreated,
     DomainEvent,
     HoldCaptured,
+    HoldExpired,
     HoldPlaced,
+    HoldVoided,
     TransferReceived,
     TransferSent,
     event_from_stored,
@@ -191,10 +192,10 @@ class EventChecks:
             if snapshot is not None:
                 report.compared["snapshots"] += 1
                 compare_snapshot(report, snapshot, account)
-            if type_ in SETTLED:
+            if isinstance(event, HoldCaptured | HoldVoided | HoldExpired):
                 # A hold's status is known once it is settled (after the checkpoint: pending).
-                settled = position <= transactions_at
-                self.settle(event.hold_id, (SETTLED[type_], position) if settled else None)  # type: ignore[attr-defined]
+                settled = (SETTLED[type_], position) if position <= transactions_at else None
+                self.settle(event.hold_id, settled)
             if t_same is not None:
                 self.rows_seen += 1
             row_type = ROW_TYPES.get(type_)
