@@ -159,15 +159,9 @@ class TransactionsProjection:
         for row in relevant:
             first.setdefault(row[ROW_STREAM], row[ROW_VERSION])
             last[row[ROW_STREAM]] = row[ROW_VERSION]
-        balances = await self._apply(
-            conn,
-            first,
-            len(relevant),
-            map(decode_row, relevant),
-            settled,
-            None,
-            remembered=self._last,
-        )
+        decoded = map(decode_row, relevant)
+        count = len(relevant)
+        balances = await self._apply(conn, first, count, decoded, settled, None, self._last)
         for account_id, version in last.items():
             self._last[account_id] = (version, balances[account_id])
 
