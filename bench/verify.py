@@ -45,7 +45,7 @@ SNAPSHOT_EVERY = 100
 _EVENT_COLUMNS = ["position", "stream_id", "version", "event_id", "type", "data", "metadata",
                   "recorded_at"]  # fmt: skip
 _T_COLUMNS = ["id", "account_id", "type", "amount", "balance_after", "description", "version",
-              "transfer_id", "position", "occurred_at"]  # fmt: skip
+              "transfer_id", "position", "occurred_at", "status", "settled_position"]  # fmt: skip
 
 
 class _Store:

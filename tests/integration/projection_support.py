@@ -11,6 +11,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +23,10 @@ from banking_es.domain.events import (
     AccountClosed,
     AccountCreated,
     DomainEvent,
+    HoldCaptured,
+    HoldExpired,
+    HoldPlaced,
+    HoldVoided,
     MoneyDeposited,
     MoneyWithdrawn,
     TransferReceived,
@@ -64,7 +69,9 @@ Opener = Callable[[], Awaitable[Env]]
 
 
 def new_event(event: DomainEvent) -> NewEvent:
-    return NewEvent(str(uuid.uuid4()), event.type, event.to_data(), {"schema": 1})
+    # A hold's id is its HoldPlaced's event id, as the command handlers make it.
+    event_id = event.hold_id if isinstance(event, HoldPlaced) else str(uuid.uuid4())
+    return NewEvent(event_id, event.type, event.to_data(), {"schema": 1})
 
 
 @dataclass
@@ -74,6 +81,8 @@ class _Acct:
     version: int = 0
     balance: Decimal = Decimal("0.00")
     open: bool = True
+    #: Pending holds (id -> amount), already taken from `balance` (what may be spent).
+    holds: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,7 +145,39 @@ class Bank:
         source.balance -= amount
         target.balance += amount
 
+    async def place_hold(self, acct: _Acct) -> None:
+        if acct.balance <= 0:
+            return await self.deposit(acct)
+        amount = min(acct.balance, self._money(1, 100))
+        hold_id = str(uuid.uuid4())
+        expires = datetime.now(UTC) + timedelta(days=7)
+        await self._append([(acct, HoldPlaced(hold_id, amount, None, expires, "card"))])
+        acct.balance -= amount
+        acct.holds[hold_id] = amount
+
+    async def settle_hold(self, acct: _Acct, hold_id: str, how: str) -> None:
+        """Capture (all of it), void or expire a pending hold."""
+        amount = acct.holds.pop(hold_id)
+        event: DomainEvent
+        if how == "capture":
+            event = HoldCaptured(hold_id, amount, Decimal("0.00"))
+        else:
+            event = (HoldVoided if how == "void" else HoldExpired)(hold_id, amount)
+            acct.balance += amount
+        await self._append([(acct, event)])
+
+    async def hold_op(self, live: Sequence[_Acct]) -> None:
+        """Place a hold, or settle a pending one."""
+        acct = self.rng.choice(live)
+        if acct.holds and self.rng.random() < 0.6:
+            how = self.rng.choice(("capture", "void", "expire"))
+            await self.settle_hold(acct, self.rng.choice(sorted(acct.holds)), how)
+        else:
+            await self.place_hold(acct)
+
     async def close(self, acct: _Acct) -> None:
+        for hold_id in sorted(acct.holds):
+            await self.settle_hold(acct, hold_id, "void")
         if acct.balance > 0:
             amount = acct.balance
             await self._append([(acct, MoneyWithdrawn(amount, "closing"))])
@@ -144,9 +185,13 @@ class Bank:
         await self._append([(acct, AccountClosed("no longer needed"))])
         acct.open = False
 
-    async def random_ops(self, count: int) -> None:
+    async def random_ops(self, count: int, *, holds: bool = False) -> None:
+        """`count` random operations; with `holds`, about a third of them on holds."""
         for _ in range(count):
             live = [a for a in self.accounts if a.open]
+            if holds and len(live) >= 3 and self.rng.random() < 0.35:
+                await self.hold_op(live)
+                continue
             roll = self.rng.random()
             if len(live) < 3 or roll < 0.08:
                 await self.open()
@@ -161,11 +206,11 @@ class Bank:
                 await self.close(self.rng.choice(live))
 
 
-async def populate(store: EventStore, ops: int = 80, seed: int = 7) -> Bank:
+async def populate(store: EventStore, ops: int = 80, seed: int = 7, *, holds: bool = False) -> Bank:
     bank = Bank(store, random.Random(seed))
     for _ in range(4):
         await bank.open()
-    await bank.random_ops(ops)
+    await bank.random_ops(ops, holds=holds)
     return bank
 
 
@@ -213,6 +258,14 @@ def expected_transactions(events: Sequence[RecordedEvent]) -> dict[str, dict[str
         "MoneyWithdrawn": ("withdrawal", -1),
         "TransferSent": ("transfer_out", -1),
         "TransferReceived": ("transfer_in", 1),
+        "HoldPlaced": ("hold", 0),
+        "HoldCaptured": ("hold_capture", -1),
+    }
+    statuses = {"HoldCaptured": "captured", "HoldVoided": "voided", "HoldExpired": "expired"}
+    settled = {
+        rec.data["hold_id"]: (statuses[rec.type], rec.position)
+        for rec in events
+        if rec.type in statuses
     }
     balances: dict[str, Decimal] = {}
     rows: dict[str, dict[str, Any]] = {}
@@ -232,10 +285,15 @@ def expected_transactions(events: Sequence[RecordedEvent]) -> dict[str, dict[str
             "balance_after": balance,
             "description": data.get("description"),
             "version": rec.version,
-            "transfer_id": data.get("transfer_id"),
+            "transfer_id": data.get("transfer_id", data.get("hold_id")),
             "position": rec.position,
             "occurred_at": rec.recorded_at,
+            "status": None,
+            "settled_position": None,
         }
+        if kind == "hold":
+            status, position = settled.get(rec.event_id, ("pending", None))
+            rows[rec.event_id].update(status=status, settled_position=position)
     return rows
 
 

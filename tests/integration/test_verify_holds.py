@@ -85,3 +85,48 @@ def test_a_capture_beyond_the_limit_is_found(
     result = run_verify(monkeypatch, store_url)
     assert result.exit_code != 0, result.output
     assert "balances" in result.output or "below the allowed" in result.output, result.output
+
+
+@pytest.mark.parametrize("store_url", BOTH_BACKENDS, indirect=True)
+@pytest.mark.parametrize(
+    ("statements", "found"),
+    [
+        pytest.param(
+            ["UPDATE transactions SET status = 'voided' WHERE type = 'hold' AND amount = '20.00'"],
+            "status 'voided' (the events give 'captured')",
+            id="a captured hold shown voided",
+        ),
+        pytest.param(
+            [
+                "UPDATE transactions SET status = 'pending', settled_position = NULL"
+                " WHERE type = 'hold' AND amount = '5.00'"
+            ],
+            "status 'pending' (the events give 'voided')",
+            id="a voided hold shown pending",
+        ),
+        pytest.param(
+            ["UPDATE transactions SET amount = '1.00' WHERE type = 'hold' AND amount = '120.00'"],
+            "amount 1.00",
+            id="a hold row's amount",
+        ),
+        pytest.param(
+            ["DELETE FROM transactions WHERE type = 'hold' AND amount = '120.00'"],
+            ": no row",
+            id="a hold row missing",
+        ),
+        pytest.param(
+            # The shop's account has no hold event: on PostgreSQL its rows are checked in SQL.
+            ["UPDATE transactions SET status = 'captured' WHERE type = 'transfer_in'"],
+            "status 'captured' (the events give None)",
+            id="a status on a row of no hold",
+        ),
+    ],
+)
+def test_a_damaged_hold_row_is_found(
+    store_url: str, statements: list[str], found: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    damage(store_url, *statements)
+    result = run_verify(monkeypatch, store_url)
+    assert result.exit_code != 0, result.output
+    assert "transactions" in result.output
+    assert found in result.output, result.output

@@ -70,6 +70,10 @@ MORE_DAMAGE = {
         "INSERT INTO transactions SELECT 'stray', account_id, type, amount, balance_after,"
         " description, 999, transfer_id, position, occurred_at FROM transactions LIMIT 1"
     ],
+    "a status on a row of no hold": [
+        "UPDATE transactions SET status = 'pending' WHERE position = "
+        + _FIRST.format(type="MoneyDeposited")
+    ],
     "an outbox row of another key": [
         f"UPDATE outbox SET key = 'someone' WHERE event_position = {_LAST_EVENT} - 1"
     ],

@@ -41,6 +41,8 @@ class TransactionRow:
     transfer_id: str | None
     position: int
     occurred_at: datetime
+    #: A `hold` row's hold: pending, captured, voided or expired; None on other rows.
+    status: str | None = None
 
 
 _SUMMARY_COLUMNS = (
@@ -49,7 +51,7 @@ _SUMMARY_COLUMNS = (
 )
 _TRANSACTION_COLUMNS = (
     "id, account_id, type, amount, balance_after, description, version, transfer_id,"
-    " position, occurred_at"
+    " position, occurred_at, status"
 )
 
 
@@ -80,6 +82,7 @@ def _transaction(row: Row) -> TransactionRow:
         transfer_id=row["transfer_id"],
         position=row["position"],
         occurred_at=row["occurred_at"],
+        status=row["status"],
     )
 
 

@@ -1,12 +1,14 @@
 """`transactions`: one row per money movement, with the balance right after it.
 
 `AccountCreated` makes an `opening` row, `MoneyDeposited` a `deposit`, `MoneyWithdrawn` a
-`withdrawal`, `TransferSent` a `transfer_out`, `TransferReceived` a `transfer_in` and
-`HoldCaptured` a `hold_capture` (the hold id as `transfer_id`); the other events none.
-`balance_after` continues from the projection's own rows and is carried through a batch
-in memory; rows are de-duplicated by (account_id, version), so
-re-applying an event has no effect. How batches are read and written (COPY in rebuilds, the
-remembered last rows): docs/architecture.md ("Read models").
+`withdrawal`, `TransferSent` a `transfer_out`, `TransferReceived` a `transfer_in`,
+`HoldPlaced` a `hold` (no money moved; `status` pending until the hold's `HoldCaptured`,
+`HoldVoided` or `HoldExpired` sets it) and `HoldCaptured` a `hold_capture` (the hold id as
+`transfer_id` of both). `balance_after` continues from the projection's own rows and is
+carried through a batch in memory; rows are de-duplicated by (account_id, version), and a
+status is set, not added, so re-applying an event has no effect. How batches are read
+and written (COPY in rebuilds, the remembered last rows): docs/architecture.md ("Read
+models").
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from banking_es.domain.events import (
     AccountCreated,
     DomainEvent,
     HoldCaptured,
+    HoldExpired,
+    HoldPlaced,
+    HoldVoided,
     MoneyDeposited,
     MoneyWithdrawn,
     TransferReceived,
@@ -49,12 +54,24 @@ ROW_TYPES: dict[str, str] = {
     MoneyWithdrawn.type: "withdrawal",
     TransferSent.type: "transfer_out",
     TransferReceived.type: "transfer_in",
+    HoldPlaced.type: "hold",
     HoldCaptured.type: "hold_capture",
 }
+#: Event type -> the status it gives its hold's `hold` row.
+SETTLED: dict[str, str] = {
+    HoldCaptured.type: "captured",
+    HoldVoided.type: "voided",
+    HoldExpired.type: "expired",
+}
+PENDING = "pending"
+#: The types whose events write or settle `hold` rows.
+_HOLD_TYPES = frozenset({HoldPlaced.type, *SETTLED})
+#: Hold id -> (its account, its status, the position that settled it).
+Settlements = dict[str, tuple[str, str, int]]
 
 _COLUMNS = (
     "id, account_id, type, amount, balance_after, description, version, transfer_id,"
-    " position, occurred_at"
+    " position, occurred_at, status, settled_position"
 )
 _COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 #: The fewest rows written with `COPY` rather than an INSERT: the batches of a rebuild
@@ -64,10 +81,22 @@ COPY_MIN_ROWS = 2000
 #: Accounts whose last row `apply_rows` remembers between batches.
 MEMORY_SIZE = 100_000
 _INSERT_PG = f"INSERT INTO transactions ({_COLUMNS}) " + json_rows_select(
-    "text text text numeric numeric text int text bigint timestamptz"
+    "text text text numeric numeric text int text bigint timestamptz text bigint"
 )
 _INSERT_SQLITE = (
-    f"INSERT INTO transactions ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    f"INSERT INTO transactions ({_COLUMNS})"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
+# A hold row's id is its hold's id (the `HoldPlaced` event's id): found by primary key.
+_SETTLE_PG = (
+    "UPDATE transactions t SET status = u.status, settled_position = u.position FROM ("
+    + json_rows_select("text text text bigint")
+    + ") AS u(id, account_id, status, position)"
+    " WHERE t.id = u.id AND t.account_id = u.account_id AND t.type = 'hold'"
+)
+_SETTLE_SQLITE = (
+    "UPDATE transactions SET status = $3, settled_position = $4"
+    " WHERE id = $1 AND account_id = $2 AND type = 'hold'"
 )
 _DEDUPLICATE = " ON CONFLICT DO NOTHING"
 # For each account of a batch: the balance of its row with the greatest version below the
@@ -110,23 +139,29 @@ class TransactionsProjection:
         only_types: frozenset[str] | None = None,
     ) -> None:
         relevant = [e for e in events if e.type in ROW_TYPES]
-        if only_types is not None and not any(e.type in only_types for e in relevant):
+        settling = [e for e in events if e.type in SETTLED]
+        if (
+            only_types is not None
+            and not any(e.type in only_types for e in relevant)
+            and (not settling or only_types.isdisjoint(_HOLD_TYPES))
+        ):
             return
         first: dict[str, int] = {}
         for e in relevant:
             first.setdefault(e.stream_id, e.version)
-        await self._apply(conn, first, len(relevant), relevant, only_types)
+        await self._apply(conn, first, len(relevant), relevant, settlements(settling), only_types)
 
     async def apply_rows(self, conn: Connection, rows: Sequence[EventRow]) -> None:
         relevant = [row for row in rows if row[ROW_TYPE] in ROW_TYPES]
+        settled = settlements(decode_row(row) for row in rows if row[ROW_TYPE] in SETTLED)
         first: dict[str, int] = {}
         last: dict[str, int] = {}
         for row in relevant:
             first.setdefault(row[ROW_STREAM], row[ROW_VERSION])
             last[row[ROW_STREAM]] = row[ROW_VERSION]
-        balances = await self._apply(
-            conn, first, len(relevant), map(decode_row, relevant), None, remembered=self._last
-        )
+        decoded = map(decode_row, relevant)
+        count = len(relevant)
+        balances = await self._apply(conn, first, count, decoded, settled, None, self._last)
         for account_id, version in last.items():
             self._last[account_id] = (version, balances[account_id])
 
@@ -136,38 +171,54 @@ class TransactionsProjection:
         first: dict[str, int],
         count: int,
         events: Iterable[RecordedEvent],
+        settled: Settlements,
         only_types: frozenset[str] | None,
         remembered: LRUCache[str, tuple[int, Decimal]] | None = None,
     ) -> dict[str, Decimal]:
         """Write the rows of `events` (`count` of them, of `ROW_TYPES`; `first` holds each
-        account's first version among them) and answer each account's balance after them.
-        The balance before an account's first event comes from `remembered` when it holds
-        that account's row just before it, else from the table."""
+        account's first version among them), set the statuses `settled` gives, and answer
+        each account's balance after them. The balance before an account's first event
+        comes from `remembered` when it holds that account's row just before it, else from
+        the table."""
         balances: dict[str, Decimal] = {}
-        if not count:
-            return balances
+        if only_types is not None and only_types.isdisjoint(_HOLD_TYPES):
+            settled = {}  # a replay of other types leaves the statuses as they are
         dialect = conn.dialect
-        unknown = first
-        if remembered:
-            unknown = {}
-            for account_id, version in first.items():
-                known = remembered.get(account_id)
-                if known is not None and known[0] < version:
-                    balances[account_id] = known[1]
-                else:
-                    unknown[account_id] = version
+        written: set[str] = set()
         later = False
-        if unknown:
-            read, later = await self._previous(conn, dialect, unknown)
-            balances.update(read)
-        rows = transaction_rows(events, balances, only_types)
-        # Re-applied events conflict on (account_id, version); when no row exists at or after
-        # the batch's versions nothing can conflict, and the plain INSERT (or COPY) is cheaper.
-        if not later and count >= COPY_MIN_ROWS and isinstance(conn, BulkCopy):
-            # The rows are made while COPY sends the earlier ones: client and server overlap.
-            await conn.copy_records("transactions", _COLUMN_NAMES, rows)
-        else:
-            await self._insert(conn, dialect, list(rows), deduplicate=later)
+        if count:
+            unknown = first
+            if remembered:
+                unknown = {}
+                for account_id, version in first.items():
+                    known = remembered.get(account_id)
+                    if known is not None and known[0] < version:
+                        balances[account_id] = known[1]
+                    else:
+                        unknown[account_id] = version
+            if unknown:
+                read, later = await self._previous(conn, dialect, unknown)
+                balances.update(read)
+            rows = transaction_rows(events, balances, only_types, to_domain, settled, written)
+            # Re-applied events conflict on (account_id, version); when no row exists at or
+            # after the batch's versions nothing can conflict, and the plain INSERT (or COPY)
+            # is cheaper.
+            if not later and count >= COPY_MIN_ROWS and isinstance(conn, BulkCopy):
+                # The rows are made while COPY sends the earlier ones: client and server overlap.
+                await conn.copy_records("transactions", _COLUMN_NAMES, rows)
+            else:
+                await self._insert(conn, dialect, list(rows), deduplicate=later)
+        # The holds placed before this batch (or whose rows were there already) get their
+        # status by UPDATE; those written now carried it.
+        await self._settle(
+            conn,
+            dialect,
+            [
+                (hold_id, *settlement)
+                for hold_id, settlement in settled.items()
+                if later or hold_id not in written
+            ],
+        )
         return balances
 
     async def reset(
@@ -181,6 +232,7 @@ class TransactionsProjection:
                 )
             else:
                 await conn.execute("DELETE FROM transactions WHERE position > $1", from_position)
+                await self._unsettle(conn, dialect, from_position, sorted(set(SETTLED.values())))
             return
         row_types = sorted({ROW_TYPES[t] for t in types if t in ROW_TYPES})
         if row_types:
@@ -189,6 +241,33 @@ class TransactionsProjection:
                 from_position,
                 row_types,
             )
+        statuses = sorted({SETTLED[t] for t in types if t in SETTLED})
+        if statuses:
+            await self._unsettle(conn, dialect, from_position, statuses)
+
+    @staticmethod
+    async def _unsettle(
+        conn: Connection, dialect: Dialect, from_position: int, statuses: list[str]
+    ) -> None:
+        """Put back to pending the holds settled (with one of `statuses`) after the position."""
+        await conn.execute(
+            f"UPDATE transactions SET status = '{PENDING}', settled_position = NULL"
+            f" WHERE type = 'hold' AND settled_position > $1 AND status {in_set(dialect, 2)}",
+            from_position,
+            statuses,
+        )
+
+    @staticmethod
+    async def _settle(
+        conn: Connection, dialect: Dialect, rows: list[tuple[str, str, str, int]]
+    ) -> None:
+        """Set the status of the `hold` rows of `rows` (hold id, account, status, position)."""
+        if not rows:
+            return
+        if dialect == "postgres":
+            await conn.execute(_SETTLE_PG, json_rows(rows))
+        else:
+            await conn.executemany(_SETTLE_SQLITE, rows)
 
     @staticmethod
     async def _previous(
@@ -225,20 +304,37 @@ class TransactionsProjection:
             await conn.executemany(_INSERT_SQLITE + suffix, rows)
 
 
+def settlements(
+    events: Iterable[RecordedEvent], decode: Callable[[RecordedEvent], DomainEvent] = to_domain
+) -> Settlements:
+    """The statuses the hold settlements among `events` (of `SETTLED` types) give."""
+    settled: Settlements = {}
+    for recorded in events:
+        event = decode(recorded)
+        assert isinstance(event, HoldCaptured | HoldVoided | HoldExpired)
+        settled[event.hold_id] = (recorded.stream_id, SETTLED[recorded.type], recorded.position)
+    return settled
+
+
 def transaction_rows(
     relevant: Iterable[RecordedEvent],
     balances: dict[str, Decimal],
     only_types: frozenset[str] | None = None,
     decode: Callable[[RecordedEvent], DomainEvent] = to_domain,
+    settled: Settlements | None = None,
+    written: set[str] | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """The rows of `relevant` (events of `ROW_TYPES`), carrying `balances` (by account)
     forward through every event, also those of types `only_types` leaves out. `decode`
-    turns a stored event into its domain event."""
+    turns a stored event into its domain event; a `hold` row takes its status from
+    `settled` (pending if absent) and its id is added to `written`."""
     for recorded in relevant:
         event = decode(recorded)
         account_id = recorded.stream_id
         transfer_id: str | None = None
         description: str | None = None
+        status: str | None = None
+        settled_position: int | None = None
         if isinstance(event, AccountCreated):
             amount = event.initial_balance
             balance = amount
@@ -265,6 +361,14 @@ def transaction_rows(
                 amount, description = event.amount, event.description
                 transfer_id = event.transfer_id
                 balance = previous - amount
+            elif isinstance(event, HoldPlaced):
+                amount, description = event.amount, event.description
+                transfer_id = event.hold_id
+                balance = previous  # held, not moved
+                status = PENDING
+                settlement = settled.get(recorded.event_id) if settled else None
+                if settlement is not None:
+                    _, status, settled_position = settlement
             elif isinstance(event, HoldCaptured):
                 amount, transfer_id = event.amount, event.hold_id
                 balance = previous - amount
@@ -272,6 +376,8 @@ def transaction_rows(
                 raise TypeError(f"unexpected event {type(event).__name__}")
         balances[account_id] = balance
         if only_types is None or recorded.type in only_types:
+            if status is not None and written is not None:
+                written.add(recorded.event_id)
             yield (
                 recorded.event_id,
                 account_id,
@@ -283,4 +389,6 @@ def transaction_rows(
                 transfer_id,
                 recorded.position,
                 recorded.recorded_at,
+                status,
+                settled_position,
             )

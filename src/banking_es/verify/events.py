@@ -1,8 +1,8 @@
 """The checks made on each event, in position order: one fold per account with the domain's
 `Account.apply`, the transfers' two sides, and the snapshot and `transactions` row joined to
-the event. The expected read-model rows are read off that fold (not made by the projections'
-own code, which would repeat a projection's mistake), with no per-event objects beyond the
-domain event."""
+the event (a `hold` row's status when its hold is settled, or at the end). The expected
+read-model rows are read off that fold (not made by the projections' own code, which would
+repeat a projection's mistake), with no per-event objects beyond the domain event."""
 
 from __future__ import annotations
 
@@ -19,18 +19,21 @@ from banking_es.domain.events import (
     AccountCreated,
     DomainEvent,
     HoldCaptured,
+    HoldExpired,
+    HoldPlaced,
+    HoldVoided,
     TransferReceived,
     TransferSent,
     event_from_stored,
 )
 from banking_es.eventstore.codec import upcast
 from banking_es.projections.account_summaries import Summary
-from banking_es.projections.transactions import ROW_TYPES
+from banking_es.projections.transactions import PENDING, ROW_TYPES, SETTLED
 from banking_es.verify.report import Report, differ, span
 
 T_COLUMNS = (
     "id, account_id, type, amount, balance_after, description, version, transfer_id,"
-    " position, occurred_at"
+    " position, occurred_at, status, settled_position"
 )
 _T_NAMES = tuple(c.strip() for c in T_COLUMNS.split(","))
 # The row's copies of the event are compared by the database, one boolean instead of three
@@ -42,7 +45,8 @@ _EVENTS = (
     " AND t.occurred_at = e.recorded_at AS t_same, t.type AS t_type,"
     " CAST(t.amount AS TEXT) AS t_amount, CAST(t.balance_after AS TEXT) AS t_balance,"
     " t.description AS t_description,"
-    " t.transfer_id AS t_transfer FROM events e"
+    " t.transfer_id AS t_transfer, t.status AS t_status, t.settled_position AS t_settled"
+    " FROM events e"
     " LEFT JOIN snapshots s ON s.stream_id = e.stream_id AND s.version = e.version"
     " LEFT JOIN transactions t ON t.account_id = e.stream_id AND t.version = e.version"
     " WHERE e.position > $1 ORDER BY e.position LIMIT $2"
@@ -100,6 +104,8 @@ class EventChecks:
         self.differing: list[tuple[Any, ...]] = []
         self.last = 0
         self.rows_seen = 0
+        #: Hold id -> its `hold` row's expected columns but the status, and the stored row.
+        self.holds: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
 
     def page(self, rows: list[Row]) -> None:
         """Check a page of joined rows (`EVENTS`), in position order."""
@@ -108,7 +114,8 @@ class EventChecks:
         last, waiting, summaries_at = self.last, self.summaries is None, self.summaries_at
         for row in rows:
             (position, stream, version, event_id, type_, data, schema, at, snapshot, t_same, t_type,
-             t_amount, t_balance, t_description, t_transfer) = row.values()  # fmt: skip
+             t_amount, t_balance, t_description, t_transfer, t_status, t_settled
+             ) = row.values()  # fmt: skip
             if waiting and position > summaries_at:
                 self.take_summaries()
                 waiting = False
@@ -185,6 +192,10 @@ class EventChecks:
             if snapshot is not None:
                 report.compared["snapshots"] += 1
                 compare_snapshot(report, snapshot, account)
+            if isinstance(event, HoldCaptured | HoldVoided | HoldExpired):
+                # A hold's status is known once it is settled (after the checkpoint: pending).
+                settled = (SETTLED[type_], position) if position <= transactions_at else None
+                self.settle(event.hold_id, settled)
             if t_same is not None:
                 self.rows_seen += 1
             row_type = ROW_TYPES.get(type_)
@@ -197,21 +208,42 @@ class EventChecks:
                     )
                 continue
             want = want_row(event, event_id, stream, version, position, at, account.balance)
-            if (
-                t_same
-                and t_type == row_type
-                and _money(t_amount) == want[3]
-                and _money(t_balance) == want[4]
-                and t_description == want[5]
-                and t_transfer == want[7]
-            ):
-                continue
             if t_same is None:
                 report.add("transactions", f"account {stream} version {version}: no row"
                            f" (position {position})")  # fmt: skip
                 continue
-            self.differing.append(want)
+            stored = (t_same, t_type, t_amount, t_balance, t_description, t_transfer, t_status,
+                      t_settled)  # fmt: skip
+            if type(event) is HoldPlaced:
+                if event.hold_id != event_id:
+                    report.add("events", f"{_where(stream, version, position)}: hold id"
+                               f" {event.hold_id} is not its HoldPlaced's id")  # fmt: skip
+                self.holds[event.hold_id] = (want[:-2], stored)
+                continue
+            self.check_row(want, stored)
         self.last = last
+
+    def check_row(self, want: tuple[Any, ...], stored: tuple[Any, ...]) -> None:
+        """Keep `want` among the `differing` rows unless `stored` (the joined columns) has it."""
+        t_same, t_type, t_amount, t_balance, t_description, t_transfer, t_status, t_settled = stored
+        if not (
+            t_same
+            and t_type == want[2]
+            and _money(t_amount) == want[3]
+            and _money(t_balance) == want[4]
+            and t_description == want[5]
+            and t_transfer == want[7]
+            and (t_status, t_settled) == want[10:]
+        ):
+            self.differing.append(want)
+
+    def settle(self, hold_id: str, settled: tuple[str, int] | None) -> None:
+        """Check the `hold` row of `hold_id` (if it has one) with its status: `settled` (status
+        and position) or pending."""
+        found = self.holds.pop(hold_id, None)
+        if found is not None:
+            want, stored = found
+            self.check_row((*want, *(settled or (PENDING, None))), stored)
 
     def take_summaries(self) -> None:
         """The `account_summaries` rows the fold gives now (the pass is at their checkpoint)."""
@@ -251,6 +283,8 @@ class EventChecks:
         compare_pair(self.report, transfer_id, out, into)
 
     def end(self) -> None:
+        for hold_id in list(self.holds):
+            self.settle(hold_id, None)
         if self.summaries is None:
             self.take_summaries()
         if self.whole:
@@ -320,18 +354,22 @@ def want_row(
     at: Any,
     balance: Decimal,
 ) -> tuple[Any, ...]:
-    """The `transactions` row the fold expects for `event` (balance: the fold's, after it)."""
+    """The `transactions` row the fold expects for `event` (balance: the fold's, after it);
+    a `hold` row's status is the caller's to fill in (here: pending)."""
     if type(event) is AccountCreated:
         amount = balance = event.initial_balance
         description = transfer_id = None
     elif type(event) is HoldCaptured:
         amount, description, transfer_id = event.amount, None, event.hold_id
+    elif type(event) is HoldPlaced:
+        amount, description, transfer_id = event.amount, event.description, event.hold_id
     else:
         amount, description = event.amount, event.description  # type: ignore[attr-defined]
         transfer_id = getattr(event, "transfer_id", None)
     row_type = ROW_TYPES[event.type]
+    status = (PENDING, None) if row_type == "hold" else (None, None)
     return (event_id, stream, row_type, amount, balance, description, version, transfer_id,
-            position, at)  # fmt: skip
+            position, at, *status)  # fmt: skip
 
 
 def _money(text: str | None) -> Decimal | None:

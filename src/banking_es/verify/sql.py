@@ -4,9 +4,9 @@
 a look from Python: versions out of order, balances below the rule, snapshot, `transactions`
 and `account_summaries` rows not provably equal to the fold, each account's last event, and
 the accounts whose events SQL does not read strictly (`irregular`: folded by the domain's
-code instead). `TRANSFERS` pairs legs, `OUTBOX` checks the outbox. The running fold repeats
-`Account.apply` for the six event types; tests/integration/test_verify_sql.py holds it to
-the Python fold's report.
+code instead, as are all accounts with holds, `hold` rows and statuses). `TRANSFERS` pairs
+legs, `OUTBOX` checks the outbox. The running fold repeats `Account.apply` for the six
+event types; tests/integration/test_verify_sql.py holds it to the Python fold's report.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ FROM (
               AS reason,
             t.account_id IS NOT NULL AS t_found, t.balance_after AS t_balance,
             t.id = e.event_id AND t.position = e.position AND t.occurred_at = e.recorded_at
-              AND t.type = {_ROW_TYPE} AS t_same, t.amount AS t_amount,
+              AND t.type = {_ROW_TYPE} AND t.status IS NULL AND t.settled_position IS NULL
+              AS t_same, t.amount AS t_amount,
             t.description AS t_description, t.transfer_id AS t_transfer,
             {_ROW_TYPE} IS NOT NULL AND e.position <= $2 AS t_expected, s.state
           FROM events e

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.kafka
     "env", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
 async def test_projections_from_kafka_match_a_replay_and_ignore_duplicates(env: Env) -> None:
-    await populate(env.store, ops=80)
+    await populate(env.store, ops=80, holds=True)  # hold rows settled in later messages too
     relay = env.relay()
     await drain_outbox(relay, env.store)
     runner = env.runner()

@@ -85,3 +85,22 @@ async def test_list_transactions_pages_newest_first(env: Env) -> None:
     assert incoming[0].type == "transfer_in"
     assert incoming[0].transfer_id == rows[1].transfer_id
     assert await reads.list_transactions(str(uuid.uuid4()), None, 10) == ([], False)
+
+
+async def test_transaction_rows_carry_a_holds_status(env: Env) -> None:
+    bank = Bank(env.store, random.Random(6))
+    acct = await bank.open("me", Decimal("500.00"))  # more than two holds take
+    await bank.place_hold(acct)
+    await bank.place_hold(acct)
+    first, second = acct.holds
+    await bank.settle_hold(acct, first, "void")
+    await run_all(runner_for(env))
+
+    rows, has_more = await ReadModels(env.db).list_transactions(acct.id, None, 10)
+    assert not has_more
+    assert [(r.type, r.status, r.transfer_id) for r in rows] == [
+        ("hold", "pending", second),
+        ("hold", "voided", first),
+        ("opening", None, None),
+    ]
+    assert {r.balance_after for r in rows} == {Decimal("500.00")}
