@@ -209,15 +209,19 @@ class EventOut(Struct):
     recorded_at: datetime
 
 
-class TransactionOut(Struct):
+class TransactionOut(Struct, kw_only=True):
     id: str
-    type: Literal["opening", "deposit", "withdrawal", "transfer_in", "transfer_out"]
+    type: Literal[
+        "opening", "deposit", "withdrawal", "transfer_in", "transfer_out", "hold", "hold_capture"
+    ]
     amount: str
     balance_after: str
     description: str | None
     version: int
     transfer_id: str | None
     occurred_at: datetime
+    #: Only on `hold` rows: where the hold stands (no money moves until it is captured).
+    status: Literal["pending", "captured", "voided", "expired"] | None = None
 
 
 class TransferOut(Struct, kw_only=True):

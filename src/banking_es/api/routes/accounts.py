@@ -309,8 +309,9 @@ class AccountRoutes:
         await self.access.check_read(call.caller.identity, account_id)
         account = await self.accounts.get_account(account_id)  # 404 for unknown ones
         rows, has_more = await self.read_models.list_transactions(account_id, before, query.limit)
-        data = [
-            {
+        data = []
+        for r in rows:
+            row = {
                 "id": r.id,
                 "type": r.type,
                 "amount": format_in(r.amount, account.currency),
@@ -320,7 +321,8 @@ class AccountRoutes:
                 "transfer_id": r.transfer_id,
                 "occurred_at": render.rfc3339(r.occurred_at),
             }
-            for r in rows
-        ]
+            if r.status is not None:  # hold rows only: the others keep their shape
+                row["status"] = r.status
+            data.append(row)
         next_cursor = render.encode_cursor("t", rows[-1].version) if has_more else None
         return _json(render.page(data, has_more, next_cursor))
