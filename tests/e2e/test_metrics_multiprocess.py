@@ -24,7 +24,14 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerPr
     stale = tmp_path / "data" / "prometheus-multiproc" / "999999999"  # a server now gone
     stale.mkdir(parents=True)
     (stale / "counter_1.db").write_bytes(b"left over from an earlier run")
-    process = ServerProcess(f"sqlite:///{tmp_path / 'banking.db'}", workers=2, workdir=tmp_path)
+    # No cache warming: a worker that starts late would warm the accounts the other opened,
+    # and the L1 entries would no longer add up to the accounts opened.
+    process = ServerProcess(
+        f"sqlite:///{tmp_path / 'banking.db'}",
+        workers=2,
+        workdir=tmp_path,
+        CACHE_WARM_ACCOUNTS="0",
+    )
     process.start()
     try:
         yield process
