@@ -21,6 +21,7 @@ from banking_es.application.context import (
 from banking_es.application.handlers import AccountHandlers
 from banking_es.application.holds import Holds
 from banking_es.application.locks import StreamLocks
+from banking_es.application.multistream import MultiStreamWriter
 from banking_es.application.ports import (
     AggregateCache,
     Clock,
@@ -74,8 +75,9 @@ class AccountService:
         )
         repository, retry, outcomes = self._repository, self._retry, self._outcomes
         self._handlers = AccountHandlers(repository, retry, outcomes, clock=clock, ids=ids)
-        self._transfers = Transfers(repository, self._locks, retry, outcomes, clock=clock, ids=ids)
-        self._holds = Holds(repository, self._locks, retry, outcomes, clock=clock, ids=ids)
+        writer = MultiStreamWriter(repository, self._locks, retry, outcomes, clock=clock, ids=ids)
+        self._transfers = Transfers(writer, ids)
+        self._holds = Holds(repository, writer, clock=clock, ids=ids)
         self._queue = StreamQueue(self._locks, self._handlers.execute, self._outcomes)
         self._queries = AccountQueries(self._repository, pages)
 

@@ -10,26 +10,22 @@ store's expected versions decide races between processes (one settlement wins).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 
 from banking_es.application.context import (
     CommandContext,
-    CommandOutcomes,
     Replayed,
-    event_metadata,
-    idempotency_records,
 )
-from banking_es.application.errors import NotFound, ServiceUnavailable, as_unavailable
-from banking_es.application.locks import StreamLocks
+from banking_es.application.errors import NotFound
+from banking_es.application.multistream import MultiStreamWriter
 from banking_es.application.ports import Clock, IdGenerator
 from banking_es.application.repository import AccountRepository
 from banking_es.application.results import HoldResult
-from banking_es.application.retry import RetryPolicy, log_conflict
 from banking_es.domain import commands as cmd
 from banking_es.domain import holds
 from banking_es.domain.account import Account
-from banking_es.domain.errors import DomainError, SameAccount
+from banking_es.domain.errors import SameAccount
 from banking_es.domain.events import (
     DomainEvent,
     HoldCaptured,
@@ -38,20 +34,13 @@ from banking_es.domain.events import (
     HoldVoided,
 )
 from banking_es.eventstore.base import (
-    AppendRequest,
-    ConcurrencyError,
-    IdempotencyKeyExists,
     RecordedEvent,
-    StoreUnavailable,
-    StreamAppend,
 )
-from banking_es.eventstore.codec import to_domain, to_new_event
-from banking_es.observability.tracing import span, trace_carrier
+from banking_es.eventstore.codec import to_domain
 
-#: Decides on the loaded states (source first) at `now`: each state's event (None: none)
+#: A decision on the loaded states (source first): each state's event (None: none)
 #: and the result to answer with.
 Decision = tuple[list[DomainEvent | None], HoldResult]
-Decide = Callable[[list[Account], datetime], Decision]
 
 
 class Holds:
@@ -60,19 +49,14 @@ class Holds:
     def __init__(
         self,
         repository: AccountRepository,
-        locks: StreamLocks,
-        retry: RetryPolicy,
-        outcomes: CommandOutcomes,
+        writer: MultiStreamWriter,
         *,
         clock: Clock,
         ids: IdGenerator,
     ) -> None:
         self._repository = repository
         self._store = repository.store
-        self._cache = repository.cache
-        self._locks = locks
-        self._retry = retry
-        self._outcomes = outcomes
+        self._writer = writer
         self._clock = clock
         self._ids = ids
 
@@ -98,7 +82,7 @@ class Holds:
         ids = [command.account_id]
         if command.to_account_id is not None:
             ids.append(command.to_account_id)
-        return await self._write("PlaceHold", ids, decide, context, first_event_id=hold_id)
+        return await self._writer.write("PlaceHold", ids, decide, context, first_event_id=hold_id)
 
     async def capture(
         self, command: cmd.CaptureHold, context: CommandContext
@@ -116,7 +100,7 @@ class Holds:
         ids = [placed_at.stream_id]
         if placed.to_account_id is not None:
             ids.append(placed.to_account_id)
-        return await self._write("CaptureHold", ids, decide, context)
+        return await self._writer.write("CaptureHold", ids, decide, context)
 
     async def void(self, command: cmd.VoidHold, context: CommandContext) -> HoldResult | Replayed:
         return await self._release("VoidHold", command.hold_id, context, holds.void, "voided")
@@ -199,7 +183,7 @@ class Holds:
             result.status = status
             return [event], result
 
-        return await self._write(name, [placed_at.stream_id], decide, context)
+        return await self._writer.write(name, [placed_at.stream_id], decide, context)
 
     async def _placed(self, hold_id: str) -> tuple[RecordedEvent, HoldPlaced]:
         recorded = await self._store.get_event(hold_id)
@@ -208,97 +192,6 @@ class Holds:
         placed = to_domain(recorded)
         assert isinstance(placed, HoldPlaced)
         return recorded, placed
-
-    async def _write(
-        self,
-        name: str,
-        stream_ids: Sequence[str],
-        decide: Decide,
-        context: CommandContext,
-        first_event_id: str | None = None,
-    ) -> HoldResult | Replayed:
-        with span(f"command {name}", {"account.id": stream_ids[0]}):
-            try:
-                return await self._locked_write(name, stream_ids, decide, context, first_event_id)
-            except StoreUnavailable as exc:
-                self._outcomes.failed(name, stream_ids[0], exc)
-                raise as_unavailable(exc) from exc
-            except ServiceUnavailable as exc:
-                self._outcomes.failed(name, stream_ids[0], exc)
-                raise
-
-    async def _locked_write(
-        self,
-        name: str,
-        stream_ids: Sequence[str],
-        decide: Decide,
-        context: CommandContext,
-        first_event_id: str | None,
-    ) -> HoldResult | Replayed:
-        async with self._locks.hold(*stream_ids):
-            deadline = self._retry.deadline()
-            fresh = False
-            attempt = 0
-            while True:
-                states: list[Account] = []
-                known_current = True
-                for stream_id in stream_ids:
-                    state, is_fresh = await self._repository.load(stream_id, fresh)
-                    states.append(state)
-                    known_current = known_current and is_fresh
-                try:
-                    missing = [s.id for s in states if not s.exists]
-                    if missing:
-                        raise NotFound(f"account {missing[0]} not found")
-                    events, result = decide(states, self._clock.now())
-                except (DomainError, NotFound):
-                    if not known_current:
-                        fresh = True  # decided on a cached state: check against the store
-                        continue
-                    self._outcomes.on_command(name, "rejected")
-                    raise
-                metadata = event_metadata(context, name, trace_carrier())
-                appends: list[StreamAppend] = []
-                after: list[Account] = []
-                for state, event in zip(states, events, strict=False):
-                    if event is None:
-                        continue
-                    new_state = state.copy()
-                    new_state.apply(event)
-                    after.append(new_state)
-                    event_id = first_event_id if not appends and first_event_id else None
-                    appends.append(
-                        StreamAppend(
-                            state.id,
-                            state.version,
-                            [to_new_event(event, event_id or self._ids.new_event_id(), metadata)],
-                            self._repository.snapshot(state, new_state.version),
-                        )
-                    )
-                request = AppendRequest(
-                    appends, idempotency=idempotency_records(context, result, self._clock)
-                )
-                try:
-                    recorded = await self._repository.append(request)
-                except IdempotencyKeyExists as exc:
-                    return Replayed(exc.existing)
-                except ConcurrencyError as exc:
-                    self._outcomes.on_command(name, "conflict")
-                    log_conflict(name, stream_ids[0], attempt + 1, exc)
-                    for stream_id in stream_ids:
-                        self._cache.invalidate(stream_id)
-                    attempt += 1
-                    await self._retry.backoff(deadline, attempt)
-                    fresh = True
-                    continue
-                at = recorded[0].recorded_at
-                for new_state in after:
-                    new_state.updated_at = at
-                    self._cache.put(new_state)
-                if result.created_at is None:
-                    result.created_at = at
-                self._outcomes.on_command(name, "ok")
-                return result
 
 
 #: The status a hold's settling event gives it, by event type.
