@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -18,6 +19,17 @@ from banking_es.application.ports import UuidGenerator
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 _STARTED = time.monotonic()
+
+
+def positive_int(value: str) -> int:
+    """argparse's `type` for a count: a bad one is a usage error (exit 2), nothing runs."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
 
 
 def say(message: str) -> None:

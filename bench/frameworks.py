@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import load_average, say
+from bench.common import load_average, positive_int, say
 from bench.frameworks_apps.common import AUTHORIZATION, TOKEN
 from bench.http import _descendants, _free_port, cpu_seconds, run_wrk, wrk_binary
 
@@ -74,17 +74,6 @@ STACKS = {
 DEFAULT_STACKS = "bare,fastapi,starlette,litestar,starlette+granian,litestar+granian"
 
 
-def _positive(value: str) -> int:
-    """argparse's `type` for a count: a bad one is a usage error (exit 2), nothing runs."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
-    return number
-
-
 def _stacks(value: str) -> list[Stack]:
     names = [name.strip() for name in value.split(",") if name.strip()]
     unknown = [name for name in names if name not in STACKS]
@@ -104,10 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " bare ASGI app, in alternating rounds, driven by wrk on loopback.",
     )
     parser.add_argument(
-        "--seconds", type=_positive, default=5, help="measured seconds per route (5)"
+        "--seconds", type=positive_int, default=5, help="measured seconds per route (5)"
     )
-    parser.add_argument("--rounds", type=_positive, default=3, help="alternating rounds (3)")
-    parser.add_argument("--connections", type=_positive, default=64, help="wrk connections (64)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds (3)")
+    parser.add_argument("--connections", type=positive_int, default=64, help="wrk connections (64)")
     parser.add_argument(
         "--stacks",
         type=_stacks,

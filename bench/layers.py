@@ -38,6 +38,7 @@ from banking_es.logging_setup import configure_logging
 from banking_es.observability import tracing
 from banking_es.observability.metrics import Metrics
 from banking_es.ratelimit.limiter import RateLimiter
+from bench.common import positive_int
 from bench.frameworks_apps.bare import app as bare_app
 
 ACCOUNT = "6f1c2f7e-3a43-4a36-9d0b-4f3c9a9b8c01"
@@ -168,21 +169,11 @@ async def main(requests: int, rounds: int) -> None:
         print(f"  {name:<60} {statistics.median(values) * 1e6:8.1f}")
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
-    return number
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         prog="python -m bench.layers", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--requests", type=_positive, default=20000, help="per round and mode")
-    parser.add_argument("--rounds", type=_positive, default=5, help="the median is reported")
+    parser.add_argument("--requests", type=positive_int, default=20000, help="per round and mode")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="the median is reported")
     args = parser.parse_args()
     asyncio.run(main(args.requests, args.rounds))

@@ -31,6 +31,7 @@ from banking_es.observability.tracing import (
     start_send_span,
     trace_carrier,
 )
+from bench.common import positive_int
 from bench.layers import DropExporter, drive, stack
 
 
@@ -99,21 +100,11 @@ async def main(requests: int, rounds: int) -> None:
     print(f"  one write's trace to Kafka, tracing on  {med['propagation-on']:8.1f} us")
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
-    return number
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         prog="python -m bench.observability_overhead", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--requests", type=_positive, default=20000, help="per round and mode")
-    parser.add_argument("--rounds", type=_positive, default=5, help="the median is reported")
+    parser.add_argument("--requests", type=positive_int, default=20000, help="per round and mode")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="the median is reported")
     args = parser.parse_args()
     asyncio.run(main(args.requests, args.rounds))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from banking_es.domain.money import MAX_MINOR_UNITS, format_in, format_money
 
@@ -236,8 +236,9 @@ class HoldCaptured(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class HoldVoided(DomainEvent):
-    type: ClassVar[str] = "HoldVoided"
+class _HoldReleased(DomainEvent):
+    """A pending hold's whole amount released without moving money (voided or expired)."""
+
     hold_id: str
     amount: Decimal
     minor_units: int = field(default=2, compare=False, repr=False)
@@ -246,25 +247,19 @@ class HoldVoided(DomainEvent):
         return {"hold_id": self.hold_id, "amount": format_money(self.amount, self.minor_units)}
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> HoldVoided:
+    def from_data(cls, data: dict[str, Any]) -> Self:
         amount = Decimal(data["amount"])
         return cls(data["hold_id"], amount, _stored_places(amount))
 
 
 @dataclass(frozen=True, slots=True)
-class HoldExpired(DomainEvent):
+class HoldVoided(_HoldReleased):
+    type: ClassVar[str] = "HoldVoided"
+
+
+@dataclass(frozen=True, slots=True)
+class HoldExpired(_HoldReleased):
     type: ClassVar[str] = "HoldExpired"
-    hold_id: str
-    amount: Decimal
-    minor_units: int = field(default=2, compare=False, repr=False)
-
-    def to_data(self) -> dict[str, Any]:
-        return {"hold_id": self.hold_id, "amount": format_money(self.amount, self.minor_units)}
-
-    @classmethod
-    def from_data(cls, data: dict[str, Any]) -> HoldExpired:
-        amount = Decimal(data["amount"])
-        return cls(data["hold_id"], amount, _stored_places(amount))
 
 
 @dataclass(frozen=True, slots=True)
