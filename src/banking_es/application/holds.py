@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from cachetools import LRUCache
+
 from banking_es.application.context import (
     CommandContext,
     CommandOutcomes,
@@ -24,7 +26,7 @@ from banking_es.application.errors import NotFound, ServiceUnavailable, as_unava
 from banking_es.application.locks import StreamLocks
 from banking_es.application.ports import Clock, IdGenerator
 from banking_es.application.repository import AccountRepository
-from banking_es.application.results import HoldResult
+from banking_es.application.results import HoldParties, HoldResult
 from banking_es.application.retry import RetryPolicy, log_conflict
 from banking_es.domain import commands as cmd
 from banking_es.domain import holds
@@ -75,6 +77,8 @@ class Holds:
         self._outcomes = outcomes
         self._clock = clock
         self._ids = ids
+        # A placement never changes: a capture's access check and its command look it up once.
+        self._placements: LRUCache[str, tuple[RecordedEvent, HoldPlaced]] = LRUCache(_PLACEMENTS)
 
     async def place(self, command: cmd.PlaceHold, context: CommandContext) -> HoldResult | Replayed:
         if command.to_account_id == command.account_id:
@@ -125,6 +129,11 @@ class Holds:
         """Expire a hold past its expiry (the expiry job): `HoldNotPending` if it was
         settled already (by this job elsewhere, or a capture or void), `HoldNotDue` early."""
         return await self._release("ExpireHold", hold_id, CommandContext(), holds.expire, "expired")
+
+    async def parties(self, hold_id: str) -> HoldParties:
+        """The hold's accounts, from its placement alone (what a capture's access check needs)."""
+        placed_at, placed = await self._placed(hold_id)
+        return HoldParties(placed.hold_id, placed_at.stream_id, placed.to_account_id)
 
     async def get_hold(self, hold_id: str) -> HoldResult:
         """The hold as it is now (its status read from its account's stream)."""
@@ -202,11 +211,15 @@ class Holds:
         return await self._write(name, [placed_at.stream_id], decide, context)
 
     async def _placed(self, hold_id: str) -> tuple[RecordedEvent, HoldPlaced]:
+        known = self._placements.get(hold_id)
+        if known is not None:
+            return known
         recorded = await self._store.get_event(hold_id)
         if recorded is None or recorded.type != HoldPlaced.type:
             raise NotFound(f"hold {hold_id} not found")
         placed = to_domain(recorded)
         assert isinstance(placed, HoldPlaced)
+        self._placements[hold_id] = recorded, placed
         return recorded, placed
 
     async def _write(
@@ -308,6 +321,8 @@ _STATUS: dict[str, str] = {
     HoldExpired.type: "expired",
 }
 _PAGE = 200
+#: Placements remembered (`Holds._placed`), a few hundred bytes each.
+_PLACEMENTS = 10_000
 
 
 def _result(source: Account, placed: HoldPlaced, created_at: datetime | None) -> HoldResult:

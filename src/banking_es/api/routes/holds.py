@@ -130,8 +130,8 @@ class HoldRoutes:
         hold_id = str(call.params["hold_id"])
         identity = call.caller.identity
 
-        async def check() -> None:
-            hold = await self.accounts.get_hold(hold_id)
+        async def check() -> None:  # the placement's accounts suffice: no state loaded
+            hold = await self.accounts.hold_parties(hold_id)
             await self.access.check_hold_settle(identity, hold, void=void)
 
         execute = self.accounts.void_hold if void else self.accounts.capture_hold
