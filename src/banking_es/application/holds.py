@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from cachetools import LRUCache
-
 from banking_es.application.context import (
     CommandContext,
     CommandOutcomes,
@@ -77,8 +75,6 @@ class Holds:
         self._outcomes = outcomes
         self._clock = clock
         self._ids = ids
-        # A placement never changes: a capture's access check and its command look it up once.
-        self._placements: LRUCache[str, tuple[RecordedEvent, HoldPlaced]] = LRUCache(_PLACEMENTS)
 
     async def place(self, command: cmd.PlaceHold, context: CommandContext) -> HoldResult | Replayed:
         if command.to_account_id == command.account_id:
@@ -211,15 +207,11 @@ class Holds:
         return await self._write(name, [placed_at.stream_id], decide, context)
 
     async def _placed(self, hold_id: str) -> tuple[RecordedEvent, HoldPlaced]:
-        known = self._placements.get(hold_id)
-        if known is not None:
-            return known
         recorded = await self._store.get_event(hold_id)
         if recorded is None or recorded.type != HoldPlaced.type:
             raise NotFound(f"hold {hold_id} not found")
         placed = to_domain(recorded)
         assert isinstance(placed, HoldPlaced)
-        self._placements[hold_id] = recorded, placed
         return recorded, placed
 
     async def _write(
@@ -321,8 +313,6 @@ _STATUS: dict[str, str] = {
     HoldExpired.type: "expired",
 }
 _PAGE = 200
-#: Placements remembered (`Holds._placed`), a few hundred bytes each.
-_PLACEMENTS = 10_000
 
 
 def _result(source: Account, placed: HoldPlaced, created_at: datetime | None) -> HoldResult:
