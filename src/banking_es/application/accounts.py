@@ -141,8 +141,10 @@ class AccountService:
         """For the expiry job (`hold_expiry.HoldExpiry`), not a route."""
         return self._holds.expire(hold_id)
 
-    def hold_parties(self, hold_id: str) -> Coroutine[Any, Any, HoldParties]:
-        return self._holds.parties(hold_id)
+    async def hold_parties(self, hold_id: str) -> HoldParties:
+        """Whose the hold is (a capture's or void's access check), from its placement alone."""
+        account_id, to_account_id = await self._holds.parties(hold_id)
+        return HoldParties(hold_id, account_id, to_account_id)
 
     def get_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult]:
         return self._holds.get_hold(hold_id)

@@ -24,7 +24,7 @@ from banking_es.application.errors import NotFound, ServiceUnavailable, as_unava
 from banking_es.application.locks import StreamLocks
 from banking_es.application.ports import Clock, IdGenerator
 from banking_es.application.repository import AccountRepository
-from banking_es.application.results import HoldParties, HoldResult
+from banking_es.application.results import HoldResult
 from banking_es.application.retry import RetryPolicy, log_conflict
 from banking_es.domain import commands as cmd
 from banking_es.domain import holds
@@ -126,10 +126,10 @@ class Holds:
         settled already (by this job elsewhere, or a capture or void), `HoldNotDue` early."""
         return await self._release("ExpireHold", hold_id, CommandContext(), holds.expire, "expired")
 
-    async def parties(self, hold_id: str) -> HoldParties:
-        """The hold's accounts, from its placement alone (what a capture's access check needs)."""
+    async def parties(self, hold_id: str) -> tuple[str, str | None]:
+        """The hold's account and destination, from its placement alone (no state loaded)."""
         placed_at, placed = await self._placed(hold_id)
-        return HoldParties(placed.hold_id, placed_at.stream_id, placed.to_account_id)
+        return placed_at.stream_id, placed.to_account_id
 
     async def get_hold(self, hold_id: str) -> HoldResult:
         """The hold as it is now (its status read from its account's stream)."""
