@@ -21,6 +21,7 @@ from tests.e2e.http_support import (
 from banking_es.application.context import CommandContext
 from banking_es.bootstrap import Services
 from banking_es.domain import commands as cmd
+from banking_es.domain.holds import MAX_PENDING_HOLDS
 
 both_backends = pytest.mark.parametrize("db_backend", BOTH_BACKENDS, indirect=True)
 HOLD_KEYS = {
@@ -339,3 +340,15 @@ async def test_twenty_concurrent_captures_of_one_hold_settle_it_once(
             assert_problem(answer, 409, "hold_not_pending")
     assert await balance(api, source["id"]) == "70.00"
     assert await balance(api, target["id"]) == "30.00"
+
+
+async def test_the_thousand_and_first_pending_hold_is_422_too_many_holds(
+    api: httpx.AsyncClient, services: Services
+) -> None:
+    account = await open_account(api, "Payer", "100000")
+    for _ in range(MAX_PENDING_HOLDS):  # through the service: the HTTP path is tested above
+        await services.accounts.place_hold(
+            cmd.PlaceHold(account["id"], Decimal("1")), CommandContext()
+        )
+
+    assert_problem(await place(api, account["id"], "1"), 422, "too_many_holds")
