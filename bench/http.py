@@ -1,5 +1,6 @@
-"""Rows 0-4 and the transfers row: the server (`banking-es serve`, 2 workers) under wrk on
-loopback, beside row 0, a bare ASGI app with the same server and workers (bench/bare_server.py)."""
+"""Rows 0-4, the transfers row and the holds row: the server (`banking-es serve`, 2 workers)
+under wrk on loopback, beside row 0, a bare ASGI app with the same server and workers
+(bench/bare_server.py)."""
 
 from __future__ import annotations
 
@@ -307,6 +308,25 @@ function request()
   return wrk.format("POST", "/transfers", headers, string.format(transfer, ids[from], ids[to]))
 end
 """,
+    # A hold's capture is sent once its placement answered (its id in the body): a pair
+    # is two requests, so the pair rate is half the request rate.
+    "hold": r"""
+local pending = {}
+local placing = '{"amount": "0.01", "description": "bench"}'
+function request()
+  local id = table.remove(pending)
+  if id then
+    return wrk.format("POST", "/holds/" .. id .. "/capture", headers)
+  end
+  return wrk.format("POST", "/accounts/" .. ids[math.random(#ids)] .. "/holds", headers, placing)
+end
+function response(status, answer_headers, body)
+  if status == 201 then
+    local id = body:match('"id":"([^"]+)"')
+    if id then table.insert(pending, id) end
+  end
+end
+""",
     "mixed": r"""
 function request()
   local id = ids[math.random(#ids)]
@@ -445,7 +465,7 @@ def measure(
 
 
 async def http_rows(database_url: str) -> dict[str, Any]:
-    """Rows 0-4, the transfers row and the server's peak memory."""
+    """Rows 0-4, the transfers and holds rows and the server's peak memory."""
     loop = asyncio.get_running_loop()
     say(f"row 0: the bare ASGI app with {WORKERS} workers")
     bare = await loop.run_in_executor(None, bare_row)
@@ -492,6 +512,9 @@ async def http_rows(database_url: str) -> dict[str, Any]:
                     ),
                     "transfers": await loop.run_in_executor(
                         None, run, "/", "transfer", spread, "transfers, 1,000 accounts"
+                    ),
+                    "holds": await loop.run_in_executor(
+                        None, run, "/", "hold", spread, "hold + capture pairs, 1,000 accounts"
                     ),
                 }
                 async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:

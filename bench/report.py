@@ -59,6 +59,15 @@ def _http_rows(http: dict[str, Any]) -> list[str]:
             f" (p99 {t['p99_ms']:.1f} ms, {t['non_2xx']} non-2xx) | row 0 | {both}"
             f" | >= 15% of row 0 | {_met(ratio >= 0.15)} |"
         )
+    h = http.get("holds")
+    if h and t:
+        pairs = h["rate"] / 2  # two requests a pair (bench/http.py)
+        vs_transfers = pairs / t["rate"] if t["rate"] else 0.0
+        lines.append(
+            f"| holds | hold + capture pairs, 64 conns, 1,000 accounts | {pairs:,.0f} pairs/s"
+            f" (p99 {h['p99_ms']:.1f} ms, {h['non_2xx']} non-2xx) | transfers"
+            f" | {vs_transfers:.0%} | >= 50% of transfers | {_met(vs_transfers >= 0.5)} |"
+        )
     return lines
 
 
@@ -109,7 +118,7 @@ def table(r: dict[str, Any]) -> str:
         )
     if http and "worker_cpu_us" in http["health"]:
         rows = [("1", "health"), ("2", "deposits"), ("3", "contention"), ("4", "mixed")]
-        rows += [("transfers", "transfers")] if "transfers" in http else []
+        rows += [(k, k) for k in ("transfers", "holds") if k in http]
         lines.append(
             "CPU time per request (workers / all PostgreSQL processes): "
             + "; ".join(

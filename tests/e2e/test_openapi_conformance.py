@@ -115,6 +115,22 @@ async def test_every_answer_of_a_walk_through_the_api_is_as_documented(tmp_path:
         calls.append(
             ("/accounts/{account_id}/close", await api.post(f"/accounts/{other}/close", json={}))
         )
+        holds = f"/accounts/{account}/holds"
+        placed = await api.post(holds, json={"amount": "5", "expires_in": 60})
+        hold = placed.json()["id"]
+        calls += [
+            ("/accounts/{account_id}/holds", placed),
+            ("/accounts/{account_id}/holds", await api.post(holds, json={"amount": "1e9"})),
+            ("/accounts/{account_id}/holds", await api.get(holds)),
+            ("/holds/{hold_id}", await api.get(f"/holds/{hold}")),
+            ("/holds/{hold_id}", await api.get(f"/holds/{unknown}")),
+            (
+                "/holds/{hold_id}/capture",
+                await api.post(f"/holds/{hold}/capture", json={"amount": "6"}),
+            ),
+            ("/holds/{hold_id}/capture", await api.post(f"/holds/{hold}/capture")),
+            ("/holds/{hold_id}/void", await api.post(f"/holds/{hold}/void")),
+        ]
     statuses = {response.status_code for _, response in calls}
     assert statuses >= {200, 201, 400, 401, 403, 404, 409, 415, 422}, statuses
     for template, response in calls:

@@ -141,6 +141,36 @@ async def test_commands_run_on_their_shards_owner(pair: Pair) -> None:
     assert read.json()["balance"] == "101.00"
 
 
+async def test_holds_are_placed_captured_and_voided_on_their_accounts_owner(pair: Pair) -> None:
+    a, _, http_a, http_b = pair
+    assert a.sharding is not None
+    headers = await sign_up(http_a)
+    on_b = await _account_on(http_a, headers, a, "b")
+    on_a = await _account_on(http_a, headers, a, "a")
+    shard_b = str(a.sharding.manager.shard_of(on_b))
+
+    placed = await http_a.post(
+        f"/accounts/{on_b}/holds", json={"amount": "10.00", "to_account_id": on_a}, headers=headers
+    )
+    assert placed.status_code == 201, placed.text
+    assert (placed.headers["x-served-by"], placed.headers["x-shard"]) == ("b", shard_b)
+    hold = placed.json()["id"]
+    # the hold's id names no account: the forwarder finds it by the hold's event
+    captured = await http_a.post(f"/holds/{hold}/capture", json={"amount": "4"}, headers=headers)
+    assert captured.status_code == 200, captured.text
+    assert (captured.headers["x-served-by"], captured.headers["x-shard"]) == ("b", shard_b)
+    second = await http_b.post(f"/accounts/{on_b}/holds", json={"amount": 1}, headers=headers)
+    voided = await http_a.post(f"/holds/{second.json()['id']}/void", headers=headers)
+    assert (voided.status_code, voided.headers["x-served-by"]) == (200, "b")
+    # an unknown or malformed hold runs where it arrives, which answers it
+    unknown = await http_a.post("/holds/00000000-0000-4000-8000-000000000000/void", headers=headers)
+    assert unknown.status_code == 404, unknown.text
+    malformed = await http_b.post("/holds/nope/capture", headers=headers)
+    assert malformed.status_code == 400, malformed.text
+    read = await http_a.get(f"/accounts/{on_a}", headers=headers)
+    assert read.json()["balance"] == "104.00"
+
+
 async def test_a_forged_or_misrouted_hop_is_refused(pair: Pair) -> None:
     a, _, http_a, _ = pair
     assert a.sharding is not None

@@ -34,6 +34,7 @@ from banking_es.api.routes.admin_ops import AdminOpsRoutes
 from banking_es.api.routes.admin_shards import ShardRoutes
 from banking_es.api.routes.auth import AuthRoutes
 from banking_es.api.routes.health import HealthRoutes
+from banking_es.api.routes.holds import HoldRoutes
 from banking_es.api.routes.metrics import MetricsRoutes
 from banking_es.api.routes.transfers import TransferRoutes
 from banking_es.api.routing import Endpoint, Gate, Operation, operations
@@ -74,6 +75,7 @@ GC_THRESHOLDS = (20_000, 20, 20)
 ROUTES: tuple[tuple[type, str, dict[str, Any]], ...] = (
     (AccountRoutes, "accounts", {"rate_limited": True}),
     (TransferRoutes, "transfers", {"rate_limited": True}),
+    (HoldRoutes, "holds", {"rate_limited": True}),
     (HealthRoutes, "operations", {}),
     (MetricsRoutes, "operations", {}),
     (AuthRoutes, "auth", {}),
@@ -175,6 +177,7 @@ def _route_objects(services: ApiServices) -> dict[type, object]:
         TransferRoutes: TransferRoutes(
             services.accounts, services.access, rules, services.idempotency
         ),
+        HoldRoutes: HoldRoutes(services.accounts, services.access, services.idempotency),
         HealthRoutes: HealthRoutes(services.health),
         MetricsRoutes: MetricsRoutes(scrape, services.metrics.content_type),
         AuthRoutes: AuthRoutes(services.identity, settings.password_reset_enabled),

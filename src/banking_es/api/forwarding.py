@@ -1,6 +1,7 @@
 """Commands run on their account shard's owner (a plain ASGI middleware, on when the services
-have `sharding`). Deposits, withdrawals, closes and transfers (by their source account) for a
-shard another instance owns are forwarded once, over a kept-alive client, to the owner's
+have `sharding`). Deposits, withdrawals, closes, holds placed, transfers (by their source
+account) and hold captures and voids (by the hold's account, one event lookup) for a shard
+another instance owns are forwarded once, over a kept-alive client, to the owner's
 `INSTANCE_URL` with a signed hop header (identity/hops.py) naming the client's address and
 caller; the owner's answer goes back unchanged. A forwarded request is trusted only with a
 valid hop (else 401), is never forwarded again (a non-owner answers 503), and is limited under
@@ -14,18 +15,22 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import httpx
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banking_es.api.problems import PROBLEM_TYPE, problem_body
+from banking_es.domain.events import HoldPlaced
+from banking_es.eventstore.base import StoreUnavailable
 from banking_es.identity.errors import IdentityError, Unauthenticated
 from banking_es.identity.hops import HOP_HEADER, Hop, sign_hop, verify_hop
 
 log = logging.getLogger(__name__)
 
-_COMMAND = re.compile(r"^/accounts/([^/]+)/(?:deposit|withdraw|close)$")
+_COMMAND = re.compile(r"^/accounts/([^/]+)/(?:deposit|withdraw|close|holds)$")
+_HOLD = re.compile(r"^/holds/([^/]+)/(?:capture|void)$")
 _TRANSFERS = "/transfers"
 #: Not passed on: hop-by-hop, set again by the next server, or added by our own middleware.
 _REQUEST_DROPPED = {"host", "content-length", "connection", "keep-alive", "transfer-encoding",
@@ -55,6 +60,17 @@ def _source_of(body: bytes) -> str | None:
     return source if isinstance(source, str) else None
 
 
+async def _hold_account(services: Any, hold_id: str) -> str | None:
+    """The account a hold is on: its `HoldPlaced` event's stream (None: no such hold, or the
+    store cannot say; the route answers that itself)."""
+    try:
+        UUID(hold_id)
+        recorded = await services.store.get_event(hold_id)
+    except (ValueError, StoreUnavailable):
+        return None
+    return recorded.stream_id if recorded is not None and recorded.type == HoldPlaced.type else None
+
+
 async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     body = problem_body(status, code, message)
     headers = [(b"content-type", PROBLEM_TYPE.encode()), (b"content-length", b"%d" % len(body))]
@@ -75,7 +91,12 @@ class ForwardingMiddleware:
         sharding = getattr(services, "sharding", None)
         path = scope.get("path", "")
         command = _COMMAND.match(path) if sharding is not None else None
-        if sharding is None or scope["method"] != "POST" or (not command and path != _TRANSFERS):
+        hold = _HOLD.match(path) if sharding is not None and not command else None
+        if (
+            sharding is None
+            or scope["method"] != "POST"
+            or not (command or hold or path == _TRANSFERS)
+        ):
             await self.app(scope, receive, send)
             return
         body, more = b"", True
@@ -94,8 +115,13 @@ class ForwardingMiddleware:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        account = command[1] if command else _source_of(body)
-        if account is None:  # not a transfer the API can read: its answer is the 400
+        if command:
+            account = command[1]
+        elif hold:
+            account = await _hold_account(services, hold[1])
+        else:
+            account = _source_of(body)
+        if account is None:  # not a transfer or hold the API can read: its answer is the 4xx
             await self.app(scope, replay, send)
             return
         manager = sharding.manager

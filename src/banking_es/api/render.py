@@ -83,8 +83,9 @@ def encode_cursor(kind: str, value: int) -> str:
 
 
 #: Each cursor's column: `a` an account's created_position (bigint), `v` and `t` versions,
-#: `d` a dead letter's id and `m` a mail's (bigint).
-CURSOR_MAX = {"a": INT8_MAX, "v": INT4_MAX, "t": INT4_MAX, "d": INT8_MAX, "m": INT8_MAX}
+#: `d` a dead letter's id and `m` a mail's (bigint), `h` a hold's number on its account.
+CURSOR_MAX = {"a": INT8_MAX, "v": INT4_MAX, "t": INT4_MAX, "d": INT8_MAX, "m": INT8_MAX,
+              "h": INT4_MAX}  # fmt: skip
 
 
 def decode_cursor(kind: str, cursor: str | None) -> int | None:

@@ -31,7 +31,7 @@ from banking_es.application.ports import (
 )
 from banking_es.application.queries import AccountQueries
 from banking_es.application.repository import AccountRepository
-from banking_es.application.results import HoldResult, TransferResult
+from banking_es.application.results import HoldParties, HoldResult, TransferResult
 from banking_es.application.retry import RetryPolicy
 from banking_es.application.statements import Period, Statement
 from banking_es.application.stream_queue import StreamQueue
@@ -142,6 +142,11 @@ class AccountService:
     def expire_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult | Replayed]:
         """For the expiry job (`hold_expiry.HoldExpiry`), not a route."""
         return self._holds.expire(hold_id)
+
+    async def hold_parties(self, hold_id: str) -> HoldParties:
+        """Whose the hold is (a capture's or void's access check), from its placement alone."""
+        account_id, to_account_id = await self._holds.parties(hold_id)
+        return HoldParties(hold_id, account_id, to_account_id)
 
     def get_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult]:
         return self._holds.get_hold(hold_id)

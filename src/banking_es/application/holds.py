@@ -110,6 +110,11 @@ class Holds:
         settled already (by this job elsewhere, or a capture or void), `HoldNotDue` early."""
         return await self._release("ExpireHold", hold_id, CommandContext(), holds.expire, "expired")
 
+    async def parties(self, hold_id: str) -> tuple[str, str | None]:
+        """The hold's account and destination, from its placement alone (no state loaded)."""
+        placed_at, placed = await self._placed(hold_id)
+        return placed_at.stream_id, placed.to_account_id
+
     async def get_hold(self, hold_id: str) -> HoldResult:
         """The hold as it is now (its status read from its account's stream)."""
         placed_at, placed = await self._placed(hold_id)

@@ -60,6 +60,15 @@ class TransferResult:
     status: str = "completed"
 
 
+@dataclass(frozen=True, slots=True)
+class HoldParties:
+    """Whose a hold is: its account and its destination, if any."""
+
+    id: str
+    account_id: str
+    to_account_id: str | None
+
+
 @dataclass(slots=True)
 class HoldResult:
     """A hold as its callers see it (its id is its `HoldPlaced` event's). `status`:

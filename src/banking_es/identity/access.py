@@ -4,6 +4,7 @@
 - auditor: reads everything, writes nothing (Forbidden);
 - admin: everything.
 A transfer's source must be the caller's own account; its target may be any open one.
+A hold is seen by both accounts' owners; its destination's owner may capture but not void it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ class Transfer(Protocol):
     def from_account_id(self) -> str: ...
     @property
     def to_account_id(self) -> str: ...
+
+
+class Hold(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def to_account_id(self) -> str | None: ...
 
 
 class AccountAccess:
@@ -67,6 +77,31 @@ class AccountAccess:
             if await self._accounts.owner_of(account_id) == principal.user_id:
                 return
         raise NotFound(f"transfer {transfer.id} not found")
+
+    async def check_hold_visible(self, principal: Principal, hold: Hold) -> None:
+        """Owners of either account see a hold; auditors and admins see every hold."""
+        if not principal.reads_all and await self._hold_party(principal, hold) is None:
+            raise NotFound(f"hold {hold.id} not found")
+
+    async def check_hold_settle(self, principal: Principal, hold: Hold, *, void: bool) -> None:
+        """The source's owner captures and voids; the destination's owner (who sees the hold)
+        may capture it but not void it (403); anybody else's hold is "not found"."""
+        self.check_create(principal)
+        if principal.is_admin:
+            return
+        party = await self._hold_party(principal, hold)
+        if party is None:
+            raise NotFound(f"hold {hold.id} not found")
+        if void and party == "destination":
+            raise Forbidden("only the source account's owner may void a hold")
+
+    async def _hold_party(self, principal: Principal, hold: Hold) -> str | None:
+        if await self._accounts.owner_of(hold.account_id) == principal.user_id:
+            return "source"
+        target = hold.to_account_id
+        if target is not None and await self._accounts.owner_of(target) == principal.user_id:
+            return "destination"
+        return None
 
     async def _require_owner(self, principal: Principal, account_id: str) -> None:
         if await self._accounts.owner_of(account_id) != principal.user_id:
