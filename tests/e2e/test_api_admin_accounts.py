@@ -225,3 +225,27 @@ async def test_every_account_answer_has_available_and_the_limit(api: httpx.Async
     assert (at_version["available"], at_version["overdraft_limit"]) == ("1.500", "0.000")
     after = await deposit(api, account["id"], "0.25")
     assert (after["available"], after["status"]) == ("1.750", "open")
+
+
+@both_backends
+async def test_admin_account_changes_take_an_idempotency_key(
+    api: httpx.AsyncClient, services: Services
+) -> None:
+    account = await open_account(api)
+    path = f"/admin/accounts/{account['id']}"
+    async with api_client(services, role="admin") as admin:
+        key = {"Idempotency-Key": "freeze-1"}
+        first = await admin.post(f"{path}/freeze", json={"reason": "kyc"}, headers=key)
+        # Unfrozen in between: the replay answers the stored freeze, and runs nothing.
+        thawed = await admin.post(f"{path}/unfreeze", headers={"Idempotency-Key": "thaw-1"})
+        again = await admin.post(f"{path}/freeze", json={"reason": "kyc"}, headers=key)
+        assert (first.status_code, again.status_code) == (200, 200)
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.content == first.content
+        assert thawed.json()["status"] == "open"
+        thawed_again = await admin.post(f"{path}/unfreeze", headers={"Idempotency-Key": "thaw-1"})
+        assert thawed_again.headers["idempotent-replayed"] == "true"
+        other = await admin.post(f"{path}/freeze", json={"reason": "aml"}, headers=key)
+        assert_problem(other, 422, "idempotency_key_reused")
+        shown = (await admin.get(f"/accounts/{account['id']}")).json()
+    assert (shown["status"], shown["version"]) == ("open", 3)
