@@ -5,7 +5,9 @@ The customer's own client is `api`; admins and auditors log in through `api_clie
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -19,7 +21,9 @@ from tests.e2e.http_support import (
     withdraw,
 )
 
+from banking_es.application.accounts import CommandContext
 from banking_es.bootstrap import Services
+from banking_es.domain import commands as cmd
 
 
 async def _events(client: httpx.AsyncClient, account_id: str) -> list[dict[str, Any]]:
@@ -249,3 +253,20 @@ async def test_admin_account_changes_take_an_idempotency_key(
         assert_problem(other, 422, "idempotency_key_reused")
         shown = (await admin.get(f"/accounts/{account['id']}")).json()
     assert (shown["status"], shown["version"]) == ("open", 3)
+
+
+@both_backends
+async def test_available_leaves_out_a_hold_past_its_expiry(
+    api: httpx.AsyncClient, services: Services
+) -> None:
+    account = await open_account(api, balance="10.00")
+    placed = cmd.PlaceHold(account["id"], Decimal("4"), expires_in=1)
+    await services.accounts.place_hold(placed, CommandContext())
+    held = (await api.get(f"/accounts/{account['id']}")).json()
+    assert (held["balance"], held["available"]) == ("10.00", "6.00")
+    await asyncio.sleep(1.1)
+    now = (await api.get(f"/accounts/{account['id']}")).json()
+    assert now["available"] == "10.00"  # whether or not the expiry job has run yet
+    # At the hold's version, as it was then: the hold still counted.
+    then = await api.get(f"/accounts/{account['id']}", params={"version": 2})
+    assert then.json()["available"] == "6.00"

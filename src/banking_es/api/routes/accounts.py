@@ -223,7 +223,9 @@ class AccountRoutes:
         else:
             assert query.version is not None
             account = await self.accounts.account_at_version(account_id, query.version)
-        return _json(self._account(account))
+            moment = account.updated_at
+        # `available` as it was then: the holds live at that moment, not now.
+        return _json(render.account_json(account, now=moment))
 
     async def _transaction(self, call: Call, operation: str) -> Response:
         body: MoneyRequest = call.body
