@@ -270,3 +270,17 @@ async def test_available_leaves_out_a_hold_past_its_expiry(
     # At the hold's version, as it was then: the hold still counted.
     then = await api.get(f"/accounts/{account['id']}", params={"version": 2})
     assert then.json()["available"] == "6.00"
+
+
+@both_backends
+async def test_the_largest_limit_is_accepted(api: httpx.AsyncClient, services: Services) -> None:
+    account = await open_account(api, balance="0", currency="KWD")
+    async with api_client(services, role="admin") as admin:
+        response = await admin.patch(
+            f"/admin/accounts/{account['id']}", json={"overdraft_limit": "999999999999999.999"}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["available"] == "999999999999999.999"
+    assert (await withdraw(api, account["id"], "999999999999999.999"))["balance"] == (
+        "-999999999999999.999"
+    )
