@@ -131,6 +131,8 @@ ACCOUNT_KEYS = {
     "id",
     "owner_name",
     "balance",
+    "available",
+    "overdraft_limit",
     "currency",
     "status",
     "version",

@@ -171,6 +171,23 @@ async def test_holds_are_placed_captured_and_voided_on_their_accounts_owner(pair
     assert read.json()["balance"] == "104.00"
 
 
+async def test_the_admins_account_changes_run_on_the_shards_owner(pair: Pair) -> None:
+    a, _, http_a, _ = pair
+    assert a.sharding is not None
+    headers = await sign_up(http_a)
+    on_b = await _account_on(http_a, headers, a, "b")
+    admin = await admin_headers(http_a, a)
+    path = f"/admin/accounts/{on_b}"
+    limit = await http_a.patch(path, json={"overdraft_limit": "25"}, headers=admin)
+    frozen = await http_a.post(f"{path}/freeze", json={"reason": "kyc"}, headers=admin)
+    thawed = await http_a.post(f"{path}/unfreeze", headers=admin)
+    for answer in (limit, frozen, thawed):
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-served-by"] == "b"
+    assert (limit.json()["available"], frozen.json()["status"]) == ("125.00", "frozen")
+    assert (thawed.json()["status"], thawed.json()["version"]) == ("open", 4)
+
+
 async def test_a_forged_or_misrouted_hop_is_refused(pair: Pair) -> None:
     a, _, http_a, _ = pair
     assert a.sharding is not None

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from banking_es.api import render
 from banking_es.domain.account import Account
+from banking_es.domain.hold import Hold
 
 ZONES = st.none() | st.sampled_from(
     [UTC, ZoneInfo("UTC"), timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
@@ -50,6 +51,8 @@ def test_an_account_body_in_full() -> None:
         "id": "4b0a2f5e-8a53-4c5e-9d0f-2f4f0d1b6c11",
         "owner_name": "Ada",
         "balance": "12.50",
+        "available": "12.50",
+        "overdraft_limit": "0.00",
         "currency": "USD",
         "status": "open",
         "version": 3,
@@ -57,3 +60,14 @@ def test_an_account_body_in_full() -> None:
         "updated_at": "2026-12-06T05:00:00Z",
         "warnings": ["a warning"],
     }
+
+
+def test_available_counts_the_holds_live_at_now() -> None:
+    account = _account(datetime(2026, 12, 6, tzinfo=UTC), None)
+    account.overdraft_limit = Decimal("5")
+    expires = datetime(2026, 12, 7, tzinfo=UTC)
+    account.holds["h"] = Hold("h", Decimal("2.25"), None, expires)
+    before = orjson.loads(render.account_json(account, now=expires - timedelta(seconds=1)))
+    after = orjson.loads(render.account_json(account, now=expires))
+    assert (before["available"], after["available"]) == ("15.25", "17.50")
+    assert before["overdraft_limit"] == "5.00"

@@ -28,6 +28,7 @@ from banking_es.api.middleware import RequestContextMiddleware
 from banking_es.api.ratelimit import RateLimitMiddleware
 from banking_es.api.routes.accounts import AccountRoutes
 from banking_es.api.routes.admin import AdminRoutes
+from banking_es.api.routes.admin_accounts import AdminAccountRoutes
 from banking_es.api.routes.admin_dead_letters import DeadLetterRoutes
 from banking_es.api.routes.admin_mail import MailRoutes
 from banking_es.api.routes.admin_ops import AdminOpsRoutes
@@ -36,6 +37,7 @@ from banking_es.api.routes.auth import AuthRoutes
 from banking_es.api.routes.health import HealthRoutes
 from banking_es.api.routes.holds import HoldRoutes
 from banking_es.api.routes.metrics import MetricsRoutes
+from banking_es.api.routes.statements import StatementRoutes
 from banking_es.api.routes.transfers import TransferRoutes
 from banking_es.api.routing import Endpoint, Gate, Operation, operations
 from banking_es.api.validation import RequestRules
@@ -74,6 +76,7 @@ GC_THRESHOLDS = (20_000, 20, 20)
 #: The route classes, their OpenAPI tag and what their routes need besides a caller.
 ROUTES: tuple[tuple[type, str, dict[str, Any]], ...] = (
     (AccountRoutes, "accounts", {"rate_limited": True}),
+    (StatementRoutes, "accounts", {"rate_limited": True}),
     (TransferRoutes, "transfers", {"rate_limited": True}),
     (HoldRoutes, "holds", {"rate_limited": True}),
     (HealthRoutes, "operations", {}),
@@ -84,6 +87,7 @@ ROUTES: tuple[tuple[type, str, dict[str, Any]], ...] = (
     (MailRoutes, "admin", {"role": require_admin}),
     (AdminOpsRoutes, "admin", {"role": require_admin}),
     (ShardRoutes, "admin", {"role": require_admin}),
+    (AdminAccountRoutes, "admin", {"role": require_admin}),
 )
 #: Swagger UI's files that /docs loads (nothing else of the package is served).
 DOCS_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
@@ -173,6 +177,7 @@ def _route_objects(services: ApiServices) -> dict[type, object]:
             rules,
             services.idempotency,
             settings.default_currency,
+            services.clock,
         ),
         TransferRoutes: TransferRoutes(
             services.accounts, services.access, rules, services.idempotency
@@ -188,6 +193,12 @@ def _route_objects(services: ApiServices) -> dict[type, object]:
         ),
         AdminOpsRoutes: AdminOpsRoutes(services.admin),
         ShardRoutes: ShardRoutes(services.shard_report, services.rebalance_shards),
+        StatementRoutes: StatementRoutes(
+            services.accounts, services.access, services.clock, settings.bank_name
+        ),
+        AdminAccountRoutes: AdminAccountRoutes(
+            services.accounts, services.idempotency, services.clock
+        ),
     }
 
 

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from banking_es.api.middleware import SECURITY_HEADERS
 from banking_es.api.problems import ApiError, problem_body, problem_response
 from banking_es.application import errors as app_errors
+from banking_es.application.statements import InvalidPeriod
 from banking_es.domain import errors as domain_errors
 from banking_es.eventstore.base import StoreUnavailable
 from banking_es.identity.errors import (
@@ -42,9 +43,15 @@ DOMAIN_STATUS: dict[type[domain_errors.DomainError], int] = {
     domain_errors.BalanceNotZero: 422,
     domain_errors.CurrencyMismatch: 422,
     domain_errors.BalanceLimitExceeded: 422,
+    domain_errors.AccountFrozen: 409,
+    domain_errors.HoldNotPending: 409,
+    domain_errors.AmountExceedsHold: 422,
+    domain_errors.HoldsPending: 422,
+    domain_errors.TooManyHolds: 422,
 }
 
 APP_STATUS: dict[type[app_errors.ApplicationError], int] = {
+    InvalidPeriod: 400,
     app_errors.NotFound: 404,
     app_errors.VersionConflict: 409,
     app_errors.IdempotencyInFlight: 409,
@@ -77,6 +84,8 @@ def render_known_error(exc: Exception) -> tuple[int, bytes, dict[str, str]]:
         if isinstance(exc, domain_errors.InvalidAmount):  # as if the schema had refused it
             message = str(exc).removeprefix(f"{exc.field} ")
             errors = [{"field": exc.field, "message": message}]
+        elif isinstance(exc, InvalidPeriod):
+            errors = [{"field": e.field, "message": e.message} for e in exc.errors]
         body = problem_body(status, exc.code, str(exc), errors=errors, extra=extra)
         return status, body, headers
     raise TypeError(f"not a known error: {exc!r}")

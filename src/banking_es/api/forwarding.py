@@ -1,12 +1,13 @@
 """Commands run on their account shard's owner (a plain ASGI middleware, on when the services
-have `sharding`). Deposits, withdrawals, closes, holds placed, transfers (by their source
-account) and hold captures and voids (by the hold's account, one event lookup) for a shard
-another instance owns are forwarded once, over a kept-alive client, to the owner's
-`INSTANCE_URL` with a signed hop header (identity/hops.py) naming the client's address and
-caller; the owner's answer goes back unchanged. A forwarded request is trusted only with a
-valid hop (else 401), is never forwarded again (a non-owner answers 503), and is limited under
-the original client's address, once. Responses of commands carry `x-shard` and `x-served-by`.
-Reads and account openings run where they arrive.
+have `sharding`). Deposits, withdrawals, closes, holds placed, the admin's account changes
+(`/admin/accounts/{id}`), transfers (by their source account) and hold captures and voids (by
+the hold's account, one event lookup) for a shard another instance owns are forwarded once,
+over a kept-alive client, to the owner's `INSTANCE_URL` with a signed hop header
+(identity/hops.py) naming the client's address and caller; the owner's answer goes back
+unchanged. A forwarded request is trusted only with a valid hop (else 401), is never forwarded
+again (a non-owner answers 503), and is limited under the original client's address, once.
+Responses of commands carry `x-shard` and `x-served-by`. Reads and account openings run where
+they arrive.
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ from banking_es.identity.hops import HOP_HEADER, Hop, sign_hop, verify_hop
 
 log = logging.getLogger(__name__)
 
-_COMMAND = re.compile(r"^/accounts/([^/]+)/(?:deposit|withdraw|close|holds)$")
+_COMMAND = re.compile(
+    r"^/(?:accounts/([^/]+)/(?:deposit|withdraw|close|holds)"
+    r"|admin/accounts/([^/]+)(?:/freeze|/unfreeze)?)$"
+)
 _HOLD = re.compile(r"^/holds/([^/]+)/(?:capture|void)$")
+#: The methods of commands (`PATCH /admin/accounts/{id}` sets an overdraft limit).
+_METHODS = frozenset({"POST", "PATCH"})
 _TRANSFERS = "/transfers"
 #: Not passed on: hop-by-hop, set again by the next server, or added by our own middleware.
 _REQUEST_DROPPED = {"host", "content-length", "connection", "keep-alive", "transfer-encoding",
@@ -92,9 +98,10 @@ class ForwardingMiddleware:
         path = scope.get("path", "")
         command = _COMMAND.match(path) if sharding is not None else None
         hold = _HOLD.match(path) if sharding is not None and not command else None
+        method = scope["method"]
         if (
             sharding is None
-            or scope["method"] != "POST"
+            or method not in _METHODS
             or not (command or hold or path == _TRANSFERS)
         ):
             await self.app(scope, receive, send)
@@ -116,7 +123,7 @@ class ForwardingMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         if command:
-            account = command[1]
+            account = command[1] or command[2]
         elif hold:
             account = await _hold_account(services, hold[1])
         else:
@@ -133,7 +140,7 @@ class ForwardingMiddleware:
         if hop_value is not None:
             try:
                 hop = verify_hop(
-                    sharding.secret, hop_value, method="POST", target=target, body=body,
+                    sharding.secret, hop_value, method=method, target=target, body=body,
                     now=datetime.now(UTC),
                 )  # fmt: skip
             except Unauthenticated as exc:
@@ -168,8 +175,9 @@ class ForwardingMiddleware:
         if services.rate_limiter is not None:  # behind a trusted proxy: the address it names
             address = services.rate_limiter.client_ip(scope)
         hop = Hop(sharding.manager.instance_id, address, _caller(scope, services.identity))
+        method = scope["method"]
         value = sign_hop(
-            sharding.secret, hop, method="POST", target=target, body=body, now=datetime.now(UTC)
+            sharding.secret, hop, method=method, target=target, body=body, now=datetime.now(UTC)
         )
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
@@ -181,7 +189,9 @@ class ForwardingMiddleware:
             headers.append(("x-request-id", request_id))
         headers.append((HOP_HEADER, value))
         try:
-            answer = await sharding.http.post(url + target, content=body, headers=headers)
+            answer = await sharding.http.request(
+                method, url + target, content=body, headers=headers
+            )
         except httpx.HTTPError as exc:
             log.warning("forwarding to %s failed: %s", url, exc)
             await _refuse(send, 503, "service_unavailable", "the shard's owner did not answer")

@@ -110,6 +110,8 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         described = {"description": response.get("description", "")}
         if response.get("model") is not None:
             described["content"] = {"application/json": {"schema": refs[response["model"]]}}
+        if response.get("content"):  # other media types it may answer with (by Accept)
+            described.setdefault("content", {}).update(response["content"])
         responses[str(code)] = described
     document: dict[str, Any] = {"tags": [op.tag], "summary": op.summary, "operationId": op.name}
     if op.description:

@@ -61,7 +61,8 @@ async def run_command(
     key = idempotency_key(call)
     keyed = None
     if key is not None:
-        digest = fingerprint(call.method, call.path, msgspec.structs.asdict(call.body))
+        body = msgspec.structs.asdict(call.body) if call.body is not None else {}
+        digest = fingerprint(call.method, call.path, body)
         keyed = IdempotencyKey(caller.idempotency_scope, key, digest)
     context = CommandContext(caller.user_id, caller.request_id, None, tuple(warnings))
     outcome = await idempotency.run(action, context, keyed)

@@ -15,6 +15,7 @@ from banking_es.api.problems import ApiError
 from banking_es.api.ranges import INT4_MAX, INT8_MAX
 from banking_es.application.accounts import TransferResult
 from banking_es.domain.account import Account
+from banking_es.domain.events import customer_data
 from banking_es.domain.money import format_in
 from banking_es.eventstore.base import RecordedEvent
 
@@ -26,13 +27,19 @@ def rfc3339(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def account_json(account: Account, warnings: Sequence[str] = ()) -> bytes:
+def account_json(
+    account: Account, warnings: Sequence[str] = (), now: datetime | None = None
+) -> bytes:
     """Every write and `GET /accounts/{id}` answers with this: orjson writes the datetimes
-    itself, as `_time` would (a fifth of the time of `isoformat`, twice per answer)."""
+    itself, as `_time` would (a fifth of the time of `isoformat`, twice per answer).
+    `available` counts the holds still live at `now` (a hold past its expiry no longer)."""
+    currency = account.currency
     body: dict[str, Any] = {
         "id": account.id,
         "owner_name": account.owner_name,
-        "balance": format_in(account.balance, account.currency),
+        "balance": format_in(account.balance, currency),
+        "available": format_in(account.available(now), currency),
+        "overdraft_limit": format_in(account.overdraft_limit, currency),
         "currency": account.currency,
         "status": account.status,
         "version": account.version,
@@ -63,13 +70,15 @@ def transfer_json(transfer: TransferResult, warnings: Sequence[str] = ()) -> byt
     return orjson.dumps(transfer_dict(transfer, warnings))
 
 
-def event_dict(event: RecordedEvent) -> dict[str, Any]:
+def event_dict(event: RecordedEvent, customer: bool = False) -> dict[str, Any]:
+    """An audit-log entry; a customer's leaves out what compliance keeps from the holder
+    (who froze the account and why: `customer_data`)."""
     return {
         "event_id": event.event_id,
         "position": event.position,
         "version": event.version,
         "type": event.type,
-        "data": event.data,
+        "data": customer_data(event.type, event.data) if customer else event.data,
         "recorded_at": rfc3339(event.recorded_at),
     }
 

@@ -87,7 +87,16 @@ def _non_negative(value: Any, before: Mapping[str, Any]) -> Decimal:
     return amount
 
 
+def _limit(value: Any) -> Decimal:
+    # The account's currency decides the decimals: the domain checks them (400 as here).
+    amount = _money(value)
+    if amount < 0:
+        raise FieldError("must be non-negative")
+    return amount
+
+
 PositiveAmount = Annotated[Decimal, Check(_positive), Meta(extra_json_schema=_MONEY_SCHEMA)]
+LimitAmount = Annotated[Decimal, Check(_limit), Meta(extra_json_schema=_MONEY_SCHEMA)]
 NonNegativeAmount = Annotated[
     Decimal, Check(_non_negative, with_fields=True), Meta(extra_json_schema=_MONEY_SCHEMA)
 ]
@@ -178,6 +187,14 @@ class CloseAccountRequest(_Body):
     expected_version: Version | None = None
 
 
+class OverdraftRequest(_Body):
+    overdraft_limit: LimitAmount
+
+
+class FreezeRequest(_Body):
+    reason: Reason
+
+
 class TransferRequest(_Body):
     from_account_id: Uuid
     to_account_id: Uuid
@@ -188,15 +205,24 @@ class TransferRequest(_Body):
 # ---- responses (documentation; handlers render bytes directly) --------------------------
 
 
-class AccountOut(Struct, kw_only=True):
+class AccountSummaryOut(Struct, kw_only=True):
+    """A row of `GET /accounts` (the read model, which keeps no holds or limits)."""
+
     id: str
     owner_name: str
     balance: Annotated[str, Meta(examples=["1500.00"])]
     currency: str
-    status: Literal["open", "closed"]
+    status: Literal["open", "closed", "frozen"]
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class AccountOut(AccountSummaryOut, kw_only=True):
+    available: Annotated[
+        str, Meta(examples=["1500.00"], description="balance - pending holds + overdraft_limit")
+    ]
+    overdraft_limit: Annotated[str, Meta(examples=["0.00"])]
     warnings: list[str] | None = None
 
 
@@ -236,7 +262,7 @@ class TransferOut(Struct, kw_only=True):
 
 
 class AccountPage(Struct):
-    data: list[AccountOut]
+    data: list[AccountSummaryOut]
     has_more: bool
     next_cursor: str | None
 

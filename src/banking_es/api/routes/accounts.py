@@ -28,6 +28,7 @@ from banking_es.api.schemas import (
 from banking_es.api.validation import RequestRules
 from banking_es.application.accounts import AccountService, CommandContext, Replayed
 from banking_es.application.idempotency import IdempotencyService
+from banking_es.application.ports import Clock
 from banking_es.application.validation import ACCOUNT_CREATION, TRANSACTION
 from banking_es.domain import commands as cmd
 from banking_es.domain.account import Account
@@ -94,6 +95,7 @@ class AccountRoutes:
         rules: RequestRules,
         idempotency: IdempotencyService,
         default_currency: str,
+        clock: Clock,
     ) -> None:
         self.accounts = accounts
         self.access = access
@@ -101,6 +103,11 @@ class AccountRoutes:
         self.rules = rules
         self.idempotency = idempotency
         self.default_currency = default_currency
+        self.clock = clock
+
+    def _account(self, account: Account, warnings: Sequence[str] = ()) -> bytes:
+        """The account JSON, `available` as of now (holds past their expiry no longer count)."""
+        return render.account_json(account, warnings, self.clock.now())
 
     async def _write(
         self,
@@ -116,7 +123,7 @@ class AccountRoutes:
             self.idempotency,
             status=200,
             action=guarded(lambda: self.access.check_write(caller.identity, account_id), execute),
-            render=render.account_json,
+            render=self._account,
             warnings=warnings,
         )
 
@@ -149,7 +156,7 @@ class AccountRoutes:
             self.idempotency,
             status=201,
             action=lambda ctx: self.accounts.open_account(command, ctx),
-            render=render.account_json,
+            render=self._account,
             warnings=warnings,
             headers=lambda account: {"Location": f"/accounts/{account.id}"},
         )
@@ -209,14 +216,16 @@ class AccountRoutes:
             # owner checked on it, which saves the access check its own lookup.
             account = await self.accounts.get_account(account_id)
             self.access.check_read_of(identity, account)
-            return _json(render.account_json(account))
+            return _json(self._account(account))
         await self.access.check_read(identity, account_id)
         if moment is not None:
             account = await self.accounts.account_as_of(account_id, moment)
         else:
             assert query.version is not None
             account = await self.accounts.account_at_version(account_id, query.version)
-        return _json(render.account_json(account))
+            moment = account.updated_at
+        # `available` as it was then: the holds live at that moment, not now.
+        return _json(render.account_json(account, now=moment))
 
     async def _transaction(self, call: Call, operation: str) -> Response:
         body: MoneyRequest = call.body
@@ -285,13 +294,20 @@ class AccountRoutes:
     async def account_events(self, call: Call) -> Response:
         query: PageQuery = call.query
         account_id = str(call.params["account_id"])
-        await self.access.check_read(call.caller.identity, account_id)
+        identity = call.caller.identity
+        await self.access.check_read(identity, account_id)
         after = render.decode_cursor("v", query.cursor) or 0
         events = await self.accounts.account_events(account_id, after, query.limit + 1)
         has_more = len(events) > query.limit
         events = events[: query.limit]
         next_cursor = render.encode_cursor("v", events[-1].version) if has_more else None
-        return _json(render.page([render.event_dict(e) for e in events], has_more, next_cursor))
+        return _json(
+            render.page(
+                [render.event_dict(e, customer=not identity.reads_all) for e in events],
+                has_more,
+                next_cursor,
+            )
+        )
 
     @operation(
         "GET",
