@@ -24,6 +24,7 @@ from banking_es.bootstrap.adapters import (
     build_projection_runner,
     build_redis,
     build_store,
+    build_stream_notices,
     connect_database,
 )
 from banking_es.bootstrap.admin import build_admin
@@ -228,17 +229,6 @@ class Services:
         self.metrics.close()
 
 
-def _stream_notices(
-    store: EventStore, db: Database, accounts: AccountService
-) -> StreamNotices | None:
-    """PostgreSQL only: the notices of other processes' appends, for the account cache."""
-    origin = getattr(store, "origin", None)
-    url = getattr(db, "url", None)
-    if origin is None or url is None:
-        return None
-    return StreamNotices(url, origin, accounts.note_appended_elsewhere)
-
-
 async def build_services(
     settings: Settings, *, run_migrations: bool = True, overrides: Overrides | None = None
 ) -> Services:
@@ -393,7 +383,7 @@ async def build_services(
             access=AccountAccess(accounts),
             admin=build_admin(settings, db, store, clock, statuses, projections, account_cache),
             kafka=kafka,
-            stream_notices=_stream_notices(store, db, accounts),
+            stream_notices=build_stream_notices(store, db, accounts.note_appended_elsewhere),
             mail=mail,
             hold_expiry=HoldExpiry(
                 store,

@@ -11,8 +11,9 @@ from banking_es.cache.redis import RedisGateway
 from banking_es.config import Settings
 from banking_es.db.base import Database
 from banking_es.db.lease import LeaseElection
-from banking_es.eventstore.base import AppendRequest, EventStore, RecordedEvent
+from banking_es.eventstore.base import AppendedElsewhere, AppendRequest, EventStore, RecordedEvent
 from banking_es.eventstore.sql import SqlEventStore
+from banking_es.eventstore.stream_notices import StreamNotices
 from banking_es.observability.cache_metrics import CacheMetrics
 from banking_es.projections import default_projections
 from banking_es.projections.runner import ProjectionRunner
@@ -101,3 +102,14 @@ def build_projection_runner(
         poll_interval=settings.projection_poll_interval_ms / 1000,
         leader=leader,
     )
+
+
+def build_stream_notices(
+    store: EventStore, db: Database, on_appended: Callable[[list[AppendedElsewhere]], None]
+) -> StreamNotices | None:
+    """PostgreSQL only: the notices of other processes' appends, for the account cache."""
+    origin = getattr(store, "origin", None)
+    url = getattr(db, "url", None)
+    if origin is None or url is None:
+        return None
+    return StreamNotices(url, origin, on_appended)
