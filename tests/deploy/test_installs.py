@@ -117,7 +117,7 @@ main()
 
 def test_serving_imports_nothing_from_the_dev_extra(tmp_path: Path) -> None:
     blocked = dev_only_modules()
-    assert {"pytest", "httpx", "hypothesis", "mypy", "kubernetes_validate"} <= blocked
+    assert {"pytest", "hypothesis", "mypy", "kubernetes_validate", "pypdf"} <= blocked
     port = free_port()
     env = {
         **os.environ,

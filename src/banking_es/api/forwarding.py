@@ -98,7 +98,7 @@ class ForwardingMiddleware:
         path = scope.get("path", "")
         command = _COMMAND.match(path) if sharding is not None else None
         hold = _HOLD.match(path) if sharding is not None and not command else None
-        method = scope["method"]
+        method = scope.get("method")
         if (
             sharding is None
             or method not in _METHODS
