@@ -50,8 +50,8 @@ async def test_a_new_process_warms_its_cache_with_the_most_recently_active_accou
             warming = body["components"]["cache"]["warming"]
             assert (warming["loaded"], warming["total"], warming["failed"]) == (2, 2, 0)
             assert body["components"]["cache"]["l1_entries"] == 2
-            assert services.cache.version_of(ids[0]) == 2  # the most recent first
-            assert services.cache_metrics.get("cache_warmed") == 2
+            assert services.cache.local.version_of(ids[0]) == 2  # the most recent first
+            assert services.cache_and_redis.get("cache_warmed") == 2
     assert any("cache warming done: 2 accounts" in r.getMessage() for r in caplog.records)
 
 

@@ -75,7 +75,7 @@ async def test_counts_after_known_traffic_are_exact(database_url: str, tmp_path:
 
         # A cache miss loads the latest snapshot (version 3) instead of the whole stream.
         misses = value(metrics, P + "cache_requests_total", level="l1", result="miss")
-        services.cache.invalidate(account)
+        services.cache.local.invalidate(account)
         assert (await client.get(f"/accounts/{account}")).json()["balance"] == "30.00"
         after = await scrape(client)
         assert value(after, P + "snapshots_loaded_total") == 1

@@ -322,7 +322,7 @@ async def test_while_redis_is_away_limits_are_kept_in_memory(
         a = {"x-client-id": "app-a"}
         codes = [(await http.get("/accounts", headers=a)).status_code for _ in range(3)]
         assert codes == [200, 200, 429]
-        assert services.cache_metrics.total("redis_errors") >= 1
+        assert services.cache_and_redis.total("redis_errors") >= 1
 
 
 async def test_the_openapi_document_lists_429_on_limited_routes_only(tmp_path: Path) -> None:

@@ -217,9 +217,8 @@ async def test_redis_lookups_of_the_caches_are_cache_spans_of_the_request(
         account = opened.json()["id"]
         deposit = await client.post(f"/accounts/{account}/deposit", json={"amount": "2"})
         assert deposit.status_code == 200  # two events: a full page of the history read
-        assert services.account_cache is not None
-        await services.account_cache.flush()  # the state is in Redis (L2) ...
-        services.cache.invalidate(account)  # ... and no longer in this process (L1)
+        await services.cache.flush()  # the state is in Redis (L2) ...
+        services.cache.local.invalidate(account)  # ... and no longer in this process (L1)
         exporter.clear()
         assert (await client.get(f"/accounts/{account}")).status_code == 200
         assert (await client.get(f"/accounts/{account}/events?limit=1")).status_code == 200

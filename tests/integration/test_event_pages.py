@@ -35,10 +35,10 @@ async def test_full_pages_are_cached_and_new_events_always_show(tmp_path: Path) 
             await http.post(f"/accounts/{account_id}/deposit", json={"amount": "1"})
         first = await history(http, account_id)
         assert [e["version"] for e in first] == [1, 2, 3, 4, 5]
-        hits = services.cache_metrics.get("page_cache_hits", "l1")
+        hits = services.cache_and_redis.get("page_cache_hits", "l1")
         second = await history(http, account_id)
         assert second == first
-        assert services.cache_metrics.get("page_cache_hits", "l1") == hits + 2  # 2 full pages
+        assert services.cache_and_redis.get("page_cache_hits", "l1") == hits + 2  # 2 full pages
         await http.post(f"/accounts/{account_id}/deposit", json={"amount": "1"})
         third = await history(http, account_id)
         assert [e["version"] for e in third] == [1, 2, 3, 4, 5, 6]
@@ -63,4 +63,4 @@ async def test_another_process_reads_full_pages_from_redis(
         # the same database and data_dir (so the same signing secret): the owner's token holds
         two.headers.update(owner)
         assert await history(two, account_id) == expected
-        assert services.cache_metrics.get("page_cache_hits", "l2") == 1
+        assert services.cache_and_redis.get("page_cache_hits", "l2") == 1

@@ -17,7 +17,7 @@ from banking_es.cache.redis import RedisGateway
 from banking_es.cache.two_level import TwoLevelAccountCache
 from banking_es.domain import commands as cmd
 from banking_es.eventstore.memory import MemoryEventStore
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 
 pytestmark = pytest.mark.redis
 
@@ -31,7 +31,7 @@ async def processes(redis_prefix: str) -> AsyncIterator[Callable[[], Process]]: 
     built: list[tuple[TwoLevelAccountCache, RedisGateway]] = []
 
     def make() -> Process:
-        metrics = CacheMetrics()
+        metrics = CacheAndRedisCounters()
         gateway = RedisGateway(SHARED_REDIS_URL, prefix=redis_prefix, metrics=metrics)
         cache = TwoLevelAccountCache(LocalAccountCache(metrics=metrics), gateway)
         cache.start()
@@ -108,7 +108,7 @@ async def test_reads_stay_correct_when_l2_is_behind_the_store(
 
 
 async def test_without_a_reachable_redis_the_cache_is_l1_only_and_the_breaker_opens() -> None:
-    metrics = CacheMetrics()
+    metrics = CacheAndRedisCounters()
     gateway = RedisGateway(
         "redis://127.0.0.1:1/0", timeout_ms=50, breaker_failures=2, metrics=metrics
     )

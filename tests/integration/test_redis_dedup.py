@@ -57,7 +57,7 @@ async def test_a_burst_of_retries_is_answered_from_redis_without_the_database(
         assert all(r.headers["idempotent-replayed"] == "true" for r in retries)
         assert all(r.content == first.content for r in retries)
         assert lookups[0] == 1  # none of the retries reached the database
-        assert services.cache_metrics.get("dedup", "replayed") == 20
+        assert services.cache_and_redis.get("dedup", "replayed") == 20
         other = await http.post(
             f"/accounts/{account_id}/deposit", json={"amount": "6"}, headers=key
         )
@@ -151,4 +151,4 @@ async def test_without_redis_the_durable_records_decide(tmp_path: Path) -> None:
         assert [a.status_code for a in answers] == [200, 200, 200]
         assert [a.headers.get("idempotent-replayed") for a in answers] == [None, "true", "true"]
         assert (await http.get(f"/accounts/{account_id}")).json()["balance"] == "3.00"
-        assert services.cache_metrics.get("dedup", "unavailable") >= 1
+        assert services.cache_and_redis.get("dedup", "unavailable") >= 1

@@ -84,9 +84,8 @@ def count_reads(services: Services) -> list[str]:
 
 
 async def eventually_cached_at(services: Services, stream_id: str, version: int) -> None:
-    assert services.account_cache is not None
     for _ in waiting():
-        cached = services.account_cache.peek(stream_id)
+        cached = services.cache.peek(stream_id)
         if cached is not None and cached.version >= version:
             return
         await asyncio.sleep(0.01)
@@ -116,8 +115,7 @@ async def test_a_write_elsewhere_reaches_the_cache_without_a_query_or_a_conflict
         reads = count_reads(second)
         await first.accounts.deposit(cmd.Deposit(account_id, Decimal("5"), None, None), CTX)
         await eventually_cached_at(second, account_id, 2)  # the notice's events, folded
-        assert second.account_cache is not None
-        cached = second.account_cache.peek(account_id)
+        cached = second.cache.peek(account_id)
         assert cached is not None
         assert cached.balance == Decimal("105.00")
         assert account_id not in second.accounts._repository._behind
@@ -153,8 +151,7 @@ async def test_a_copy_the_notice_cannot_bring_forward_is_read_forward(
         await second.stream_notices.start()
         await first.accounts.deposit(cmd.Deposit(account_id, Decimal("7"), None, None), CTX)
         await eventually_behind(second, account_id, 3)  # a gap: not folded, marked behind
-        assert second.account_cache is not None
-        cached = second.account_cache.peek(account_id)
+        cached = second.cache.peek(account_id)
         assert cached is not None
         assert cached.version == 1
 

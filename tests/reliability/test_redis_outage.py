@@ -105,7 +105,7 @@ async def test_stopping_and_restarting_redis_under_load_fails_no_request(
             body = (await http.get(f"/accounts/{account_id}")).json()
             assert Decimal(body["balance"]) == deposited[account_id]
             assert body["version"] == deposited[account_id] + 1
-        metrics = services.cache_metrics
+        metrics = services.cache_and_redis
         assert metrics.get("redis_breaker_transitions", "open") >= 1
         assert metrics.get("redis_breaker_transitions", "closed") >= 1
         assert metrics.breaker_state == "closed"

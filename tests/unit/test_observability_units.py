@@ -30,7 +30,7 @@ from banking_es.application.ports import ProjectionStatus
 from banking_es.cache.local import LocalAccountCache
 from banking_es.domain.account import Account
 from banking_es.eventstore.base import OutboxStats
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 from banking_es.observability.events import record_dead_letter, record_login, record_rate_limited
 from banking_es.observability.gauges import refresh_gauges
 from banking_es.observability.metrics import Metrics, multiprocess_enabled
@@ -58,7 +58,7 @@ def test_tests_run_in_single_process_mode() -> None:
 
 def test_l1_cache_reports_hits_misses_and_evictions() -> None:
     metrics = Metrics()
-    counts = CacheMetrics()
+    counts = CacheAndRedisCounters()
     cache = LocalAccountCache(size=2, metrics=counts)
     assert cache.lookup("a") is None
     cache.put(account("a"))
@@ -215,7 +215,7 @@ def test_serve_prepares_an_empty_metrics_directory(
 
 def test_cache_counts_reach_prometheus_once_each_at_export() -> None:
     """The hot path counts plain integers; each export adds only what is new."""
-    metrics, counts = Metrics(), CacheMetrics()
+    metrics, counts = Metrics(), CacheAndRedisCounters()
     for name, label in [
         ("page_cache_hits", "l2"),
         ("page_cache_misses", "l1"),
@@ -260,7 +260,7 @@ def test_cache_counts_reach_prometheus_once_each_at_export() -> None:
 
 
 def test_l1_memory_grows_with_the_entries_and_reading_it_is_not_a_use() -> None:
-    cache = LocalAccountCache(size=3, metrics=CacheMetrics())
+    cache = LocalAccountCache(size=3, metrics=CacheAndRedisCounters())
     assert cache.approximate_bytes() == 0
     for name in ("a", "b", "c"):
         cache.put(account(name))

@@ -49,7 +49,7 @@ from banking_es.mail.sender import MailSender
 from banking_es.mail.setup import build_sender, check_mail_settings
 from banking_es.messaging.dead_letters import DeadLetters
 from banking_es.messaging.relay import RELAY_LEASE, LogPublisher, OutboxRelay
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 from banking_es.observability.events import record_login
 from banking_es.observability.health import HealthChecks, core_checks
 from banking_es.observability.metrics import Metrics
@@ -91,7 +91,8 @@ class Services:
     settings: Settings
     db: Database
     store: EventStore
-    cache: LocalAccountCache
+    #: The account cache: this process's L1 (`cache.local`), Redis (L2) behind it when set.
+    cache: TwoLevelAccountCache
     accounts: AccountService
     idempotency: IdempotencyService
     read_models: ReadModels
@@ -107,9 +108,8 @@ class Services:
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
     metrics: Metrics = field(default_factory=Metrics)
     health: HealthChecks = field(default_factory=HealthChecks)
-    # Redis issue: the shared cache, its metrics and warming (redis is None without REDIS_URL).
-    account_cache: TwoLevelAccountCache | None = None
-    cache_metrics: CacheMetrics = field(default_factory=CacheMetrics)
+    # Counts of the caches and of Redis, the warmer (redis is None without REDIS_URL).
+    cache_and_redis: CacheAndRedisCounters = field(default_factory=CacheAndRedisCounters)
     cache_warmer: CacheWarmer | None = None
     redis: RedisGateway | None = None
     rate_limiter: RateLimiter | None = None
@@ -136,8 +136,7 @@ class Services:
         else:
             await self.projections.start()
             self.relay.start()
-        if self.account_cache is not None:
-            self.account_cache.start()
+        self.cache.start()
         if self.cache_warmer is not None:
             self._warming = asyncio.create_task(self.cache_warmer.run(), name="cache-warming")
         if self.mail is not None:
@@ -176,7 +175,7 @@ class Services:
         Prometheus."""
         self.metrics.export_requests()
         self.metrics.export_cache(
-            self.cache_metrics, len(self.cache), self.cache.approximate_bytes()
+            self.cache_and_redis, len(self.cache.local), self.cache.local.approximate_bytes()
         )
         self._export_shards_owned()
 
@@ -214,8 +213,7 @@ class Services:
             await self.mail.stop()
         if self.kafka is not None:
             await self.kafka.close()
-        if self.account_cache is not None:
-            await self.account_cache.close()
+        await self.cache.close()
         if self.redis is not None:
             await self.redis.close()
         await self.relay.stop()
@@ -259,23 +257,23 @@ async def build_services(
             on_append=metrics.observe_append,
             on_snapshot_load=metrics.observe_snapshot_load,
         )
-        cache_metrics = CacheMetrics()
-        cache = LocalAccountCache(
-            settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction, cache_metrics
+        cache_and_redis = CacheAndRedisCounters()
+        local = LocalAccountCache(
+            settings.cache_l1_size, settings.cache_ttl, settings.cache_eviction, cache_and_redis
         )
-        redis = build_redis(settings, cache_metrics)
-        account_cache = TwoLevelAccountCache(cache, redis, ttl=settings.cache_ttl)
+        redis = build_redis(settings, cache_and_redis)
+        cache = TwoLevelAccountCache(local, redis, ttl=settings.cache_ttl)
         sharding = build_sharding(settings, db, redis.client if redis else None, metrics)
         if sharding is not None:  # the shard rows, and the count checked (serve did it too)
             await sharding.manager.leases.ensure_shard_count(settings.shard_count)
         accounts = AccountService(
             store,
-            account_cache,
+            cache,
             clock=clock,
             ids=given.ids or UuidGenerator(),
             snapshot_threshold=settings.snapshot_threshold,
             retry_budget=settings.command_retry_budget_s,
-            pages=EventPageCache(redis, ttl=settings.cache_ttl, metrics=cache_metrics),
+            pages=EventPageCache(redis, ttl=settings.cache_ttl, metrics=cache_and_redis),
             on_command=given.on_command or metrics.observe_command,
             fences=sharding.manager if sharding is not None else None,
         )
@@ -283,7 +281,7 @@ async def build_services(
         # without it one process at a time (the leases) follows the store and logs the outbox.
         kafka = None
         if kafka_on:
-            kafka = build_kafka(settings, db, store, account_cache, clock, metrics)
+            kafka = build_kafka(settings, db, store, cache, clock, metrics)
             projections = build_projection_runner(settings, db, store)
             relay = kafka.relay
         else:
@@ -337,14 +335,14 @@ async def build_services(
             db,
             accounts.get_account,
             min(settings.cache_warm_accounts, settings.cache_l1_size),
-            cache_metrics,
+            cache_and_redis,
         )
         if kafka is not None:
             health.add("kafka", kafka.health, critical=False)
         if sharding is not None:
             health.add("shards", sharding.manager.health, critical=False)
             health.add("locks", sharding.locks_health, critical=False)
-        for name, check in cache_checks(account_cache, warmer, redis).items():
+        for name, check in cache_checks(cache, warmer, redis).items():
             health.add(name, check, critical=False)
         return Services(
             settings=settings,
@@ -361,8 +359,7 @@ async def build_services(
             clock=clock,
             metrics=metrics,
             health=health,
-            account_cache=account_cache,
-            cache_metrics=cache_metrics,
+            cache_and_redis=cache_and_redis,
             cache_warmer=warmer,
             redis=redis,
             rate_limiter=(
@@ -381,7 +378,7 @@ async def build_services(
             ),
             identity=identity,
             access=AccountAccess(accounts),
-            admin=build_admin(settings, db, store, clock, statuses, projections, account_cache),
+            admin=build_admin(settings, db, store, clock, statuses, projections, cache),
             kafka=kafka,
             stream_notices=build_stream_notices(store, db, accounts.note_appended_elsewhere),
             mail=mail,

@@ -14,7 +14,7 @@ from banking_es.db.lease import LeaseElection
 from banking_es.eventstore.base import AppendedElsewhere, AppendRequest, EventStore, RecordedEvent
 from banking_es.eventstore.sql import SqlEventStore
 from banking_es.eventstore.stream_notices import StreamNotices
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 from banking_es.projections import default_projections
 from banking_es.projections.runner import ProjectionRunner
 
@@ -65,7 +65,7 @@ def build_store(
     )
 
 
-def build_redis(settings: Settings, metrics: CacheMetrics) -> RedisGateway | None:
+def build_redis(settings: Settings, metrics: CacheAndRedisCounters) -> RedisGateway | None:
     """The Redis gateway when `REDIS_URL` is set (it connects lazily, on first use)."""
     if not settings.redis_url:
         return None

@@ -13,7 +13,7 @@ Check = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def cache_checks(
-    account_cache: TwoLevelAccountCache | None,
+    account_cache: TwoLevelAccountCache,
     warmer: CacheWarmer | None,
     redis: RedisGateway | None,
 ) -> dict[str, Check]:
@@ -22,9 +22,7 @@ def cache_checks(
     Redis away is `degraded` (the service still answers from L1 and the database)."""
 
     async def cache() -> dict[str, Any]:
-        body: dict[str, Any] = {"status": "ok"}
-        if account_cache is not None:
-            body.update(account_cache.stats())
+        body: dict[str, Any] = {"status": "ok", **account_cache.stats()}
         if warmer is not None:
             body["warming"] = warmer.status()
         return body

@@ -10,7 +10,7 @@ from typing import Literal
 from cachetools import Cache, LFUCache, LRUCache, TTLCache
 
 from banking_es.domain.account import Account
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 
 
 class _LRU(LRUCache[str, Account]):
@@ -45,7 +45,7 @@ class LocalAccountCache:
         size: int = 10000,
         ttl: float = 300,
         eviction: Literal["lru", "lfu", "ttl"] = "lru",
-        metrics: CacheMetrics | None = None,
+        metrics: CacheAndRedisCounters | None = None,
     ) -> None:
         self._entries: _LRU | _LFU | _TTL
         if eviction == "lfu":
@@ -54,7 +54,7 @@ class LocalAccountCache:
             self._entries = _TTL(maxsize=size, ttl=ttl)
         else:
             self._entries = _LRU(maxsize=size)
-        self.metrics = metrics or CacheMetrics()
+        self.metrics = metrics or CacheAndRedisCounters()
 
     @property
     def hits(self) -> int:

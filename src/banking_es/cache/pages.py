@@ -17,7 +17,7 @@ from cachetools import LRUCache
 
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.eventstore.base import RecordedEvent
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 from banking_es.observability.tracing import cache_span
 
 PageKey = tuple[str, int, int]
@@ -32,11 +32,11 @@ class EventPageCache:
         *,
         size: int = 1000,
         ttl: float = 300,
-        metrics: CacheMetrics | None = None,
+        metrics: CacheAndRedisCounters | None = None,
     ) -> None:
         self.redis = redis
         self.ttl_ms = int(ttl * 1000)
-        self.metrics = metrics or CacheMetrics()
+        self.metrics = metrics or CacheAndRedisCounters()
         self._local: LRUCache[PageKey, tuple[RecordedEvent, ...]] = LRUCache(maxsize=size)
 
     async def get(

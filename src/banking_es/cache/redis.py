@@ -20,7 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from banking_es.cache.breaker import CircuitBreaker
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 
 T = TypeVar("T")
 log = logging.getLogger("banking_es.redis")
@@ -42,12 +42,12 @@ class RedisGateway:
         breaker_failures: int = 5,
         breaker_reset: float = 2.0,
         max_in_flight: int = 64,
-        metrics: CacheMetrics | None = None,
+        metrics: CacheAndRedisCounters | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout_ms / 1000
-        self.metrics = metrics or CacheMetrics()
+        self.metrics = metrics or CacheAndRedisCounters()
         self.max_in_flight = max_in_flight
         self.client: Redis = Redis.from_url(
             url,

@@ -1,6 +1,6 @@
 """`GET /admin/cache`: this process's L1 and L2 counts, and what Redis says of itself.
 
-Hits and misses are this process's (`CacheMetrics`, also exported to /metrics); L1 entries,
+Hits and misses are this process's (`CacheAndRedisCounters`, also exported to /metrics); L1 entries,
 evictions and memory are the figures of the `banking_es_cache_*` gauges. L2 entries, evictions
 and memory are Redis's own (DBSIZE, `evicted_keys`, `used_memory`): the whole Redis database,
 null when Redis does not answer.
@@ -12,11 +12,11 @@ from typing import Any
 
 from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 
 
 async def cache_stats(
-    local: LocalAccountCache, metrics: CacheMetrics, redis: RedisGateway | None
+    local: LocalAccountCache, metrics: CacheAndRedisCounters, redis: RedisGateway | None
 ) -> dict[str, Any]:
     l1 = {
         "entries": len(local),
@@ -33,7 +33,7 @@ async def cache_stats(
     return {"l1": l1, "l2": l2, "hit_ratio": ratio}
 
 
-async def _l2(redis: RedisGateway, metrics: CacheMetrics) -> dict[str, Any]:
+async def _l2(redis: RedisGateway, metrics: CacheAndRedisCounters) -> dict[str, Any]:
     entries = evictions = used = None
     try:
         info = await redis.run("info", lambda client: client.info())

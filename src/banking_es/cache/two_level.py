@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.redis import RedisGateway, RedisUnavailable
 from banking_es.domain.account import Account
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 from banking_es.observability.tracing import cache_span
 from banking_es.tasks import cancel_all
 
@@ -50,7 +50,7 @@ class TwoLevelAccountCache:
         redis: RedisGateway | None,
         *,
         ttl: float = 300,
-        metrics: CacheMetrics | None = None,
+        metrics: CacheAndRedisCounters | None = None,
     ) -> None:
         self.local = local
         self.redis = redis

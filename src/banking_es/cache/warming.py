@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from banking_es.db.base import Database
-from banking_es.observability.cache_metrics import CacheMetrics
+from banking_es.observability.cache_and_redis import CacheAndRedisCounters
 
 log = logging.getLogger("banking_es.cache")
 
@@ -29,12 +29,12 @@ class CacheWarmer:
         db: Database,
         load: Callable[[str], Awaitable[object]],
         limit: int,
-        metrics: CacheMetrics | None = None,
+        metrics: CacheAndRedisCounters | None = None,
     ) -> None:
         self._db = db
         self._load = load
         self.limit = limit
-        self.metrics = metrics or CacheMetrics()
+        self.metrics = metrics or CacheAndRedisCounters()
         self.state = "off" if limit == 0 else "pending"
         self.loaded = 0
         self.failed = 0

@@ -26,7 +26,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from banking_es.eventstore.base import AppendRequest, RecordedEvent
-from banking_es.observability.cache_metrics import REDIS_LATENCY_BUCKETS, CacheMetrics
+from banking_es.observability.cache_and_redis import REDIS_LATENCY_BUCKETS, CacheAndRedisCounters
 from banking_es.observability.locks import LockMetrics
 from banking_es.observability.multiproc import ENV_DIR
 from banking_es.observability.requests import LATENCY_BUCKETS, RequestCounts
@@ -313,7 +313,9 @@ class Metrics:
     def observe_snapshot_load(self) -> None:
         self.snapshots_loaded.inc()
 
-    def export_cache(self, cache: CacheMetrics, l1_entries: int = 0, l1_bytes: int = 0) -> None:
+    def export_cache(
+        self, cache: CacheAndRedisCounters, l1_entries: int = 0, l1_bytes: int = 0
+    ) -> None:
         """Add what `cache` counted since the last call; set the breaker and l1 gauges.
 
         Called on every scrape and every few seconds by each worker, so counting on the hot
@@ -335,7 +337,7 @@ class Metrics:
         self._child(self.cache_memory, "l1").set(l1_bytes)
 
     def _cache_target(self, name: str, label: str) -> Any:
-        """The Prometheus child a `CacheMetrics` counter adds to (None: not exported)."""
+        """The Prometheus child a `CacheAndRedisCounters` counter adds to (None: not exported)."""
         lookups = {
             "cache_hits": (self.cache_requests, "hit"),
             "cache_misses": (self.cache_requests, "miss"),

@@ -1,4 +1,5 @@
-"""Counters of the cache and Redis, in one small per-process registry.
+"""Counters of the account and page caches and of every Redis call (the cache's, the rate
+limiter's, the idempotency dedup's), in one small per-process registry.
 
 Plain counters (no Prometheus objects, no lock): the hot path counts here, and
 `observability.metrics.Metrics.export_cache` adds what was counted since its last call to
@@ -41,7 +42,7 @@ class Latency:
 
 @dataclass
 class Drained:
-    """What was counted since the previous `CacheMetrics.drain()`."""
+    """What was counted since the previous `CacheAndRedisCounters.drain()`."""
 
     counters: dict[tuple[str, str], int]
     latency_buckets: list[int]
@@ -49,7 +50,7 @@ class Drained:
 
 
 @dataclass
-class CacheMetrics:
+class CacheAndRedisCounters:
     """The registry: labelled counters, Redis latency and the breaker state."""
 
     counters: Counter[tuple[str, str]] = field(default_factory=Counter)
