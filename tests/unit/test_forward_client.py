@@ -128,6 +128,22 @@ async def test_requests_in_flight_together_each_get_their_own_connection(
         assert server.connections == 5  # the kept ones are reused
 
 
+async def test_exchanges_in_flight_are_bounded_the_others_wait() -> None:
+    servers: list[Server] = []
+    bounded = ForwardClient(timeout=5.0, max_connections=2)
+    try:
+        async with Server(_echo(servers)) as server:
+            servers.append(server)
+            url = f"http://127.0.0.1:{server.port}/"
+            answers = await asyncio.gather(
+                *(bounded.request("POST", url, content=b"", headers=[]) for _ in range(6))
+            )
+            assert len({a.content for a in answers}) == 6
+            assert server.connections == 2
+    finally:
+        await bounded.aclose()
+
+
 async def test_a_connection_the_server_closed_while_idle_is_not_reused(
     client: ForwardClient,
 ) -> None:

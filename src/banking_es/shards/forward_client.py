@@ -2,9 +2,9 @@
 kept-alive connections to each owner, one request at a time on each, answers parsed by
 httptools (uvicorn's parser). httpx's pool (httpcore 1.0) scans every connection for every
 request and polls each idle socket, so its cost per request grew with the requests in flight
-(docs/performance.md, "Row 8"). It offers the part of `httpx.AsyncClient` that forwarding
-uses (`request`, `aclose`) and raises httpx's transport errors, so a test can put an httpx
-client with an ASGI transport in its place.
+(docs/performance.md, "Row 8: two instances"). It offers the part of `httpx.AsyncClient`
+that forwarding uses (`request`, `aclose`) and raises httpx's transport errors, so a test
+can put an httpx client with an ASGI transport in its place.
 """
 
 from __future__ import annotations
@@ -86,11 +86,13 @@ class _Connection:
 
 
 class ForwardClient:
-    """Kept-alive connections per owner (`host:port`), at most `max_idle` kept idle each."""
+    """Kept-alive connections per owner (`host:port`), at most `max_idle` kept idle each and
+    `max_connections` exchanges in flight in all (the others wait, within the timeout)."""
 
-    def __init__(self, timeout: float, max_idle: int = 100) -> None:
+    def __init__(self, timeout: float, max_idle: int = 100, max_connections: int = 200) -> None:
         self.timeout = timeout
         self.max_idle = max_idle
+        self._slots = asyncio.Semaphore(max_connections)
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
 
     async def request(
@@ -105,13 +107,13 @@ class ForwardClient:
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + content
         idle = self._idle.setdefault((host, port), deque())
         connection = None
-        while idle and connection is None:
-            connection = idle.pop()  # the most recently used: the least likely to be closed
-            if not connection.usable():
-                connection.close()
-                connection = None
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout), self._slots:
+                while idle and connection is None:
+                    connection = idle.pop()  # the most recently used: the least likely closed
+                    if not connection.usable():
+                        connection.close()
+                        connection = None
                 if connection is None:
                     try:
                         connection = _Connection(*await asyncio.open_connection(host, port))
