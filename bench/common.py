@@ -61,6 +61,12 @@ async def scratch_database(label: str) -> AsyncIterator[str]:
             await admin.close()
 
 
+def conflicts_per_thousand(counted: dict[str, float]) -> float:
+    """Version conflicts per 1,000 commands executed (conflicts are retries, not commands)."""
+    done = sum(value for outcome, value in counted.items() if outcome != "conflict")
+    return counted.get("conflict", 0.0) * 1000 / done if done else float("inf")
+
+
 def load_average() -> str:
     try:
         with open("/proc/loadavg") as f:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,11 @@ def _is_worker(pid: int) -> bool:
         return False
 
 
+def worker_pids(pid: int) -> list[int]:
+    """The worker processes of the server `pid`, or `pid` itself when it serves alone."""
+    return [p for p in _descendants(pid) if _is_worker(p)] or [pid]
+
+
 class MemorySampler:
     """Samples the summed RSS of the server's worker processes every `every` seconds."""
 
@@ -89,7 +95,7 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            workers = [p for p in _descendants(self.pid) if _is_worker(p)] or [self.pid]
+            workers = worker_pids(self.pid)
             self.workers_seen = max(self.workers_seen, len(workers))
             self.peak = max(self.peak, sum(_rss_bytes(p) for p in workers))
             self._stop.wait(self.every)
@@ -109,6 +115,9 @@ class Server:
     workdir: Path
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
+    workers: int = WORKERS
+    #: Set last, over the bench's own settings (row 8's instance and cluster settings).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -124,7 +133,7 @@ class Server:
             DATABASE_URL=self.database_url,
             HOST="127.0.0.1",
             PORT=str(self.port),
-            WORKERS=str(WORKERS),
+            WORKERS=str(self.workers),
             LOG_LEVEL="warning",
             # On, so that its cost is measured, with limits that refuse nothing.
             RATE_LIMIT_ENABLED="true",
@@ -136,6 +145,7 @@ class Server:
             JWT_SECRET=env.get("JWT_SECRET", "bench-secret-" + "x" * 32),
             REFRESH_TOKEN_SECRET=env.get("REFRESH_TOKEN_SECRET", "bench-refresh-" + "y" * 32),
         )
+        env.update(self.extra_env)
         log = (self.workdir / "server.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "banking_es", "serve"],
@@ -263,11 +273,18 @@ local headers = {["Content-Type"] = "application/json"%(auth)s}
 local deposit = '{"amount": "1.00", "description": "bench"}'
 local transfer = '{"from_account_id": "%%s", "to_account_id": "%%s", "amount": "0.01"}'
 local withdraw = '{"amount": "0.50", "description": "bench"}'
+local ports = {%(ports)s}
 local n = 0
+local threads = {}
+sent = 0
 
 function setup(thread)
   n = n + 1
   thread:set("seed", n)
+  table.insert(threads, thread)
+  if #ports > 0 then  -- one thread per server (row 8): each thread's connections go to its own
+    thread.addr = wrk.lookup(wrk.host, ports[(n - 1) %% #ports + 1])[1]
+  end
 end
 
 function init(args)
@@ -276,14 +293,26 @@ end
 
 %(request)s
 
+if #ports > 0 and request then  -- each thread counts what it sent: its server's share
+  local make = request
+  request = function()
+    sent = sent + 1
+    return make()
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
+  local per = {}
+  for i, thread in ipairs(threads) do per[i] = tostring(thread:get("sent") or 0) end
   local f = io.open(out, "w")
   f:write(string.format(
     '{"requests": %%d, "duration_us": %%d, "non_2xx": %%d, "connect_errors": %%d, ' ..
-    '"read_errors": %%d, "write_errors": %%d, "timeouts": %%d, "p50_us": %%d, "p99_us": %%d}',
+    '"read_errors": %%d, "write_errors": %%d, "timeouts": %%d, "p50_us": %%d, "p99_us": %%d, ' ..
+    '"sent_per_thread": [%%s]}',
     summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
-    math.floor(latency:percentile(50)), math.floor(latency:percentile(99))))
+    math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
+    table.concat(per, ", ")))
   f:close()
 end
 """
@@ -357,7 +386,10 @@ def run_wrk(
     token: str | None,
     duration: int,
     connections: int = CONNECTIONS,
+    ports: list[int] | None = None,
 ) -> dict[str, Any]:
+    """wrk on `url` + `path` for `duration` seconds; with `ports`, one thread per port on
+    `url`'s host, the connections split evenly between them."""
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         out = Path(tmp) / "result.json"
         script = Path(tmp) / "script.lua"
@@ -369,11 +401,12 @@ def run_wrk(
                 "out": out,
                 "auth": f', ["Authorization"] = "Bearer {token}"' if token else "",
                 "request": _REQUESTS[mode],
+                "ports": ", ".join(f'"{p}"' for p in ports or ()),
             }
         )
         command = [
             wrk_binary(),
-            "-t1",
+            f"-t{len(ports) if ports else 1}",
             f"-c{connections}",
             f"-d{duration}s",
             "--timeout",
@@ -437,15 +470,22 @@ def measure(
     token: str | None,
     label: str,
     workers: list[int] | None = None,
+    ports: list[int] | None = None,
+    counters: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Warm up, then measure; with `workers`, also the CPU time per request they and
-    PostgreSQL spent (less sensitive to a busy machine than requests/s)."""
+    PostgreSQL spent (less sensitive to a busy machine than requests/s); with `counters`,
+    how much each counter it reads grew over the measured run (`counted`)."""
     say(f"{label}: {WARMUP_S}s warm-up, {DURATION_S}s measured ({CONNECTIONS} connections)")
-    warmup = run_wrk(url, path, mode, ids, token, WARMUP_S)
+    warmup = run_wrk(url, path, mode, ids, token, WARMUP_S, ports=ports)
     pg = postgres_pids()
+    first = counters() if counters else {}
     before = (cpu_seconds(workers or []), cpu_seconds(pg))
-    result = run_wrk(url, path, mode, ids, token, DURATION_S)
+    result = run_wrk(url, path, mode, ids, token, DURATION_S, ports=ports)
     after = (cpu_seconds(workers or []), cpu_seconds(pg))
+    if counters:
+        last = counters()
+        result["counted"] = {k: v - first.get(k, 0.0) for k, v in last.items()}
     result["warmup_requests"] = warmup["requests"]
     result["warmup_non_2xx"] = warmup["non_2xx"]
     cpu = ""
@@ -484,9 +524,7 @@ async def http_rows(database_url: str) -> dict[str, Any]:
                     ids = await open_accounts(client, ACCOUNTS + 1, headers)
                 hot, spread = ids[:1], ids[1:]
 
-                workers = [p for p in _descendants(server.process.pid) if _is_worker(p)] or [
-                    server.process.pid
-                ]
+                workers = worker_pids(server.process.pid)
 
                 def run(path: str, mode: str, accounts: list[str], label: str) -> dict[str, Any]:
                     return measure(server.url, path, mode, accounts, token, label, workers)
@@ -518,7 +556,7 @@ async def http_rows(database_url: str) -> dict[str, Any]:
                     ),
                 }
                 async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-                    rows["check"] = await _check_balances(client, hot, headers, rows)
+                    rows["check"] = await check_balances(client, hot, headers, rows)
             rows["bare"] = bare
             rows["peak_rss_bytes"] = memory.peak
             rows["workers_sampled"] = memory.workers_seen
@@ -528,7 +566,7 @@ async def http_rows(database_url: str) -> dict[str, Any]:
     return rows
 
 
-async def _check_balances(
+async def check_balances(
     client: httpx.AsyncClient, hot: list[str], headers: dict[str, str], rows: dict[str, Any]
 ) -> dict[str, Any]:
     """The hot account's version counts every acknowledged deposit (no lost write)."""

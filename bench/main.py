@@ -2,6 +2,7 @@
 
 python -m bench                 # all rows (about 5 minutes on 2 cores)
 python -m bench --rows 1-4 6    # some of them
+python -m bench --rows 3 8      # row 8 (two instances) beside row 3 (one server, hot account)
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from typing import Any
 import uvloop
 
 from banking_es.api.app import GC_THRESHOLDS, tune_gc
-from bench import http, store
+from bench import http, instances, store
 from bench.common import load_average, say, scratch_database
 from bench.report import table
 
 RESULTS = Path(__file__).parent / "results"
 
 
-ROWS = range(1, 8)
+ROWS = range(1, 9)
 
 
 def _rows(value: str) -> set[int]:
@@ -62,6 +63,9 @@ async def run(rows: set[int]) -> dict[str, Any]:
     if rows & {1, 2, 3, 4}:
         async with scratch_database("http") as url:
             results["http"] = await http.http_rows(url)
+    if 8 in rows:  # next to rows 1-4: row 3 is its reference
+        async with scratch_database("instances") as url:
+            results["instances"] = await instances.two_instances_row(url)
     if 5 in rows:
         async with scratch_database("appends") as url:
             results["appends"] = await store.appends_row(url)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.common import conflicts_per_thousand
+
 
 def _met(ok: bool) -> str:
     return "yes" if ok else "**no**"
@@ -71,6 +73,39 @@ def _http_rows(http: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _instances_rows(i: dict[str, Any], http: dict[str, Any] | None) -> list[str]:
+    """Row 8: two instances, beside rows 2 and 3 of the same run when they ran."""
+    lines = []
+    for number, key, what, reference in (
+        ("8", "deposits", "1,000 accounts", "deposits"),
+        ("8 hot", "contention", "ONE account", "contention"),
+    ):
+        row = i[key]
+        per = conflicts_per_thousand(row["counted"])
+        split = " + ".join(f"{k} {v:,.0f}/s" for k, v in row.get("per_instance", {}).items())
+        ok = per < 1 and row["non_2xx"] + row["socket_errors"] == 0
+        target = "< 1 conflict per 1,000 commands, 0 non-2xx"
+        if reference == "contention":
+            target += ", >= row 3"
+        ref = http[reference]["rate"] if http else 0.0
+        if ref:
+            label = "row 2" if reference == "deposits" else "row 3"
+            cells = f"{label} {ref:,.0f}/s | {row['rate'] / ref:.0%} of {label}"
+            if reference == "contention":
+                ok = ok and row["rate"] >= ref
+            met = _met(ok)
+        else:  # rows 2-3 not in this run: the rate cannot be judged, a miss still can
+            cells = "rows 2-3 not run | -"
+            met = _met(ok) if reference == "deposits" or not ok else "-"
+        lines.append(
+            f"| {number} | two instances (1 worker each), deposits, 32 + 32 conns, {what}"
+            f" | {row['rate']:,.0f}/s ({split}; {per:.2f} conflicts per 1,000 commands,"
+            f" {row['non_2xx']} non-2xx, p99 {row['p99_ms']:.1f} ms) | {cells} | {target}"
+            f" | {met} |"
+        )
+    return lines
+
+
 def table(r: dict[str, Any]) -> str:
     lines = [
         "| # | measurement | result | reference, same run | ratio | target | met |",
@@ -79,6 +114,9 @@ def table(r: dict[str, Any]) -> str:
     http = r.get("http")
     if http:
         lines += _http_rows(http)
+    i = r.get("instances")
+    if i:
+        lines += _instances_rows(i, http)
     a = r.get("appends")
     if a:
         vs_copy = a["store_rate"] / a["copy_rate"]
@@ -126,6 +164,19 @@ def table(r: dict[str, Any]) -> str:
                 for n, k in rows
             )
             + "."
+        )
+    if i:
+        check = i["check"]
+        shards = ", ".join(f"{name} {count}" for name, count in i["shards"].items())
+        cpu = "; ".join(
+            f"{what} {i[k].get('worker_cpu_us', 0):,.0f} / {i[k].get('postgres_cpu_us', 0):,.0f} us"
+            for what, k in (("1,000 accounts", "deposits"), ("one account", "contention"))
+        )
+        lines.append(
+            f"Row 8: shards {shards}; the hot account's owner {i['hot_owner']} (the other"
+            f" forwards its half); the hot account is at version {check['hot_account_version']:,}"
+            f" after {check['acknowledged_deposits']:,} acknowledged deposits (no lost write:"
+            f" {check['no_lost_write']}). CPU per request (both instances / PostgreSQL): {cpu}."
         )
     m = r["machine"]
     lines.append(

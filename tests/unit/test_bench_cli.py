@@ -14,20 +14,32 @@ from bench.report import table
 
 @pytest.mark.parametrize(
     ("value", "rows"),
-    [("5", {5}), ("1-4", {1, 2, 3, 4}), ("1,3,5-7", {1, 3, 5, 6, 7}), ("7-7", {7})],
+    [("5", {5}), ("1-4", {1, 2, 3, 4}), ("1,3,5-7", {1, 3, 5, 6, 7}), ("8", {8}), ("3,8", {3, 8})],
 )
 def test_rows_accepts_rows_ranges_and_lists(value: str, rows: set[int]) -> None:
     assert _rows(value) == rows
 
 
-@pytest.mark.parametrize("value", ["x", "0", "8", "4-2", "1-", "-", "1-9", "1,,2", "2.5"])
+@pytest.mark.parametrize("value", ["x", "0", "9", "4-2", "1-", "-", "1-9", "1,,2", "2.5"])
 def test_rows_refuses_anything_else_with_a_usage_error(value: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=r"row"):
         _rows(value)
 
 
-def _wrk(rate: float, p99_ms: float = 20.0, non_2xx: int = 0) -> dict[str, Any]:
+def _wrk(
+    rate: float, p99_ms: float = 20.0, non_2xx: int = 0, conflicts: float | None = None
+) -> dict[str, Any]:
+    """One wrk row; with `conflicts`, row 8's commands counted on /metrics (1,000 of them)."""
+    counted = (
+        {}
+        if conflicts is None
+        else {
+            "counted": {"ok": 1_000.0, "conflict": conflicts},
+            "per_instance": {"bench-a": rate / 2, "bench-b": rate / 2},
+        }
+    )
     return {
+        **counted,
         "rate": rate,
         "p50_ms": 10.0,
         "p99_ms": p99_ms,
@@ -54,6 +66,13 @@ PASSING: dict[str, Any] = {
         "authenticated": True,
         "check": {"hot_account_version": 10, "acknowledged_deposits": 9, "no_lost_write": True},
     },
+    "instances": {
+        "deposits": _wrk(2_000, conflicts=0.99),
+        "contention": _wrk(1_500, conflicts=0.99),
+        "check": {"hot_account_version": 10, "acknowledged_deposits": 9, "no_lost_write": True},
+        "shards": {"bench-a": 8, "bench-b": 8},
+        "hot_owner": "bench-a",
+    },
     "appends": {"store_rate": 30_000, "copy_rate": 50_000, "eventsourcing_rate": 6_000},
     "load": {"small_ms": 1.0, "big_ms": 1.99, "ratio": 1.99},
     "rebuild": {"rate": 30_000, "per_projection": {"transactions": 30_000}},
@@ -71,7 +90,7 @@ def _met(result: dict[str, Any]) -> dict[str, str]:
 
 
 def test_a_run_meeting_every_target_says_yes_on_every_row() -> None:
-    rows = [*(str(n) for n in range(1, 8)), "transfers"]
+    rows = [*(str(n) for n in range(1, 9)), "8 hot", "transfers"]
     assert _met(PASSING) == {"0": "-", **dict.fromkeys(rows, "yes")}
 
 
@@ -89,6 +108,11 @@ def test_a_run_meeting_every_target_says_yes_on_every_row() -> None:
         ("5", ("appends", "eventsourcing_rate"), 6_001),  # under 5x eventsourcing
         ("6", ("load", "ratio"), 2.0),
         ("7", ("rebuild", "rate"), 29_999),
+        ("8", ("instances", "deposits", "counted", "conflict"), 1.0),  # 1 per 1,000 commands
+        ("8", ("instances", "deposits", "non_2xx"), 1),
+        ("8 hot", ("instances", "contention", "counted", "conflict"), 1.0),
+        ("8 hot", ("instances", "contention", "rate"), 1_499),  # under row 3's 1,500/s
+        ("8 hot", ("instances", "contention", "non_2xx"), 1),
     ],
 )
 def test_a_missed_target_says_no_on_its_row_only(
@@ -132,3 +156,13 @@ def test_frameworks_always_measures_the_bare_app_first_as_the_reference() -> Non
     args = parse_args(["--seconds", "3", "--rounds", "4", "--stacks", "litestar,fastapi"])
     assert (args.seconds, args.rounds, args.connections) == (3, 4, 64)
     assert [stack.name for stack in args.stacks] == ["bare", "litestar", "fastapi"]
+
+
+def test_row_8_without_rows_2_and_3_judges_only_what_it_measured() -> None:
+    """`--rows 8` alone: no reference rate, so the hot row's "met" is unknown unless its
+    conflicts already miss; the 1,000-account row's target is its conflicts alone."""
+    result = {k: v for k, v in copy.deepcopy(PASSING).items() if k != "http"}
+    assert _met(result)["8"] == "yes"
+    assert _met(result)["8 hot"] == "-"
+    result["instances"]["contention"]["counted"]["conflict"] = 1.0
+    assert _met(result)["8 hot"] == "**no**"

@@ -17,6 +17,7 @@ from banking_es.locks import lock_manager
 from banking_es.locks.base import LockError, LockManager
 from banking_es.observability.metrics import Metrics
 from banking_es.shards.assignment import Limits
+from banking_es.shards.forward_client import ForwardClient
 from banking_es.shards.leases import ShardLeases
 from banking_es.shards.manager import ShardManager
 
@@ -46,8 +47,9 @@ class Sharding:
     locks: LockManager[Any]
     #: Signs and checks the hop header of forwarded requests.
     secret: str
-    #: Forwards commands to other instances, its connections kept alive between requests.
-    http: httpx.AsyncClient
+    #: Forwards commands to other instances, its connections kept alive between requests
+    #: (an httpx client in tests that reach the other instance's app without a socket).
+    http: ForwardClient | httpx.AsyncClient
 
     async def locks_health(self) -> dict[str, Any]:
         """The `locks` readiness component: a probe lock taken and given back."""
@@ -84,8 +86,5 @@ def build_sharding(
         rebalance_interval=settings.shard_rebalance_interval,
     )
     # Longer than a command may take on the owner (its retry budget), so it answers first.
-    timeout = settings.command_retry_budget_s + 10
-    http = httpx.AsyncClient(
-        timeout=timeout, limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
-    )
+    http = ForwardClient(timeout=settings.command_retry_budget_s + 10)
     return Sharding(manager, locks, settings.cluster_secret or "", http)
