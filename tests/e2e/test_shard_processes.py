@@ -37,14 +37,14 @@ INITIAL = Decimal("1000.00")
 
 
 def _instance(
-    tmp_path: Path, pg_url: str, prefix: str, index: int, ttl: float = TTL
+    tmp_path: Path, pg_url: str, prefix: str, index: int, ttl: float = TTL, rebalance: float = 1
 ) -> ServerProcess:
     workdir = tmp_path / f"i{index}"
     workdir.mkdir()
     server = ServerProcess(
         pg_url, workers=1, workdir=workdir, INSTANCE_ID=f"i{index}",
         CLUSTER_SECRET="c" * 32, JWT_SECRET="j" * 32, REFRESH_TOKEN_SECRET="r" * 32,
-        SHARD_LEASE_TTL=str(ttl), SHARD_REBALANCE_INTERVAL="1", SHARD_COUNT=str(COUNT),
+        SHARD_LEASE_TTL=str(ttl), SHARD_REBALANCE_INTERVAL=str(rebalance), SHARD_COUNT=str(COUNT),
         SHARDS_MAX_PER_INSTANCE="6", REDIS_URL=SHARED_REDIS_URL, REDIS_KEY_PREFIX=prefix,
     )  # fmt: skip
     server.extra_env["INSTANCE_URL"] = server.url
@@ -58,9 +58,12 @@ def prefix() -> Iterator[str]:
     delete_prefix(SHARED_REDIS_URL, value)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, pg_url: str, prefix: str) -> Iterator[list[ServerProcess]]:
-    servers = [_instance(tmp_path, pg_url, prefix, index) for index in range(3)]
+def _cluster(
+    tmp_path: Path, pg_url: str, prefix: str, rebalance: float
+) -> Iterator[list[ServerProcess]]:
+    servers = [
+        _instance(tmp_path, pg_url, prefix, index, rebalance=rebalance) for index in range(3)
+    ]
     try:
         with ThreadPoolExecutor(3) as pool:  # a cold start, all at once
             list(pool.map(lambda s: s.start(timeout=60), servers))
@@ -68,6 +71,19 @@ def cluster(tmp_path: Path, pg_url: str, prefix: str) -> Iterator[list[ServerPro
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pg_url: str, prefix: str) -> Iterator[list[ServerProcess]]:
+    """Three instances rebalancing every second (joins, and the loads of the commands)."""
+    yield from _cluster(tmp_path, pg_url, prefix, 1)
+
+
+@pytest.fixture
+def still_cluster(tmp_path: Path, pg_url: str, prefix: str) -> Iterator[list[ServerProcess]]:
+    """Three instances that rebalance only as they start: the loads of the commands would
+    move shards under the clients otherwise (each move a moment of 503s)."""
+    yield from _cluster(tmp_path, pg_url, prefix, 3600)
 
 
 async def _owners(http: httpx.AsyncClient, servers: list[ServerProcess]) -> dict[int, str]:
@@ -185,7 +201,8 @@ async def _open(http: httpx.AsyncClient, url: str, count: int) -> Clients:
     return Clients(http, headers, accounts)
 
 
-async def test_every_command_runs_on_its_shards_owner(cluster: list[ServerProcess]) -> None:
+async def test_every_command_runs_on_its_shards_owner(still_cluster: list[ServerProcess]) -> None:
+    cluster = still_cluster
     urls = [server.url for server in cluster]
     async with httpx.AsyncClient() as http:
         owners = await _settled(http, cluster)
