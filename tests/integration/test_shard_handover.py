@@ -94,6 +94,26 @@ async def test_loads_from_commands_move_a_shard_whose_new_owner_warms_its_accoun
         assert mb.loads.rate(moved) > loads[moved] * 0.9
 
 
+async def test_the_survivor_warms_its_cache_for_the_shards_it_takes_over(
+    tmp_path: Path, pg_url: str
+) -> None:
+    async with two_instances(tmp_path, pg_url) as (a, b):
+        ma, mb = manager(a), manager(b)
+        theirs = await open_on(a, a)
+        await deposit(a.accounts, theirs)
+        await _summarized(b, theirs)
+        await ma.stop()  # a leaves: its shards are free for b at its next step
+        await mb.step()
+        assert sorted(mb.owned) == list(range(16))
+        for _ in range(100):
+            if b.cache.version_of(theirs) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert b.cache.version_of(theirs) == 2
+        assert b.cache_warmer is not None
+        assert b.cache_warmer.status()["state"] == "done"
+
+
 class _Gate:
     """Holds every append of the account service until opened: commands stay in flight."""
 
