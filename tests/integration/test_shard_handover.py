@@ -37,13 +37,21 @@ DEPOSITS = 40
 
 async def _summarized(services: Services, account_id: str) -> None:
     """Wait until the projections list the account (what cache warming reads)."""
-    for _ in range(200):
+    for _ in range(600):  # generous: a busy machine slows the projections
         if await services.db.fetchval(
             "SELECT count(*) FROM account_summaries WHERE account_id = $1", account_id
         ):
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{account_id} never reached account_summaries")
+
+
+async def _warmed(services: Services, account_id: str) -> None:
+    """Wait (bounded) until the background warming has put the account in the cache."""
+    for _ in range(400):
+        if services.cache.version_of(account_id) is not None:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def test_loads_from_commands_move_a_shard_whose_new_owner_warms_its_accounts(
@@ -81,10 +89,7 @@ async def test_loads_from_commands_move_a_shard_whose_new_owner_warms_its_accoun
         assert moved in mb.owned
         assert moved not in ma.owned
         assert mb.loads.rate(moved) == pytest.approx(loads[moved], rel=0.1)
-        for _ in range(100):  # warmed in the background
-            if b.cache.version_of(account_id) is not None:
-                break
-            await asyncio.sleep(0.05)
+        await _warmed(b, account_id)
         assert b.cache.version_of(account_id) == DEPOSITS + 1
         other = next(acc for shard, acc in hot.items() if shard != moved)
         assert b.cache.version_of(other) is None  # only the taken shard's accounts
@@ -105,10 +110,7 @@ async def test_the_survivor_warms_its_cache_for_the_shards_it_takes_over(
         await ma.stop()  # a leaves: its shards are free for b at its next step
         await mb.step()
         assert sorted(mb.owned) == list(range(16))
-        for _ in range(100):
-            if b.cache.version_of(theirs) is not None:
-                break
-            await asyncio.sleep(0.05)
+        await _warmed(b, theirs)
         assert b.cache.version_of(theirs) == 2
         assert b.cache_warmer is not None
         assert b.cache_warmer.status()["state"] == "done"
