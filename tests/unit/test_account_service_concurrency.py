@@ -342,3 +342,31 @@ async def test_drain_waits_for_queued_commands(service: AccountService) -> None:
     await service.drain()
     assert all(task.done() for task in tasks)
     assert (await service.get_account(account.id)).balance == Decimal("10.00")
+
+
+async def test_drain_of_some_accounts_waits_for_their_commands_and_transfers_only(
+    service: AccountService, store: MemoryEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drained, payer, other = [await open_account(service, "100") for _ in range(3)]
+    gates = {drained.id: asyncio.Event(), other.id: asyncio.Event()}
+    append = store.append
+
+    async def gated(request: AppendRequest) -> list[RecordedEvent]:
+        for stream in request.streams:
+            if stream.stream_id in gates:
+                await gates[stream.stream_id].wait()
+        return await append(request)
+
+    monkeypatch.setattr(store, "append", gated)
+    theirs = [asyncio.create_task(deposit(service, drained.id, "1")) for _ in range(5)]
+    theirs.append(asyncio.create_task(transfer(service, payer.id, drained.id, "1")))
+    elsewhere = asyncio.create_task(deposit(service, other.id, "1"))
+    await asyncio.sleep(0.01)  # all of them at the store or queued behind it
+    asyncio.get_running_loop().call_later(0.05, gates[drained.id].set)
+    async with asyncio.timeout(5):
+        await service.drain(lambda account_id: account_id == drained.id)
+    assert all(task.done() and task.exception() is None for task in theirs)
+    assert not elsewhere.done()  # another account's command is not waited for
+    gates[other.id].set()
+    await elsewhere
+    assert (await service.get_account(drained.id)).balance == Decimal("106.00")

@@ -220,6 +220,27 @@ async def test_the_expiry_job_expires_each_due_hold_once_across_processes_and_re
     assert (await first.get_hold(kept.id)).status == "pending"
 
 
+async def test_with_shards_the_expiry_job_expires_only_the_holds_on_accounts_it_owns(
+    service: AccountService, store: MemoryEventStore, clock: FakeClock
+) -> None:
+    mine, theirs = await open_account(service, "100"), await open_account(service, "100")
+    held = {a.id: (await place(service, a.id, "1", expires_in=60)).id for a in (mine, theirs)}
+    owned = {mine.id}
+    job = HoldExpiry(store, service.expire_hold, clock, owns=owned.__contains__)
+    clock.advance(61)
+
+    async def expired() -> list[str]:
+        events = [*await store.read_stream(mine.id), *await store.read_stream(theirs.id)]
+        return [e.data["hold_id"] for e in events if e.type == "HoldExpired"]
+
+    assert await job.run_once() == 1
+    assert await expired() == [held[mine.id]]
+    assert await job.run_once() == 0  # the other account's hold waits for its owner
+    owned.add(theirs.id)  # its shard moved here
+    assert await job.run_once() == 1
+    assert sorted(await expired()) == sorted(held.values())
+
+
 async def test_a_hold_settled_pages_after_its_placement_reads_as_settled(
     service: AccountService,
 ) -> None:

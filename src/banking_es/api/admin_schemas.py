@@ -107,7 +107,10 @@ class ShardOut(Struct):
     status: Literal["available", "assigned", "rebalancing", "failed"]
     owner: str | None
     epoch: Annotated[int, Meta(description="Grows with every new owner; appends carry it")]
-    load: float
+    load: Annotated[
+        float,
+        Meta(description="Commands per second its owner executed, decayed over about a minute"),
+    ]
 
 
 class InstanceOut(Struct):

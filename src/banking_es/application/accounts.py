@@ -163,9 +163,10 @@ class AccountService:
         self._repository.note_appended_elsewhere(appended)
         self._retry.wake(appended)
 
-    def drain(self) -> Coroutine[Any, Any, None]:
-        """Wait for queued commands to finish (graceful shutdown)."""
-        return self._queue.drain()
+    def drain(self, which: Callable[[str], bool] | None = None) -> Coroutine[Any, Any, None]:
+        """Wait for the queued and running commands of the accounts `which` selects (default:
+        all) to finish: a graceful shutdown, or a shard handed over."""
+        return self._queue.drain(which)
 
     # ---- queries -------------------------------------------------------------------------
 

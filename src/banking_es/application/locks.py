@@ -24,6 +24,10 @@ class StreamLocks:
     def __len__(self) -> int:
         return len(self._locks)
 
+    def in_use(self) -> list[str]:
+        """The streams whose lock is held or awaited now."""
+        return list(self._users)
+
 
 class _Held:
     """The context manager of `StreamLocks.hold` (a class: `asynccontextmanager` cost a

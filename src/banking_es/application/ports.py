@@ -185,3 +185,7 @@ class ShardFences(Protocol):
     def fenced_out(self, shard: int, epoch: int) -> None:
         """The store refused an append of this epoch: the shard has a newer owner."""
         ...
+
+    def executed(self, shard: int, commands: int) -> None:
+        """`commands` were appended under this shard's fence (the shard's load)."""
+        ...

@@ -81,12 +81,15 @@ class AccountRepository:
             # Another instance's shard (it moved since the request was routed): no write here.
             raise ServiceUnavailable("this account's shard moved to another instance; retry")
         try:
-            return await self.store.append(
+            recorded = await self.store.append(
                 AppendRequest(request.streams, request.idempotency, request.messages, fence)
             )
         except FencedOut as exc:
             fences.fenced_out(exc.shard, exc.epoch)
             raise
+        if fence is not None:  # a chunk's commands: about one event each on its first stream
+            fences.executed(fence.shard, len(first.events))
+        return recorded
 
     async def at_version(self, account_id: str, version: int) -> Account:
         """The state up to `version` (fewer events if the stream is shorter)."""

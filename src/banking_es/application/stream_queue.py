@@ -111,13 +111,15 @@ class StreamQueue:
             if again:
                 self._pending.setdefault(stream_id, deque()).extendleft(reversed(again))
 
-    async def drain(self) -> None:
-        """Wait for queued commands to finish (graceful shutdown)."""
-        while self._draining:
-            if self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            else:
-                await asyncio.sleep(0.001)  # a caller is running its own command
+    async def drain(self, which: Callable[[str], bool] | None = None) -> None:
+        """Wait until no command of the streams `which` selects (default: all) is queued or
+        running, multi-stream ones (they hold the same locks) included: a graceful shutdown,
+        or a shard handed over to another instance."""
+        while True:
+            streams = (*self._draining, *self._locks.in_use())
+            if not any(which is None or which(stream_id) for stream_id in streams):
+                return
+            await asyncio.sleep(0.002)  # chunks take milliseconds; this runs only when stopping
 
 
 def succeed(pending: Pending, result: Account | Replayed) -> None:

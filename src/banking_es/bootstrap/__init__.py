@@ -15,7 +15,7 @@ from typing import Any
 
 from banking_es.application.accounts import AccountService
 from banking_es.application.admin import AdminService
-from banking_es.application.hold_expiry import HOLD_EXPIRY_LEASE, HoldExpiry
+from banking_es.application.hold_expiry import HoldExpiry
 from banking_es.application.idempotency import IdempotencyService
 from banking_es.application.ports import Clock, IdGenerator, SystemClock, UuidGenerator
 from banking_es.application.validation import RequestValidator, default_validator
@@ -30,7 +30,7 @@ from banking_es.bootstrap.adapters import (
 from banking_es.bootstrap.admin import build_admin
 from banking_es.bootstrap.identity import build_identity
 from banking_es.bootstrap.kafka import KafkaMessaging, build_applier, build_kafka
-from banking_es.bootstrap.shards import Sharding, build_sharding
+from banking_es.bootstrap.shards import Sharding, build_hold_expiry, build_sharding
 from banking_es.cache.health import cache_checks
 from banking_es.cache.local import LocalAccountCache
 from banking_es.cache.pages import EventPageCache
@@ -137,7 +137,7 @@ class Services:
             await self.projections.start()
             self.relay.start()
         self.cache.start()
-        if self.cache_warmer is not None:
+        if self.cache_warmer is not None and self.sharding is None:  # else: as it takes shards
             self._warming = asyncio.create_task(self.cache_warmer.run(), name="cache-warming")
         if self.mail is not None:
             self.mail.start()
@@ -340,6 +340,7 @@ async def build_services(
         if kafka is not None:
             health.add("kafka", kafka.health, critical=False)
         if sharding is not None:
+            sharding.serve(accounts, warmer)
             health.add("shards", sharding.manager.health, critical=False)
             health.add("locks", sharding.locks_health, critical=False)
         for name, check in cache_checks(cache, warmer, redis).items():
@@ -382,12 +383,7 @@ async def build_services(
             kafka=kafka,
             stream_notices=build_stream_notices(store, db, accounts.note_appended_elsewhere),
             mail=mail,
-            hold_expiry=HoldExpiry(
-                store,
-                accounts.expire_hold,
-                clock,
-                leader=LeaseElection(db, HOLD_EXPIRY_LEASE, clock),
-            ),
+            hold_expiry=build_hold_expiry(db, store, accounts, clock, sharding),
             sharding=sharding,
         )
     except BaseException:

@@ -50,6 +50,8 @@ class Lease:
     expires_at: datetime
     #: The instance a move hands this shard to: drain, then `release`.
     handover_to: str | None = None
+    #: The load last recorded for the shard (by this owner or the one before).
+    load: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +84,9 @@ def _time(value: Any) -> datetime:
 
 def _lease(row: Row) -> Lease:
     return Lease(
-        row["shard"], row["owner"], int(row["epoch"]), _time(row["expires_at"]), row["handover_to"]
-    )
+        row["shard"], row["owner"], int(row["epoch"]), _time(row["expires_at"]),
+        row["handover_to"], float(row["load"]),
+    )  # fmt: skip
 
 
 class ShardLeases:

@@ -1,9 +1,11 @@
 """One instance's part in the shard map: keep its leases, take its share, hand shards over.
 
-Every step (a third of the lease ttl) an instance says it is alive, renews its leases (a lease
-it cannot renew is gone: another instance claimed it), hands over the shards a move asks it to
-give up (its queue for the shard drained first, then released), and claims the shards the plan
-(`assignment.plan_moves`) gives it: those of dead owners, free ones, and those handed to it.
+Every step (a third of the lease ttl) an instance says it is alive, renews its leases with
+their loads (`load.ShardLoads`; a lease it cannot renew is gone: another instance claimed it),
+hands over the shards a move asks it to give up (new commands routed away, its queue for the
+shard drained within a bounded time, then released), and claims the shards the plan
+(`assignment.plan_moves`) gives it: those of dead owners, free ones, and those handed to it,
+warming its cache for them in the background (`on_handover`).
 Every instance computes the same plan from the same map, and the database decides any race,
 so no coordinator is needed for that. Moves between live instances (joins, load) are decided
 by one instance at a time, the holder of the `shard-rebalancer` lock, at most once per
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +26,7 @@ from banking_es.locks.base import LockError, LockManager
 from banking_es.shards.assignment import Limits, Move, plan_moves
 from banking_es.shards.keys import shard_of
 from banking_es.shards.leases import Lease, ShardLeases
+from banking_es.shards.load import ShardLoads
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,10 @@ COOLDOWN_ROUNDS = 3
 
 
 async def _nothing_to_drain(shard: int) -> None:
+    return None
+
+
+def _nothing_to_warm(shards: Collection[int]) -> None:
     return None
 
 
@@ -49,8 +56,7 @@ class ShardManager:
         shard_count: int,
         limits: Limits,
         rebalance_interval: float,
-        load: Callable[[int], float] = lambda shard: 0.0,
-        drain: Callable[[int], Awaitable[None]] = _nothing_to_drain,
+        loads: ShardLoads | None = None,
     ) -> None:
         self.leases = leases
         self.locks = locks
@@ -59,9 +65,13 @@ class ShardManager:
         self.shard_count = shard_count
         self.limits = limits
         self.rebalance_interval = rebalance_interval
-        self._load = load
-        self._drain = drain
+        #: The commands executed per shard here (`executed`), recorded with each renewal.
+        self.loads = loads or ShardLoads()
+        self._drain: Callable[[int], Awaitable[None]] = _nothing_to_drain
+        self._warm: Callable[[Collection[int]], None] = _nothing_to_warm
         self._owned: dict[int, Lease] = {}
+        #: Shards being handed over (queue draining) -> the URL their commands go to now.
+        self._leaving: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_rebalance = float("-inf")
         self._rounds = 0
@@ -69,6 +79,21 @@ class ShardManager:
         self._stepping = asyncio.Lock()  # one step at a time, also when called from outside
         #: shard -> the URL of its live owner, as of the last step (forwarding reads it).
         self._routes: dict[int, str] = {}
+        self._urls: dict[str, str] = {}  # live instance -> its URL, as of the last step
+
+    def on_handover(
+        self,
+        *,
+        drain: Callable[[int], Awaitable[None]],
+        warm: Callable[[Collection[int]], None],
+    ) -> None:
+        """What the instance does when a shard changes hands, set once the account service
+        exists (it takes this manager as its fences): `drain(shard)` waits for the shard's
+        queued and running commands before the shard is released (bounded by a third of a
+        lease ttl); `warm(shards)` starts warming the cache for shards just taken, and must
+        not wait for it."""
+        self._drain = drain
+        self._warm = warm
 
     @property
     def owned(self) -> dict[int, Lease]:
@@ -85,12 +110,23 @@ class ShardManager:
     def shard_of(self, account_id: str) -> int:
         return shard_of(account_id, self.shard_count)
 
+    def executed(self, shard: int, commands: int) -> None:
+        """`commands` were executed under this shard's fence (its load)."""
+        self.loads.add(shard, commands)
+
+    def owns(self, account_id: str) -> bool:
+        """Whether new commands for `account_id` run here (its shard held, not being handed
+        over)."""
+        return self.route(shard_of(account_id, self.shard_count)) is None
+
     def route(self, shard: int) -> str | None:
         """Where a command for `shard` runs: None here (this instance owns it), else the
-        URL of its owner as of the last step; "" when it has no live owner (a failover)."""
-        if shard in self._owned:
+        URL of its owner as of the last step (of a handover's target while this instance
+        drains it); "" when it has no live owner (a failover)."""
+        if shard in self._owned and shard not in self._leaving:
             return None
-        return self._routes.get(shard, "")
+        leaving = self._leaving.get(shard)
+        return leaving if leaving is not None else self._routes.get(shard, "")
 
     def fenced_out(self, shard: int, epoch: int) -> None:
         """The store refused an append of this epoch: the shard has a newer owner."""
@@ -138,8 +174,7 @@ class ShardManager:
                 await self._task
         async with self._stepping:
             await self.leases.leave(self.instance_id)  # first: the plan gives it nothing more
-            for shard in sorted(self._owned):
-                await self._give_up(shard)
+            await self._give_up(set(self._owned))
 
     async def step(self) -> None:
         """One round: heartbeat, renewals and handovers, then the claims the plan gives this
@@ -149,26 +184,48 @@ class ShardManager:
 
     async def _step(self) -> None:
         await self.leases.register(self.instance_id, self.url)
+        handing: dict[int, str] = {}
         for shard in sorted(self._owned):
             lease = self._owned[shard]
-            renewed = await self.leases.renew(lease, load=self._load(shard))
+            renewed = await self.leases.renew(lease, load=self.loads.rate(shard))
             if renewed is None:
                 del self._owned[shard]
+                self.loads.forget(shard)
                 log.warning("shard %d: lease lost at epoch %d", shard, lease.epoch)
-            elif renewed.handover_to not in (None, self.instance_id):
-                await self._give_up(shard)
-            else:
-                self._owned[shard] = renewed
+                continue
+            self._owned[shard] = renewed
+            if renewed.handover_to not in (None, self.instance_id):
+                handing[shard] = renewed.handover_to
+        # After every renewal, so the drains cannot make the other leases lapse.
+        await self._give_up(set(handing), handing)
         await self._claim_share()
         loop = asyncio.get_running_loop()
         if loop.time() - self._last_rebalance >= self.rebalance_interval:
             self._last_rebalance = loop.time()
             await self.rebalance()
 
-    async def _give_up(self, shard: int) -> None:
-        lease = self._owned.pop(shard)
-        await self._drain(shard)
-        await self.leases.release(lease)
+    async def _give_up(self, shards: set[int], targets: dict[int, str] | None = None) -> None:
+        """Route the shards' new commands away, wait (bounded) for their queued and running
+        ones, then release them; the appends of any still running are refused by the fence."""
+        if not shards:
+            return
+        urls = {s: self._urls.get((targets or {}).get(s, ""), "") for s in shards}
+        self._leaving.update(urls)
+        try:
+            try:
+                async with asyncio.timeout(self.leases.ttl / 3):
+                    await asyncio.gather(*(self._drain(shard) for shard in sorted(shards)))
+            except TimeoutError:
+                log.warning("shards %s: not drained in time, released anyway", sorted(shards))
+            for shard in sorted(shards):
+                lease = self._owned.pop(shard, None)  # None: fenced out while it drained
+                self.loads.forget(shard)
+                self._routes[shard] = urls[shard]
+                if lease is not None:
+                    await self.leases.release(lease)
+        finally:
+            for shard in shards:
+                self._leaving.pop(shard, None)
 
     async def _claim_share(self) -> None:
         states = await self.leases.states()
@@ -177,7 +234,7 @@ class ShardManager:
         owners = {
             s.shard: s.owner if s.status in ("assigned", "rebalancing") else None for s in states
         }
-        urls = {i.id: i.url for i in instances if i.alive}
+        urls = self._urls = {i.id: i.url for i in instances if i.alive}
         self._routes = {shard: urls[owner] for shard, owner in owners.items() if owner in urls}
         mine = {s.shard for s in states if s.handover_to == self.instance_id and s.owner is None}
         # Held in this instance's name by a process before this one (a restart with the same
@@ -185,11 +242,16 @@ class ShardManager:
         mine |= {s.shard for s in states if s.owner == self.instance_id and s.handover_to is None}
         orphans = plan_moves(owners, alive, {}, replace(self.limits, max_moves=0))
         mine |= {move.shard for move in orphans if move.target == self.instance_id}
+        taken = []
         for shard in sorted(mine - self._owned.keys()):
             lease = await self.leases.claim(shard, self.instance_id)
             if lease is not None:
                 self._owned[shard] = lease
+                self.loads.seed(shard, lease.load)
+                taken.append(shard)
                 log.info("shard %d: owned at epoch %d", shard, lease.epoch)
+        if taken:
+            self._warm(taken)
 
     async def rebalance(self) -> list[Move]:
         """Plan one round of moves between live instances and ask their owners to hand the
