@@ -177,6 +177,10 @@ class AccountService:
         """The account as cached (possibly a little behind); None if it does not exist."""
         return self._queries.cached_account(account_id)
 
+    def listed_accounts(self, account_ids: Sequence[str]) -> Coroutine[Any, Any, list[Account]]:
+        """The accounts of a page of `GET /accounts`, as cached or loaded (in order)."""
+        return self._queries.listed_accounts(account_ids)
+
     def owner_of(self, account_id: str) -> Coroutine[Any, Any, str | None]:
         return self._queries.owner_of(account_id)
 

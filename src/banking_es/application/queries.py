@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 
 from banking_es.application.errors import NotFound
@@ -36,6 +38,14 @@ class AccountQueries:
         it does not exist. For advisory checks such as validation warnings."""
         account, _ = await self._repository.load(account_id, fresh=False)
         return account if account.exists else None
+
+    async def listed_accounts(self, account_ids: Sequence[str]) -> list[Account]:
+        """The accounts of a list's page, in order, as cached (a list may lag a moment) or
+        loaded, the missing ones together; any that does not exist is left out."""
+        loaded = await asyncio.gather(
+            *(self._repository.load(account_id, fresh=False) for account_id in account_ids)
+        )
+        return [account for account, _ in loaded if account.exists]
 
     async def owner_of(self, account_id: str) -> str | None:
         """The owner's user id. It never changes, so a cached state answers without a query
