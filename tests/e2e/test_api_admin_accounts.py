@@ -58,6 +58,11 @@ async def test_an_overdraft_limit_lets_debits_go_down_to_minus_it(
     assert (await withdraw(api, account["id"], "60.00"))["balance"] == "-50.00"
     refused = await api.post(f"/accounts/{account['id']}/withdraw", json={"amount": "0.01"})
     assert_problem(refused, 422, "insufficient_funds")
+    held = await api.post(f"/accounts/{account['id']}/holds", json={"amount": "0.01"})
+    assert_problem(held, 422, "insufficient_funds")
+    other = await open_account(api, "Other", "0")
+    out = {"from_account_id": account["id"], "to_account_id": other["id"], "amount": "0.01"}
+    assert_problem(await api.post("/transfers", json=out), 422, "insufficient_funds")
     shown = (await api.get(f"/accounts/{account['id']}")).json()
     assert (shown["balance"], shown["available"], shown["overdraft_limit"]) == (
         "-50.00",
