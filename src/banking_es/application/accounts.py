@@ -19,7 +19,7 @@ from banking_es.application.context import (
     Replayed,
 )
 from banking_es.application.handlers import AccountHandlers
-from banking_es.application.holds import Holds
+from banking_es.application.holds import Authorize, Holds
 from banking_es.application.locks import StreamLocks
 from banking_es.application.multistream import MultiStreamWriter
 from banking_es.application.ports import (
@@ -31,7 +31,7 @@ from banking_es.application.ports import (
 )
 from banking_es.application.queries import AccountQueries
 from banking_es.application.repository import AccountRepository
-from banking_es.application.results import HoldParties, HoldResult, TransferResult
+from banking_es.application.results import HoldResult, TransferResult
 from banking_es.application.retry import RetryPolicy
 from banking_es.application.statements import Period, Statement
 from banking_es.application.stream_queue import StreamQueue
@@ -130,23 +130,20 @@ class AccountService:
         return self._holds.place(command, context)
 
     def capture_hold(
-        self, command: cmd.CaptureHold, context: CommandContext
+        self, command: cmd.CaptureHold, context: CommandContext, authorize: Authorize | None = None
     ) -> Coroutine[Any, Any, HoldResult | Replayed]:
-        return self._holds.capture(command, context)
+        """`authorize` (the caller's access check) gets the hold's parties before anything
+        is decided: the placement is read once, for both."""
+        return self._holds.capture(command, context, authorize)
 
     def void_hold(
-        self, command: cmd.VoidHold, context: CommandContext
+        self, command: cmd.VoidHold, context: CommandContext, authorize: Authorize | None = None
     ) -> Coroutine[Any, Any, HoldResult | Replayed]:
-        return self._holds.void(command, context)
+        return self._holds.void(command, context, authorize)
 
     def expire_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult | Replayed]:
         """For the expiry job (`hold_expiry.HoldExpiry`), not a route."""
         return self._holds.expire(hold_id)
-
-    async def hold_parties(self, hold_id: str) -> HoldParties:
-        """Whose the hold is (a capture's or void's access check), from its placement alone."""
-        account_id, to_account_id = await self._holds.parties(hold_id)
-        return HoldParties(hold_id, account_id, to_account_id)
 
     def get_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult]:
         return self._holds.get_hold(hold_id)

@@ -10,7 +10,7 @@ store's expected versions decide races between processes (one settlement wins).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from banking_es.application.context import (
@@ -21,7 +21,7 @@ from banking_es.application.errors import NotFound
 from banking_es.application.multistream import MultiStreamWriter
 from banking_es.application.ports import Clock, IdGenerator
 from banking_es.application.repository import AccountRepository
-from banking_es.application.results import HoldResult
+from banking_es.application.results import HoldParties, HoldResult
 from banking_es.domain import commands as cmd
 from banking_es.domain import holds
 from banking_es.domain.account import Account
@@ -34,6 +34,8 @@ from banking_es.domain.events import (
     HoldVoided,
 )
 from banking_es.eventstore.base import (
+    AppendedElsewhere,
+    NoticedEvent,
     RecordedEvent,
 )
 from banking_es.eventstore.codec import to_domain
@@ -41,6 +43,9 @@ from banking_es.eventstore.codec import to_domain
 #: A decision on the loaded states (source first): each state's event (None: none)
 #: and the result to answer with.
 Decision = tuple[list[DomainEvent | None], HoldResult]
+#: The caller's access check of a capture or void, on the hold's parties (from its placement,
+#: read once per command): raises to refuse.
+Authorize = Callable[[HoldParties], Awaitable[None]]
 
 
 class Holds:
@@ -85,9 +90,9 @@ class Holds:
         return await self._writer.write("PlaceHold", ids, decide, context, first_event_id=hold_id)
 
     async def capture(
-        self, command: cmd.CaptureHold, context: CommandContext
+        self, command: cmd.CaptureHold, context: CommandContext, authorize: Authorize | None = None
     ) -> HoldResult | Replayed:
-        placed_at, placed = await self._placed(command.hold_id)
+        placed_at, placed = await self._placed(command.hold_id, authorize)
 
         def decide(states: list[Account], now: datetime) -> Decision:
             source = states[0]
@@ -102,18 +107,17 @@ class Holds:
             ids.append(placed.to_account_id)
         return await self._writer.write("CaptureHold", ids, decide, context)
 
-    async def void(self, command: cmd.VoidHold, context: CommandContext) -> HoldResult | Replayed:
-        return await self._release("VoidHold", command.hold_id, context, holds.void, "voided")
+    async def void(
+        self, command: cmd.VoidHold, context: CommandContext, authorize: Authorize | None = None
+    ) -> HoldResult | Replayed:
+        return await self._release(
+            "VoidHold", command.hold_id, context, holds.void, "voided", authorize
+        )
 
     async def expire(self, hold_id: str) -> HoldResult | Replayed:
         """Expire a hold past its expiry (the expiry job): `HoldNotPending` if it was
         settled already (by this job elsewhere, or a capture or void), `HoldNotDue` early."""
         return await self._release("ExpireHold", hold_id, CommandContext(), holds.expire, "expired")
-
-    async def parties(self, hold_id: str) -> tuple[str, str | None]:
-        """The hold's account and destination, from its placement alone (no state loaded)."""
-        placed_at, placed = await self._placed(hold_id)
-        return placed_at.stream_id, placed.to_account_id
 
     async def get_hold(self, hold_id: str) -> HoldResult:
         """The hold as it is now (its status read from its account's stream)."""
@@ -179,8 +183,9 @@ class Holds:
         context: CommandContext,
         release: Callable[[Account, str, datetime], DomainEvent],
         status: str,
+        authorize: Authorize | None = None,
     ) -> HoldResult | Replayed:
-        placed_at, placed = await self._placed(hold_id)
+        placed_at, placed = await self._placed(hold_id, authorize)
 
         def decide(states: list[Account], now: datetime) -> Decision:
             event = release(states[0], hold_id, now)
@@ -190,12 +195,31 @@ class Holds:
 
         return await self._writer.write(name, [placed_at.stream_id], decide, context)
 
-    async def _placed(self, hold_id: str) -> tuple[RecordedEvent, HoldPlaced]:
+    async def _placed(
+        self, hold_id: str, authorize: Authorize | None = None
+    ) -> tuple[RecordedEvent, HoldPlaced]:
+        """The hold's `HoldPlaced` (404 if none), after `authorize` accepted its parties."""
         recorded = await self._store.get_event(hold_id)
         if recorded is None or recorded.type != HoldPlaced.type:
             raise NotFound(f"hold {hold_id} not found")
         placed = to_domain(recorded)
         assert isinstance(placed, HoldPlaced)
+        if authorize is not None:
+            await authorize(HoldParties(hold_id, recorded.stream_id, placed.to_account_id))
+        # The placement is its stream's event at its version: a cached copy just before it
+        # (placed through another process, whose notice is still on its way) is brought
+        # forward with it, as a notice would, instead of deciding on the copy and rereading.
+        noticed = NoticedEvent(
+            recorded.version,
+            recorded.event_id,
+            recorded.type,
+            recorded.data,
+            recorded.metadata,
+            recorded.recorded_at,
+        )
+        self._repository.note_appended_elsewhere(
+            [AppendedElsewhere(recorded.stream_id, recorded.version, (noticed,))]
+        )
         return recorded, placed
 
 
