@@ -26,6 +26,7 @@ from banking_es.application.results import HoldParties
 from banking_es.domain import commands as cmd
 from banking_es.domain import errors
 from banking_es.domain.account import FROZEN, OPEN, Account
+from banking_es.eventstore.base import AppendedElsewhere, NoticedEvent
 from banking_es.eventstore.memory import MemoryEventStore
 
 D = Decimal
@@ -168,6 +169,32 @@ async def test_a_settlement_reads_the_placement_once_and_brings_a_stale_copy_for
         HoldParties(second.id, account.id, None),
     ]
     assert (await placing.get_account(account.id)).balance == D("91.00")
+
+
+async def test_a_process_remembers_the_placements_it_wrote_or_was_told_of(
+    make_service: ServiceFactory, store: MemoryEventStore
+) -> None:
+    spy = SpyStore(store)
+    placing = make_service(spy)
+    other = make_service(spy)
+    account = await open_account(placing, "100")
+    own = await place(placing, account.id, "10")
+    assert (await capture(placing, own.id)).status == "captured"
+    assert spy.calls.get_event == []  # placed here: nothing to read
+    told = await place(placing, account.id, "5")
+    [placed] = [e for e in await store.read_stream(account.id) if e.event_id == told.id]
+    noticed = NoticedEvent(
+        placed.version, placed.event_id, placed.type, placed.data, placed.metadata,
+        placed.recorded_at,
+    )  # fmt: skip
+    other.note_appended_elsewhere([AppendedElsewhere(account.id, placed.version, (noticed,))])
+    await other.get_account(account.id)
+    assert (await other.get_hold(told.id)).status == "pending"
+    assert (await other.void_hold(cmd.VoidHold(told.id), CTX)).status == "voided"  # type: ignore[union-attr]
+    assert spy.calls.get_event == []  # the notice carried the placement
+    with pytest.raises(NotFound):
+        await capture(other, account.id)  # not a hold's id: still read, still 404
+    assert spy.calls.get_event == [account.id]
 
 
 async def test_an_access_refusal_settles_nothing(

@@ -158,6 +158,7 @@ class AccountService:
         """Other processes appended to these streams (their notices): see
         `AccountRepository.note_appended_elsewhere`; chunks waiting for these versions go on."""
         self._repository.note_appended_elsewhere(appended)
+        self._holds.note_appended_elsewhere(appended)
         self._retry.wake(appended)
 
     def drain(self) -> Coroutine[Any, Any, None]:
