@@ -18,6 +18,7 @@ from tests.e2e.http_support import (
     both_backends,
     deposit,
     open_account,
+    wait_for_projections,
     withdraw,
 )
 
@@ -57,6 +58,11 @@ async def test_an_overdraft_limit_lets_debits_go_down_to_minus_it(
     assert (await withdraw(api, account["id"], "60.00"))["balance"] == "-50.00"
     refused = await api.post(f"/accounts/{account['id']}/withdraw", json={"amount": "0.01"})
     assert_problem(refused, 422, "insufficient_funds")
+    held = await api.post(f"/accounts/{account['id']}/holds", json={"amount": "0.01"})
+    assert_problem(held, 422, "insufficient_funds")
+    other = await open_account(api, "Other", "0")
+    out = {"from_account_id": account["id"], "to_account_id": other["id"], "amount": "0.01"}
+    assert_problem(await api.post("/transfers", json=out), 422, "insufficient_funds")
     shown = (await api.get(f"/accounts/{account['id']}")).json()
     assert (shown["balance"], shown["available"], shown["overdraft_limit"]) == (
         "-50.00",
@@ -229,6 +235,30 @@ async def test_every_account_answer_has_available_and_the_limit(api: httpx.Async
     assert (at_version["available"], at_version["overdraft_limit"]) == ("1.500", "0.000")
     after = await deposit(api, account["id"], "0.25")
     assert (after["available"], after["status"]) == ("1.750", "open")
+
+
+@both_backends
+async def test_a_row_of_the_account_list_is_the_account_with_its_holds_limit_and_status(
+    api: httpx.AsyncClient, services: Services
+) -> None:
+    account = await open_account(api, balance="10.00")
+    other = await open_account(api, balance="1.00")
+    path = f"/admin/accounts/{account['id']}"
+    held = await api.post(f"/accounts/{account['id']}/holds", json={"amount": "4"})
+    assert held.status_code == 201, held.text
+    async with api_client(services, role="admin") as admin:
+        assert (await admin.patch(path, json={"overdraft_limit": "5"})).status_code == 200
+        assert (await admin.post(f"{path}/freeze", json={"reason": "kyc"})).status_code == 200
+    await wait_for_projections(services)
+    rows = (await api.get("/accounts")).json()["data"]
+    assert [row["id"] for row in rows] == [account["id"], other["id"]]
+    assert rows[0] == (await api.get(f"/accounts/{account['id']}")).json()
+    assert (rows[0]["available"], rows[0]["overdraft_limit"], rows[0]["status"]) == (
+        "11.00",
+        "5.00",
+        "frozen",
+    )
+    assert (rows[1]["available"], rows[1]["overdraft_limit"]) == ("1.00", "0.00")
 
 
 @both_backends

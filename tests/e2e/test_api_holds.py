@@ -91,6 +91,7 @@ async def test_capture_to_another_account_moves_part_and_releases_the_rest(
     assert_problem(again, 409, "hold_not_pending")
 
 
+@both_backends
 async def test_capture_without_a_body_takes_all(api: httpx.AsyncClient) -> None:
     account = await open_account(api, "Payer", "100")
     hold = await placed(api, account["id"], "12.34")
@@ -121,6 +122,7 @@ async def test_void_releases_the_hold_and_then_refuses_a_second_settlement(
     assert await balance(api, account["id"]) == "100.00"
 
 
+@both_backends
 async def test_capture_beyond_the_hold_is_422_and_changes_nothing(
     api: httpx.AsyncClient, services: Services
 ) -> None:
@@ -134,6 +136,7 @@ async def test_capture_beyond_the_hold_is_422_and_changes_nothing(
     assert await snapshot_store(services) == before
 
 
+@both_backends
 async def test_hold_refusals_of_the_domain(api: httpx.AsyncClient, services: Services) -> None:
     account = await open_account(api, "Payer", "10")
     euros = await open_account(api, "Euro", "0", currency="EUR")
@@ -155,6 +158,30 @@ async def test_hold_refusals_of_the_domain(api: httpx.AsyncClient, services: Ser
     assert_problem(await place(api, empty["id"], "1"), 409, "account_closed")
 
 
+@both_backends
+async def test_a_capture_is_refused_once_the_destination_closed_the_source_froze_or_it_expired(
+    api: httpx.AsyncClient, services: Services
+) -> None:
+    source = await open_account(api, "Payer", "100")
+    target = await open_account(api, "Payee", "0")
+    to_closed = await placed(api, source["id"], "5", to_account_id=target["id"])
+    assert (await api.post(f"/accounts/{target['id']}/close", json={})).status_code == 200
+    assert_problem(await api.post(f"/holds/{to_closed['id']}/capture"), 409, "account_closed")
+
+    expiring = await placed(api, source["id"], "6", expires_in=1)
+    await asyncio.sleep(1.1)  # past its expiry, whether or not the expiry job ran
+    assert_problem(await api.post(f"/holds/{expiring['id']}/capture"), 409, "hold_not_pending")
+
+    frozen_out = await placed(api, source["id"], "7")
+    async with api_client(services, role="admin") as admin:
+        freeze = await admin.post(f"/admin/accounts/{source['id']}/freeze", json={"reason": "kyc"})
+        assert freeze.status_code == 200, freeze.text
+    assert_problem(await api.post(f"/holds/{frozen_out['id']}/capture"), 409, "account_frozen")
+    assert await balance(api, source["id"]) == "100.00"
+    assert (await api.get(f"/accounts/{source['id']}")).json()["available"] == "88.00"
+
+
+@both_backends
 async def test_closing_an_account_with_a_pending_hold_is_422_holds_pending(
     api: httpx.AsyncClient, services: Services
 ) -> None:
@@ -342,6 +369,7 @@ async def test_twenty_concurrent_captures_of_one_hold_settle_it_once(
     assert await balance(api, target["id"]) == "30.00"
 
 
+@both_backends
 async def test_the_thousand_and_first_pending_hold_is_422_too_many_holds(
     api: httpx.AsyncClient, services: Services
 ) -> None:

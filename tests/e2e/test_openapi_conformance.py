@@ -15,12 +15,15 @@ from tests.e2e.http_support import api_client, open_account, wait_for_projection
 
 
 def as_json_schema(schema: Any) -> Any:
-    """An OpenAPI 3.0 schema as JSON Schema: `nullable: true` also admits null."""
+    """An OpenAPI 3.0 schema as JSON Schema: `nullable: true` also admits null, and an object
+    with documented properties admits no others (an answer's fields are all documented)."""
     if isinstance(schema, list):
         return [as_json_schema(value) for value in schema]
     if not isinstance(schema, dict):
         return schema
     converted = {key: as_json_schema(value) for key, value in schema.items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        converted["additionalProperties"] = False
     if converted.pop("nullable", False):
         return {"anyOf": [converted, {"type": "null"}]}
     return converted

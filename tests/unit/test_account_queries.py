@@ -14,6 +14,32 @@ from banking_es.application.errors import NotFound
 from banking_es.domain.account import Account
 from banking_es.eventstore.memory import MemoryEventStore
 
+# ---- a page of the account list --------------------------------------------------------------
+
+
+async def test_a_list_page_takes_cached_accounts_as_they_are_and_loads_only_the_rest(
+    make_service: ServiceFactory, store: MemoryEventStore
+) -> None:
+    writer = make_service()
+    ids = [(await open_account(writer, str(n))).id for n in range(3)]
+    spy = SpyStore(store)
+    reader = make_service(spy)
+    await reader.get_account(ids[1])
+    await deposit(writer, ids[1], "5")  # the reader's copy is now a version behind
+    spy.calls.read_stream.clear()
+
+    listed = await reader.listed_accounts([ids[2], "ghost", ids[1], ids[0]])
+
+    assert [(a.id, str(a.balance)) for a in listed] == [
+        (ids[2], "2.00"),
+        (ids[1], "1.00"),  # as cached: a list may lag a moment
+        (ids[0], "0.00"),
+    ]
+    assert sorted(stream for stream, _, _ in spy.calls.read_stream) == sorted(
+        [ids[2], "ghost", ids[0]]
+    )
+
+
 # ---- temporal queries ----------------------------------------------------------------------------
 
 

@@ -16,15 +16,17 @@ from tests.unit.account_service_support import (
     stored_record,
     withdraw,
 )
-from tests.unit.unit_support import ServiceFactory
+from tests.unit.unit_support import ServiceFactory, SpyStore
 
 from banking_es.application.accounts import AccountService, HoldResult
 from banking_es.application.errors import NotFound
 from banking_es.application.hold_expiry import HoldExpiry
 from banking_es.application.idempotency import IdempotencyKey, IdempotencyService
+from banking_es.application.results import HoldParties
 from banking_es.domain import commands as cmd
 from banking_es.domain import errors
 from banking_es.domain.account import FROZEN, OPEN, Account
+from banking_es.eventstore.base import AppendedElsewhere, NoticedEvent
 from banking_es.eventstore.memory import MemoryEventStore
 
 D = Decimal
@@ -134,6 +136,85 @@ async def test_capture_vs_void_vs_expiry_in_two_processes_exactly_one_wins(
     assert all(
         isinstance(o, errors.HoldNotPending | errors.HoldNotDue) for o in outcomes if o not in wins
     )
+
+
+async def test_a_settlement_reads_the_placement_once_and_brings_a_stale_copy_forward(
+    make_service: ServiceFactory, store: MemoryEventStore
+) -> None:
+    placing = make_service()
+    spy = SpyStore(store)
+    settling = make_service(spy)  # another process, which cached the account before the hold
+    account = await open_account(placing, "100")
+    await settling.get_account(account.id)
+    first = await place(placing, account.id, "10")
+    spy.calls.read_stream.clear()
+    seen: list[HoldParties] = []
+
+    async def authorize(parties: HoldParties) -> None:
+        seen.append(parties)
+
+    captured = await settling.capture_hold(cmd.CaptureHold(first.id), CTX, authorize)
+    assert isinstance(captured, HoldResult)
+    assert captured.status == "captured"
+    assert spy.calls.get_event == [first.id]  # for the check and the command alike
+    assert spy.calls.read_stream == []  # the copy was one event behind: the placement
+    await deposit(placing, account.id, "1")
+    second = await place(placing, account.id, "5")
+    voided = await settling.void_hold(cmd.VoidHold(second.id), CTX, authorize)
+    assert isinstance(voided, HoldResult)
+    # two events behind: read forward before deciding (not decided on, refused and reread)
+    assert spy.calls.read_stream == [(account.id, 3, {})]
+    assert seen == [
+        HoldParties(first.id, account.id, None),
+        HoldParties(second.id, account.id, None),
+    ]
+    assert (await placing.get_account(account.id)).balance == D("91.00")
+
+
+async def test_a_process_remembers_the_placements_it_wrote_or_was_told_of(
+    make_service: ServiceFactory, store: MemoryEventStore
+) -> None:
+    spy = SpyStore(store)
+    placing = make_service(spy)
+    other = make_service(spy)
+    account = await open_account(placing, "100")
+    own = await place(placing, account.id, "10")
+    assert (await capture(placing, own.id)).status == "captured"
+    assert spy.calls.get_event == []  # placed here: nothing to read
+    told = await place(placing, account.id, "5")
+    [placed] = [e for e in await store.read_stream(account.id) if e.event_id == told.id]
+    noticed = NoticedEvent(
+        placed.version, placed.event_id, placed.type, placed.data, placed.metadata,
+        placed.recorded_at,
+    )  # fmt: skip
+    other.note_appended_elsewhere([AppendedElsewhere(account.id, placed.version, (noticed,))])
+    await other.get_account(account.id)
+    assert (await other.get_hold(told.id)).status == "pending"
+    assert (await other.void_hold(cmd.VoidHold(told.id), CTX)).status == "voided"  # type: ignore[union-attr]
+    assert spy.calls.get_event == []  # the notice carried the placement
+    with pytest.raises(NotFound):
+        await capture(other, account.id)  # not a hold's id: still read, still 404
+    assert spy.calls.get_event == [account.id]
+
+
+async def test_an_access_refusal_settles_nothing(
+    service: AccountService, store: MemoryEventStore
+) -> None:
+    account = await open_account(service, "100")
+    hold = await place(service, account.id, "10")
+    head = await store.head_position()
+
+    async def refuse(parties: HoldParties) -> None:
+        raise NotFound(f"hold {parties.id} not found")
+
+    for settle in (
+        service.capture_hold(cmd.CaptureHold(hold.id), CTX, refuse),
+        service.void_hold(cmd.VoidHold(hold.id), CTX, refuse),
+    ):
+        with pytest.raises(NotFound):
+            await settle
+    assert await store.head_position() == head
+    assert (await service.get_hold(hold.id)).status == "pending"
 
 
 async def test_overdraft_and_freeze_go_through_the_queue(

@@ -39,10 +39,11 @@ def collector_garbage() -> Iterator[list[object]]:
 class Calls:
     appends: list[AppendRequest] = field(default_factory=list)
     read_stream: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
+    get_event: list[str] = field(default_factory=list)
 
 
 class SpyStore:
-    """Delegates to a real store and records `append` and `read_stream` calls."""
+    """Delegates to a real store and records `append`, `read_stream` and `get_event` calls."""
 
     def __init__(self, inner: MemoryEventStore) -> None:
         self.inner = inner
@@ -57,6 +58,10 @@ class SpyStore:
     ) -> list[RecordedEvent]:
         self.calls.read_stream.append((stream_id, after_version, options))
         return await self.inner.read_stream(stream_id, after_version, **options)
+
+    async def get_event(self, event_id: str) -> RecordedEvent | None:
+        self.calls.get_event.append(event_id)
+        return await self.inner.get_event(event_id)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -27,12 +27,13 @@ def rfc3339(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def account_json(
-    account: Account, warnings: Sequence[str] = (), now: datetime | None = None
-) -> bytes:
-    """Every write and `GET /accounts/{id}` answers with this: orjson writes the datetimes
-    itself, as `_time` would (a fifth of the time of `isoformat`, twice per answer).
-    `available` counts the holds still live at `now` (a hold past its expiry no longer)."""
+def account_dict(
+    account: Account, now: datetime | None, warnings: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The account object of API.md, the one form of it: every write's answer,
+    `GET /accounts/{id}` and each row of `GET /accounts`. `available` counts the holds still
+    live at `now` (a hold past its expiry no longer). The datetimes stay objects: orjson
+    writes them itself (`OPT_UTC_Z`), a fifth of the time of `isoformat`."""
     currency = account.currency
     body: dict[str, Any] = {
         "id": account.id,
@@ -48,7 +49,14 @@ def account_json(
     }
     if warnings:
         body["warnings"] = list(warnings)
-    return orjson.dumps(body, option=orjson.OPT_UTC_Z)
+    return body
+
+
+def account_json(
+    account: Account, warnings: Sequence[str] = (), now: datetime | None = None
+) -> bytes:
+    """`account_dict` as JSON bytes."""
+    return orjson.dumps(account_dict(account, now, warnings), option=orjson.OPT_UTC_Z)
 
 
 def transfer_dict(transfer: TransferResult, warnings: Sequence[str] = ()) -> dict[str, Any]:
@@ -84,7 +92,9 @@ def event_dict(event: RecordedEvent, customer: bool = False) -> dict[str, Any]:
 
 
 def page(data: list[dict[str, Any]], has_more: bool, next_cursor: str | None) -> bytes:
-    return orjson.dumps({"data": data, "has_more": has_more, "next_cursor": next_cursor})
+    """A list's page; datetimes in `data` are written as `account_json` writes them."""
+    body = {"data": data, "has_more": has_more, "next_cursor": next_cursor}
+    return orjson.dumps(body, option=orjson.OPT_UTC_Z)
 
 
 def encode_cursor(kind: str, value: int) -> str:

@@ -205,12 +205,17 @@ class TransferRequest(_Body):
 # ---- responses (documentation; handlers render bytes directly) --------------------------
 
 
-class AccountSummaryOut(Struct, kw_only=True):
-    """A row of `GET /accounts` (the read model, which keeps no holds or limits)."""
+class ListedAccountOut(Struct, kw_only=True):
+    """The account object: a row of `GET /accounts`; every other answer with an account is
+    `AccountOut` (the same, plus the validation rules' warnings)."""
 
     id: str
     owner_name: str
     balance: Annotated[str, Meta(examples=["1500.00"])]
+    available: Annotated[
+        str, Meta(examples=["1500.00"], description="balance - pending holds + overdraft_limit")
+    ]
+    overdraft_limit: Annotated[str, Meta(examples=["0.00"])]
     currency: str
     status: Literal["open", "closed", "frozen"]
     version: int
@@ -218,11 +223,7 @@ class AccountSummaryOut(Struct, kw_only=True):
     updated_at: datetime
 
 
-class AccountOut(AccountSummaryOut, kw_only=True):
-    available: Annotated[
-        str, Meta(examples=["1500.00"], description="balance - pending holds + overdraft_limit")
-    ]
-    overdraft_limit: Annotated[str, Meta(examples=["0.00"])]
+class AccountOut(ListedAccountOut, kw_only=True):
     warnings: list[str] | None = None
 
 
@@ -262,7 +263,7 @@ class TransferOut(Struct, kw_only=True):
 
 
 class AccountPage(Struct):
-    data: list[AccountSummaryOut]
+    data: list[ListedAccountOut]
     has_more: bool
     next_cursor: str | None
 

@@ -19,7 +19,7 @@ from banking_es.application.context import (
     Replayed,
 )
 from banking_es.application.handlers import AccountHandlers
-from banking_es.application.holds import Holds
+from banking_es.application.holds import Authorize, Holds
 from banking_es.application.locks import StreamLocks
 from banking_es.application.multistream import MultiStreamWriter
 from banking_es.application.ports import (
@@ -31,7 +31,7 @@ from banking_es.application.ports import (
 )
 from banking_es.application.queries import AccountQueries
 from banking_es.application.repository import AccountRepository
-from banking_es.application.results import HoldParties, HoldResult, TransferResult
+from banking_es.application.results import HoldResult, TransferResult
 from banking_es.application.retry import RetryPolicy
 from banking_es.application.statements import Period, Statement
 from banking_es.application.stream_queue import StreamQueue
@@ -130,23 +130,20 @@ class AccountService:
         return self._holds.place(command, context)
 
     def capture_hold(
-        self, command: cmd.CaptureHold, context: CommandContext
+        self, command: cmd.CaptureHold, context: CommandContext, authorize: Authorize | None = None
     ) -> Coroutine[Any, Any, HoldResult | Replayed]:
-        return self._holds.capture(command, context)
+        """`authorize` (the caller's access check) gets the hold's parties before anything
+        is decided: the placement is read once, for both."""
+        return self._holds.capture(command, context, authorize)
 
     def void_hold(
-        self, command: cmd.VoidHold, context: CommandContext
+        self, command: cmd.VoidHold, context: CommandContext, authorize: Authorize | None = None
     ) -> Coroutine[Any, Any, HoldResult | Replayed]:
-        return self._holds.void(command, context)
+        return self._holds.void(command, context, authorize)
 
     def expire_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult | Replayed]:
         """For the expiry job (`hold_expiry.HoldExpiry`), not a route."""
         return self._holds.expire(hold_id)
-
-    async def hold_parties(self, hold_id: str) -> HoldParties:
-        """Whose the hold is (a capture's or void's access check), from its placement alone."""
-        account_id, to_account_id = await self._holds.parties(hold_id)
-        return HoldParties(hold_id, account_id, to_account_id)
 
     def get_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult]:
         return self._holds.get_hold(hold_id)
@@ -161,6 +158,7 @@ class AccountService:
         """Other processes appended to these streams (their notices): see
         `AccountRepository.note_appended_elsewhere`; chunks waiting for these versions go on."""
         self._repository.note_appended_elsewhere(appended)
+        self._holds.note_appended_elsewhere(appended)
         self._retry.wake(appended)
 
     def drain(self, which: Callable[[str], bool] | None = None) -> Coroutine[Any, Any, None]:
@@ -177,6 +175,10 @@ class AccountService:
     def cached_account(self, account_id: str) -> Coroutine[Any, Any, Account | None]:
         """The account as cached (possibly a little behind); None if it does not exist."""
         return self._queries.cached_account(account_id)
+
+    def listed_accounts(self, account_ids: Sequence[str]) -> Coroutine[Any, Any, list[Account]]:
+        """The accounts of a page of `GET /accounts`, as cached or loaded (in order)."""
+        return self._queries.listed_accounts(account_ids)
 
     def owner_of(self, account_id: str) -> Coroutine[Any, Any, str | None]:
         return self._queries.owner_of(account_id)

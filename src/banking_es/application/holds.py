@@ -1,7 +1,8 @@
 """Holds: place, capture, void and expire, each decided under the locks of its streams.
 
 A hold's events live in its source account's stream; its id is its `HoldPlaced` event's
-id, so the store finds its account (`EventStore.get_event`). A hold for another account
+id, so the store finds its account (`EventStore.get_event`), unless this process remembers
+the placement (it wrote it, or a stream notice carried it). A hold for another account
 locks both streams (sorted, as transfers do) and its capture appends `HoldCaptured` and
 the destination's `TransferReceived` in one append. The locks are the per-stream queue's,
 so hold commands and a stream's queued commands never interleave in this process; the
@@ -10,7 +11,8 @@ store's expected versions decide races between processes (one settlement wins).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from banking_es.application.context import (
@@ -21,7 +23,7 @@ from banking_es.application.errors import NotFound
 from banking_es.application.multistream import MultiStreamWriter
 from banking_es.application.ports import Clock, IdGenerator
 from banking_es.application.repository import AccountRepository
-from banking_es.application.results import HoldResult
+from banking_es.application.results import HoldParties, HoldResult
 from banking_es.domain import commands as cmd
 from banking_es.domain import holds
 from banking_es.domain.account import Account
@@ -34,6 +36,8 @@ from banking_es.domain.events import (
     HoldVoided,
 )
 from banking_es.eventstore.base import (
+    AppendedElsewhere,
+    NoticedEvent,
     RecordedEvent,
 )
 from banking_es.eventstore.codec import to_domain
@@ -41,6 +45,23 @@ from banking_es.eventstore.codec import to_domain
 #: A decision on the loaded states (source first): each state's event (None: none)
 #: and the result to answer with.
 Decision = tuple[list[DomainEvent | None], HoldResult]
+#: The caller's access check of a capture or void, on the hold's parties (from its placement,
+#: read once per command): raises to refuse.
+Authorize = Callable[[HoldParties], Awaitable[None]]
+#: Placements a process remembers (then it forgets them all and reads them again).
+MAX_PLACEMENTS = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A hold's `HoldPlaced` and where it is: its account's stream, at `version`."""
+
+    stream_id: str
+    version: int
+    recorded_at: datetime
+    event: HoldPlaced
+    #: As stored, to bring a cached copy forward; None when this process placed the hold.
+    stored: NoticedEvent | None
 
 
 class Holds:
@@ -59,11 +80,22 @@ class Holds:
         self._writer = writer
         self._clock = clock
         self._ids = ids
+        #: Hold id -> its placement (a `HoldPlaced` never changes), from this process's own
+        #: placements, other processes' stream notices (decoded when used) and the store.
+        self._placements: dict[str, Placement | tuple[str, NoticedEvent]] = {}
+
+    def note_appended_elsewhere(self, appended: Sequence[AppendedElsewhere]) -> None:
+        """Remember the placements that other processes' notices carry."""
+        for stream in appended:
+            for event in stream.events:
+                if event.type == HoldPlaced.type:
+                    self._remember(event.event_id, (stream.stream_id, event))
 
     async def place(self, command: cmd.PlaceHold, context: CommandContext) -> HoldResult | Replayed:
         if command.to_account_id == command.account_id:
             raise SameAccount("a hold cannot be for its own account")
         hold_id = self._ids.new_event_id()
+        decided: list[tuple[int, HoldPlaced]] = []  # the last one is the one appended
 
         def decide(states: list[Account], now: datetime) -> Decision:
             source = states[0]
@@ -77,17 +109,24 @@ class Holds:
                 expires_in=command.expires_in,
                 description=command.description,
             )
+            decided.append((source.version + 1, placed))
             return [placed], _result(source, placed, None)
 
         ids = [command.account_id]
         if command.to_account_id is not None:
             ids.append(command.to_account_id)
-        return await self._writer.write("PlaceHold", ids, decide, context, first_event_id=hold_id)
+        result = await self._writer.write("PlaceHold", ids, decide, context, first_event_id=hold_id)
+        if isinstance(result, HoldResult) and result.created_at is not None:
+            version, placed = decided[-1]
+            placement = Placement(command.account_id, version, result.created_at, placed, None)
+            self._remember(hold_id, placement)
+        return result
 
     async def capture(
-        self, command: cmd.CaptureHold, context: CommandContext
+        self, command: cmd.CaptureHold, context: CommandContext, authorize: Authorize | None = None
     ) -> HoldResult | Replayed:
-        placed_at, placed = await self._placed(command.hold_id)
+        placed_at = await self._placed(command.hold_id, authorize)
+        placed = placed_at.event
 
         def decide(states: list[Account], now: datetime) -> Decision:
             source = states[0]
@@ -102,22 +141,22 @@ class Holds:
             ids.append(placed.to_account_id)
         return await self._writer.write("CaptureHold", ids, decide, context)
 
-    async def void(self, command: cmd.VoidHold, context: CommandContext) -> HoldResult | Replayed:
-        return await self._release("VoidHold", command.hold_id, context, holds.void, "voided")
+    async def void(
+        self, command: cmd.VoidHold, context: CommandContext, authorize: Authorize | None = None
+    ) -> HoldResult | Replayed:
+        return await self._release(
+            "VoidHold", command.hold_id, context, holds.void, "voided", authorize
+        )
 
     async def expire(self, hold_id: str) -> HoldResult | Replayed:
         """Expire a hold past its expiry (the expiry job): `HoldNotPending` if it was
         settled already (by this job elsewhere, or a capture or void), `HoldNotDue` early."""
         return await self._release("ExpireHold", hold_id, CommandContext(), holds.expire, "expired")
 
-    async def parties(self, hold_id: str) -> tuple[str, str | None]:
-        """The hold's account and destination, from its placement alone (no state loaded)."""
-        placed_at, placed = await self._placed(hold_id)
-        return placed_at.stream_id, placed.to_account_id
-
     async def get_hold(self, hold_id: str) -> HoldResult:
         """The hold as it is now (its status read from its account's stream)."""
-        placed_at, placed = await self._placed(hold_id)
+        placed_at = await self._placed(hold_id)
+        placed = placed_at.event
         account, _ = await self._repository.load(placed_at.stream_id, fresh=True)
         result = _result(account, placed, placed_at.recorded_at)
         if placed.hold_id in account.holds:
@@ -179,8 +218,10 @@ class Holds:
         context: CommandContext,
         release: Callable[[Account, str, datetime], DomainEvent],
         status: str,
+        authorize: Authorize | None = None,
     ) -> HoldResult | Replayed:
-        placed_at, placed = await self._placed(hold_id)
+        placed_at = await self._placed(hold_id, authorize)
+        placed = placed_at.event
 
         def decide(states: list[Account], now: datetime) -> Decision:
             event = release(states[0], hold_id, now)
@@ -190,13 +231,38 @@ class Holds:
 
         return await self._writer.write(name, [placed_at.stream_id], decide, context)
 
-    async def _placed(self, hold_id: str) -> tuple[RecordedEvent, HoldPlaced]:
-        recorded = await self._store.get_event(hold_id)
-        if recorded is None or recorded.type != HoldPlaced.type:
-            raise NotFound(f"hold {hold_id} not found")
-        placed = to_domain(recorded)
-        assert isinstance(placed, HoldPlaced)
-        return recorded, placed
+    async def _placed(self, hold_id: str, authorize: Authorize | None = None) -> Placement:
+        """The hold's placement (404 if none), after `authorize` accepted its parties."""
+        known = self._placements.get(hold_id)
+        if isinstance(known, Placement):
+            placement = known
+        else:
+            if known is None:
+                recorded = await self._store.get_event(hold_id)
+                if recorded is None or recorded.type != HoldPlaced.type:
+                    raise NotFound(f"hold {hold_id} not found")
+                known = (recorded.stream_id, _stored(recorded))
+            stream_id, stored = known
+            placed = to_domain(stored)
+            assert isinstance(placed, HoldPlaced)
+            placement = Placement(stream_id, stored.version, stored.recorded_at, placed, stored)
+            self._remember(hold_id, placement)
+        if authorize is not None:
+            parties = HoldParties(hold_id, placement.stream_id, placement.event.to_account_id)
+            await authorize(parties)
+        if placement.stored is not None:
+            # The placement is its stream's event at its version: a cached copy just before it
+            # (placed through another process, its notice not arrived) is brought forward with
+            # it, as the notice would, instead of deciding on the copy and rereading.
+            self._repository.note_appended_elsewhere(
+                [AppendedElsewhere(placement.stream_id, placement.version, (placement.stored,))]
+            )
+        return placement
+
+    def _remember(self, hold_id: str, placement: Placement | tuple[str, NoticedEvent]) -> None:
+        if len(self._placements) >= MAX_PLACEMENTS:
+            self._placements.clear()  # only saves reads: forgetting costs one each
+        self._placements[hold_id] = placement
 
 
 #: The status a hold's settling event gives it, by event type.
@@ -206,6 +272,17 @@ _STATUS: dict[str, str] = {
     HoldExpired.type: "expired",
 }
 _PAGE = 200
+
+
+def _stored(recorded: RecordedEvent) -> NoticedEvent:
+    return NoticedEvent(
+        recorded.version,
+        recorded.event_id,
+        recorded.type,
+        recorded.data,
+        recorded.metadata,
+        recorded.recorded_at,
+    )
 
 
 def _result(source: Account, placed: HoldPlaced, created_at: datetime | None) -> HoldResult:

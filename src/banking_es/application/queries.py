@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 
 from banking_es.application.errors import NotFound
@@ -36,6 +38,17 @@ class AccountQueries:
         it does not exist. For advisory checks such as validation warnings."""
         account, _ = await self._repository.load(account_id, fresh=False)
         return account if account.exists else None
+
+    async def listed_accounts(self, account_ids: Sequence[str]) -> list[Account]:
+        """The accounts of a list's page, in order, as cached (a list may lag a moment) or
+        loaded, the missing ones together; any that does not exist is left out."""
+        found = {a: account for a in account_ids if (account := self._cache.peek(a)) is not None}
+        missing = [a for a in account_ids if a not in found]
+        if missing:  # a task each only for these: a page of cached accounts awaits nothing
+            loads = (self._repository.load(a, fresh=False) for a in missing)
+            for account, _ in await asyncio.gather(*loads):
+                found[account.id] = account
+        return [found[a] for a in account_ids if found[a].exists]
 
     async def owner_of(self, account_id: str) -> str | None:
         """The owner's user id. It never changes, so a cached state answers without a query

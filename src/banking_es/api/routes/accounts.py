@@ -164,7 +164,7 @@ class AccountRoutes:
     @operation(
         "GET",
         "/accounts",
-        "List accounts (oldest first; read model, may lag a moment)",
+        "List accounts (oldest first; the list is read from a read model, which may lag a moment)",
         query=PageQuery,
         response=AccountPage,
         problems=(400,),
@@ -174,19 +174,10 @@ class AccountRoutes:
         after = render.decode_cursor("a", query.cursor)
         owner = self.access.list_owner(call.caller.identity)
         rows, has_more = await self.read_models.list_accounts(owner, after, query.limit)
-        data = [
-            {
-                "id": r.account_id,
-                "owner_name": r.owner_name,
-                "balance": format_in(r.balance, r.currency),
-                "currency": r.currency,
-                "status": r.status,
-                "version": r.version,
-                "created_at": render.rfc3339(r.created_at),
-                "updated_at": render.rfc3339(r.updated_at),
-            }
-            for r in rows
-        ]
+        # The read model picks and orders the page; each row is the account object itself.
+        accounts = await self.accounts.listed_accounts([r.account_id for r in rows])
+        now = self.clock.now()
+        data = [render.account_dict(account, now) for account in accounts]
         next_cursor = render.encode_cursor("a", rows[-1].created_position) if has_more else None
         return _json(render.page(data, has_more, next_cursor))
 

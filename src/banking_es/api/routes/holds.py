@@ -23,7 +23,7 @@ from banking_es.api.routes.accounts import ACCOUNT_ID, WRITE_PROBLEMS
 from banking_es.api.routing import Call, operation
 from banking_es.application.accounts import AccountService
 from banking_es.application.idempotency import IdempotencyService
-from banking_es.application.results import HoldResult
+from banking_es.application.results import HoldParties, HoldResult
 from banking_es.domain import commands as cmd
 from banking_es.identity.access import AccountAccess
 
@@ -127,11 +127,9 @@ class HoldRoutes:
         return _json(hold_json(hold))
 
     async def _settle(self, call: Call, command: Any, void: bool) -> Response:
-        hold_id = str(call.params["hold_id"])
         identity = call.caller.identity
 
-        async def check() -> None:  # the placement's accounts suffice: no state loaded
-            hold = await self.accounts.hold_parties(hold_id)
+        async def authorize(hold: HoldParties) -> None:  # on the placement the command reads
             await self.access.check_hold_settle(identity, hold, void=void)
 
         execute = self.accounts.void_hold if void else self.accounts.capture_hold
@@ -139,7 +137,7 @@ class HoldRoutes:
             call,
             self.idempotency,
             status=200,
-            action=guarded(check, lambda ctx: execute(command, ctx)),
+            action=lambda ctx: execute(command, ctx, authorize),
             render=hold_json,
         )
 
