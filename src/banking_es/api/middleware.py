@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from random import getrandbits
+from random import randbytes
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -156,7 +156,7 @@ def new_request_id() -> str:
     """A request's id when the client sent none: 32 hex digits, as `uuid4().hex` has, from
     `random` (ids must be unique, not secret; it is reseeded in a forked child) instead of
     a system call per request."""
-    return f"{getrandbits(128):032x}"
+    return randbytes(16).hex()
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
