@@ -9,12 +9,11 @@ from collections.abc import Callable
 from random import randbytes
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from opentelemetry.trace import Span, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banking_es.api.problems import problem_body
-from banking_es.logging_setup import write_json_line
+from banking_es.logging_setup import REQUEST_ID, write_json_line
 from banking_es.observability.metrics import UNMATCHED_ROUTE
 from banking_es.observability.tracing import server_span
 
@@ -65,7 +64,7 @@ class RequestContextMiddleware:
             request_id = new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status_holder: list[int] = [0]
         method = str(scope["method"])
@@ -75,7 +74,7 @@ class RequestContextMiddleware:
                 await self._handle(scope, receive, send, request_id, status_holder)
                 failed = False
             finally:
-                structlog.contextvars.reset_contextvars(**tokens)
+                REQUEST_ID.reset(token)
                 elapsed = time.perf_counter() - started
                 route = _route_template(scope)
                 # No response sent: the client went away first (499, as nginx counts it), or
