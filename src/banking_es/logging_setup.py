@@ -2,7 +2,7 @@
 
 Every record, whether from `logging` or `structlog`, goes through the same chain:
 level, logger name, UTC timestamp, the `extra=` fields, the context of the current
-request (`request_id`, bound by the HTTP middleware with structlog's contextvars),
+request (`request_id`, set by the HTTP middleware in `REQUEST_ID`; structlog's contextvars),
 then `redact`, which masks anything that looks like a secret. Tracebacks are printed
 without local variables (rich's default shows them, and they may hold passwords).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,9 +59,25 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
+#: The id of the request being served, set by the HTTP middleware: one `ContextVar.set` per
+#: request instead of structlog's `bind_contextvars` (a few times dearer).
+REQUEST_ID: ContextVar[str | None] = ContextVar("banking_es_request_id", default=None)
+
+
+def add_request_id(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The current request's id on every line logged while it is served."""
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
 def _chain(*, stdlib_extra: bool) -> list[structlog.types.Processor]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

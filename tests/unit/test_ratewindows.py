@@ -45,3 +45,29 @@ def test_the_shared_file_tracks_a_bounded_number_of_keys(tmp_path: Path) -> None
     for i in range(100):
         assert windows.hit(f"k{i}", 1, 60, 1_000_000.0 + i) is None
     assert windows.tracked_keys == 16
+
+
+def test_a_requests_windows_are_taken_in_turn_up_to_the_first_full_one(windows: Windows) -> None:
+    now = 1_000_000.0
+    assert windows.hit_all([("a", 5, 60), ("b", 1, 60)], now) is None
+    refused = windows.hit_all([("a", 5, 60), ("b", 1, 60), ("c", 5, 60)], now + 1)
+    assert refused is not None
+    index, again = refused
+    assert index == 1
+    assert now + 59 <= again <= now + 62
+    # "a" kept the hit taken before "b" refused (as one `hit` after another), "c" got none.
+    assert [windows.hit("a", 5, 60, now + 2) for _ in range(3)] == [None, None, None]
+    assert windows.hit("a", 5, 60, now + 2) is not None
+    assert [windows.hit("c", 5, 60, now + 2) for _ in range(5)] == [None] * 5
+
+
+def test_a_key_whose_slot_another_worker_reused_starts_a_new_window(tmp_path: Path) -> None:
+    SharedWindows.create(tmp_path / "w", 8)  # one set of 8 slots
+    mine, other = SharedWindows(tmp_path / "w"), SharedWindows(tmp_path / "w")
+    now = 1_000_000.0
+    assert mine.hit("k", 1, 60, now) is None
+    assert mine.hit("k", 1, 60, now + 1) is not None
+    for i in range(8):  # the other worker's keys take every slot, "k"'s (the stalest) too
+        assert other.hit(f"o{i}", 1, 60, now + 2 + i) is None
+    assert mine.hit("k", 1, 60, now + 20) is None  # its window was forgotten, not mixed up
+    assert other.hit("o7", 1, 60, now + 21) is not None  # and the others' are intact

@@ -20,9 +20,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from banking_es import __version__
-from banking_es.api import errors, openapi
+from banking_es.api import openapi
 from banking_es.api.forwarding import ForwardingMiddleware
 from banking_es.api.middleware import RequestContextMiddleware
 from banking_es.api.ratelimit import RateLimitMiddleware
@@ -39,7 +40,7 @@ from banking_es.api.routes.holds import HoldRoutes
 from banking_es.api.routes.metrics import MetricsRoutes
 from banking_es.api.routes.statements import StatementRoutes
 from banking_es.api.routes.transfers import TransferRoutes
-from banking_es.api.routing import Endpoint, Gate, Operation, operations
+from banking_es.api.routing import Endpoint, Gate, Operation, Router, operations
 from banking_es.api.validation import RequestRules
 from banking_es.application.accounts import AccountService
 from banking_es.application.admin import AdminService
@@ -205,8 +206,14 @@ def _route_objects(services: ApiServices) -> dict[type, object]:
 class BankingApp(Starlette):
     """The Starlette app, its endpoints (bound to services by `bind`) and its document."""
 
-    def __init__(self, endpoints: list[tuple[type, str, Endpoint]], **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(
+        self,
+        endpoints: list[tuple[type, str, Endpoint]],
+        routes: list[BaseRoute],
+        lifespan: Any,
+    ) -> None:
+        super().__init__()
+        self.router = Router(routes, lifespan=lifespan)
         self.endpoints = endpoints
         self.services: ApiServices | None = None
         self._document: bytes | None = None
@@ -218,6 +225,15 @@ class BankingApp(Starlette):
         for cls, name, endpoint in self.endpoints:
             endpoint.handler = getattr(built[cls], name)
             endpoint.gate = gate
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Our middleware around the router, without Starlette's two: the router answers its
+        404 and 405 (`Router`), `RequestContextMiddleware` a bug's 500, and each endpoint its
+        own errors."""
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
     def openapi(self) -> dict[str, Any]:
         ops: list[Operation] = [endpoint.op for _, _, endpoint in self.endpoints]
@@ -296,12 +312,7 @@ def create_app(
         Route("/docs", _docs, methods=["GET"]),
         Route("/docs/assets/{name}", _docs_asset, methods=["GET"]),
     ]
-    banking = BankingApp(
-        endpoints,
-        routes=routes,
-        exception_handlers={HTTPException: errors.on_http, Exception: errors.on_bug},
-        lifespan=lifespan,
-    )
+    banking = BankingApp(endpoints, routes, lifespan)
     if settings.rate_limit_enabled:  # inside the request context: its 429s are logged
         banking.add_middleware(RateLimitMiddleware, limiter=banking.current_limiter)
     banking.add_middleware(ForwardingMiddleware)  # before the limits: the owner applies them

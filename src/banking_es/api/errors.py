@@ -1,7 +1,7 @@
 """Exceptions to problem+json: domain, application, identity, store, HTTP and API refusals, bugs.
 
-`problem_for` answers every known exception where a route raised it (api/routing.py); the
-Starlette handlers answer the router's 404/405 and, for bugs, the 500.
+`problem_for` answers every known exception where a route raised it (api/routing.py), `on_http`
+the router's 404 and 405; a bug's 500 is the request middleware's (api/middleware.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from banking_es.api.middleware import SECURITY_HEADERS
 from banking_es.api.problems import ApiError, problem_body, problem_response
 from banking_es.application import errors as app_errors
 from banking_es.application.statements import InvalidPeriod
@@ -169,15 +168,3 @@ async def on_http(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc.detail)
     return problem_response(exc.status_code, code, message, headers=dict(exc.headers or {}))
-
-
-async def on_bug(request: Request, exc: Exception) -> Response:
-    request_id = request.scope.get("state", {}).get("request_id", "?")
-    log.exception("unhandled error (request id %s)", request_id)
-    # Starlette answers a bug outside our middleware: add its headers here.
-    return problem_response(
-        500,
-        "internal_error",
-        f"internal error; quote request id {request_id} when reporting it",
-        headers={"x-request-id": request_id, **SECURITY_HEADERS},
-    )

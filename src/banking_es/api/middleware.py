@@ -1,20 +1,19 @@
 """Plain ASGI middleware (no BaseHTTPMiddleware): request id, security headers, body size
-limit, access log."""
+limit, access log, and the 500 of a bug (Starlette's own error middleware is not stacked)."""
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
+from random import randbytes
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from opentelemetry.trace import Span, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banking_es.api.problems import problem_body
-from banking_es.logging_setup import write_json_line
+from banking_es.logging_setup import REQUEST_ID, write_json_line
 from banking_es.observability.metrics import UNMATCHED_ROUTE
 from banking_es.observability.tracing import server_span
 
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
 
 MAX_BODY = 64 * 1024
 log = logging.getLogger("banking_es.access")
+bug_log = logging.getLogger("banking_es.api")
 #: Routes polled by machines: their access lines are logged at DEBUG, not INFO.
 CLIENT_CLOSED = 499
 QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})
@@ -61,24 +61,24 @@ class RequestContextMiddleware:
             return
         request_id = _header(scope, b"x-request-id")
         if not request_id or len(request_id) > 200 or not request_id.isascii():
-            request_id = uuid.uuid4().hex
+            request_id = new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status_holder: list[int] = [0]
-        method = str(scope.get("method", ""))
+        method = str(scope["method"])
         failed = True
         with server_span(method, scope["path"], scope["headers"]) as span:
             try:
                 await self._handle(scope, receive, send, request_id, status_holder)
                 failed = False
             finally:
-                structlog.contextvars.reset_contextvars(**tokens)
+                REQUEST_ID.reset(token)
                 elapsed = time.perf_counter() - started
                 route = _route_template(scope)
-                # No response sent: a bug (500, sent by the server error handler outside this
-                # middleware) or the client went away first (499, as nginx counts it).
+                # No response sent: the client went away first (499, as nginx counts it), or
+                # a bug struck before or while sending its 500.
                 status = status_holder[0] or (500 if failed else CLIENT_CLOSED)
                 if span.is_recording():
                     _describe(span, method, route, status, request_id, state)
@@ -139,22 +139,44 @@ class RequestContextMiddleware:
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await _too_large(send_with_id, self.max_body)
             return
-
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _BodyTooLarge()
-            return message
-
+        # With a length the server stops the body there; without, count what arrives.
+        body = receive if length else _limited(receive, self.max_body)
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            await self.app(scope, body, send_with_id)
         except _BodyTooLarge:
             await _too_large(send_with_id, self.max_body)
+        except Exception:
+            if not status_holder[0]:  # nothing sent yet: a 500 with our headers
+                await _bug(send_with_id, request_id)
+            raise  # the server logs it too (and a test client raises it)
+
+
+def new_request_id() -> str:
+    """A request's id when the client sent none: 32 hex digits, as `uuid4().hex` has, from
+    `random` (ids must be unique, not secret; it is reseeded in a forked child) instead of
+    a system call per request."""
+    return randbytes(16).hex()
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _BodyTooLarge()
+        return message
+
+    return limited_receive
+
+
+async def _bug(send: Send, request_id: str) -> None:
+    bug_log.exception("unhandled error (request id %s)", request_id)
+    message = f"internal error; quote request id {request_id} when reporting it"
+    await _send_problem(send, 500, problem_body(500, "internal_error", message))
 
 
 def _route_template(scope: Scope) -> str:
@@ -180,12 +202,16 @@ class _BodyTooLarge(Exception):
     """Raised from `receive` when the body passes the limit; answered 413 here."""
 
 
-async def _too_large(send: Any, limit: int) -> None:
+async def _too_large(send: Send, limit: int) -> None:
     body = problem_body(413, "payload_too_large", f"the request body is over {limit // 1024} KiB")
+    await _send_problem(send, 413, body)
+
+
+async def _send_problem(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),

@@ -1,4 +1,5 @@
-"""The one way a request reaches a handler: Starlette finds the route, `Endpoint` does the rest.
+"""The one way a request reaches a handler: Starlette finds the route (`Router`: its router,
+trying only the routes that can match the path's first segment), `Endpoint` does the rest.
 
 A handler is a method decorated with `@operation(...)`, which declares its path, parameters,
 body model, answers and whether it needs a caller (bearer token) and the per-user rate limit.
@@ -18,7 +19,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
+from starlette import routing as starlette_routing
+from starlette._utils import get_route_path
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
 from banking_es.api import errors, fields
@@ -231,3 +237,71 @@ async def _read(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+class Router(starlette_routing.Router):
+    """Starlette's router, trying only the routes whose first path segment can match (one
+    regex per route of the whole table cost more than the rest of a `GET /health/live`),
+    and answering its own refusals (404, 405, and an `HTTPException` of a plain route) as
+    problem+json (`errors.on_http`): no `ExceptionMiddleware` is stacked (`BankingApp`)."""
+
+    def __init__(self, routes: list[BaseRoute], **options: Any) -> None:
+        super().__init__(routes, **options)
+        self._index: dict[str, list[BaseRoute]] = {}
+        self._open: list[BaseRoute] = []
+        self._indexed = -1  # the length of `routes` indexed (routes may be added before use)
+
+    def candidates(self, path: str) -> list[BaseRoute]:
+        """The routes, in order, that may match `path` (the others cannot)."""
+        if self._indexed != len(self.routes):
+            self._build()
+        end = path.find("/", 1)
+        return self._index.get(path[1:end] if end > 0 else path[1:], self._open)
+
+    def _build(self) -> None:
+        index: dict[str, list[BaseRoute]] = {}
+        open_routes: list[BaseRoute] = []  # any path may match them: in every list
+        for route in self.routes:
+            first = _first_segment(route)
+            if first is None:
+                open_routes.append(route)
+                for routes in index.values():
+                    routes.append(route)
+            else:
+                index.setdefault(first, list(open_routes)).append(route)
+        self._index, self._open, self._indexed = index, open_routes, len(self.routes)
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().app(scope, receive, send)
+            return
+        if "router" not in scope:
+            scope["router"] = self
+        try:
+            partial: tuple[BaseRoute, Scope] | None = None
+            for route in self.candidates(get_route_path(scope)):
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope["route"] = route
+                    scope.update(child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+                if match is Match.PARTIAL and partial is None:
+                    partial = (route, child_scope)
+            if partial is not None:  # the path with another method: 405
+                scope["route"] = partial[0]
+                scope.update(partial[1])
+                await partial[0].handle(scope, receive, send)
+                return
+            await super().app(scope, receive, send)  # no route: a redirect or 404
+        except HTTPException as exc:
+            response = await errors.on_http(Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+
+def _first_segment(route: BaseRoute) -> str | None:
+    """The literal first segment of a plain route's path; None when it has a parameter."""
+    if type(route) is not Route:  # a mount or host matches by its own rules
+        return None
+    first = route.path[1:].split("/", 1)[0]
+    return None if "{" in first else first

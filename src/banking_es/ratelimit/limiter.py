@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,21 +90,37 @@ class RateLimiter:
 
     async def check_ip(self, ip: str, path: str) -> Refusal | None:
         if path.startswith(AUTH_PATHS):
-            refusal = await self.hit(self.auth, ip, "auth")
-            if refusal is not None:
-                return refusal
-        return await self.hit(self.per_ip, ip, "ip")
+            return await self.hit_all([(self.auth, ip, "auth"), (self.per_ip, ip, "ip")])
+        return await self.hit_all([(self.per_ip, ip, "ip")])
 
     async def check_client(self, key: str, client_id: str | None = None) -> Refusal | None:
         """Charge `key` (a user or an IP); then, if asked for, its window with `client_id`."""
+        checks: list[tuple[RateLimitItem, str, str]] = []
         if self.burst is not None:
-            refusal = await self.hit(self.burst, key, "burst")
-            if refusal is not None:
-                return refusal
-        refusal = await self.hit(self.per_client, key, "client")
-        if refusal is not None or client_id is None or self.per_app is None:
-            return refusal
-        return await self.hit(self.per_app, f"{key}:client:{client_id}", "client_id")
+            checks.append((self.burst, key, "burst"))
+        checks.append((self.per_client, key, "client"))
+        if client_id is not None and self.per_app is not None:
+            checks.append((self.per_app, f"{key}:client:{client_id}", "client_id"))
+        return await self.hit_all(checks)
+
+    async def hit_all(self, checks: Sequence[tuple[RateLimitItem, str, str]]) -> Refusal | None:
+        """`hit` each (item, identifier, reason) in turn up to the first refusal; in this
+        server's windows, all in one call (one lock of the workers' shared file)."""
+        if self._redis_limiter is not None:
+            for item, identifier, reason in checks:
+                refusal = await self.hit(item, identifier, reason)
+                if refusal is not None:
+                    return refusal
+            return None
+        hits = [
+            (_key(item, identifier), item.amount, item.get_expiry())
+            for item, identifier, _ in checks
+        ]
+        found = self._local.hit_all(hits, self.clock())
+        if found is None:
+            return None
+        item, _, reason = checks[found[0]]
+        return self._refuse(item, found[1], reason)
 
     async def hit(self, item: RateLimitItem, identifier: str, reason: str) -> Refusal | None:
         """Take one request from `item`'s window for `identifier`; a `Refusal` when full."""
@@ -123,7 +139,7 @@ class RateLimiter:
             except RedisUnavailable:
                 pass  # counted by the gateway; decide in memory meanwhile
         again = self._local.hit(
-            item.key_for(identifier), item.amount, item.get_expiry(), self.clock()
+            _key(item, identifier), item.amount, item.get_expiry(), self.clock()
         )
         return None if again is None else self._refuse(item, again, reason)
 
@@ -157,6 +173,12 @@ class RateLimiter:
         except ValueError:
             return False
         return any(ip in network for network in self.trusted)
+
+
+def _key(item: RateLimitItem, identifier: str) -> str:
+    """`identifier`'s key in this server's windows: each item of a limiter has its own
+    namespace, and the windows live as long as the server (`limits`' `key_for` formats more)."""
+    return f"{item.namespace}/{identifier}"
 
 
 def _header(scope: Mapping[str, Any], name: bytes) -> str | None:

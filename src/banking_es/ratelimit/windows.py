@@ -5,8 +5,9 @@
 - `SharedWindows`: windows in a file that `serve` creates before it starts its workers
   (named in `SHARED_FILE_ENV`), mapped into each of them: WORKERS processes keep one limit,
   not WORKERS. A window there counts in 60 buckets, plus the one being filled, under a file
-  lock; it never admits more than `amount` in any `window` seconds (it may refuse up to a
-  sixtieth of a window longer). A fixed table of 8-way sets bounds the keys it tracks.
+  lock (one per request: `hit_all`); it never admits more than `amount` in any `window`
+  seconds (it may refuse up to a sixtieth of a window longer). A fixed table of 8-way sets
+  bounds the keys it tracks.
 A refusal records nothing and tells when the window admits again.
 """
 
@@ -20,6 +21,7 @@ import mmap
 import os
 import struct
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -29,9 +31,17 @@ from cachetools import LRUCache
 SHARED_FILE_ENV = "BANKING_ES_RATE_LIMIT_FILE"
 
 
+#: A window to take one request from: its key, its amount and its length in seconds.
+Hit = tuple[str, int, float]
+
+
 class Windows(Protocol):
     def hit(self, key: str, amount: int, window: float, now: float) -> float | None:
         """None when admitted (and recorded); else when the window admits again."""
+
+    def hit_all(self, hits: Sequence[Hit], now: float) -> tuple[int, float] | None:
+        """`hit` each in turn up to the first full window: None when all admitted, else its
+        index and when it admits again (the windows before it keep their hit)."""
 
     @property
     def tracked_keys(self) -> int: ...
@@ -57,9 +67,17 @@ class MemoryWindows:
         stamps.append(now)
         return None
 
+    def hit_all(self, hits: Sequence[Hit], now: float) -> tuple[int, float] | None:
+        for index, (key, amount, window) in enumerate(hits):
+            again = self.hit(key, amount, window, now)
+            if again is not None:
+                return index, again
+        return None
+
 
 _BUCKETS = 61
 _HEADER = struct.Struct("<QdqI")  # key hash (0: free), last seen, newest bucket, total
+_KEY = struct.Struct("<Q")  # the header's first field
 _COUNT = struct.Struct("<I")
 _COUNTS = struct.Struct(f"<{_BUCKETS}I")  # each bucket's count, after the header
 _SLOT = _HEADER.size + _COUNTS.size
@@ -80,6 +98,7 @@ class SharedWindows:
         self._fd = os.open(path, os.O_RDWR)
         self._map = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
         self._sets = len(self._map) // (_SLOT * _WAYS)
+        self._slots: dict[int, int] = {}  # key hash -> its slot's offset, as last seen
 
     @staticmethod
     def create(path: Path, max_keys: int) -> None:
@@ -98,40 +117,61 @@ class SharedWindows:
         )
 
     def hit(self, key: str, amount: int, window: float, now: float) -> float | None:
+        found = self.hit_all(((key, amount, window),), now)
+        return None if found is None else found[1]
+
+    def hit_all(self, hits: Sequence[Hit], now: float) -> tuple[int, float] | None:
+        """Under one lock of the file: a request's windows cost one lock, not one each."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            for index, (key, amount, window) in enumerate(hits):
+                again = self._hit(key, amount, window, now)
+                if again is not None:
+                    return index, again
+            return None
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _hit(self, key: str, amount: int, window: float, now: float) -> float | None:
+        """`hit`, with the file locked."""
         code = _code(key)
         width = window / (_BUCKETS - 1)
         bucket = math.floor(now / width)
         again: float | None = None
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            offset, found = self._slot(code)
-            _, _, newest, total = _HEADER.unpack_from(self._map, offset)
-            counts = offset + _HEADER.size
-            if not found or bucket - newest >= _BUCKETS:  # nothing it holds counts any more
-                self._map[counts : counts + _COUNTS.size] = _EMPTY
-                newest, total = bucket, 0
-            for gone in range(newest + 1, bucket + 1):  # left the window since the last hit
-                at = counts + 4 * (gone % _BUCKETS)
-                total -= _COUNT.unpack_from(self._map, at)[0]
-                _COUNT.pack_into(self._map, at, 0)
-            newest = max(newest, bucket)  # a clock stepping back counts into the newest
-            if total < amount:
-                at = counts + 4 * (newest % _BUCKETS)
-                _COUNT.pack_into(self._map, at, _COUNT.unpack_from(self._map, at)[0] + 1)
-                total += 1
-            else:  # admits again when its oldest bucket leaves the window
-                held = _COUNTS.unpack_from(self._map, counts)
-                oldest = next(
-                    b for b in range(newest - _BUCKETS + 1, newest + 1) if held[b % _BUCKETS]
-                )
-                again = (oldest + _BUCKETS) * width
-            _HEADER.pack_into(self._map, offset, code, now, newest, total)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        offset, found = self._slot(code)
+        _, _, newest, total = _HEADER.unpack_from(self._map, offset)
+        counts = offset + _HEADER.size
+        if not found or bucket - newest >= _BUCKETS:  # nothing it holds counts any more
+            self._map[counts : counts + _COUNTS.size] = _EMPTY
+            newest, total = bucket, 0
+        for gone in range(newest + 1, bucket + 1):  # left the window since the last hit
+            at = counts + 4 * (gone % _BUCKETS)
+            total -= _COUNT.unpack_from(self._map, at)[0]
+            _COUNT.pack_into(self._map, at, 0)
+        newest = max(newest, bucket)  # a clock stepping back counts into the newest
+        if total < amount:
+            at = counts + 4 * (newest % _BUCKETS)
+            _COUNT.pack_into(self._map, at, _COUNT.unpack_from(self._map, at)[0] + 1)
+            total += 1
+        else:  # admits again when its oldest bucket leaves the window
+            held = _COUNTS.unpack_from(self._map, counts)
+            oldest = next(b for b in range(newest - _BUCKETS + 1, newest + 1) if held[b % _BUCKETS])
+            again = (oldest + _BUCKETS) * width
+        _HEADER.pack_into(self._map, offset, code, now, newest, total)
         return again
 
     def _slot(self, code: int) -> tuple[int, bool]:
         """The slot of `code` (True), or the one it takes: a free or the stalest (False)."""
+        known = self._slots.get(code)  # where this worker last saw it, if still there
+        if known is not None and _KEY.unpack_from(self._map, known)[0] == code:
+            return known, True
+        if len(self._slots) >= self._sets * _WAYS:
+            self._slots.clear()
+        offset, found = self._find(code)
+        self._slots[code] = offset
+        return offset, found
+
+    def _find(self, code: int) -> tuple[int, bool]:
         first = (code % self._sets) * _WAYS * _SLOT
         victim, stalest = first, math.inf
         for offset in range(first, first + _WAYS * _SLOT, _SLOT):
