@@ -9,15 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from banking_es.config import Settings, SettingsError
 from banking_es.db.base import Database
 from banking_es.locks import lock_manager
 from banking_es.locks.base import LockError, LockManager
 from banking_es.observability.metrics import Metrics
 from banking_es.shards.assignment import Limits
-from banking_es.shards.forward_client import ForwardClient
+from banking_es.shards.forwarder import Forwarder, HttpForwarder
 from banking_es.shards.leases import ShardLeases
 from banking_es.shards.manager import ShardManager
 
@@ -48,8 +46,8 @@ class Sharding:
     #: Signs and checks the hop header of forwarded requests.
     secret: str
     #: Forwards commands to other instances, its connections kept alive between requests
-    #: (an httpx client in tests that reach the other instance's app without a socket).
-    http: ForwardClient | httpx.AsyncClient
+    #: (in tests that reach the other instance's app without a socket, an ASGI one).
+    http: Forwarder
 
     async def locks_health(self) -> dict[str, Any]:
         """The `locks` readiness component: a probe lock taken and given back."""
@@ -86,5 +84,5 @@ def build_sharding(
         rebalance_interval=settings.shard_rebalance_interval,
     )
     # Longer than a command may take on the owner (its retry budget), so it answers first.
-    http = ForwardClient(timeout=settings.command_retry_budget_s + 10)
+    http = HttpForwarder(timeout=settings.command_retry_budget_s + 10)
     return Sharding(manager, locks, settings.cluster_secret or "", http)
