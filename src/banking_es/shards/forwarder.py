@@ -14,6 +14,9 @@ import aiohttp
 #: An owner's answer: status, headers in order (repeated ones kept, names as sent), body.
 Answer = tuple[int, Sequence[tuple[bytes, bytes]], bytes]
 
+#: Seconds an idle connection is kept: less than the owner's (uvicorn's 5 s), so the owner
+#: does not close one as it is taken for a request (a POST is not retried).
+_KEEP_IDLE = 4.0
 #: Headers aiohttp would add of its own; only the forwarded request's are sent.
 _NOT_ADDED = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
@@ -40,7 +43,9 @@ class HttpForwarder:
 
     def _open(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+            connector=aiohttp.TCPConnector(
+                limit=self.max_connections, limit_per_host=0, keepalive_timeout=_KEEP_IDLE
+            ),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             skip_auto_headers=_NOT_ADDED,
             auto_decompress=False,  # the owner's body goes back as it came
