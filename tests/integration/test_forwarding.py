@@ -2,12 +2,13 @@
 a command for an account whose shard the other instance owns runs there and its answer comes
 back unchanged, with `x-shard` and `x-served-by`; a transfer runs on its source's owner; a
 forged hop header is 401; a forwarded request that reaches a non-owner is 503, never
-forwarded again; the owner rate-limits it under the client's address."""
+forwarded again; the owner rate-limits it under the client's address; an owner that refuses
+the connection or does not answer in time is a 503 with `Retry-After`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +18,12 @@ import httpx
 import pytest
 from tests.api_support import make_settings
 from tests.auth import admin_headers, sign_up
+from tests.server import free_port
 
 from banking_es.api.app import create_app
 from banking_es.bootstrap import Services, build_services
 from banking_es.identity.hops import HOP_HEADER, Hop, sign_hop
+from banking_es.shards.forwarder import Answer, HttpForwarder
 
 pytestmark = pytest.mark.postgres
 
@@ -34,11 +37,28 @@ def _client(services: Services) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
+class AppForwarder:
+    """The other instance's app in place of the network (a `Forwarder`)."""
+
+    def __init__(self, app: Any) -> None:
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 1))
+        self.client = httpx.AsyncClient(transport=transport)
+
+    async def forward(
+        self, method: str, url: str, body: bytes, headers: Sequence[tuple[str, str]]
+    ) -> Answer:
+        answer = await self.client.request(method, url, content=body, headers=list(headers))
+        return answer.status_code, answer.headers.raw, answer.content
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
 @asynccontextmanager
 async def _pair(tmp_path: Path, pg_url: str, **b_options: Any) -> AsyncIterator[Pair]:
     """Instances "a" and "b" (`b_options`: settings of "b" alone), started together."""
     built = []
-    for name, port, options in (("a", 3911, {}), ("b", 3912, b_options)):
+    for name, port, options in (("a", free_port(), {}), ("b", free_port(), b_options)):
         settings = make_settings(
             tmp_path / name, pg_url, instance_id=name, instance_url=f"http://127.0.0.1:{port}",
             cluster_secret=SECRET, shard_lease_ttl=1.0, shard_count=4, jwt_secret="j" * 32,
@@ -55,10 +75,7 @@ async def _pair(tmp_path: Path, pg_url: str, **b_options: Any) -> AsyncIterator[
     for services, other in ((a, b), (b, a)):
         assert services.sharding is not None
         await services.sharding.http.aclose()
-        app = create_app(other.settings, other)
-        services.sharding.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, client=("10.0.0.1", 1))
-        )
+        services.sharding.http = AppForwarder(create_app(other.settings, other))
     try:
         yield a, b, http_a, http_b
     finally:
@@ -263,3 +280,39 @@ async def test_the_owner_limits_a_forwarded_command_under_the_clients_address(
         # under it, not under the forwarding instance's (10.0.0.1).
         limited = await http_a.post(path, json={"amount": "1.00"}, headers=headers)
         assert limited.status_code == 429, limited.text
+
+
+async def test_an_owner_that_refuses_or_does_not_answer_is_a_503(pair: Pair) -> None:
+    a, b, http_a, _ = pair
+    assert a.sharding is not None
+    headers = await sign_up(http_a)
+    on_b = await _account_on(http_a, headers, a, "b")
+    path = f"/accounts/{on_b}/deposit"
+    # Over the network now: nothing listens at b's INSTANCE_URL, then a server that never answers.
+    await a.sharding.http.aclose()
+    a.sharding.http = HttpForwarder(timeout=0.5)
+    refused = await http_a.post(path, json={"amount": "1.00"}, headers=headers)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    port = int(b.settings.effective_instance_url.rsplit(":", 1)[1])
+    server = await asyncio.start_server(silent, "127.0.0.1", port)
+    try:
+        started = asyncio.get_running_loop().time()
+        silence = await http_a.post(path, json={"amount": "1.00"}, headers=headers)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    for answer in (refused, silence):
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["code"] == "service_unavailable"
+    assert accepted
+    assert 0.4 < waited < 5
+    read = await http_a.get(f"/accounts/{on_b}", headers=headers)
+    assert read.json()["balance"] == "100.00"

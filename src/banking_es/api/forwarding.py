@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import httpx
+import aiohttp
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,9 +41,9 @@ _TRANSFERS = "/transfers"
 #: Not passed on: hop-by-hop, set again by the next server, or added by our own middleware.
 _REQUEST_DROPPED = {"host", "content-length", "connection", "keep-alive", "transfer-encoding",
                     "x-forwarded-for", "accept-encoding", HOP_HEADER}  # fmt: skip
-_RESPONSE_DROPPED = {"content-length", "connection", "keep-alive", "transfer-encoding", "date",
-                     "server", "x-request-id", "x-content-type-options",
-                     "content-security-policy"}  # fmt: skip
+_RESPONSE_DROPPED = {b"content-length", b"connection", b"keep-alive", b"transfer-encoding",
+                     b"date", b"server", b"x-request-id", b"x-content-type-options",
+                     b"content-security-policy"}  # fmt: skip
 
 
 def _services(scope: Scope) -> Any:
@@ -186,21 +186,17 @@ class ForwardingMiddleware:
             headers.append(("x-request-id", request_id))
         headers.append((HOP_HEADER, value))
         try:
-            answer = await sharding.http.request(
-                method, url + target, content=body, headers=headers
+            status, answer_headers, answer = await sharding.http.forward(
+                method, url + target, body, headers
             )
-        except httpx.HTTPError as exc:
-            log.warning("forwarding to %s failed: %s", url, exc)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("forwarding to %s failed: %r", url, exc)
             await _refuse(send, 503, "service_unavailable", "the shard's owner did not answer")
             return
-        kept = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in answer.headers.multi_items()
-            if k.lower() not in _RESPONSE_DROPPED
-        ]
-        kept.append((b"content-length", b"%d" % len(answer.content)))
-        await send({"type": "http.response.start", "status": answer.status_code, "headers": kept})
-        await send({"type": "http.response.body", "body": answer.content})
+        kept = [(k, v) for k, v in answer_headers if k.lower() not in _RESPONSE_DROPPED]
+        kept.append((b"content-length", b"%d" % len(answer)))
+        await send({"type": "http.response.start", "status": status, "headers": kept})
+        await send({"type": "http.response.body", "body": answer})
 
 
 def _caller(scope: Scope, identity: Any) -> str | None:

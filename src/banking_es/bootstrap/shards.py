@@ -13,8 +13,6 @@ from collections.abc import Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from banking_es.application.accounts import AccountService
 from banking_es.application.hold_expiry import HOLD_EXPIRY_LEASE, HoldExpiry
 from banking_es.application.ports import Clock
@@ -27,7 +25,7 @@ from banking_es.locks import lock_manager
 from banking_es.locks.base import LockError, LockManager
 from banking_es.observability.metrics import Metrics
 from banking_es.shards.assignment import Limits
-from banking_es.shards.forward_client import ForwardClient
+from banking_es.shards.forwarder import Forwarder, HttpForwarder
 from banking_es.shards.leases import ShardLeases
 from banking_es.shards.manager import ShardManager
 from banking_es.tasks import cancel_all
@@ -59,8 +57,8 @@ class Sharding:
     #: Signs and checks the hop header of forwarded requests.
     secret: str
     #: Forwards commands to other instances, its connections kept alive between requests
-    #: (an httpx client in tests that reach the other instance's app without a socket).
-    http: ForwardClient | httpx.AsyncClient
+    #: (in tests that reach the other instance's app without a socket, an ASGI one).
+    http: Forwarder
     _warming: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     def serve(self, accounts: AccountService, warmer: CacheWarmer) -> None:
@@ -120,7 +118,7 @@ def build_sharding(
         rebalance_interval=settings.shard_rebalance_interval,
     )
     # Longer than a command may take on the owner (its retry budget), so it answers first.
-    http = ForwardClient(timeout=settings.command_retry_budget_s + 10)
+    http = HttpForwarder(timeout=settings.command_retry_budget_s + 10)
     return Sharding(manager, locks, settings.cluster_secret or "", http)
 
 
