@@ -1,6 +1,7 @@
 """The forwarding client (shards/forwarder.py) against a small server on loopback: the
-request carries the forwarded headers as given and nothing aiohttp would add of its own; the
-answer comes back whole, its headers in order with repeated ones kept, its body as sent."""
+request carries its target as encoded and the forwarded headers as given, nothing aiohttp
+would add of its own; the answer comes back whole, its headers in order with repeated ones
+kept, its body as sent."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ async def test_headers_go_as_given_and_the_answer_comes_back_whole() -> None:
     try:
         status, headers, body = await forwarder.forward(
             "PATCH",
-            f"http://127.0.0.1:{port}/accounts/x/deposit?dry=1",
+            # As the client encoded it: the owner must decode the target the hop signed.
+            f"http://127.0.0.1:{port}/accounts/a%41b%2Fc/deposit?dry=1",
             b"{}{}",
             [("authorization", "Bearer t"), ("x-tag", "one"), ("x-tag", "two")],
         )
@@ -44,7 +46,7 @@ async def test_headers_go_as_given_and_the_answer_comes_back_whole() -> None:
         server.close()
         await server.wait_closed()
     lines = requests[0].split(b"\r\n")
-    assert lines[0] == b"PATCH /accounts/x/deposit?dry=1 HTTP/1.1"
+    assert lines[0] == b"PATCH /accounts/a%41b%2Fc/deposit?dry=1 HTTP/1.1"
     sent = [tuple(line.split(b": ", 1)) for line in lines[1:] if b": " in line]
     names = {name.lower() for name, _ in sent}
     assert names == {b"host", b"authorization", b"x-tag", b"content-length"}, sent

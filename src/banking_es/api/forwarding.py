@@ -186,8 +186,13 @@ class ForwardingMiddleware:
             headers.append(("x-request-id", request_id))
         headers.append((HOP_HEADER, value))
         try:
+            # The path as the client sent it (still percent-encoded), so the owner decodes the
+            # same target that the hop signs.
+            raw = scope.get("raw_path") or scope["path"].encode()
+            query = scope.get("query_string", b"")
+            wire = raw.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
             status, answer_headers, answer = await sharding.http.forward(
-                method, url + target, body, headers
+                method, url + wire, body, headers
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("forwarding to %s failed: %r", url, exc)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 #: An owner's answer: status, headers in order (repeated ones kept, names as sent), body.
 Answer = tuple[int, Sequence[tuple[bytes, bytes]], bytes]
@@ -57,7 +58,11 @@ class HttpForwarder:
     ) -> Answer:
         if self._session is None:
             self._session = self._open()
-        async with self._session.request(method, url, data=body, headers=list(headers)) as answer:
+        # `url` is already encoded: sent as it is, not encoded again.
+        target = URL(url, encoded=True)
+        async with self._session.request(
+            method, target, data=body, headers=list(headers)
+        ) as answer:
             return answer.status, answer.raw_headers, await answer.read()
 
     async def aclose(self) -> None:
