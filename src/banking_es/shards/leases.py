@@ -289,11 +289,17 @@ class ShardLeases:
             )
 
     async def leave(self, instance_id: str) -> None:
-        """Record that `instance_id` stopped (it shows `gone` at once, not one ttl later)."""
+        """Record that `instance_id` stopped (it shows `gone` at once, not one ttl later), and
+        call off the moves to it: a shard released for it is free at once, not after a ttl."""
         async with self.db.transaction() as conn:
             await self._fetch(
                 conn,
                 "UPDATE cluster_instances SET last_seen = {earlier} WHERE id = $1 RETURNING id",
+                instance_id,
+            )
+            await conn.execute(
+                "UPDATE shard_leases SET handover_to = NULL, expires_at = CASE WHEN owner IS NULL"
+                " THEN NULL ELSE expires_at END WHERE handover_to = $1",
                 instance_id,
             )
 

@@ -174,7 +174,7 @@ class ShardManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         async with self._stepping:
-            await self.leases.leave(self.instance_id)  # first: the plan gives it nothing more
+            await self.leases.leave(self.instance_id)  # first: nothing more planned for it
             await self._give_up(set(self._owned))
 
     async def step(self) -> None:
