@@ -1,6 +1,7 @@
 """The shard map on SQLite and PostgreSQL: the stored shard count, claims with growing
 epochs, renewals and releases judged by the database's clock, a cold start of concurrent
-claimers that ends with one owner per shard, and the registry of instances."""
+claimers that ends with one owner per shard, the shards recently moved (a handover taken, not
+an orphan), and the registry of instances (one that stops calls off the moves to it)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,53 @@ async def test_a_handover_reserves_the_shard_for_its_target(
     taken = await leases.claim(7, "b")
     assert taken is not None
     assert (taken.owner, taken.epoch, taken.handover_to) == ("b", 2, None)
+
+
+async def test_only_a_handover_taken_counts_as_a_recent_move_and_only_for_a_while(
+    open_database: DatabaseOpener,
+) -> None:
+    leases = await _leases(open_database)
+    moved, freed = await leases.claim(1, "a"), await leases.claim(2, "a")
+    assert moved is not None
+    assert freed is not None
+    assert await leases.claim(3, "a") is not None
+    assert await leases.release(freed)  # a stop: the shard is free, taken as an orphan
+    assert await leases.claim(2, "b") is not None
+    assert await leases.claim(3, "a") is not None  # a restart with the same id
+    assert await leases.hand_over(1, "b")
+    handing = await leases.renew(moved)
+    assert handing is not None
+    assert await leases.release(handing)
+    assert await leases.moved_within(60) == set()  # handed over, not yet taken
+    assert await leases.claim(1, "b") is not None
+    assert await leases.moved_within(60) == {1}
+    await asyncio.sleep(0.4)
+    assert await leases.moved_within(0.3) == set()  # by the database's clock
+    assert await leases.moved_within(60) == {1}
+
+
+async def test_a_stopping_instance_calls_off_the_moves_to_it(
+    open_database: DatabaseOpener,
+) -> None:
+    leases = await _leases(open_database)
+    await leases.register("b", "http://127.0.0.1:3002")
+    released, draining = await leases.claim(4, "a"), await leases.claim(5, "a")
+    assert released is not None
+    assert draining is not None
+    for shard in (4, 5):
+        assert await leases.hand_over(shard, "b")
+    handing = await leases.renew(released)
+    assert handing is not None
+    assert await leases.release(handing)  # reserved for b for one ttl
+    await leases.leave("b")
+    states = await leases.states()
+    assert (states[4].status, states[4].handover_to) == ("available", None)
+    assert (states[5].status, states[5].owner, states[5].handover_to) == ("assigned", "a", None)
+    assert await leases.claim(4, "c") is not None  # at once, not after the ttl
+    renewed = await leases.renew(draining)
+    assert renewed is not None
+    assert await leases.release(renewed)  # its drain ends: free for anyone
+    assert await leases.claim(5, "c") is not None
 
 
 async def test_a_cold_start_of_concurrent_claimers_gives_each_shard_one_owner(

@@ -2,7 +2,8 @@
 manager each, as separate processes would have): a cold start gives every shard one owner
 and each instance its share; a graceful stop hands shards over at once; a dead instance's
 shards are taken after the lease ttl; a joining instance gets its share through handovers; a
-paused owner's append is refused at the store after another took its shard."""
+shard just moved stays for the cooldown whichever instance rebalances next; a paused owner's
+append is refused at the store after another took its shard."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.postgres
 
 COUNT = 16
 TTL = 1.0
-Opener = Callable[[str], Awaitable[ShardManager]]
+Opener = Callable[..., Awaitable[ShardManager]]
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ async def open_manager(pg_url: str) -> AsyncIterator[Opener]:
     await ShardLeases(setup, ttl=TTL).ensure_shard_count(COUNT)
     opened: list[PostgresDatabase] = [setup]
 
-    async def open_one(instance: str) -> ShardManager:
+    async def open_one(instance: str, rebalance_interval: float = 0) -> ShardManager:
         db = await PostgresDatabase.connect(pg_url, max_size=3)
         opened.append(db)
         return ShardManager(
@@ -49,7 +50,7 @@ async def open_manager(pg_url: str) -> AsyncIterator[Opener]:
             url=f"http://127.0.0.1/{instance}",
             shard_count=COUNT,
             limits=Limits(max_moves=4),
-            rebalance_interval=0,
+            rebalance_interval=rebalance_interval,
         )
 
     yield open_one
@@ -157,6 +158,42 @@ async def test_a_joining_instance_gets_its_share_through_handovers(open_manager:
         assert all(low <= len(m.owned) <= high for m in managers)
     finally:
         for manager in managers:
+            await manager.stop()
+
+
+async def _record(managers: list[ShardManager], loads: dict[int, float]) -> None:
+    """Give the shards these loads where they are held, and record them with a step."""
+    for manager in managers:
+        for shard in manager.owned:
+            manager.loads.seed(shard, loads.get(shard, 0.0))
+    await asyncio.gather(*(m.step() for m in managers))
+
+
+async def test_a_moved_shard_stays_for_the_cooldown_whichever_instance_rebalances(
+    open_manager: Opener,
+) -> None:
+    # Rebalancing only when asked, past the start; its cooldown: three intervals (30 s).
+    first, second = [await open_manager(f"i{n}", rebalance_interval=10) for n in range(2)]
+    await _start([first, second])
+    try:
+        assert await first.leases.moved_within(60) == set()
+        hot = min(second.owned)  # on the second, the heaviest of its shards: it moves
+        await _record([first, second], dict.fromkeys(second.owned, 1.0) | {hot: 3.0})
+        moves = await first.rebalance()
+        assert hot in {move.shard for move in moves}, moves
+        for _ in range(2):  # the handovers: drained and released, then taken
+            await asyncio.gather(*(m.step() for m in [first, second]))
+        assert hot in first.owned
+        # Now the first is the heavier, and the hot shard its best move back; the second
+        # holds the lock, with no memory of the move: the database's record keeps it.
+        heavy = dict.fromkeys(first.owned, 2.0) | dict.fromkeys(second.owned, 1.0) | {hot: 3.0}
+        await _record([first, second], heavy)
+        again = await second.rebalance()
+        assert again, "no move was due: the test proves nothing"
+        assert hot not in {move.shard for move in again}, again
+        assert hot in await second.leases.moved_within(30)
+    finally:
+        for manager in [first, second]:
             await manager.stop()
 
 

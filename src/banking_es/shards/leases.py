@@ -150,10 +150,15 @@ class ShardLeases:
         """Take `shard` for `owner` with the next epoch, if it is free, expired, handed over
         to `owner`, or `owner`'s already (a new term: in-flight writes of the old one are
         fenced off). None when another holds it."""
+        # A handover taken stamps `moved_at` (`moved_within`); on PostgreSQL by the clock
+        # after any wait for the row, so the cooldown never starts before the claim.
+        stamp = "clock_timestamp()" if self.db.dialect == "postgres" else "{now}"
         async with self.db.transaction() as conn:
             rows = await self._fetch(
                 conn,
                 "UPDATE shard_leases SET owner = $2, epoch = epoch + 1, expires_at = {later},"
+                f" moved_at = CASE WHEN owner IS NULL AND handover_to = $2 THEN {stamp}"
+                " ELSE moved_at END,"
                 " handover_to = NULL WHERE shard = $1 AND (expires_at IS NULL"
                 " OR expires_at <= {now} OR owner = $2 OR (owner IS NULL AND handover_to = $2))"
                 f" RETURNING {_COLUMNS}",
@@ -221,6 +226,19 @@ class ShardLeases:
             )
         return bool(rows)
 
+    async def moved_within(self, seconds: float) -> set[int]:
+        """The shards whose owner took them by a handover (a move between live instances)
+        less than `seconds` ago, by the database's clock."""
+        if self.db.dialect == "postgres":
+            since: Any = seconds
+            bound = "now() - $1::float8 * interval '1 second'"
+        else:
+            since, bound = datetime.now(UTC) - timedelta(seconds=seconds), "$1"
+        rows = await self.db.fetch(
+            f"SELECT shard FROM shard_leases WHERE moved_at > {bound} ORDER BY shard", since
+        )
+        return {row["shard"] for row in rows}
+
     async def epochs(self, shards: Sequence[int]) -> dict[int, int]:
         rows = await self.db.fetch(
             "SELECT shard, epoch FROM shard_leases ORDER BY shard",
@@ -271,11 +289,17 @@ class ShardLeases:
             )
 
     async def leave(self, instance_id: str) -> None:
-        """Record that `instance_id` stopped (it shows `gone` at once, not one ttl later)."""
+        """Record that `instance_id` stopped (it shows `gone` at once, not one ttl later), and
+        call off the moves to it: a shard released for it is free at once, not after a ttl."""
         async with self.db.transaction() as conn:
             await self._fetch(
                 conn,
                 "UPDATE cluster_instances SET last_seen = {earlier} WHERE id = $1 RETURNING id",
+                instance_id,
+            )
+            await conn.execute(
+                "UPDATE shard_leases SET handover_to = NULL, expires_at = CASE WHEN owner IS NULL"
+                " THEN NULL ELSE expires_at END WHERE handover_to = $1",
                 instance_id,
             )
 

@@ -9,7 +9,9 @@ warming its cache for them in the background (`on_handover`).
 Every instance computes the same plan from the same map, and the database decides any race,
 so no coordinator is needed for that. Moves between live instances (joins, load) are decided
 by one instance at a time, the holder of the `shard-rebalancer` lock, at most once per
-`SHARD_REBALANCE_INTERVAL`. Each step also keeps the map it read (`route`), for forwarding.
+`SHARD_REBALANCE_INTERVAL`; a shard that arrived by a move stays for the cooldown, as the
+database records it (`moved_within`), whoever holds the lock. Each step also keeps the map it
+read (`route`), for forwarding.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from banking_es.shards.load import ShardLoads
 log = logging.getLogger(__name__)
 
 REBALANCER_LOCK = "shard-rebalancer"
-#: Rebalancing rounds a moved shard stays where it went (no back and forth during restarts).
+#: Rebalancing intervals a moved shard stays where it went (no back and forth during
+#: restarts), counted from its handover's claim by the database's clock.
 COOLDOWN_ROUNDS = 3
 
 
@@ -74,8 +77,6 @@ class ShardManager:
         self._leaving: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_rebalance = float("-inf")
-        self._rounds = 0
-        self._moved_in: dict[int, int] = {}  # shard -> rebalancing round it was moved in
         self._stepping = asyncio.Lock()  # one step at a time, also when called from outside
         #: shard -> the URL of its live owner, as of the last step (forwarding reads it).
         self._routes: dict[int, str] = {}
@@ -173,7 +174,7 @@ class ShardManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         async with self._stepping:
-            await self.leases.leave(self.instance_id)  # first: the plan gives it nothing more
+            await self.leases.leave(self.instance_id)  # first: nothing more planned for it
             await self._give_up(set(self._owned))
 
     async def step(self) -> None:
@@ -265,8 +266,9 @@ class ShardManager:
             alive = [i.id for i in await self.leases.instances() if i.alive]
             owners = {s.shard: s.owner if s.status == "assigned" else None for s in states}
             loads = {s.shard: s.load for s in states}
-            self._rounds += 1
-            frozen = {s for s, at in self._moved_in.items() if self._rounds - at < COOLDOWN_ROUNDS}
+            # Shards taken from a stopped or dead owner are not frozen: an instance back from
+            # a restart may get back at once what it gave up when it stopped.
+            frozen = await self.leases.moved_within(COOLDOWN_ROUNDS * self.rebalance_interval)
             frozen |= {s.shard for s in states if s.status == "rebalancing"}
             moves = [
                 move
@@ -275,7 +277,6 @@ class ShardManager:
             ]
             for move in moves:
                 await self.leases.hand_over(move.shard, move.target)
-                self._moved_in[move.shard] = self._rounds
                 log.info("shard %d: moving from %s to %s", move.shard, move.source, move.target)
             return moves
         finally:
