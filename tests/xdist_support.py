@@ -1,9 +1,11 @@
 """The suite on pytest-xdist workers (`make test` runs `pytest -n 2 --dist loadgroup`).
 
 Tests that use PostgreSQL form one xdist group, so they run one after another on one worker as
-in a serial run: some open 40 connections, and the server allows 100. Tests marked `alone`
-(a latency compared with an idle one, a fixed time budget) run while no other test runs: every
-test holds a shared lock on a file of the run, an `alone` test holds it exclusively.
+in a serial run: some open 40 connections, and the server allows 100. The event store's
+contract tests (tests/contract) stay free: they open at most two stores on their database.
+Tests marked `alone` (a latency compared with an idle one, a fixed time budget) run while no
+other test runs: every test holds a shared lock on a file of the run, an `alone` one holds it
+exclusively.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from pathlib import Path
 import pytest
 
 PG_FIXTURES = frozenset({"pg_url", "pg_module_url", "pg_admin_url"})
+CONTRACT_DIR = Path(__file__).resolve().parent / "contract"
 
 
 def group_postgres_tests(items: list[pytest.Item]) -> None:
-    """Mark every test that uses PostgreSQL `postgres` (a fixture is enough) and group them."""
+    """Mark every test that uses PostgreSQL `postgres` (a fixture is enough); group all but
+    the contract tests."""
     for item in items:
         uses_pg = PG_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if uses_pg and item.get_closest_marker("postgres") is None:
             item.add_marker(pytest.mark.postgres)
-        if item.get_closest_marker("postgres") is not None:
+        grouped = item.path.resolve().parent != CONTRACT_DIR
+        if grouped and item.get_closest_marker("postgres") is not None:
             item.add_marker(pytest.mark.xdist_group("postgres"))
 
 
