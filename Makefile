@@ -43,7 +43,7 @@ run: $(RUN_STAMP)
 
 ## make test: the whole suite (needs PostgreSQL and Redis on loopback; see README)
 # Two pytest-xdist workers: most tests wait on servers, sockets and sleeps, not on the CPU, so
-# two halve the time even on two cores. loadgroup keeps the PostgreSQL tests on one worker
+# two halve the time even on two cores. loadgroup keeps most PostgreSQL tests on one worker
 # (tests/xdist_support.py); `pytest` alone runs the same tests one at a time.
 PYTEST_PARALLEL := -n 2 --dist loadgroup
 

@@ -183,7 +183,7 @@ async def _open(
     shard_owners = owners or {}
 
     def every_instance_has_one() -> bool:
-        held = {shard_owners[shard_of(a, COUNT)] for a in accounts}
+        held = {shard_owners.get(shard_of(a, COUNT)) for a in accounts}
         return set(shard_owners.values()) <= held
 
     while len(accounts) < count or not every_instance_has_one():
