@@ -42,15 +42,20 @@ run: $(RUN_STAMP)
 	$(BIN)/banking-es serve
 
 ## make test: the whole suite (needs PostgreSQL and Redis on loopback; see README)
+# Two pytest-xdist workers: most tests wait on servers, sockets and sleeps, not on the CPU, so
+# two halve the time even on two cores. loadgroup keeps most PostgreSQL tests on one worker
+# (tests/xdist_support.py); `pytest` alone runs the same tests one at a time.
+PYTEST_PARALLEL := -n 2 --dist loadgroup
+
 test: $(STAMP)
 	$(BIN)/ruff check $(LINT)
 	$(BIN)/ruff format --check $(LINT)
 	$(BIN)/lint-imports
 	$(BIN)/mypy src
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow"
 
 ## make lint: style, formatting and the import contracts of pyproject.toml (the layers)
 lint: $(STAMP)

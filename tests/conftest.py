@@ -36,6 +36,7 @@ from tests.db_support import (
     sql_event_store,
     url_of_database,
 )
+from tests.xdist_support import group_postgres_tests, turn
 
 from banking_es.db.base import Database
 from banking_es.db.migrate import migrate
@@ -54,6 +55,20 @@ BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
+
+
+# ---- running on pytest-xdist workers (tests/xdist_support.py) ------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names the groups, and before `-m` selects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    group_postgres_tests(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    with turn(item):
+        return (yield)
 
 
 # ---- locations ------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from tests.auth import sign_up
 from tests.redis_support import SHARED_REDIS_URL
 from tests.server import ServerProcess
 
+from banking_es.shards.keys import shard_of
+
 TTL = 2.0
 COUNT = 16
 INITIAL = Decimal("1000.00")
@@ -267,12 +269,21 @@ class Clients:
             assert versions == list(range(1, state["version"] + 1)), account
 
 
-async def open_accounts(http: httpx.AsyncClient, url: str, count: int) -> Clients:
-    """A new customer with `count` accounts of INITIAL each, opened at `url`."""
+async def open_accounts(
+    http: httpx.AsyncClient, url: str, count: int, owners: dict[int, str] | None = None
+) -> Clients:
+    """A new customer with `count` accounts of INITIAL each, opened at `url`, and more until
+    each instance of `owners` (shard -> instance) owns the shard of one."""
     http.base_url = httpx.URL(url)
     headers = await sign_up(http)
-    accounts = []
-    for _ in range(count):
+    accounts: list[str] = []
+    shard_owners = owners or {}
+
+    def every_instance_has_one() -> bool:
+        held = {shard_owners.get(shard_of(a, COUNT)) for a in accounts}
+        return set(shard_owners.values()) <= held
+
+    while len(accounts) < count or not every_instance_has_one():
         opened = await http.post(
             "/accounts", json={"owner_name": "Ann", "initial_balance": f"{INITIAL}"},
             headers=headers,

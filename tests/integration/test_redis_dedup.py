@@ -15,7 +15,9 @@ from tests.redis_support import SHARED_REDIS_URL, redis_prefix  # noqa: F401
 from banking_es.application.errors import ServiceUnavailable
 from banking_es.bootstrap import Services
 
-#: Cheap Argon2 for the customer each test signs up (identity is always on).
+#: Each Redis call has 100 ms (`REDIS_TIMEOUT_MS`); a slower one falls back to the database,
+#: which the tests count: another test's load must not slow Redis's answers.
+pytestmark = pytest.mark.alone
 
 
 def count_durable_lookups(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[int]:

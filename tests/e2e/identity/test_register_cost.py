@@ -83,6 +83,7 @@ async def test_registrations_hold_at_most_half_of_the_hashing_slots(
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # two latencies compared: another test's load would fall on one only
 @pytest.mark.timeout(180)
 def test_a_registration_flood_leaves_login_latency_within_twice_its_idle_value(
     tmp_path: Path,
