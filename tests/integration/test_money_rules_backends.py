@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from tests.clock_support import FakeClock
 from tests.db_support import StoreOpener
+from tests.unit.account_service_support import open_account
 
 from banking_es.application.accounts import AccountService, CommandContext, HoldResult
 from banking_es.application.errors import NotFound
@@ -66,12 +67,6 @@ def service(store: EventStore, clock: FakeClock) -> AccountService:
     return AccountService(store, LocalAccountCache(), clock=clock, ids=UuidGenerator())
 
 
-async def opened(service: AccountService, balance: str, currency: str = "USD") -> Account:
-    result = await service.open_account(cmd.OpenAccount("Ada", D(balance), currency, "u1"), CTX)
-    assert isinstance(result, Account)
-    return result
-
-
 async def place(service: AccountService, account_id: str, amount: str, **kw: Any) -> HoldResult:
     result = await service.place_hold(cmd.PlaceHold(account_id, D(amount), **kw), CTX)
     assert isinstance(result, HoldResult)
@@ -119,8 +114,8 @@ async def types(store: EventStore, account_id: str) -> list[str]:
 async def test_a_hold_reserves_available_and_its_capture_moves_part_of_it_once(
     service: AccountService, store: EventStore, clock: FakeClock
 ) -> None:
-    source = await opened(service, "100")
-    shop = await opened(service, "0")
+    source = await open_account(service, "100")
+    shop = await open_account(service, "0")
     hold = await place(service, source.id, "40", to_account_id=shop.id, expires_in=60)
     assert hold.expires_at == clock.now() + timedelta(seconds=60)
     assert await figures(service, clock, source.id) == ("100.00", "60.00")
@@ -155,7 +150,7 @@ async def test_a_hold_reserves_available_and_its_capture_moves_part_of_it_once(
 async def test_void_releases_and_a_hold_past_its_expiry_is_expired_at_once(
     service: AccountService, store: EventStore, clock: FakeClock
 ) -> None:
-    account = await opened(service, "10")
+    account = await open_account(service, "10")
     voided = await place(service, account.id, "10")
     assert (await void(service, voided.id)).status == "voided"
     with pytest.raises(errors.HoldNotPending):
@@ -182,19 +177,19 @@ async def test_void_releases_and_a_hold_past_its_expiry_is_expired_at_once(
 async def test_the_destination_is_checked_at_placement_and_at_capture(
     service: AccountService, clock: FakeClock
 ) -> None:
-    source = await opened(service, "100")
-    euros = await opened(service, "0", currency="EUR")
+    source = await open_account(service, "100")
+    euros = await open_account(service, "0", currency="EUR")
     with pytest.raises(NotFound):
         await place(service, source.id, "1", to_account_id="00000000-0000-4000-8000-000000000000")
     with pytest.raises(errors.CurrencyMismatch):
         await place(service, source.id, "1", to_account_id=euros.id)
-    closed = await opened(service, "0")
+    closed = await open_account(service, "0")
     await service.close_account(cmd.CloseAccount(closed.id, "done"), CTX)
     with pytest.raises(errors.AccountClosed):
         await place(service, source.id, "1", to_account_id=closed.id)
 
-    later_closed = await opened(service, "0")
-    frozen = await opened(service, "0")
+    later_closed = await open_account(service, "0")
+    frozen = await open_account(service, "0")
     to_closed = await place(service, source.id, "5", to_account_id=later_closed.id)
     to_frozen = await place(service, source.id, "6", to_account_id=frozen.id)
     await service.close_account(cmd.CloseAccount(later_closed.id, "done"), CTX)
@@ -209,7 +204,7 @@ async def test_the_destination_is_checked_at_placement_and_at_capture(
 async def test_close_refuses_pending_holds_and_an_account_keeps_at_most_a_thousand(
     service: AccountService,
 ) -> None:
-    account = await opened(service, "0")
+    account = await open_account(service, "0")
     await service.set_overdraft_limit(cmd.SetOverdraftLimit(account.id, D("5")), CTX)
     hold = await place(service, account.id, "1")  # the limit lets a zero balance carry it
     with pytest.raises(errors.HoldsPending):
@@ -219,7 +214,7 @@ async def test_close_refuses_pending_holds_and_an_account_keeps_at_most_a_thousa
     assert isinstance(closed, Account)
     assert closed.status == CLOSED
 
-    full = await opened(service, "100000")
+    full = await open_account(service, "100000")
     for _ in range(MAX_PENDING_HOLDS):
         await place(service, full.id, "1")
     with pytest.raises(errors.TooManyHolds):
@@ -229,7 +224,7 @@ async def test_close_refuses_pending_holds_and_an_account_keeps_at_most_a_thousa
 async def test_an_idempotency_key_runs_each_hold_command_once(
     service: AccountService, store: EventStore, clock: FakeClock
 ) -> None:
-    account = await opened(service, "100")
+    account = await open_account(service, "100")
     keys = IdempotencyService(store, clock, ttl_hours=1)
 
     async def twice(key: str, action: Callable[[CommandContext], Any]) -> Any:
@@ -257,7 +252,7 @@ async def test_capture_void_and_expiry_in_two_processes_exactly_one_wins(
 ) -> None:
     first, second = await new_service(), await new_service()
     late = await new_service(ahead=60)  # the expiry job's process: the hold is due there
-    account = await opened(first, "100")
+    account = await open_account(first, "100")
     for round_ in range(3):
         hold = await place(first, account.id, "10", expires_in=60)
         for each in (second, late):
@@ -280,8 +275,8 @@ async def test_capture_void_and_expiry_in_two_processes_exactly_one_wins(
 async def test_the_overdraft_limit_bounds_every_debit_and_may_be_lowered_under_the_debt(
     service: AccountService, clock: FakeClock
 ) -> None:
-    account = await opened(service, "10")
-    other = await opened(service, "0")
+    account = await open_account(service, "10")
+    other = await open_account(service, "0")
     limited = await service.set_overdraft_limit(cmd.SetOverdraftLimit(account.id, D("30")), CTX)
     assert isinstance(limited, Account)
     assert await figures(service, clock, account.id) == ("10.00", "40.00")
@@ -311,7 +306,7 @@ async def test_holds_and_withdrawals_in_two_processes_never_pass_the_limit(
     new_service: Services, clock: FakeClock
 ) -> None:
     first, second = await new_service(), await new_service()
-    account = await opened(first, "10")
+    account = await open_account(first, "10")
     await first.set_overdraft_limit(cmd.SetOverdraftLimit(account.id, D("20")), CTX)
     await second.get_account(account.id)
     debits = [
@@ -332,8 +327,8 @@ async def test_holds_and_withdrawals_in_two_processes_never_pass_the_limit(
 async def test_a_frozen_account_refuses_debits_takes_credits_and_records_who_and_why(
     service: AccountService, store: EventStore, clock: FakeClock
 ) -> None:
-    account = await opened(service, "100")
-    other = await opened(service, "100")
+    account = await open_account(service, "100")
+    other = await open_account(service, "100")
     hold = await place(service, account.id, "10")
     incoming = await place(service, other.id, "7", to_account_id=account.id)
     frozen = await service.freeze_account(cmd.FreezeAccount(account.id, "kyc", "admin-1"), CTX)
@@ -363,7 +358,7 @@ async def test_a_frozen_account_refuses_debits_takes_credits_and_records_who_and
     assert isinstance(thawed, Account)
     assert thawed.status == OPEN
     assert (await capture(service, hold.id)).status == "captured"
-    closed = await opened(service, "0")
+    closed = await open_account(service, "0")
     await service.close_account(cmd.CloseAccount(closed.id, "done"), CTX)
     with pytest.raises(errors.AccountClosed):
         await service.freeze_account(cmd.FreezeAccount(closed.id, "kyc", "admin-1"), CTX)
