@@ -1,13 +1,13 @@
 """Commands run on their account shard's owner (a plain ASGI middleware, on when the services
 have `sharding`). Deposits, withdrawals, closes, holds placed, the admin's account changes
 (`/admin/accounts/{id}`), transfers (by their source account) and hold captures and voids (by
-the hold's account, one event lookup) for a shard another instance owns are forwarded once,
-over a kept-alive client, to the owner's `INSTANCE_URL` with a signed hop header
-(identity/hops.py) naming the client's address and caller; the owner's answer goes back
-unchanged. A forwarded request is trusted only with a valid hop (else 401), is never forwarded
-again (a non-owner answers 503), and is limited under the original client's address, once.
-Responses of commands carry `x-shard` and `x-served-by`. Reads and account openings run where
-they arrive.
+the hold's account, which the account service remembers or reads once) for a shard another
+instance owns are forwarded once, over a kept-alive client, to the owner's `INSTANCE_URL`
+with a signed hop header (identity/hops.py) naming the client's address and caller; the
+owner's answer goes back unchanged. A forwarded request is trusted only with a valid hop
+(else 401), is never forwarded again (a non-owner answers 503), and is limited under the
+original client's address, once. Responses of commands carry `x-shard` and `x-served-by`.
+Reads and account openings run where they arrive.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banking_es.api.problems import PROBLEM_TYPE, problem_body
-from banking_es.domain.events import HoldPlaced
+from banking_es.application.errors import NotFound
 from banking_es.eventstore.base import StoreUnavailable
 from banking_es.identity.errors import IdentityError, Unauthenticated
 from banking_es.identity.hops import HOP_HEADER, Hop, sign_hop, verify_hop
@@ -67,14 +67,13 @@ def _source_of(body: bytes) -> str | None:
 
 
 async def _hold_account(services: Any, hold_id: str) -> str | None:
-    """The account a hold is on: its `HoldPlaced` event's stream (None: no such hold, or the
-    store cannot say; the route answers that itself)."""
+    """The account a hold is on, from the placements the account service remembers (None: no
+    such hold, or the store cannot say; the route answers that itself)."""
     try:
         UUID(hold_id)
-        recorded = await services.store.get_event(hold_id)
-    except (ValueError, StoreUnavailable):
+        return str(await services.accounts.hold_account(hold_id))
+    except (ValueError, NotFound, StoreUnavailable):
         return None
-    return recorded.stream_id if recorded is not None and recorded.type == HoldPlaced.type else None
 
 
 async def _refuse(send: Send, status: int, code: str, message: str) -> None:

@@ -148,6 +148,10 @@ class AccountService:
     def get_hold(self, hold_id: str) -> Coroutine[Any, Any, HoldResult]:
         return self._holds.get_hold(hold_id)
 
+    def hold_account(self, hold_id: str) -> Coroutine[Any, Any, str]:
+        """The account a hold is on (NotFound if none); forwarding routes by it."""
+        return self._holds.account_of(hold_id)
+
     def account_holds(
         self, account_id: str, status: str | None = None
     ) -> Coroutine[Any, Any, list[HoldResult]]:

@@ -231,22 +231,30 @@ class Holds:
 
         return await self._writer.write(name, [placed_at.stream_id], decide, context)
 
-    async def _placed(self, hold_id: str, authorize: Authorize | None = None) -> Placement:
-        """The hold's placement (404 if none), after `authorize` accepted its parties."""
+    async def account_of(self, hold_id: str) -> str:
+        """The account the hold is on (404 if no such hold): where its commands run."""
+        return (await self._placement(hold_id)).stream_id
+
+    async def _placement(self, hold_id: str) -> Placement:
+        """The hold's placement, remembered or read once (404 if none)."""
         known = self._placements.get(hold_id)
         if isinstance(known, Placement):
-            placement = known
-        else:
-            if known is None:
-                recorded = await self._store.get_event(hold_id)
-                if recorded is None or recorded.type != HoldPlaced.type:
-                    raise NotFound(f"hold {hold_id} not found")
-                known = (recorded.stream_id, _stored(recorded))
-            stream_id, stored = known
-            placed = to_domain(stored)
-            assert isinstance(placed, HoldPlaced)
-            placement = Placement(stream_id, stored.version, stored.recorded_at, placed, stored)
-            self._remember(hold_id, placement)
+            return known
+        if known is None:
+            recorded = await self._store.get_event(hold_id)
+            if recorded is None or recorded.type != HoldPlaced.type:
+                raise NotFound(f"hold {hold_id} not found")
+            known = (recorded.stream_id, _stored(recorded))
+        stream_id, stored = known
+        placed = to_domain(stored)
+        assert isinstance(placed, HoldPlaced)
+        placement = Placement(stream_id, stored.version, stored.recorded_at, placed, stored)
+        self._remember(hold_id, placement)
+        return placement
+
+    async def _placed(self, hold_id: str, authorize: Authorize | None = None) -> Placement:
+        """The hold's placement (404 if none), after `authorize` accepted its parties."""
+        placement = await self._placement(hold_id)
         if authorize is not None:
             parties = HoldParties(hold_id, placement.stream_id, placement.event.to_account_id)
             await authorize(parties)
