@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     database_url: str = DEFAULT_SQLITE_URL
+    database_pool_size: int = Field(20, ge=2, le=1000)
     redis_url: str | None = None
     kafka_bootstrap_servers: str | None = None
     kafka_topic_prefix: str = "banking-es"

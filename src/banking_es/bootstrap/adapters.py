@@ -19,11 +19,16 @@ from banking_es.projections import default_projections
 from banking_es.projections.runner import ProjectionRunner
 
 
-async def connect_database(settings: Settings, *, pool_size: int = 20) -> Database:
+async def connect_database(settings: Settings, *, pool_size: int | None = None) -> Database:
+    """The database; a PostgreSQL pool of `pool_size` connections (`DATABASE_POOL_SIZE` unless a
+    CLI command needs fewer)."""
     if settings.backend == "postgres":
         from banking_es.db.postgres import PostgresDatabase
 
-        return await PostgresDatabase.connect(settings.database_url, max_size=pool_size)
+        size = pool_size or settings.database_pool_size
+        return await PostgresDatabase.connect(
+            settings.database_url, min_size=min(2, size), max_size=size
+        )
     from banking_es.db.sqlite import SqliteDatabase
 
     return await SqliteDatabase.connect(settings.sqlite_path)
