@@ -83,6 +83,9 @@ async def test_a_handover_reserves_the_shard_for_its_target(
     leases = await _leases(open_database)
     lease = await leases.claim(7, "a")
     assert lease is not None
+    assert not await leases.hand_over(7, "b")  # b is no live instance: it could not take it
+    assert (await leases.states())[7].handover_to is None
+    await leases.register("b", "http://127.0.0.1:3002")
     assert await leases.hand_over(7, "b")
     renewed = await leases.renew(lease)
     assert renewed is not None
@@ -108,6 +111,7 @@ async def test_only_a_handover_taken_counts_as_a_recent_move_and_only_for_a_whil
     assert await leases.release(freed)  # a stop: the shard is free, taken as an orphan
     assert await leases.claim(2, "b") is not None
     assert await leases.claim(3, "a") is not None  # a restart with the same id
+    await leases.register("b", "http://127.0.0.1:3002")
     assert await leases.hand_over(1, "b")
     handing = await leases.renew(moved)
     assert handing is not None
@@ -138,6 +142,9 @@ async def test_a_stopping_instance_calls_off_the_moves_to_it(
     assert (states[4].status, states[4].handover_to) == ("available", None)
     assert (states[5].status, states[5].owner, states[5].handover_to) == ("assigned", "a", None)
     assert await leases.claim(4, "c") is not None  # at once, not after the ttl
+    # A rebalancer that saw b alive just before it left cannot hand it a shard now.
+    assert not await leases.hand_over(5, "b")
+    assert (await leases.states())[5].handover_to is None
     renewed = await leases.renew(draining)
     assert renewed is not None
     assert await leases.release(renewed)  # its drain ends: free for anyone
@@ -203,7 +210,9 @@ async def test_the_report_shows_each_shard_and_the_instances_holding_them(
     third = await leases.claim(3, "a")
     assert third is not None
     assert await leases.renew(third, load=4.5) is not None
-    assert await leases.hand_over(2, "b")
+    assert not await leases.hand_over(2, "b")  # gone
+    await leases.register("c", "http://127.0.0.1:3003")
+    assert await leases.hand_over(2, "c")
 
     report = await shard_report(leases)
 

@@ -12,12 +12,14 @@ from banking_es.db.sqlite import SqliteDatabase
 from banking_es.shards.leases import ShardLeases
 
 
-async def _claim(path: Path, shard: int, owner: str) -> None:
+async def _claim(path: Path, shard: int | None, owner: str) -> None:
+    """Register `owner` as a live instance and let it claim `shard` (None: none)."""
     db = await SqliteDatabase.connect(path)
     try:
         leases = ShardLeases(db, ttl=60)
         await leases.register(owner, "http://127.0.0.1:3001")
-        assert await leases.claim(shard, owner) is not None
+        if shard is not None:
+            assert await leases.claim(shard, owner) is not None
     finally:
         await db.close()
 
@@ -42,6 +44,14 @@ def test_status_shows_the_map_and_move_asks_for_a_handover(tmp_path: Path) -> No
     assert table.returncode == 0
     assert "api-1" in table.stdout
 
+    # A target that is not a live instance would hold the shard back for one lease ttl.
+    nobody = run_cli(["shards", "move", "5", "api-2"], tmp_path, **env)
+    assert nobody.returncode == 1
+    assert "api-2 is not a live instance (live: api-1)" in nobody.stderr
+    kept = orjson.loads(run_cli(["shards", "status", "--json"], tmp_path, **env).stdout)
+    assert (kept["shards"][5]["status"], kept["shards"][5]["owner"]) == ("assigned", "api-1")
+
+    asyncio.run(_claim(path, None, "api-2"))
     moved = run_cli(["shards", "move", "5", "api-2"], tmp_path, **env)
     assert moved.returncode == 0, moved.stderr
     after = orjson.loads(run_cli(["shards", "status", "--json"], tmp_path, **env).stdout)

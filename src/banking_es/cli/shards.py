@@ -70,10 +70,16 @@ def shards_move(
         console.print(f"[red]error:[/red] no shard {shard}: SHARD_COUNT is {settings.shard_count}")
         raise typer.Exit(2)
 
-    async def work(leases: Any) -> bool:
-        return bool(await leases.hand_over(shard, target))
+    async def work(leases: Any) -> str | None:
+        alive = sorted(i.id for i in await leases.instances() if i.alive)
+        if target not in alive:
+            return f"{target} is not a live instance (live: {', '.join(alive) or 'none'})"
+        if not await leases.hand_over(shard, target):
+            return f"shard {shard} has no owner to hand it over"
+        return None
 
-    if not run(_with_leases(settings, work)):
-        console.print(f"[red]error:[/red] shard {shard} has no owner to hand it over")
+    refused = run(_with_leases(settings, work))
+    if refused is not None:
+        console.print(f"[red]error:[/red] {refused}")
         raise typer.Exit(1)
     typer.echo(f"shard {shard}: handover to {target} requested")

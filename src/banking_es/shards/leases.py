@@ -216,8 +216,18 @@ class ShardLeases:
 
     async def hand_over(self, shard: int, target: str) -> bool:
         """Ask the shard's owner to hand it to `target` (it sees `handover_to` when it next
-        renews); False if nobody holds it."""
+        renews); False if nobody holds it or `target` is not alive. The target's row stays
+        locked until the handover is written, so an instance that is leaving (`leave`) is
+        either seen gone here or has the handover called off there."""
+        share = " FOR SHARE" if self.db.dialect == "postgres" else ""  # SQLite: one writer
         async with self.db.transaction() as conn:
+            alive = await self._fetch(
+                conn,
+                "SELECT id FROM cluster_instances WHERE id = $1 AND last_seen > {earlier}" + share,
+                target,
+            )
+            if not alive:
+                return False
             rows = await conn.fetch(
                 "UPDATE shard_leases SET handover_to = $2 WHERE shard = $1 AND owner IS NOT NULL"
                 " RETURNING shard",

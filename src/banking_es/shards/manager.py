@@ -275,9 +275,11 @@ class ShardManager:
                 for move in plan_moves(owners, alive, loads, self.limits, frozen)
                 if move.source is not None and move.source in alive
             ]
+            requested = []
             for move in moves:
-                await self.leases.hand_over(move.shard, move.target)
-                log.info("shard %d: moving from %s to %s", move.shard, move.source, move.target)
-            return moves
+                if await self.leases.hand_over(move.shard, move.target):
+                    log.info("shard %d: moving from %s to %s", move.shard, move.source, move.target)
+                    requested.append(move)
+            return requested
         finally:
             await held.release()
