@@ -261,7 +261,7 @@ async def test_a_rolling_restart_under_load_loses_nothing_and_moves_no_shard_bac
         # A restart moves a shard at most twice: off the instance stopping, onto it back.
         moves = Counter(claim.shard for claim in recorded)
         assert max(moves.values()) <= 2 * len(cluster), moves
-        assert _back_and_forth(start, recorded, restarts) == []
+        assert _back_and_forth(start, recorded, restarts) == [], (start, restarts, recorded)
 
 
 async def test_transfers_between_owners_stay_whole_when_the_source_owner_is_killed(

@@ -128,27 +128,36 @@ async def test_a_stopping_instance_calls_off_the_moves_to_it(
     open_database: DatabaseOpener,
 ) -> None:
     leases = await _leases(open_database)
-    await leases.register("b", "http://127.0.0.1:3002")
+    for instance in ("a", "b", "z"):
+        await leases.register(instance, f"http://{instance}")
     released, draining = await leases.claim(4, "a"), await leases.claim(5, "a")
+    orphaned = await leases.claim(6, "z")
     assert released is not None
     assert draining is not None
-    for shard in (4, 5):
+    assert orphaned is not None
+    for shard in (4, 5, 6):
         assert await leases.hand_over(shard, "b")
-    handing = await leases.renew(released)
-    assert handing is not None
-    assert await leases.release(handing)  # reserved for b for one ttl
+    for lease in (released, orphaned):
+        handing = await leases.renew(lease)
+        assert handing is not None
+        assert await leases.release(handing)  # reserved for b for one ttl
+    await leases.leave("z")  # z released shard 6 for b, then stopped itself
     await leases.leave("b")
     states = await leases.states()
-    assert (states[4].status, states[4].handover_to) == ("available", None)
+    # Released by a, which is alive: back to a, not to whoever claims first.
+    assert (states[4].status, states[4].owner, states[4].handover_to) == ("rebalancing", None, "a")
+    assert await leases.claim(4, "c") is None
+    back = await leases.claim(4, "a")
+    assert back is not None
+    assert (back.owner, back.epoch, back.handover_to) == ("a", released.epoch + 1, None)
+    # Not yet released: it stays with its owner, the move forgotten.
     assert (states[5].status, states[5].owner, states[5].handover_to) == ("assigned", "a", None)
-    assert await leases.claim(4, "c") is not None  # at once, not after the ttl
+    # Released by an instance that is gone too: free at once, not after the ttl.
+    assert (states[6].status, states[6].handover_to) == ("available", None)
+    assert await leases.claim(6, "c") is not None
     # A rebalancer that saw b alive just before it left cannot hand it a shard now.
     assert not await leases.hand_over(5, "b")
     assert (await leases.states())[5].handover_to is None
-    renewed = await leases.renew(draining)
-    assert renewed is not None
-    assert await leases.release(renewed)  # its drain ends: free for anyone
-    assert await leases.claim(5, "c") is not None
 
 
 async def test_a_cold_start_of_concurrent_claimers_gives_each_shard_one_owner(

@@ -159,7 +159,7 @@ class ShardLeases:
                 "UPDATE shard_leases SET owner = $2, epoch = epoch + 1, expires_at = {later},"
                 f" moved_at = CASE WHEN owner IS NULL AND handover_to = $2 THEN {stamp}"
                 " ELSE moved_at END,"
-                " handover_to = NULL WHERE shard = $1 AND (expires_at IS NULL"
+                " handover_to = NULL, released_by = NULL WHERE shard = $1 AND (expires_at IS NULL"
                 " OR expires_at <= {now} OR owner = $2 OR (owner IS NULL AND handover_to = $2))"
                 f" RETURNING {_COLUMNS}",
                 shard,
@@ -176,7 +176,8 @@ class ShardLeases:
             rows = await self._fetch(
                 conn,
                 "UPDATE shard_leases SET owner = $1, epoch = epoch + 1, expires_at = {later},"
-                f" handover_to = NULL WHERE {free} AND shard IN (SELECT shard FROM shard_leases"
+                f" handover_to = NULL, released_by = NULL WHERE {free} AND shard IN"
+                " (SELECT shard FROM shard_leases"
                 f" WHERE {free} ORDER BY shard LIMIT $2{skip}) RETURNING {_COLUMNS}",
                 owner,
                 limit,
@@ -201,12 +202,13 @@ class ShardLeases:
     async def release(self, lease: Lease) -> bool:
         """Give the shard up at once (a graceful shutdown, the end of a handover); False if
         it was no longer this term's. A shard being handed over stays reserved for its
-        target for one ttl."""
+        target for one ttl, and remembers who released it (`leave`)."""
         async with self.db.transaction() as conn:
             rows = await self._fetch(
                 conn,
                 "UPDATE shard_leases SET owner = NULL, expires_at = CASE WHEN handover_to IS NULL"
-                " THEN NULL ELSE {later} END WHERE shard = $1 AND owner = $2 AND epoch = $3"
+                " THEN NULL ELSE {later} END, released_by = CASE WHEN handover_to IS NULL"
+                " THEN NULL ELSE owner END WHERE shard = $1 AND owner = $2 AND epoch = $3"
                 " RETURNING shard",
                 lease.shard,
                 lease.owner,
@@ -300,16 +302,24 @@ class ShardLeases:
 
     async def leave(self, instance_id: str) -> None:
         """Record that `instance_id` stopped (it shows `gone` at once, not one ttl later), and
-        call off the moves to it: a shard released for it is free at once, not after a ttl."""
+        call off the moves to it: a shard not yet released stays with its owner; one released
+        for it goes back to the live instance that released it (reserved for one ttl), else
+        is free at once. Either way it stays where it was, not on whoever claims first."""
+        back = (
+            "owner IS NULL AND released_by IN (SELECT id FROM cluster_instances"
+            " WHERE last_seen > {earlier} AND id <> $1)"
+        )
         async with self.db.transaction() as conn:
             await self._fetch(
                 conn,
                 "UPDATE cluster_instances SET last_seen = {earlier} WHERE id = $1 RETURNING id",
                 instance_id,
             )
-            await conn.execute(
-                "UPDATE shard_leases SET handover_to = NULL, expires_at = CASE WHEN owner IS NULL"
-                " THEN NULL ELSE expires_at END WHERE handover_to = $1",
+            await self._fetch(
+                conn,
+                f"UPDATE shard_leases SET handover_to = CASE WHEN {back} THEN released_by END,"
+                f" expires_at = CASE WHEN owner IS NOT NULL THEN expires_at WHEN {back}"
+                " THEN {later} END, released_by = NULL WHERE handover_to = $1 RETURNING shard",
                 instance_id,
             )
 
