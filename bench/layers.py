@@ -69,16 +69,19 @@ async def _deposit(call: Any) -> Response:
 
 def service_app(metrics: Metrics | None, limiter: RateLimiter | None) -> Any:
     """`create_app`'s app (its rate-limit middleware stacked when `limiter` is given) with
-    the live and deposit routes bound to stubs, over services that are only `metrics` and
-    `limiter`."""
-    app = create_app(load_settings(rate_limit_enabled=limiter is not None))
+    the live and deposit routes bound to stubs, over services that are only `metrics`, `limiter`
+    and the settings (one instance: no sharding)."""
+    settings = load_settings(rate_limit_enabled=limiter is not None)
+    app = create_app(settings)
     for cls, name, endpoint in app.endpoints:
         if (cls, name) == (HealthRoutes, "live"):
             endpoint.handler = HealthRoutes(None).live  # type: ignore[arg-type]
         elif (cls, name) == (AccountRoutes, "deposit"):
             endpoint.handler = _deposit
         endpoint.gate = Gate(StubIdentity(), limiter)  # type: ignore[arg-type]
-    app.services = SimpleNamespace(metrics=metrics, rate_limiter=limiter)
+    app.services = SimpleNamespace(
+        metrics=metrics, rate_limiter=limiter, settings=settings, sharding=None
+    )
     return app
 
 

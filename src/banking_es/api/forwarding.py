@@ -6,8 +6,9 @@ instance owns are forwarded once, over a kept-alive client, to the owner's `INST
 with a signed hop header (identity/hops.py) naming the client's address and caller; the
 owner's answer goes back unchanged. A forwarded request is trusted only with a valid hop
 (else 401), is never forwarded again (a non-owner answers 503), and is limited under the
-original client's address, once. Responses of commands carry `x-shard` and `x-served-by`.
-Reads and account openings run where they arrive.
+original client's address, once. Responses of these commands carry `x-shard` and
+`x-served-by`, on one instance too (it owns every shard). Reads and openings run where they
+arrive.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from banking_es.application.errors import NotFound
 from banking_es.eventstore.base import StoreUnavailable
 from banking_es.identity.errors import IdentityError, Unauthenticated
 from banking_es.identity.hops import HOP_HEADER, Hop, sign_hop, verify_hop
+from banking_es.shards.keys import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,44 @@ async def _hold_account(services: Any, hold_id: str) -> str | None:
         return None
 
 
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body (None: the client went away first)."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body already read, then what the client sends."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _marked(send: Send, shard: int, instance_id: str) -> Send:
+    """A `send` that adds `x-shard` and `x-served-by` to the response."""
+    marks = [(b"x-shard", str(shard).encode()), (b"x-served-by", instance_id.encode())]
+
+    async def send_marked(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *marks]}
+        await send(message)
+
+    return send_marked
+
+
 async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     body = problem_body(status, code, message)
     headers = [(b"content-type", PROBLEM_TYPE.encode()), (b"content-length", b"%d" % len(body))]
@@ -95,29 +135,20 @@ class ForwardingMiddleware:
         # The method first: most requests are reads, and it is the cheapest test.
         method: str = scope.get("method", "")
         services = _services(scope) if method in _METHODS and scope["type"] == "http" else None
-        sharding = getattr(services, "sharding", None)
         path = scope.get("path", "")
-        command = _COMMAND.match(path) if sharding is not None else None
-        hold = _HOLD.match(path) if sharding is not None and not command else None
-        if sharding is None or not (command or hold or path == _TRANSFERS):
+        command = _COMMAND.match(path) if services is not None else None
+        hold = _HOLD.match(path) if services is not None and not command else None
+        if services is None or not (command or hold or path == _TRANSFERS):
             await self.app(scope, receive, send)
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
+        sharding = services.sharding
+        body = b""
+        if sharding is not None or not (command or hold):  # only one instance needs no body
+            read = await _read_body(receive)
+            if read is None:  # the client went away
                 return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
+            body = read
+            receive = _replay(body, receive)
         if command:
             account = command[1] or command[2]
         elif hold:
@@ -125,7 +156,12 @@ class ForwardingMiddleware:
         else:
             account = _source_of(body)
         if account is None:  # not a transfer or hold the API can read: its answer is the 4xx
-            await self.app(scope, replay, send)
+            await self.app(scope, receive, send)
+            return
+        if sharding is None:  # one instance: it owns every shard
+            settings = services.settings
+            shard = shard_of(account, settings.shard_count)
+            await self.app(scope, receive, _marked(send, shard, settings.effective_instance_id))
             return
         manager = sharding.manager
         shard = manager.shard_of(account)
@@ -153,14 +189,7 @@ class ForwardingMiddleware:
         elif route is not None:
             await self._forward(scope, send, services, route, target, body)
             return
-        marks = [(b"x-shard", str(shard).encode()), (b"x-served-by", manager.instance_id.encode())]
-
-        async def send_marked(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *marks]}
-            await send(message)
-
-        await self.app(scope, replay, send_marked)
+        await self.app(scope, receive, _marked(send, shard, manager.instance_id))
 
     async def _forward(
         self, scope: Scope, send: Send, services: Any, url: str, target: str, body: bytes
