@@ -88,6 +88,8 @@ async def test_hot_account_deposits_from_two_workers_lose_none_and_fail_none(
         assert final["version"] == 301
         versions = sorted(r.json()["version"] for r in results)
         assert versions == list(range(2, 302))  # every acknowledged write has its own version
+        # Both workers served (connections spread over them), as one instance.
+        assert len({r.headers["x-served-by"] for r in results}) == 1
 
 
 async def test_concurrent_withdrawals_and_transfers_keep_every_invariant(

@@ -110,6 +110,8 @@ def run_server(settings: Settings, *, no_migrate: bool) -> None:
     # Workers re-read settings from the environment: pass the CLI overrides down.
     os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
     os.environ["WORKERS"] = str(settings.workers)
+    # One instance id for all its workers (`x-served-by`, `/admin/shards`), not one per process.
+    os.environ["INSTANCE_ID"] = settings.effective_instance_id
     # A listening socket per worker, so that connections spread over them (serving.py).
     spread = settings.workers > 1 and serving.spreads_connections()
     sockets = []
