@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -164,9 +165,10 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
+    @cached_property
     def effective_instance_id(self) -> str:
-        """`INSTANCE_ID`, or this host's name and process id."""
+        """`INSTANCE_ID`, or this host's name and process id (once: every command answer
+        names it)."""
         return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
