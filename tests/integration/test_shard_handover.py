@@ -134,18 +134,28 @@ class _Gate:
         return getattr(self._store, name)
 
 
+async def _handing_over(
+    a: Services, monkeypatch: pytest.MonkeyPatch, count: int
+) -> tuple[str, int, _Gate, list[asyncio.Task[Account]]]:
+    """An account on `a` with `count` deposits in flight, held at the store's gate (the first
+    chunk at the store, the others queued behind it), and its shard asked to move to b."""
+    ma = manager(a)
+    account_id = await open_on(a, a)
+    shard = ma.shard_of(account_id)
+    gate = _Gate(a, monkeypatch)
+    deposits = [asyncio.create_task(deposit(a.accounts, account_id)) for _ in range(count)]
+    while not gate.waiting:
+        await asyncio.sleep(0.01)
+    assert await ma.leases.hand_over(shard, "b")
+    return account_id, shard, gate, deposits
+
+
 async def test_a_handover_waits_for_the_shards_queued_commands_and_routes_new_ones_away(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with two_instances(tmp_path, pg_url) as (a, b):
         ma, mb = manager(a), manager(b)
-        account_id = await open_on(a, a)
-        shard = ma.shard_of(account_id)
-        gate = _Gate(a, monkeypatch)
-        deposits = [asyncio.create_task(deposit(a.accounts, account_id)) for _ in range(20)]
-        while not gate.waiting:  # the first chunk at the store, the others queued behind it
-            await asyncio.sleep(0.01)
-        assert await ma.leases.hand_over(shard, "b")
+        account_id, shard, gate, deposits = await _handing_over(a, monkeypatch, 20)
         handing = asyncio.create_task(ma.step())
         await asyncio.sleep(TTL / 6)
         assert not handing.done()  # draining
@@ -174,13 +184,7 @@ async def test_a_drain_that_does_not_end_is_cut_short_and_its_commands_are_refus
 ) -> None:
     async with two_instances(tmp_path, pg_url) as (a, b):
         ma, mb = manager(a), manager(b)
-        account_id = await open_on(a, a)
-        shard = ma.shard_of(account_id)
-        gate = _Gate(a, monkeypatch)
-        deposits = [asyncio.create_task(deposit(a.accounts, account_id)) for _ in range(5)]
-        while not gate.waiting:
-            await asyncio.sleep(0.01)
-        assert await ma.leases.hand_over(shard, "b")
+        account_id, shard, gate, deposits = await _handing_over(a, monkeypatch, 5)
         loop = asyncio.get_running_loop()
         started = loop.time()
         await ma.step()
